@@ -1,0 +1,36 @@
+"""gta-data: the trajectory store shared by the GTA packages, the Minari bridge, dataset recipes and
+D4RL reference scores."""
+
+__version__ = "0.1.0"
+
+from gta_data.errors import RecipeError, StoreError  # noqa: E402
+from gta_data.scores import normalized_score, reference_scores  # noqa: E402
+from gta_data.store import (  # noqa: E402
+    FORMAT_VERSION,
+    StoreWriter,
+    TrajectoryStore,
+    Transitions,
+    append_episodes,
+    open_store,
+    write_episodes,
+    write_store,
+)
+from gta_data.windows import WindowBatch, gather_windows, window_starts  # noqa: E402
+
+__all__ = [
+    "FORMAT_VERSION",
+    "RecipeError",
+    "StoreError",
+    "StoreWriter",
+    "TrajectoryStore",
+    "Transitions",
+    "WindowBatch",
+    "append_episodes",
+    "gather_windows",
+    "normalized_score",
+    "open_store",
+    "reference_scores",
+    "window_starts",
+    "write_episodes",
+    "write_store",
+]

@@ -1,0 +1,18 @@
+"""Command line interface of gta-pixel."""
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="GTA pixel pipeline: DrQ+BC encoder pretraining, latent projection and latent-space augmentation.")
+
+
+@app.callback()
+def main() -> None:
+    """GTA pixel pipeline: DrQ+BC encoder pretraining, latent projection and latent-space augmentation."""
+
+
+@app.command()
+def version() -> None:
+    """Print the package version."""
+    from gta_pixel import __version__
+
+    typer.echo(__version__)
