@@ -207,6 +207,8 @@ class StoreWriter:
                 raise StoreError(f"attribute {key!r} is reserved")
             self._attrs[key] = value
         self._group = zarr.open_group(store=str(self._tmp), mode="w-", zarr_format=3)
+        # Until commit the store says it is incomplete, should anyone open the temporary directory.
+        self._group.attrs.put(_clean_meta({**self._attrs, "complete": False}))
         self._group.create_group("data")
         self._group.create_group("meta")
         self._arrays: dict[str, zarr.Array] = {}

@@ -1,0 +1,71 @@
+"""Dataset recipes: make offline datasets locally, deterministically from a seed (DESIGN.md section 5).
+
+Each recipe streams episodes into a trajectory store; ``make_dataset`` can also export the result as a
+local Minari dataset. Recipes step real simulators, so they need ``gta-data[recipes]``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from gta_data.errors import RecipeError
+from gta_data.store import StoreWriter, TrajectoryStore, Transitions
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    description: str
+    default_size: int
+    # (size, seed, options) -> (episode iterator, store metadata)
+    build: Callable[[int, int, dict[str, Any]], tuple[Iterator[Transitions], dict[str, Any]]]
+
+
+def _registry() -> dict[str, Recipe]:
+    from gta_data.recipes import pointmaze, random_policy
+
+    recipes = [random_policy.RECIPE, *pointmaze.RECIPES]
+    return {r.name: r for r in recipes}
+
+
+def list_recipes() -> dict[str, Recipe]:
+    return _registry()
+
+
+def make_dataset(
+    name: str,
+    out: str | os.PathLike,
+    *,
+    size: int | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+    minari_id: str | None = None,
+    progress: Callable[[int], None] | None = None,
+    **options: Any,
+) -> TrajectoryStore:
+    """Run recipe ``name`` for ``size`` transitions into a new store at ``out`` (and a Minari dataset
+    ``minari_id`` if given)."""
+    recipes = _registry()
+    if name not in recipes:
+        raise RecipeError(f"unknown recipe {name!r} (known: {', '.join(sorted(recipes))})")
+    recipe = recipes[name]
+    size = recipe.default_size if size is None else int(size)
+    if size <= 0:
+        raise RecipeError(f"size must be positive, got {size}")
+    episodes, meta = recipe.build(size, seed, options)
+    provenance = {"source": "recipe", "recipe": name, "seed": seed, "size": size, **meta.pop("provenance", {})}
+    with StoreWriter(out, provenance=provenance, overwrite=overwrite, **meta) as writer:
+        for episode in episodes:
+            writer.add_episode(episode)
+            if progress is not None:
+                progress(len(episode))
+    store = TrajectoryStore.open(out)
+    if minari_id is not None:
+        from gta_data.minari_bridge import export_minari
+
+        export_minari(out, minari_id, description=f"gta-data recipe {name} (seed {seed}, {size} steps)",
+                      overwrite=overwrite)
+    return store
