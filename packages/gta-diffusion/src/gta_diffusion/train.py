@@ -1,0 +1,326 @@
+"""Training of the GTA trajectory denoiser (GTA Sec. 4.1, Eq. 7; appendix B.1, Table 6).
+
+EDM objective (GTA Eq. 5, loss from ``edm.edm_loss``) on z-scored H+1-row windows with the scaled
+discounted return as the condition, condition dropout 0.25 for classifier-free guidance. AdamW
+(lr 3e-4, no weight decay: Table 6 uses Adam, AdamW only for its fused kernel), linear warm-up then
+cosine annealing (Table 6: "cosine annealing warmup"), gradient clipping at norm 1, EMA of the weights
+(decay 0.999 with the usual (1+n)/(10+n) ramp so that short runs have a usable EMA).
+
+The hot loop never syncs with the host: batches are gathered on the device from device-resident windows
+(:class:`gta_diffusion.data.WindowSet`) with a device generator; the loss and gradient norm are summed on
+the device and read once per ``log_every`` steps. bf16 autocast and torch.compile are flags.
+
+Exact resume: the checkpoint holds the raw and EMA weights, the optimizer state, the step (which fixes the
+learning rate) and the states of the data-order and loss-noise generators of every rank, so a run that is
+killed and resumed from its last checkpoint continues exactly as if it had not stopped.
+Data-parallel training: under torchrun each rank draws its own ``batch_size / world_size`` windows
+(generators seeded by rank) and DDP averages the gradients.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gta_data import TrajectoryStore
+from gta_diffusion import __version__
+from gta_diffusion.checkpoint import (
+    CONFIG_NAME,
+    METRICS_NAME,
+    latest_checkpoint,
+    load_checkpoint,
+    read_config,
+    save_checkpoint,
+    truncate_metrics,
+    write_json_atomic,
+)
+from gta_diffusion.data import Normalizer, WindowConfig, WindowSet, fit_normalizer, loss_mask
+from gta_diffusion.distributed import DistInfo, barrier, gather_objects
+from gta_diffusion.edm import Denoiser, EDMConfig, edm_loss
+from gta_diffusion.errors import DiffusionError
+from gta_diffusion.networks import build_network, count_parameters
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    preset: str = "paper"  # network preset of gta_diffusion.networks.PRESETS (paper: A.2, ~29.6M params)
+    network_overrides: dict[str, Any] = field(default_factory=dict)  # keyword overrides of the preset
+    steps: int = 1_000_000  # gradient steps (Table 6: 1e6)
+    batch_size: int = 256  # global batch, split over ranks (Table 6: 256)
+    lr: float = 3e-4  # peak learning rate (Table 6)
+    warmup_steps: int = 1000  # linear warm-up, then cosine annealing to min_lr_ratio * lr
+    min_lr_ratio: float = 0.0
+    weight_decay: float = 0.0  # Table 6 uses Adam: no decay
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 1.0  # max gradient norm (SynthER / GTA code)
+    ema_decay: float = 0.999  # EMA of the weights, ramped as min(decay, (1+n)/(10+n))
+    cond_drop_prob: float = 0.25  # classifier-free guidance dropout (Table 6: lambda = 0.25)
+    bf16: bool = False  # bf16 autocast for the forward pass
+    compile: bool = False  # torch.compile the network
+    seed: int = 0
+    log_every: int = 1000  # steps between metric lines (the only host syncs of the loop)
+    checkpoint_every: int = 20_000
+    keep_checkpoints: int = 2
+
+
+def config_from_dict(cls: type, d: dict[str, Any]) -> Any:
+    """Rebuild a frozen config dataclass from JSON (unknown keys refused; lists back to tuples)."""
+    names = {f.name: f for f in fields(cls)}
+    unknown = set(d) - set(names)
+    if unknown:
+        raise DiffusionError(f"unknown {cls.__name__} keys {sorted(unknown)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def build_denoiser(network: dict[str, Any], sigma_data: float) -> Denoiser:
+    net = build_network(network["preset"], network["transition_dim"], network["horizon_rows"],
+                        **network.get("overrides", {}))
+    return Denoiser(net, sigma_data=sigma_data)
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Learning rate of step ``step`` (0-based): linear warm-up, then cosine to ``min_lr_ratio * lr``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _load_store(path: str | Path):
+    store = TrajectoryStore.open(path)
+    return store, store.load()
+
+
+class Trainer:
+    """One training run: model, EMA, optimizer, generators, and the run directory it checkpoints to.
+
+    Create with :meth:`create` (new run, or resumes the run found in ``run_dir``)."""
+
+    def __init__(self, run_dir: Path, config: dict[str, Any], windows: WindowSet, *,
+                 device: torch.device, dist: DistInfo = DistInfo()) -> None:
+        self.run_dir, self.config, self.windows, self.device, self.dist = run_dir, config, windows, device, dist
+        self.cfg: TrainConfig = config_from_dict(TrainConfig, config["train"])
+        self.edm: EDMConfig = EDMConfig(**config["edm"])
+        if self.cfg.batch_size % dist.world_size:
+            raise DiffusionError(f"batch size {self.cfg.batch_size} is not divisible by {dist.world_size} ranks")
+        self.local_batch = self.cfg.batch_size // dist.world_size
+        torch.manual_seed(self.cfg.seed)  # identical initial weights on every rank
+        self.denoiser = build_denoiser(config["network"], self.edm.sigma_data).to(device)
+        self.params = [p for p in self.denoiser.parameters() if p.requires_grad]
+        self.ema = [p.detach().clone() for p in self.denoiser.parameters()]
+        use_fused = device.type == "cuda"
+        self.opt = torch.optim.AdamW(self.params, lr=self.cfg.lr, betas=self.cfg.betas,
+                                     weight_decay=self.cfg.weight_decay, fused=use_fused)
+        self.model: torch.nn.Module = self.denoiser
+        if dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.model = DistributedDataParallel(
+                self.denoiser, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        self.forward = torch.compile(self.model) if self.cfg.compile else self.model
+        self.mask = loss_mask(windows.norm, windows.cfg.horizon).to(device)  # [H+1, D]
+        self.inv_count = 1.0 / (float(self.mask.sum()) * self.local_batch)
+        self.data_gen = torch.Generator(device=device).manual_seed(self.cfg.seed * 1_000_003 + 2 * dist.rank)
+        self.loss_gen = torch.Generator(device=device).manual_seed(self.cfg.seed * 1_000_003 + 2 * dist.rank + 1)
+        self.step_count = 0
+        self._zero_accumulators()
+
+    # -- construction ------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, run_dir: str | Path, data_path: str | Path | None, cfg: TrainConfig | None = None,
+               wcfg: WindowConfig | None = None, edm: EDMConfig | None = None, *, device: str | torch.device = "cpu",
+               dist: DistInfo = DistInfo()) -> Trainer:
+        """Start a new run in ``run_dir`` or resume the one there (its saved config wins; ``data_path``
+        None means the store recorded in it)."""
+        run_dir = Path(run_dir)
+        device = torch.device(device)
+        if (run_dir / CONFIG_NAME).exists():
+            config = read_config(run_dir)
+            data_path = data_path or config["data"]["path"]
+            store, data = _load_store(data_path)
+            norm = Normalizer.from_dict(config["normalizer"])
+            if store.env_id != norm.env_id or store.obs_dim != norm.obs_dim or store.act_dim != norm.act_dim:
+                raise DiffusionError(
+                    f"{data_path} ({store.env_id}, obs {store.obs_dim}, act {store.act_dim}) is not the data of "
+                    f"run {run_dir} ({norm.env_id}, obs {norm.obs_dim}, act {norm.act_dim})"
+                )
+            wcfg = config_from_dict(WindowConfig, config["window"])
+            windows = WindowSet(data, store.episode_ends, norm, wcfg, device)
+            trainer = cls(run_dir, config, windows, device=device, dist=dist)
+            ckpt = latest_checkpoint(run_dir)
+            if ckpt is not None:
+                trainer.load(ckpt)
+            return trainer
+        if data_path is None:
+            raise DiffusionError(f"{run_dir} holds no run to resume; give the training data")
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise DiffusionError(f"{run_dir} exists and is not a gta-diffusion run directory")
+        cfg, wcfg, edm = cfg or TrainConfig(), wcfg or WindowConfig(), edm or EDMConfig()
+        if cfg.steps < 1 or cfg.batch_size < 1:
+            raise DiffusionError(f"steps and batch size must be positive, got {cfg.steps} and {cfg.batch_size}")
+        if wcfg.horizon < 1:
+            raise DiffusionError(f"horizon must be >= 1, got {wcfg.horizon}")
+        store, data = _load_store(data_path)
+        norm = fit_normalizer(data, store.episode_ends, wcfg, store.env_id)
+        windows = WindowSet(data, store.episode_ends, norm, wcfg, device)
+        network = {
+            "preset": cfg.preset, "overrides": dict(cfg.network_overrides),
+            "transition_dim": norm.transition_dim, "horizon_rows": wcfg.horizon + 1,
+        }
+        config = {
+            "gta_diffusion_version": __version__,
+            "train": asdict(cfg), "window": asdict(wcfg), "edm": asdict(edm), "network": network,
+            "normalizer": norm.to_dict(), "world_size": dist.world_size,
+            "data": {
+                "path": str(Path(data_path).resolve()), "env_id": store.env_id,
+                "num_transitions": store.num_transitions, "num_episodes": store.num_episodes,
+                "num_windows": len(windows), "ref_scores": store.ref_scores,
+            },
+        }
+        trainer = cls(run_dir, config, windows, device=device, dist=dist)
+        config["network"]["parameters"] = count_parameters(trainer.denoiser)
+        if dist.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(run_dir / CONFIG_NAME, config)
+        barrier(dist)
+        return trainer
+
+    # -- one update -------------------------------------------------------------------------------------
+
+    def _zero_accumulators(self) -> None:
+        self._loss_sum = torch.zeros((), device=self.device)
+        self._gnorm_sum = torch.zeros((), device=self.device)
+        self._acc_steps = 0
+        self._acc_t0 = time.perf_counter()
+
+    def step(self) -> torch.Tensor:
+        """One optimisation step; returns the (device) mean loss without syncing."""
+        x0, cond = self.windows.sample(self.local_batch, self.data_gen)  # [B, H+1, D], [B]
+        lr = lr_at(self.cfg, self.step_count)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
+            loss = edm_loss(self.forward, x0, cond, cfg=self.edm, loss_mask=self.mask,
+                            cond_drop_prob=self.cfg.cond_drop_prob, generator=self.loss_gen)  # [B, H+1, D]
+        loss = loss.float().sum() * self.inv_count  # mean over the entries that count
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+        self.opt.step()
+        decay = min(self.cfg.ema_decay, (1 + self.step_count) / (10 + self.step_count))
+        with torch.no_grad():
+            torch._foreach_lerp_(self.ema, [p.detach() for p in self.denoiser.parameters()], 1.0 - decay)
+        self.step_count += 1
+        loss = loss.detach()
+        self._loss_sum += loss
+        self._gnorm_sum += gnorm.detach()
+        self._acc_steps += 1
+        return loss
+
+    # -- the loop ---------------------------------------------------------------------------------------
+
+    def train(self, until: int | None = None, *, on_step: Callable[[int], None] | None = None,
+              on_log: Callable[[dict[str, Any]], None] | None = None) -> None:
+        """Run to step ``until`` (default: the configured total), logging and checkpointing on schedule.
+        Stopping early (``until`` < total) without a checkpoint at ``until`` behaves like a kill."""
+        until = self.cfg.steps if until is None else min(until, self.cfg.steps)
+        self._zero_accumulators()
+        while self.step_count < until:
+            self.step()
+            if on_step is not None:
+                on_step(self.step_count)
+            if self.step_count % self.cfg.log_every == 0 or self.step_count == self.cfg.steps:
+                record = self._log()
+                if on_log is not None:
+                    on_log(record)
+            if self.step_count % self.cfg.checkpoint_every == 0 or self.step_count == self.cfg.steps:
+                self.save()
+
+    def _log(self) -> dict[str, Any]:
+        n = max(self._acc_steps, 1)
+        stats = torch.stack([self._loss_sum, self._gnorm_sum]).cpu() / n  # the one host sync per interval
+        dt = time.perf_counter() - self._acc_t0
+        record = {"step": self.step_count, "loss": float(stats[0]), "grad_norm": float(stats[1]),
+                  "lr": lr_at(self.cfg, self.step_count - 1), "steps_per_s": n / dt if dt > 0 else None,
+                  "time": time.time()}
+        if self.dist.is_main:
+            with open(self.run_dir / METRICS_NAME, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        self._zero_accumulators()
+        return record
+
+    # -- state ---------------------------------------------------------------------------------------------
+
+    def ema_state_dict(self) -> dict[str, torch.Tensor]:
+        names = [name for name, _ in self.denoiser.named_parameters()]
+        return dict(zip(names, self.ema, strict=True))
+
+    def rng_state(self) -> dict[str, torch.Tensor]:
+        return {"data": self.data_gen.get_state(), "loss": self.loss_gen.get_state()}
+
+    def save(self) -> Path | None:
+        states = gather_objects(self.dist, self.rng_state())
+        path = None
+        if self.dist.is_main:
+            rng = {f"{k}.{r}": v for r, s in enumerate(states) for k, v in s.items()}
+            path = save_checkpoint(
+                self.run_dir, self.step_count, model=self.denoiser.state_dict(), ema=self.ema_state_dict(),
+                optimizer=self.opt.state_dict(), rng=rng,
+                scalars={"world_size": self.dist.world_size}, keep=self.cfg.keep_checkpoints,
+            )
+        barrier(self.dist)
+        return path
+
+    def load(self, path: Path) -> None:
+        ckpt = load_checkpoint(path, self.device)
+        saved_world = int(ckpt["state"].get("world_size", 1))
+        if saved_world != self.dist.world_size:
+            raise DiffusionError(f"{path} was written by {saved_world} ranks; resume with the same number")
+        self.denoiser.load_state_dict(ckpt["model"])
+        ema = ckpt["ema"]
+        with torch.no_grad():
+            for (name, _), buf in zip(self.denoiser.named_parameters(), self.ema, strict=True):
+                buf.copy_(ema[name])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        self.data_gen.set_state(ckpt["rng"][f"data.{self.dist.rank}"])
+        self.loss_gen.set_state(ckpt["rng"][f"loss.{self.dist.rank}"])
+        self.step_count = int(ckpt["state"]["step"])
+        if self.dist.is_main:
+            truncate_metrics(self.run_dir, self.step_count)
+
+
+def load_model(run_dir: str | Path, device: str | torch.device = "cpu", *, ema: bool = True
+               ) -> tuple[Denoiser, Normalizer, WindowConfig, EDMConfig, dict[str, Any]]:
+    """The trained denoiser of a run (EMA weights by default) in eval mode, with its normaliser and configs."""
+    config = read_config(run_dir)
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        raise DiffusionError(f"{run_dir} has no checkpoint yet")
+    edm = EDMConfig(**config["edm"])
+    denoiser = build_denoiser(config["network"], edm.sigma_data)
+    weights = load_checkpoint(ckpt, "cpu")["ema" if ema else "model"]
+    missing = set(dict(denoiser.named_parameters())) - set(weights)
+    if missing:
+        raise DiffusionError(f"{ckpt} lacks weights {sorted(missing)[:3]}")
+    if ema:
+        state = denoiser.state_dict()
+        state.update(weights)
+        denoiser.load_state_dict(state)
+    else:
+        denoiser.load_state_dict(weights)
+    denoiser.to(device).eval().requires_grad_(False)
+    norm = Normalizer.from_dict(config["normalizer"])
+    return denoiser, norm, config_from_dict(WindowConfig, config["window"]), edm, config
+
+
+__all__ = ["TrainConfig", "Trainer", "load_model", "lr_at"]
