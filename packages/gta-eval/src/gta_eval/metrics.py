@@ -1,0 +1,209 @@
+"""Data-quality metrics of an augmented dataset against its original (GTA Eq. 11/14, 12/15, D.3, F.6).
+
+* Dynamic MSE (Eq. 14): mean over transitions of the squared error between the generated next state
+  s' and the true next state f*(s, a), both z-scored with the ORIGINAL data's per-dimension statistics
+  (appendix D.1: "prior to error computation, we normalize each state"). We average over state
+  dimensions too (a per-element MSE, comparable across environments of different obs_dim).
+* Novelty (Eq. 15, D.2): distance from each generated (s, a) to its exact nearest neighbour in the
+  original dataset, states and actions z-scored with the original statistics. Appendix D.2 calls it
+  "the average l2 distance" while Eq. 15 writes the squared distance; we report both (``novelty_*`` is
+  the mean l2 distance, ``novelty_*_sq`` the mean squared distance), for state, action and state-action.
+* Oracle reward (D.3): mean of the true reward of the generated (s, a).
+* Controllability (F.6): Pearson correlation between the conditioning value of each generated segment and
+  its generated return (sum of the segment's rewards).
+
+The nearest-neighbour search is exact and chunked: candidates come from the ||q||^2 - 2 q.r + ||r||^2
+expansion (one matmul per chunk, on GPU when present), then the best ``refine`` candidates per query are
+re-scored with direct differences in float64, so cancellation in the expansion cannot bias the distance
+(a query that is in the reference set gets exactly 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from gta_eval.errors import EvalError
+
+
+@dataclass(frozen=True)
+class ZScore:
+    """Per-dimension statistics of the original data; std is floored so constant dims do not explode."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @staticmethod
+    def fit(x: np.ndarray, eps: float = 1e-6) -> ZScore:
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2 or len(x) == 0:
+            raise EvalError(f"cannot fit z-score statistics to an array of shape {x.shape}")
+        return ZScore(x.mean(axis=0), np.maximum(x.std(axis=0), eps))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return (np.asarray(x, dtype=np.float64) - self.mean) / self.std
+
+
+def dynamic_mse(
+    generated_next: np.ndarray, true_next: np.ndarray, zscore: ZScore, valid: np.ndarray | None = None
+) -> float:
+    """Eq. 14 on z-scored states, averaged over valid rows and over state dimensions."""
+    err = (zscore(generated_next) - zscore(true_next)) ** 2  # [N, obs_dim]
+    if valid is not None:
+        err = err[np.asarray(valid, dtype=bool)]
+    if len(err) == 0:
+        raise EvalError("no valid transitions to compute the dynamic MSE on")
+    return float(err.mean())
+
+
+def _torch_device(device: str | None):
+    import torch
+
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise EvalError(f"bad device {device!r}: {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise EvalError("device cuda requested but CUDA is not available")
+    return dev
+
+
+def nearest_neighbor(
+    query: np.ndarray,
+    reference: np.ndarray,
+    *,
+    device: str | None = None,
+    query_chunk: int = 4096,
+    ref_chunk: int = 262_144,
+    refine: int = 4,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact nearest neighbour (Euclidean) of every query row in ``reference``.
+
+    Returns (squared distance [Q] float64, index [Q] int64). Memory is bounded by
+    query_chunk x ref_chunk floats on the device; the reference set is moved to the device once.
+    """
+    import torch
+
+    query = np.asarray(query)
+    reference = np.asarray(reference)
+    if query.ndim != 2 or reference.ndim != 2 or query.shape[1] != reference.shape[1]:
+        raise EvalError(f"nearest_neighbor needs [Q, D] and [R, D] arrays, got {query.shape} and {reference.shape}")
+    if len(reference) == 0:
+        raise EvalError("empty reference set")
+    dev = _torch_device(device)
+    k = max(1, min(refine, len(reference)))
+    ref = torch.as_tensor(reference, dtype=torch.float32, device=dev)  # [R, D]
+    ref_sq = (ref * ref).sum(dim=1)  # [R]
+    ref64 = torch.as_tensor(reference, dtype=torch.float64, device=dev)
+    out_d = np.empty(len(query), dtype=np.float64)
+    out_i = np.empty(len(query), dtype=np.int64)
+    for q0 in range(0, len(query), query_chunk):
+        q = torch.as_tensor(query[q0 : q0 + query_chunk], dtype=torch.float32, device=dev)  # [B, D]
+        q_sq = (q * q).sum(dim=1, keepdim=True)  # [B, 1]
+        best_d = torch.full((len(q), k), float("inf"), device=dev)
+        best_i = torch.zeros((len(q), k), dtype=torch.int64, device=dev)
+        for r0 in range(0, len(ref), ref_chunk):
+            r = ref[r0 : r0 + ref_chunk]
+            d = q_sq - 2.0 * (q @ r.T) + ref_sq[r0 : r0 + ref_chunk]  # [B, Rc] approximate
+            kk = min(k, d.shape[1])
+            cd, ci = torch.topk(d, kk, dim=1, largest=False)
+            best_d, sel = torch.topk(torch.cat([best_d, cd], 1), k, dim=1, largest=False)
+            best_i = torch.gather(torch.cat([best_i, ci + r0], 1), 1, sel)
+        # Re-score the candidates exactly: direct differences in float64.
+        q64 = q.to(torch.float64) if query.dtype != np.float64 else torch.as_tensor(
+            query[q0 : q0 + query_chunk], device=dev)
+        exact = ((ref64[best_i] - q64[:, None, :]) ** 2).sum(dim=2)  # [B, k]
+        j = exact.argmin(dim=1, keepdim=True)
+        out_d[q0 : q0 + len(q)] = exact.gather(1, j)[:, 0].cpu().numpy()
+        out_i[q0 : q0 + len(q)] = best_i.gather(1, j)[:, 0].cpu().numpy()
+        if progress:
+            progress(len(q))
+    return out_d, out_i
+
+
+@dataclass
+class Novelty:
+    state: float
+    action: float
+    state_action: float
+    state_sq: float
+    action_sq: float
+    state_action_sq: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "novelty_state": self.state,
+            "novelty_action": self.action,
+            "novelty_state_action": self.state_action,
+            "novelty_state_sq": self.state_sq,
+            "novelty_action_sq": self.action_sq,
+            "novelty_state_action_sq": self.state_action_sq,
+        }
+
+
+def novelty(
+    gen_obs: np.ndarray,
+    gen_act: np.ndarray,
+    orig_obs: np.ndarray,
+    orig_act: np.ndarray,
+    *,
+    obs_z: ZScore | None = None,
+    act_z: ZScore | None = None,
+    device: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Novelty:
+    """Eq. 15 for state, action and state-action, z-scored with the original data's statistics."""
+    obs_z = obs_z or ZScore.fit(orig_obs)
+    act_z = act_z or ZScore.fit(orig_act)
+    gs, ga = obs_z(gen_obs), act_z(gen_act)
+    os_, oa = obs_z(orig_obs), act_z(orig_act)
+    out = {}
+    for name, q, r in (
+        ("state", gs, os_),
+        ("action", ga, oa),
+        ("state_action", np.concatenate([gs, ga], 1), np.concatenate([os_, oa], 1)),
+    ):
+        d2, _ = nearest_neighbor(q, r, device=device, progress=progress)
+        out[name] = float(np.sqrt(d2).mean())
+        out[name + "_sq"] = float(d2.mean())
+    return Novelty(**out)
+
+
+def segment_returns(rewards: np.ndarray, episode_ends: np.ndarray) -> np.ndarray:
+    """Sum of rewards of each segment (float64)."""
+    starts = np.concatenate([[0], np.asarray(episode_ends)[:-1]]).astype(np.int64)
+    return np.add.reduceat(np.asarray(rewards, dtype=np.float64), starts)
+
+
+def window_returns(rewards: np.ndarray, episode_ends: np.ndarray, horizon: int) -> np.ndarray:
+    """Sum of rewards of every stride-1 window of ``horizon`` transitions inside an episode (F.7's
+    "reward sum of subtrajectories" for the original data)."""
+    from gta_data import window_starts
+
+    starts = window_starts(np.asarray(episode_ends), horizon)
+    csum = np.concatenate([[0.0], np.cumsum(np.asarray(rewards, dtype=np.float64))])
+    return csum[starts + horizon] - csum[starts]
+
+
+def condition_correlation(condition: np.ndarray, generated_return: np.ndarray) -> dict[str, float]:
+    """F.6: Pearson r (and its p-value) between each segment's condition and its generated return."""
+    from scipy import stats
+
+    c = np.asarray(condition, dtype=np.float64).reshape(len(condition), -1)
+    if c.shape[1] != 1:
+        raise EvalError(f"meta/condition has {c.shape[1]} values per segment; expected one scalar")
+    c = c[:, 0]
+    g = np.asarray(generated_return, dtype=np.float64)
+    if len(c) != len(g):
+        raise EvalError(f"{len(c)} conditions for {len(g)} segments")
+    if len(c) < 3:
+        raise EvalError("need at least 3 segments for a correlation")
+    if np.ptp(c) == 0 or np.ptp(g) == 0:
+        raise EvalError("condition or generated return is constant: correlation undefined")
+    res = stats.pearsonr(c, g)
+    return {"pearson_r": float(res.statistic), "p_value": float(res.pvalue), "segments": int(len(c))}
