@@ -61,13 +61,15 @@ def test_pointmaze_reaches_goals(tmp_path, name):
     data = store.load()
     assert store.obs_dim == 6 and store.act_dim == 2
     # Sparse D4RL/gymnasium-robotics reward: 1 exactly when the next position is within the goal radius
-    # of the goal in force at that step (gymnasium-robotics reports it in the next observation and
-    # re-draws the goal only after building that observation).
-    dist = np.linalg.norm(data.next_observations[:, :2] - data.next_observations[:, 4:6], axis=1)
+    # of the goal in force at that step, which the step's observation shows.
+    dist = np.linalg.norm(data.next_observations[:, :2] - data.observations[:, 4:6], axis=1)
+    np.testing.assert_array_equal(data.observations[:, 4:6], data.next_observations[:, 4:6])
     np.testing.assert_array_equal(data.rewards, (dist <= GOAL_RADIUS).astype(np.float32))
     # The controller reaches goals: most full episodes collect reward, and goals get re-drawn.
     returns = store.episode_returns(data)
     assert (returns[:-1] > 0).mean() >= 0.75
+    # As in D4RL, the point settles on a goal (several rewarded steps) before the goal moves.
+    assert data.rewards.sum() > 3 * (len(np.unique(data.observations[:, 4:6], axis=0)) - store.num_episodes)
     assert len(np.unique(data.observations[:, 4:6], axis=0)) > store.num_episodes
     assert (np.abs(data.actions) <= 1).all()
     # Deterministic for a seed.

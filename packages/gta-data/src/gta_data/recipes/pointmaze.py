@@ -5,8 +5,12 @@ A Q-iteration planner on the maze grid gives the sequence of cells to the goal; 
 waypoint counts as reached within 0.1 at speed below 0.1), Gaussian noise with std 0.5 is added to
 every action, which is then clipped to [-1, 1] (D4RL ``waypoint_controller.py`` and
 ``generate_maze2d_datasets.py``; Minari's ``D4RL/pointmaze/*-v2`` recipe). The environment is
-gymnasium-robotics ``PointMaze_*-v3`` with ``continuing_task=True, reset_target=True`` (a new goal is
-drawn whenever the goal is reached), sparse reward, episodes truncated at 300 / 600 / 800 steps.
+gymnasium-robotics ``PointMaze_*-v3`` with ``continuing_task=True``, sparse reward (1 within 0.45 of the
+goal), episodes truncated at 300 / 600 / 800 steps. As in D4RL, a new goal is drawn only once the
+controller has *solved* the current one (within 0.1 of it and nearly still), so the agent collects reward
+while it settles on a goal; the new goal is drawn between two steps and appears in the observation of
+the step it applies to (gymnasium-robotics' own ``reset_target`` would instead move the goal as soon as
+it is touched, giving one rewarded step per goal, unlike D4RL).
 Observations are flattened to ``observation`` (x, y, vx, vy) + ``desired_goal`` (gx, gy).
 """
 
@@ -56,6 +60,7 @@ class WaypointController:
         self._waypoints: list[np.ndarray] = []
         self._idx = 0
         self._prev_loc = np.zeros(2)
+        self.solved = False
 
     def _plan(self, location: np.ndarray, goal_xy: np.ndarray) -> None:
         goal_cell = tuple(int(v) for v in self.maze.cell_xy_to_rowcol(goal_xy))
@@ -80,6 +85,7 @@ class WaypointController:
 
     def reset(self) -> None:
         self._goal_xy = None
+        self.solved = False
 
     def __call__(self, location: np.ndarray, velocity: np.ndarray, goal_xy: np.ndarray) -> np.ndarray:
         if self._goal_xy is None or np.linalg.norm(goal_xy - self._goal_xy) > 1e-3:
@@ -88,6 +94,7 @@ class WaypointController:
         waypoint = self._waypoints[self._idx]
         action = P_GAIN * (waypoint - location) + D_GAIN * velocity
         moved = np.linalg.norm(self._prev_loc - location)
+        self.solved = bool(np.linalg.norm(location - goal_xy) < SOLVE_THRESH and moved < VEL_THRESH)
         if (np.linalg.norm(location - waypoint) < SOLVE_THRESH and moved < VEL_THRESH
                 and self._idx < len(self._waypoints) - 1):
             self._idx += 1
@@ -98,9 +105,21 @@ class WaypointController:
 def _builder(env_id: str, family: str, episode_steps: int):
     def build(size: int, seed: int, options: dict[str, Any]):
         noise = float(options.get("action_noise", ACTION_NOISE))
-        env = make_env(env_id, continuing_task=True, reset_target=True, max_episode_steps=episode_steps)
-        controller = WaypointController(env.unwrapped.maze)
+        env = make_env(env_id, continuing_task=True, reset_target=False, max_episode_steps=episode_steps)
+        maze_env = env.unwrapped
+        controller = WaypointController(maze_env.maze)
         rng = np.random.default_rng(seed)
+
+        def new_goal_if_solved(raw):
+            # D4RL: once the controller reports the goal solved, the target moves (env.set_target()).
+            if not controller.solved:
+                return raw
+            old = maze_env.goal.copy()
+            while np.linalg.norm(maze_env.goal - old) <= GOAL_RADIUS:
+                maze_env.goal = maze_env.add_xy_position_noise(maze_env.generate_target_goal())
+            maze_env.update_target_site_pos()
+            controller.solved = False
+            return {**raw, "desired_goal": maze_env.goal.copy()}
 
         def policy(_flat, raw):
             obs = np.asarray(raw["observation"], dtype=np.float64)
@@ -118,13 +137,13 @@ def _builder(env_id: str, family: str, episode_steps: int):
                 {"key": "observation", "start": 0, "stop": 4},
                 {"key": "desired_goal", "start": 4, "stop": 6},
             ],
-            "attrs": {"env_kwargs": {"continuing_task": True, "reset_target": True,
+            "attrs": {"env_kwargs": {"continuing_task": True, "reset_target": False,
                                      "max_episode_steps": episode_steps}},
             "provenance": {"policy": "Q-iteration waypoints + PD controller (P=10, D=-1)",
                            "action_noise": noise, "d4rl_name": family},
         }
         episodes = rollout_episodes(env, policy, size, seed, obs_keys=["observation", "desired_goal"],
-                                    on_reset=controller.reset)
+                                    on_reset=controller.reset, on_step_start=new_goal_if_solved)
         return episodes, meta
 
     return build

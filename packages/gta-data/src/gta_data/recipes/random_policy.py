@@ -27,9 +27,12 @@ def make_env(env_id: str, **kwargs: Any):
         raise RecipeError(f"cannot make environment {env_id!r}: {exc}") from None
 
 
-def rollout_episodes(env, policy, size: int, seed: int, obs_keys=None, on_reset=None) -> Iterator[Transitions]:
+def rollout_episodes(env, policy, size: int, seed: int, obs_keys=None, on_reset=None,
+                     on_step_start=None) -> Iterator[Transitions]:
     """Step ``policy(obs_flat, obs_raw) -> action`` for ``size`` transitions; yield one Transitions per
-    episode. The last episode, cut by ``size``, is marked as a timeout."""
+    episode. The last episode, cut by ``size``, is marked as a timeout. ``on_reset()`` runs after each
+    reset; ``on_step_start(obs_raw) -> obs_raw`` may change the task (e.g. a new goal) before a step, and
+    the observation it returns is the one recorded."""
     from gta_data.minari_bridge import flatten_observations
 
     def flat(o):
@@ -44,6 +47,8 @@ def rollout_episodes(env, policy, size: int, seed: int, obs_keys=None, on_reset=
             on_reset()
         rows: dict[str, list] = {k: [] for k in ("o", "a", "r", "no", "term", "trunc")}
         while True:
+            if on_step_start is not None:
+                obs = on_step_start(obs)
             action = policy(flat(obs), obs)
             next_obs, reward, terminated, truncated, _ = env.step(action)
             done_steps += 1
