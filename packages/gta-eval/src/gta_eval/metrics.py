@@ -13,9 +13,10 @@
   its generated return (sum of the segment's rewards).
 
 The nearest-neighbour search is exact and chunked: candidates come from the ||q||^2 - 2 q.r + ||r||^2
-expansion (one matmul per chunk, on GPU when present), then the best ``refine`` candidates per query are
-re-scored with direct differences in float64, so cancellation in the expansion cannot bias the distance
-(a query that is in the reference set gets exactly 0).
+expansion in float32 (one matmul per chunk, on GPU when present), the best ``refine`` candidates per
+query are re-scored with direct differences in float64, and queries whose candidates are too close to
+call within the float32 error bound are searched again in float64 (a query that is in the reference
+set gets exactly 0).
 """
 
 from __future__ import annotations
@@ -79,13 +80,17 @@ def nearest_neighbor(
     device: str | None = None,
     query_chunk: int = 4096,
     ref_chunk: int = 262_144,
-    refine: int = 4,
+    refine: int = 8,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact nearest neighbour (Euclidean) of every query row in ``reference``.
 
     Returns (squared distance [Q] float64, index [Q] int64). Memory is bounded by
     query_chunk x ref_chunk floats on the device; the reference set is moved to the device once.
+    Exactness: both sets are centred on the reference mean (shrinking the norms that the float32
+    expansion cancels), the ``refine`` best candidates are re-scored in float64, and a query whose
+    runner-up candidates lie within the float32 error bound of its best is searched again in float64
+    against the whole reference set.
     """
     import torch
 
@@ -97,30 +102,39 @@ def nearest_neighbor(
         raise EvalError("empty reference set")
     dev = _torch_device(device)
     k = max(1, min(refine, len(reference)))
-    ref = torch.as_tensor(reference, dtype=torch.float32, device=dev)  # [R, D]
+    center = torch.as_tensor(reference.mean(axis=0, dtype=np.float64), device=dev)  # [D]
+    ref64 = torch.as_tensor(reference, dtype=torch.float64, device=dev) - center  # [R, D]
+    ref = ref64.to(torch.float32)
     ref_sq = (ref * ref).sum(dim=1)  # [R]
-    ref64 = torch.as_tensor(reference, dtype=torch.float64, device=dev)
+    ref_sq_max = float(ref_sq.max())
+    # Float32 error bound of |q|^2 - 2 q.r + |r|^2 (dot products of D terms, a few roundings each).
+    gamma = (query.shape[1] + 4) * float(np.finfo(np.float32).eps)
     out_d = np.empty(len(query), dtype=np.float64)
     out_i = np.empty(len(query), dtype=np.int64)
     for q0 in range(0, len(query), query_chunk):
-        q = torch.as_tensor(query[q0 : q0 + query_chunk], dtype=torch.float32, device=dev)  # [B, D]
+        q64 = torch.as_tensor(query[q0 : q0 + query_chunk], dtype=torch.float64, device=dev) - center  # [B, D]
+        q = q64.to(torch.float32)
         q_sq = (q * q).sum(dim=1, keepdim=True)  # [B, 1]
         best_d = torch.full((len(q), k), float("inf"), device=dev)
         best_i = torch.zeros((len(q), k), dtype=torch.int64, device=dev)
         for r0 in range(0, len(ref), ref_chunk):
-            r = ref[r0 : r0 + ref_chunk]
-            d = q_sq - 2.0 * (q @ r.T) + ref_sq[r0 : r0 + ref_chunk]  # [B, Rc] approximate
-            kk = min(k, d.shape[1])
-            cd, ci = torch.topk(d, kk, dim=1, largest=False)
+            d = q_sq - 2.0 * (q @ ref[r0 : r0 + ref_chunk].T) + ref_sq[r0 : r0 + ref_chunk]  # [B, Rc]
+            cd, ci = torch.topk(d, min(k, d.shape[1]), dim=1, largest=False)
             best_d, sel = torch.topk(torch.cat([best_d, cd], 1), k, dim=1, largest=False)
             best_i = torch.gather(torch.cat([best_i, ci + r0], 1), 1, sel)
-        # Re-score the candidates exactly: direct differences in float64.
-        q64 = q.to(torch.float64) if query.dtype != np.float64 else torch.as_tensor(
-            query[q0 : q0 + query_chunk], device=dev)
-        exact = ((ref64[best_i] - q64[:, None, :]) ** 2).sum(dim=2)  # [B, k]
+        exact = ((ref64[best_i] - q64[:, None, :]) ** 2).sum(dim=2)  # [B, k] float64
         j = exact.argmin(dim=1, keepdim=True)
-        out_d[q0 : q0 + len(q)] = exact.gather(1, j)[:, 0].cpu().numpy()
-        out_i[q0 : q0 + len(q)] = best_i.gather(1, j)[:, 0].cpu().numpy()
+        d_best, i_best = exact.gather(1, j)[:, 0], best_i.gather(1, j)[:, 0]
+        if k < len(ref):
+            # A reference row outside the candidates has approx distance >= best_d[:, -1], so its exact
+            # distance is >= best_d[:, -1] - 2 * bound; if that could beat d_best, search exactly.
+            bound = gamma * 2.0 * (q_sq[:, 0].double() + ref_sq_max)
+            unsure = torch.nonzero(best_d[:, -1].double() - 2.0 * bound < d_best)[:, 0]
+            for u in unsure.tolist():
+                full = ((ref64 - q64[u]) ** 2).sum(dim=1)
+                d_best[u], i_best[u] = full.min(dim=0)
+        out_d[q0 : q0 + len(q)] = d_best.cpu().numpy()
+        out_i[q0 : q0 + len(q)] = i_best.cpu().numpy()
         if progress:
             progress(len(q))
     return out_d, out_i
