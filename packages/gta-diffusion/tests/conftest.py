@@ -40,3 +40,9 @@ def make_toy(path, *, episodes: int = 48, length: int = 12, seed: int = 0, env_i
 @pytest.fixture
 def toy_store(tmp_path):
     return make_toy(tmp_path / "toy.zarr")
+
+
+@pytest.fixture
+def make_toy_store():
+    """The store factory itself (test modules cannot import conftest under --import-mode=importlib)."""
+    return make_toy

@@ -1,13 +1,27 @@
-"""Command line interface of gta-diffusion."""
+"""Command line interface of gta-diffusion: ``train`` a GTA denoiser on a store, ``augment`` a store with it.
+
+Multi-GPU: launch either command with ``torchrun --nproc-per-node N -m gta_diffusion.cli ...``
+(data-parallel training; augmentation sharded over ranks and merged by rank 0).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import typer
 
-app = typer.Typer(no_args_is_help=True, help="GTA conditional trajectory diffusion (EDM, MLP-Mixer temporal U-Net, classifier-free guidance), training and augmentation, plus the S4RL and SynthER baselines.")
+app = typer.Typer(
+    no_args_is_help=True,
+    help="GTA conditional trajectory diffusion (EDM, MLP-Mixer temporal U-Net, classifier-free guidance): "
+    "training and augmentation.",
+)
 
 
 @app.callback()
 def main() -> None:
-    """GTA conditional trajectory diffusion (EDM, MLP-Mixer temporal U-Net, classifier-free guidance), training and augmentation, plus the S4RL and SynthER baselines."""
+    """GTA conditional trajectory diffusion: training and augmentation (GTA Sec. 4)."""
 
 
 @app.command()
@@ -16,3 +30,149 @@ def version() -> None:
     from gta_diffusion import __version__
 
     typer.echo(__version__)
+
+
+@contextmanager
+def _errors(debug: bool):
+    """Known errors -> one line on stderr and exit code 1 (the traceback only with --debug)."""
+    try:
+        yield
+    except (ValueError, FileNotFoundError, NotADirectoryError) as exc:  # DiffusionError, StoreError, config errors
+        if debug:
+            raise
+        typer.echo(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _progress(enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    TextColumn("{task.fields[info]}"), disable=not enabled, transient=False)
+
+
+@app.command()
+def train(
+    data: Path = typer.Option(None, "--data", help="Training store (.zarr); optional when resuming a run."),
+    out: Path = typer.Option(..., "--out", help="Run directory (created, or resumed if it holds a run)."),
+    preset: str = typer.Option("paper", help="Network preset: paper (~29.6M params, A.2) or small (CPU)."),
+    steps: int = typer.Option(1_000_000, help="Gradient steps (Table 6: 1e6)."),
+    batch_size: int = typer.Option(256, help="Global batch size (split over torchrun ranks)."),
+    lr: float = typer.Option(3e-4, help="Peak learning rate (cosine schedule with warm-up)."),
+    warmup_steps: int = typer.Option(1000, help="Linear warm-up steps."),
+    horizon: int = typer.Option(31, help="H: transitions per window (H+1 rows are modelled)."),
+    cond_scale: float = typer.Option(0.01, help="Condition = cond_scale x discounted return."),
+    ema_decay: float = typer.Option(0.999, help="EMA decay of the weights used for sampling."),
+    bf16: bool = typer.Option(False, "--bf16", help="bf16 autocast."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the network."),
+    device: str = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available)."),
+    seed: int = typer.Option(0, help="Seed of weights, data order and loss noise."),
+    log_every: int = typer.Option(1000, help="Steps between metric lines."),
+    checkpoint_every: int = typer.Option(20_000, help="Steps between checkpoints."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Train (or resume) a GTA denoiser on a trajectory store (GTA Sec. 4.1, Table 6)."""
+    with _errors(debug):
+        from gta_diffusion.data import WindowConfig
+        from gta_diffusion.distributed import init_distributed, shutdown
+        from gta_diffusion.errors import DiffusionError
+        from gta_diffusion.train import TrainConfig, Trainer
+
+        if steps < 1 or batch_size < 1 or log_every < 1 or checkpoint_every < 1:
+            raise DiffusionError("steps, batch size, log and checkpoint intervals must be positive")
+        dist, dev = init_distributed(device)
+        try:
+            resuming = (out / "config.json").exists()
+            trainer = Trainer.create(
+                out, data,
+                TrainConfig(preset=preset, steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
+                            ema_decay=ema_decay, bf16=bf16, compile=compile, seed=seed, log_every=log_every,
+                            checkpoint_every=checkpoint_every),
+                WindowConfig(horizon=horizon, cond_scale=cond_scale), device=dev, dist=dist,
+            )
+            if dist.is_main:
+                facts = trainer.config["data"]
+                norm = trainer.windows.norm
+                verb = f"resuming at step {trainer.step_count} (saved config is used)" if resuming else "new run"
+                typer.echo(f"{out}: {verb}; {facts['env_id']}, {facts['num_windows']} windows of "
+                           f"H={trainer.windows.cfg.horizon}, {trainer.config['network']['parameters']:,} parameters, "
+                           f"{dist.world_size} rank(s) on {dev}")
+                if norm.skipped_episodes:
+                    typer.echo(f"skipped {norm.skipped_episodes} episodes shorter than H "
+                               f"({norm.skipped_transitions} transitions)")
+            with _progress(dist.is_main) as bar:
+                task = bar.add_task("train", total=trainer.cfg.steps, completed=trainer.step_count, info="")
+                trainer.train(
+                    on_step=lambda s: bar.update(task, completed=s),
+                    on_log=lambda r: bar.update(task, info=f"loss {r['loss']:.4f}"),
+                )
+            if dist.is_main:
+                typer.echo(f"done: {trainer.step_count} steps; checkpoints in {out / 'checkpoints'}")
+        finally:
+            shutdown(dist)
+
+
+@app.command()
+def augment(
+    model: Path = typer.Option(..., "--model", help="Run directory of a trained model."),
+    data: Path = typer.Option(..., "--data", help="Source store (the original data)."),
+    out: Path = typer.Option(..., "--out", help="Augmented store to write (.zarr)."),
+    dataset_preset: str = typer.Option(None, help="Fill mu/alpha/reweighting from the paper (see `presets`)."),
+    mu: float = typer.Option(None, help="Partial noising ratio, 0 < mu <= 1 (default 0.5)."),
+    alpha: float = typer.Option(None, help="Return multiplier of the amplified condition (default 1.3)."),
+    num_transitions: int = typer.Option(5_000_000, help="Transitions to generate."),
+    guidance: float = typer.Option(2.0, help="Guidance weight w of the paper (scale s = w + 1)."),
+    conditioning: str = typer.Option("amplified", help="amplified | fixed | none | inpaint."),
+    fixed_return: float = typer.Option(None, help="Target return for --conditioning fixed."),
+    reweight: str = typer.Option(None, help="none | bins (Eq. 13) | episodes (sparse tasks)."),
+    num_bins: int = typer.Option(None, help="N_B of Eq. 13 (default 50)."),
+    success_weight: float = typer.Option(None, help="c: weight of successful episodes (default 10)."),
+    batch_size: int = typer.Option(8192, help="Windows per sampler call."),
+    num_steps: int = typer.Option(None, help="Sampler steps K (default: the model's, 128)."),
+    seed: int = typer.Option(0, help="Seed of the source choice and of the per-window seeds."),
+    bf16: bool = typer.Option(False, "--bf16", help="bf16 autocast."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the denoiser."),
+    device: str = typer.Option(None, help="cpu, cuda ... (default: cuda if available)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output store."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Generate an augmented store with partial noising and amplified return guidance (GTA Sec. 4.2)."""
+    with _errors(debug):
+        from gta_diffusion.augment import AugmentConfig
+        from gta_diffusion.augment import augment as run_augment
+        from gta_diffusion.distributed import init_distributed, shutdown
+        from gta_diffusion.presets import dataset_preset as lookup
+
+        fields: dict[str, Any] = lookup(dataset_preset) if dataset_preset else {}
+        explicit = {"mu": mu, "alpha": alpha, "reweight": reweight, "num_bins": num_bins,
+                    "success_weight": success_weight}
+        fields.update({k: v for k, v in explicit.items() if v is not None})
+        cfg = AugmentConfig(**fields, guidance_scale=guidance + 1.0, conditioning=conditioning,
+                            fixed_return=fixed_return, num_transitions=num_transitions, batch_size=batch_size,
+                            num_steps=num_steps, seed=seed, bf16=bf16, compile=compile)
+        cfg.check()
+        dist, dev = init_distributed(device)
+        try:
+            with _progress(dist.is_main) as bar:
+                task = bar.add_task("augment", total=None, info=f"mu={cfg.mu} alpha={cfg.alpha}")
+                store = run_augment(
+                    model, data, out, cfg, device=dev, dist=dist, overwrite=overwrite,
+                    on_start=lambda n: bar.update(task, total=n), progress=lambda k: bar.advance(task, k),
+                )
+            if dist.is_main and store is not None:
+                typer.echo(f"wrote {store.path}: {store.num_transitions} transitions in {store.num_episodes} segments")
+        finally:
+            shutdown(dist)
+
+
+@app.command()
+def presets() -> None:
+    """List the dataset presets (mu, alpha, reweighting from GTA Tables 8-9)."""
+    from gta_diffusion.presets import DATASET_PRESETS
+
+    for name, values in DATASET_PRESETS.items():
+        typer.echo(f"{name:28s} " + " ".join(f"{k}={v}" for k, v in values.items()))
+
+
+if __name__ == "__main__":
+    app()

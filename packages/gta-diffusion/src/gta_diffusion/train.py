@@ -132,6 +132,7 @@ class Trainer:
         self.data_gen = torch.Generator(device=device).manual_seed(self.cfg.seed * 1_000_003 + 2 * dist.rank)
         self.loss_gen = torch.Generator(device=device).manual_seed(self.cfg.seed * 1_000_003 + 2 * dist.rank + 1)
         self.step_count = 0
+        self._resume_acc: dict[str, Any] | None = None
         self._zero_accumulators()
 
     # -- construction ------------------------------------------------------------------------------
@@ -235,6 +236,12 @@ class Trainer:
         Stopping early (``until`` < total) without a checkpoint at ``until`` behaves like a kill."""
         until = self.cfg.steps if until is None else min(until, self.cfg.steps)
         self._zero_accumulators()
+        acc, self._resume_acc = self._resume_acc, None
+        if acc is not None and "acc_steps" in acc:
+            self._loss_sum.fill_(acc["acc_loss_sum"])
+            self._gnorm_sum.fill_(acc["acc_gnorm_sum"])
+            self._acc_steps = int(acc["acc_steps"])
+            self._acc_t0 -= float(acc["acc_seconds"])
         while self.step_count < until:
             self.step()
             if on_step is not None:
@@ -272,11 +279,14 @@ class Trainer:
         states = gather_objects(self.dist, self.rng_state())
         path = None
         if self.dist.is_main:
+            # The running metric sums go along so that the next metric line after a resume is the same.
+            acc = {"acc_loss_sum": float(self._loss_sum), "acc_gnorm_sum": float(self._gnorm_sum),
+                   "acc_steps": self._acc_steps, "acc_seconds": time.perf_counter() - self._acc_t0}
             rng = {f"{k}.{r}": v for r, s in enumerate(states) for k, v in s.items()}
             path = save_checkpoint(
                 self.run_dir, self.step_count, model=self.denoiser.state_dict(), ema=self.ema_state_dict(),
                 optimizer=self.opt.state_dict(), rng=rng,
-                scalars={"world_size": self.dist.world_size}, keep=self.cfg.keep_checkpoints,
+                scalars={"world_size": self.dist.world_size, **acc}, keep=self.cfg.keep_checkpoints,
             )
         barrier(self.dist)
         return path
@@ -295,6 +305,7 @@ class Trainer:
         self.data_gen.set_state(ckpt["rng"][f"data.{self.dist.rank}"])
         self.loss_gen.set_state(ckpt["rng"][f"loss.{self.dist.rank}"])
         self.step_count = int(ckpt["state"]["step"])
+        self._resume_acc = ckpt["state"]
         if self.dist.is_main:
             truncate_metrics(self.run_dir, self.step_count)
 
