@@ -30,7 +30,6 @@ def _fail(exc: Exception) -> None:
 
 def _known_errors():
     from gta_data import StoreError
-
     from gta_eval.errors import EvalError
 
     return (EvalError, StoreError)

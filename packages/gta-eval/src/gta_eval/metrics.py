@@ -89,8 +89,8 @@ def nearest_neighbor(
     query_chunk x ref_chunk floats on the device; the reference set is moved to the device once.
     Exactness: both sets are centred on the reference mean (shrinking the norms that the float32
     expansion cancels), the ``refine`` best candidates are re-scored in float64, and a query whose
-    runner-up candidates lie within the float32 error bound of its best is searched again in float64
-    against the whole reference set.
+    runner-up candidates lie within the float32 error bound of its best is searched again with the
+    same expansion in float64 (centred data: its rounding is ~1e-16 of the norms) and re-scored.
     """
     import torch
 
@@ -111,28 +111,40 @@ def nearest_neighbor(
     gamma = (query.shape[1] + 4) * float(np.finfo(np.float32).eps)
     out_d = np.empty(len(query), dtype=np.float64)
     out_i = np.empty(len(query), dtype=np.int64)
-    for q0 in range(0, len(query), query_chunk):
-        q64 = torch.as_tensor(query[q0 : q0 + query_chunk], dtype=torch.float64, device=dev) - center  # [B, D]
-        q = q64.to(torch.float32)
+
+    def candidates(q: torch.Tensor, r: torch.Tensor, r_sq: torch.Tensor):
+        """The k smallest expanded distances of every row of q: ([B, k] values, [B, k] indices)."""
         q_sq = (q * q).sum(dim=1, keepdim=True)  # [B, 1]
-        best_d = torch.full((len(q), k), float("inf"), device=dev)
+        best_d = torch.full((len(q), k), float("inf"), dtype=q.dtype, device=dev)
         best_i = torch.zeros((len(q), k), dtype=torch.int64, device=dev)
-        for r0 in range(0, len(ref), ref_chunk):
-            d = q_sq - 2.0 * (q @ ref[r0 : r0 + ref_chunk].T) + ref_sq[r0 : r0 + ref_chunk]  # [B, Rc]
+        for r0 in range(0, len(r), ref_chunk):
+            d = q_sq - 2.0 * (q @ r[r0 : r0 + ref_chunk].T) + r_sq[r0 : r0 + ref_chunk]  # [B, Rc]
             cd, ci = torch.topk(d, min(k, d.shape[1]), dim=1, largest=False)
             best_d, sel = torch.topk(torch.cat([best_d, cd], 1), k, dim=1, largest=False)
             best_i = torch.gather(torch.cat([best_i, ci + r0], 1), 1, sel)
-        exact = ((ref64[best_i] - q64[:, None, :]) ** 2).sum(dim=2)  # [B, k] float64
+        return best_d, best_i
+
+    def rescore(q64: torch.Tensor, idx: torch.Tensor):
+        exact = ((ref64[idx] - q64[:, None, :]) ** 2).sum(dim=2)  # [B, k] float64, direct differences
         j = exact.argmin(dim=1, keepdim=True)
-        d_best, i_best = exact.gather(1, j)[:, 0], best_i.gather(1, j)[:, 0]
+        return exact.gather(1, j)[:, 0], idx.gather(1, j)[:, 0]
+
+    ref64_sq = None
+    for q0 in range(0, len(query), query_chunk):
+        q64 = torch.as_tensor(query[q0 : q0 + query_chunk], dtype=torch.float64, device=dev) - center  # [B, D]
+        q = q64.to(torch.float32)
+        best_d, best_i = candidates(q, ref, ref_sq)
+        d_best, i_best = rescore(q64, best_i)
         if k < len(ref):
             # A reference row outside the candidates has approx distance >= best_d[:, -1], so its exact
-            # distance is >= best_d[:, -1] - 2 * bound; if that could beat d_best, search exactly.
-            bound = gamma * 2.0 * (q_sq[:, 0].double() + ref_sq_max)
+            # distance is >= best_d[:, -1] - 2 * bound; if that could beat d_best, search again in float64.
+            bound = gamma * 2.0 * ((q * q).sum(dim=1).double() + ref_sq_max)
             unsure = torch.nonzero(best_d[:, -1].double() - 2.0 * bound < d_best)[:, 0]
-            for u in unsure.tolist():
-                full = ((ref64 - q64[u]) ** 2).sum(dim=1)
-                d_best[u], i_best[u] = full.min(dim=0)
+            if len(unsure):
+                if ref64_sq is None:
+                    ref64_sq = (ref64 * ref64).sum(dim=1)
+                _, idx64 = candidates(q64[unsure], ref64, ref64_sq)
+                d_best[unsure], i_best[unsure] = rescore(q64[unsure], idx64)
         out_d[q0 : q0 + len(q)] = d_best.cpu().numpy()
         out_i[q0 : q0 + len(q)] = i_best.cpu().numpy()
         if progress:
