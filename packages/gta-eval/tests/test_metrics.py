@@ -113,3 +113,13 @@ def test_condition_correlation():
         M.condition_correlation(np.ones(5), np.arange(5.0))
     with pytest.raises(EvalError, match="one scalar"):
         M.condition_correlation(np.ones((5, 2)), np.arange(5.0))
+
+
+def test_nearest_neighbor_float64_fallback_on_near_ties():
+    # With one candidate the error-bound check cannot rule out any other row, so every query goes
+    # through the float64 fallback search, which must still return the exact minimum.
+    rng = np.random.default_rng(3)
+    ref = 1000.0 + rng.normal(size=(4000, 2)) * 1e-3
+    q = 1000.0 + rng.normal(size=(300, 2)) * 1e-3
+    d, _ = M.nearest_neighbor(q, ref, device="cpu", refine=1, ref_chunk=512)
+    np.testing.assert_allclose(d, brute_force_nn(q, ref)[0], rtol=1e-6, atol=1e-18)
