@@ -1,4 +1,10 @@
-"""Command line interface of gta-rl."""
+"""Command line interface of gta-rl: train, evaluate and summarise offline RL runs (GTA stage C)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -16,3 +22,120 @@ def version() -> None:
     from gta_rl import __version__
 
     typer.echo(__version__)
+
+
+def _fail(exc: Exception, debug: bool) -> None:
+    if debug:
+        raise exc
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(1)
+
+
+@app.command()
+def train(
+    algorithm: str = typer.Argument(..., help="td3bc, iql, cql or mcq"),
+    data: list[Path] = typer.Option(..., "--data", help="training store; repeat (original first, then augmented)"),
+    out: Path = typer.Option(..., "--out", help="run directory"),
+    seeds: str = typer.Option("0", "--seeds", help="e.g. 0-7 or 0,3,5: trained together in one process"),
+    steps: int = typer.Option(1_000_000, "--steps"),
+    batch_size: int = typer.Option(1024, "--batch-size"),
+    eval_every: int = typer.Option(5000, "--eval-every", help="0: evaluate only at the end"),
+    eval_episodes: int = typer.Option(10, "--eval-episodes", help="0: no evaluation"),
+    log_every: int = typer.Option(1000, "--log-every"),
+    checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="0: at every evaluation"),
+    mix_ratio: Optional[float] = typer.Option(None, "--mix-ratio", help="fraction of each batch from the first store"),  # noqa: UP045
+    device: str = typer.Option("auto", "--device"),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the training step"),
+    cuda_graph: bool = typer.Option(False, "--cuda-graph", help="capture the training step in CUDA graphs"),
+    preset: str = typer.Option("auto", "--preset", help="per-family settings: auto, none or a preset name"),
+    set_: list[str] = typer.Option([], "--set", help="algorithm setting key=value (JSON value), repeatable"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its checkpoint"),
+    debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
+) -> None:
+    """Train S seeds of an offline RL algorithm at once on one or more stores."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from gta_data import StoreError
+    from gta_rl.algorithms import ConfigError, parse_override
+    from gta_rl.seeds import SeedSpecError, parse_seeds
+    from gta_rl.train import RunConfig, RunError
+    from gta_rl.train import train as run_train
+
+    try:
+        cfg = RunConfig(
+            algorithm=algorithm, data=tuple(str(p) for p in data), seeds=tuple(parse_seeds(seeds)), steps=steps,
+            batch_size=batch_size, eval_every=eval_every, eval_episodes=eval_episodes, log_every=log_every,
+            checkpoint_every=checkpoint_every, mix_ratio=mix_ratio, device=device, compile=compile,
+            cuda_graph=cuda_graph, preset=None if preset == "none" else preset,
+            overrides=dict(parse_override(s) for s in set_),
+        )
+        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), transient=True) as bar:
+            task = bar.add_task(f"{algorithm} x{len(cfg.seeds)} seeds", total=steps)
+            results = run_train(cfg, out, resume=resume,
+                                progress=lambda done, total: bar.update(task, completed=done))
+    except (StoreError, ConfigError, SeedSpecError, RunError, ValueError, FileNotFoundError) as exc:
+        _fail(exc, debug)
+        return
+    for seed, r in results["seeds"].items():
+        typer.echo(f"seed {seed}: final {r['final_score']}, best {r['best_score']}")
+
+
+@app.command()
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="run directory"),
+    episodes: int = typer.Option(10, "--episodes"),
+    device: str = typer.Option("auto", "--device"),
+    debug: bool = typer.Option(False, "--debug"),
+) -> None:
+    """Evaluate the checkpointed policies of a run and print each seed's normalized score."""
+    from gta_rl.evaluation import Evaluator
+    from gta_rl.train import RunError, evaluate_agent, load_run
+
+    try:
+        run, agent, meta = load_run(run_dir, device)
+        evaluator = Evaluator(run["env_id"], len(run["seeds"]), episodes, layout=run.get("observation_layout"),
+                              seed_base=run.get("eval_seed", 0))
+        scores = evaluate_agent(agent, evaluator, run)
+        evaluator.close()
+    except (RunError, ValueError, FileNotFoundError) as exc:
+        _fail(exc, debug)
+        return
+    for i, seed in enumerate(run["seeds"]):
+        typer.echo(f"seed {seed}: step {meta['step']}, return {scores['return_mean'][i]:.2f}, "
+                   f"score {scores['score_mean'][i]:.2f}")
+
+
+@app.command()
+def summary(
+    run_dirs: list[Path] = typer.Argument(..., help="run directories (one per task)"),
+    which: str = typer.Option("final", "--which", help="final or best evaluation of each seed"),
+    ddof: int = typer.Option(0, "--ddof", help="delta degrees of freedom of the std"),
+    as_json: bool = typer.Option(False, "--json"),
+    debug: bool = typer.Option(False, "--debug"),
+) -> None:
+    """Mean +- std over seeds per run; over several runs, the appendix F.2 average."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from gta_rl.summary import summarize
+
+    if which not in ("final", "best"):
+        _fail(ValueError("--which must be final or best"), debug)
+    try:
+        result = summarize(run_dirs, which, ddof)
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        _fail(exc, debug)
+        return
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    table = Table(title=f"normalized score ({which}), mean +- std over seeds")
+    for col in ("run", "algorithm", "env", "seeds", "score"):
+        table.add_column(col)
+    for r in result["rows"]:
+        table.add_row(r["name"], r["algorithm"], r["env_id"], str(r["n"]), f"{r['mean']:.1f} +- {r['std']:.1f}")
+    if "average" in result:
+        a = result["average"]
+        table.add_row("average (F.2)", "", "", str(len(a["seeds"])), f"{a['mean']:.1f} +- {a['std']:.1f}")
+    Console().print(table)

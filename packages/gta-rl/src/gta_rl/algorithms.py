@@ -1,0 +1,92 @@
+"""Registry of the offline RL algorithms of GTA's Tables 1 and 2, their configs and per-family presets."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from gta_rl.cql import CQL, CQLConfig
+from gta_rl.cql import PRESETS as CQL_PRESETS
+from gta_rl.iql import IQL, IQLConfig
+from gta_rl.iql import PRESETS as IQL_PRESETS
+from gta_rl.mcq import MCQ, MCQConfig
+from gta_rl.mcq import PRESETS as MCQ_PRESETS
+from gta_rl.td3bc import PRESETS as TD3BC_PRESETS
+from gta_rl.td3bc import TD3BC, TD3BCConfig
+
+
+class ConfigError(ValueError):
+    """A bad algorithm name, preset or override (one-line message)."""
+
+
+@dataclass(frozen=True)
+class AlgorithmSpec:
+    agent: type
+    config: type
+    presets: dict[str, dict]
+
+
+ALGORITHMS: dict[str, AlgorithmSpec] = {
+    "td3bc": AlgorithmSpec(TD3BC, TD3BCConfig, TD3BC_PRESETS),
+    "iql": AlgorithmSpec(IQL, IQLConfig, IQL_PRESETS),
+    "cql": AlgorithmSpec(CQL, CQLConfig, CQL_PRESETS),
+    "mcq": AlgorithmSpec(MCQ, MCQConfig, MCQ_PRESETS),
+}
+
+
+def get_spec(name: str) -> AlgorithmSpec:
+    key = name.lower().replace("+", "").replace("-", "").replace("_", "")
+    if key not in ALGORITHMS:
+        raise ConfigError(f"unknown algorithm {name!r} (known: {', '.join(ALGORITHMS)})")
+    return ALGORITHMS[key]
+
+
+def canonical_name(name: str) -> str:
+    spec = get_spec(name)
+    return next(k for k, v in ALGORITHMS.items() if v is spec)
+
+
+def match_preset(name: str, dataset_name: str) -> str | None:
+    """The first preset whose key occurs in the (lower-cased) dataset name, e.g. 'hopper-medium-expert'
+    in 'mujoco/hopper/medium-expert-v0' after separators are normalised; None if none matches."""
+    text = dataset_name.lower().replace("/", "-").replace("_", "-")
+    for key in get_spec(name).presets:
+        if key in text:
+            return key
+    return None
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'key=value' with a JSON value (bare words are strings): 'beta=6', 'hidden=[64,64]'."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def build_config(name: str, preset: str | None = None, overrides: dict[str, Any] | None = None):
+    """Defaults <- preset <- overrides; unknown keys and presets are errors."""
+    spec = get_spec(name)
+    values: dict[str, Any] = {}
+    if preset is not None:
+        if preset not in spec.presets:
+            raise ConfigError(f"unknown preset {preset!r} for {name} (known: {', '.join(spec.presets) or 'none'})")
+        values.update(spec.presets[preset])
+    values.update(overrides or {})
+    fields = {f.name: f for f in dataclasses.fields(spec.config)}
+    for key, value in list(values.items()):
+        if key not in fields:
+            raise ConfigError(f"{name} has no setting {key!r} (known: {', '.join(fields)})")
+        if isinstance(value, list):
+            values[key] = tuple(value)
+    return spec.config(**values)
+
+
+def config_to_dict(config) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}

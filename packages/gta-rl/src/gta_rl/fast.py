@@ -1,0 +1,89 @@
+"""Runs training steps eagerly, through torch.compile, or as replays of captured CUDA graphs.
+
+A step (batch sampling with the counter-based streams, every loss, every Adam update, Polyak
+averaging, the step counter) never reads a value back to the host, so it can be captured whole. One
+graph is captured per kind of step (with and without the actor update, for TD3's policy delay) after a
+few eager warm-up steps, which are ordinary training steps. Metrics are accumulated on the device and
+read back only every N steps (:class:`MetricAccumulator`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from gta_rl.base import Agent
+from gta_rl.buffer import OfflineData
+
+
+class StepRunner:
+    def __init__(
+        self,
+        agent: Agent,
+        data: OfflineData,
+        batch_size: int,
+        *,
+        compile: bool = False,
+        cuda_graph: bool = False,
+        compile_backend: str = "inductor",
+        warmup: int = 3,
+    ) -> None:
+        if cuda_graph and agent.step.device.type != "cuda":
+            raise ValueError("--cuda-graph needs a CUDA device")
+        self.agent, self.data, self.batch_size = agent, data, batch_size
+        self.fn = agent.train_step
+        if compile:
+            self.fn = torch.compile(agent.train_step, backend=compile_backend, fullgraph=False, dynamic=False)
+        self.cuda_graph = cuda_graph
+        self.warmup = warmup
+        self._eager_runs: dict[bool, int] = {}
+        self._graphs: dict[bool, tuple[torch.cuda.CUDAGraph, dict[str, Tensor]]] = {}
+        self._pool = None
+
+    def __call__(self, step: int) -> dict[str, Tensor]:
+        actor = self.agent.is_actor_step(step)
+        if not self.cuda_graph:
+            return self.fn(self.data, self.batch_size, actor_step=actor)
+        if actor in self._graphs:
+            graph, out = self._graphs[actor]
+            graph.replay()
+            return out
+        runs = self._eager_runs.get(actor, 0)
+        if runs < self.warmup:
+            # Warm up on a side stream (cuBLAS workspaces, compile caches) as torch.cuda.graphs advises.
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                out = self.fn(self.data, self.batch_size, actor_step=actor)
+            torch.cuda.current_stream().wait_stream(side)
+            self._eager_runs[actor] = runs + 1
+            return out
+        graph = torch.cuda.CUDAGraph()
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        with torch.cuda.graph(graph, pool=self._pool):
+            out = self.fn(self.data, self.batch_size, actor_step=actor)
+        self._graphs[actor] = (graph, out)
+        graph.replay()  # capture only records the kernels: run this step now
+        return out
+
+
+class MetricAccumulator:
+    """Sums per-seed metric tensors on the device; :meth:`pop` returns means as numpy and resets."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, Tensor] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, metrics: dict[str, Tensor]) -> None:
+        for key, value in metrics.items():
+            if key in self.sums:
+                self.sums[key].add_(value)
+            else:
+                self.sums[key] = value.detach().clone().float()
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def pop(self) -> dict[str, list[float]]:
+        out = {k: (v / self.counts[k]).cpu().tolist() for k, v in self.sums.items()}
+        self.sums, self.counts = {}, {}
+        return out

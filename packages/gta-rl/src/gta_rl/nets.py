@@ -1,0 +1,137 @@
+"""Stacked networks: one set of weights per (seed, member) trained in one batched matmul.
+
+Section 5.1 of the GTA paper reports every cell over 8 seeds. Training them one after another wastes a
+GPU on 256-wide MLPs, so every layer here holds its parameters with a leading member dimension
+(``weight [M, in, out]``) and runs as ``torch.baddbmm``. Members are seeds (actors, value nets) or
+seed x critic pairs (twin critics). Each member is initialised from its own CPU generator keyed by
+(seed, name, member), so seed k gets the same initial weights whether it is trained alone or stacked
+with others.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+def member_generator(seed: int, name: str, member: int = 0) -> torch.Generator:
+    """CPU generator for one member's initial weights, independent of how many seeds are stacked."""
+    key = (int(seed) * 1_000_003 + zlib.crc32(name.encode()) * 7919 + member) % (2**63 - 1)
+    return torch.Generator().manual_seed(key)
+
+
+class StackedLinear(nn.Module):
+    """M independent affine maps, x [M, B, in] -> [M, B, out]."""
+
+    def __init__(self, weight: Tensor, bias: Tensor) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight)  # [M, in, out]
+        self.bias = nn.Parameter(bias)  # [M, 1, out]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+def _init_layer(
+    fan_in: int, fan_out: int, gens: Sequence[torch.Generator], init: str, gain: float
+) -> tuple[Tensor, Tensor]:
+    weights, biases = [], []
+    for g in gens:
+        if init == "default":
+            # nn.Linear's default: kaiming_uniform(a=sqrt(5)) on the weight = U(+-1/sqrt(fan_in)), same for
+            # the bias (what CORL and OfflineRL-Kit get from plain nn.Linear).
+            bound = 1.0 / math.sqrt(fan_in)
+            w = (torch.rand(fan_out, fan_in, generator=g) * 2 - 1) * bound
+            b = (torch.rand(fan_out, generator=g) * 2 - 1) * bound
+        elif init == "orthogonal":
+            w = nn.init.orthogonal_(torch.empty(fan_out, fan_in), gain=gain, generator=g)
+            b = torch.zeros(fan_out)
+        elif init == "xavier":
+            w = nn.init.xavier_uniform_(torch.empty(fan_out, fan_in), gain=gain, generator=g)
+            b = torch.zeros(fan_out)
+        elif init == "uniform":
+            # CORL's IQL/TD3 never use it; SAC-style last layers in some references do (+-gain).
+            w = (torch.rand(fan_out, fan_in, generator=g) * 2 - 1) * gain
+            b = (torch.rand(fan_out, generator=g) * 2 - 1) * gain
+        else:
+            raise ValueError(f"unknown init {init!r}")
+        weights.append(w.t())
+        biases.append(b[None, :])
+    return torch.stack(weights), torch.stack(biases)
+
+
+class StackedMLP(nn.Module):
+    """An MLP per member: Linear-ReLU-...-Linear with ``hidden`` widths, x [M, B, in] -> [M, B, out].
+
+    ``init``/``last_init`` choose the initialisation of the hidden and last layers ("default" is
+    nn.Linear's; "orthogonal" with ``gain`` sqrt(2) hidden / ``last_gain`` for the last layer is CORL's
+    CQL). ``dropout`` (MCQ's actor, OfflineRL-Kit) takes its masks from the caller's random source.
+    """
+
+    def __init__(
+        self,
+        gens: Sequence[Sequence[torch.Generator]] | Sequence[torch.Generator],
+        sizes: Sequence[int],
+        *,
+        init: str = "default",
+        last_init: str | None = None,
+        last_gain: float = 1.0,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        gens = list(gens)
+        self.layers = nn.ModuleList()
+        n = len(sizes) - 1
+        for i in range(n):
+            last = i == n - 1
+            kind = (last_init or init) if last else init
+            gain = last_gain if last else math.sqrt(2.0)
+            w, b = _init_layer(sizes[i], sizes[i + 1], gens, kind, gain)
+            self.layers.append(StackedLinear(w, b))
+        self.dropout = float(dropout)
+
+    @property
+    def num_members(self) -> int:
+        return int(self.layers[0].weight.shape[0])
+
+    def forward(self, x: Tensor, masks: Sequence[Tensor] | None = None, first_of: int = 1) -> Tensor:
+        """``masks`` (one per hidden layer, [M, B, width] of 0/1 scaled by 1/(1-p)) apply dropout after
+        each hidden activation, as nn.Dropout does in training mode. ``first_of=n`` runs only the first
+        member of each group of n (e.g. critic 1 of each seed's twin pair) on x [M/n, B, in]."""
+        for i, layer in enumerate(self.layers):
+            if first_of == 1:
+                x = layer(x)
+            else:
+                w, b = layer.weight, layer.bias
+                w = w.view(-1, first_of, *w.shape[1:])[:, 0]
+                b = b.view(-1, first_of, *b.shape[1:])[:, 0]
+                x = torch.baddbmm(b, x, w)
+            if i < len(self.layers) - 1:
+                x = torch.relu(x)
+                if masks is not None:
+                    x = x * masks[i]
+        return x
+
+    def hidden_widths(self) -> list[int]:
+        return [int(layer.weight.shape[2]) for layer in self.layers[:-1]]
+
+
+def mlp_generators(seeds: Sequence[int], name: str, members_per_seed: int = 1) -> list[torch.Generator]:
+    """One generator per member, ordered seed-major: (seed 0, member 0), (seed 0, member 1), ..."""
+    return [member_generator(s, name, j) for s in seeds for j in range(members_per_seed)]
+
+
+def twin_input(x: Tensor, n: int = 2) -> Tensor:
+    """[S, B, D] -> [S*n, B, D]: the same input for the n critics of each seed (seed-major members)."""
+    s, b, d = x.shape
+    return x.unsqueeze(1).expand(s, n, b, d).reshape(s * n, b, d)
+
+
+def soft_update_(target: nn.Module, online: nn.Module, tau: float) -> None:
+    """Polyak averaging theta' <- (1 - tau) theta' + tau theta (TD3, SAC), one fused foreach kernel."""
+    with torch.no_grad():
+        torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), tau)

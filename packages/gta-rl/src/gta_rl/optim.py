@@ -1,0 +1,79 @@
+"""Adam (Kingma and Ba, 2015, Algorithm 1) for stacked parameters, safe to capture in a CUDA graph.
+
+torch.optim.Adam is the reference; this version keeps the step count and the learning rate as device
+tensors and takes gradients as an argument (from ``torch.autograd.grad``), so one update never reads a
+value back to the host and the learning rate can follow a schedule inside a captured graph (IQL's
+cosine-annealed actor learning rate). Adam is elementwise, so stacked seeds stay independent.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+
+class Adam:
+    def __init__(
+        self,
+        params: Sequence[Tensor],
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        schedule: Callable[[Tensor], Tensor] | None = None,
+    ) -> None:
+        self.params = list(params)
+        if not self.params:
+            raise ValueError("Adam got no parameters")
+        device = self.params[0].device
+        self.base_lr = float(lr)
+        self.beta1, self.beta2 = betas
+        self.eps = eps
+        self.schedule = schedule  # multiplier of the base lr as a function of the update index (0-based)
+        self.m = [torch.zeros_like(p) for p in self.params]
+        self.v = [torch.zeros_like(p) for p in self.params]
+        self.t = torch.zeros((), device=device, dtype=torch.float32)
+
+    @torch.no_grad()
+    def step(self, grads: Sequence[Tensor]) -> None:
+        lr = self.base_lr if self.schedule is None else self.base_lr * self.schedule(self.t)
+        self.t.add_(1.0)
+        grads = list(grads)
+        torch._foreach_lerp_(self.m, grads, 1.0 - self.beta1)  # m <- b1 m + (1 - b1) g
+        torch._foreach_mul_(self.v, self.beta2)
+        torch._foreach_addcmul_(self.v, grads, grads, value=1.0 - self.beta2)  # v <- b2 v + (1 - b2) g^2
+        bc1 = 1.0 - torch.pow(self.beta1, self.t)
+        bc2 = 1.0 - torch.pow(self.beta2, self.t)
+        # theta <- theta - lr / bc1 * m / (sqrt(v / bc2) + eps), written as torch.optim.Adam does it.
+        denom = torch._foreach_sqrt(self.v)
+        torch._foreach_div_(denom, torch.sqrt(bc2))
+        torch._foreach_add_(denom, self.eps)
+        update = torch._foreach_div(self.m, denom)
+        torch._foreach_mul_(update, lr / bc1)
+        torch._foreach_sub_(self.params, update)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        out = {"t": self.t}
+        out.update({f"m.{i}": m for i, m in enumerate(self.m)})
+        out.update({f"v.{i}": v for i, v in enumerate(self.v)})
+        return out
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        with torch.no_grad():
+            self.t.copy_(state["t"])
+            for i in range(len(self.params)):
+                self.m[i].copy_(state[f"m.{i}"])
+                self.v[i].copy_(state[f"v.{i}"])
+
+
+def cosine_schedule(total_updates: int) -> Callable[[Tensor], Tensor]:
+    """CosineAnnealingLR(T_max=total_updates) to 0, as CORL's IQL anneals its actor: update k uses
+    (1 + cos(pi k / T)) / 2 of the base rate."""
+    total = max(1, int(total_updates))
+
+    def schedule(t: Tensor) -> Tensor:
+        return 0.5 * (1.0 + torch.cos(math.pi * torch.clamp(t, max=total) / total))
+
+    return schedule

@@ -1,0 +1,285 @@
+"""Offline RL training runs: GTA's stage C (paper section 4.4; protocol of section 5.1 and appendix F).
+
+One run trains S seeds of one algorithm at once on the union of one or more stores (original first,
+then augmented), evaluates every ``eval_every`` steps, and keeps a self-describing run directory:
+
+    out/config.json               resolved run + algorithm config, env, dims, max_action
+    out/checkpoint.safetensors    every seed's networks, targets, optimizer moments, step, state stats
+    out/seed_<k>/metrics.jsonl    append-only per-seed log: train metrics and evaluations
+    out/results.json              final and best normalized score of every seed (written at the end)
+
+Resume is exact: the random streams depend only on (seed, step), and the checkpoint holds all state.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gta_data import StoreError, normalized_score
+from gta_rl.algorithms import (
+    ConfigError,
+    build_config,
+    canonical_name,
+    config_to_dict,
+    get_spec,
+    match_preset,
+)
+from gta_rl.base import Agent
+from gta_rl.buffer import RewardTransform, load_training_data
+from gta_rl.checkpoint import load_checkpoint, save_checkpoint, write_json
+from gta_rl.evaluation import Evaluator, action_bound
+from gta_rl.fast import MetricAccumulator, StepRunner
+
+CHECKPOINT = "checkpoint.safetensors"
+
+
+class RunError(ValueError):
+    """A run that cannot start or resume (one-line message)."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    algorithm: str  # td3bc | iql | cql | mcq
+    data: tuple[str, ...]  # store paths; the first is the original dataset
+    seeds: tuple[int, ...]  # trained together, stacked
+    steps: int = 1_000_000  # gradient steps per seed (CORL, GTA: 1M)
+    batch_size: int = 1024  # GTA appendix: 1024 for every Q-learning method
+    eval_every: int = 5000  # CORL eval_freq
+    eval_episodes: int = 10  # CORL: 10 locomotion, 100 maze
+    log_every: int = 1000  # train metrics are reduced on the device and written every N steps
+    checkpoint_every: int = 0  # 0: at every evaluation
+    mix_ratio: float | None = None  # fraction of each batch from the first store; None = uniform union
+    device: str = "auto"
+    compile: bool = False
+    cuda_graph: bool = False
+    preset: str | None = "auto"  # per-family settings ('auto' matches the store's dataset name)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    eval_seed: int = 0  # env seed of evaluation episode 0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RunError(f"device {name!r} requested but CUDA is not available")
+    return torch.device(name)
+
+
+def _dataset_name(store) -> str:
+    prov = store.provenance
+    return " ".join(str(x) for x in (prov.get("dataset_id", ""), prov.get("dataset", ""), store.path.name, store.env_id))
+
+
+def _check(cfg: RunConfig) -> None:
+    if cfg.steps < 1 or cfg.batch_size < 1:
+        raise RunError("steps and batch size must be positive")
+    if cfg.eval_every < 0 or cfg.eval_episodes < 0 or cfg.log_every < 1:
+        raise RunError("eval_every and eval_episodes must be >= 0 and log_every >= 1")
+    if not cfg.seeds:
+        raise RunError("no seeds")
+
+
+def build_agent(run: dict[str, Any], device: torch.device) -> Agent:
+    spec = get_spec(run["algorithm"])
+    algo_cfg = build_config(run["algorithm"], None, run["algorithm_config"])
+    return spec.agent(algo_cfg, run["obs_dim"], run["act_dim"], run["seeds"], max_action=run["max_action"],
+                      device=device, total_steps=run["steps"])
+
+
+class _SeedLogs:
+    def __init__(self, out: Path, seeds: list[int]) -> None:
+        self.paths = {s: out / f"seed_{s}" / "metrics.jsonl" for s in seeds}
+        for p in self.paths.values():
+            p.parent.mkdir(parents=True, exist_ok=True)
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records written after the checkpoint we resume from (they will be written again)."""
+        for p in self.paths.values():
+            if p.exists():
+                keep = [line for line in p.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+                p.write_text("".join(line + "\n" for line in keep))
+
+    def write(self, per_seed: dict[int, dict[str, Any]]) -> None:
+        for seed, record in per_seed.items():
+            with self.paths[seed].open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def train(
+    cfg: RunConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    stop_after: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Train (or resume) a run; returns the results document. ``stop_after`` ends the call after that
+    many steps of this call (tests use it to simulate an interruption)."""
+    _check(cfg)
+    out = Path(out)
+    algorithm = canonical_name(cfg.algorithm)
+    device = resolve_device(cfg.device)
+    ckpt_path = out / CHECKPOINT
+    if ckpt_path.exists() and not resume:
+        raise RunError(f"{out} already holds a run (pass --resume to continue it, or choose another --out)")
+    if resume and not ckpt_path.exists():
+        raise RunError(f"nothing to resume in {out} (no {CHECKPOINT})")
+
+    data_cfg = get_spec(algorithm)  # validates the name before any data is read
+    del data_cfg
+    stores_probe = [str(Path(p)) for p in cfg.data]
+    from gta_rl.buffer import open_stores
+
+    stores = open_stores(stores_probe)
+    preset = cfg.preset
+    if preset == "auto":
+        preset = match_preset(algorithm, _dataset_name(stores[0]))
+    algo_cfg = build_config(algorithm, preset, cfg.overrides)
+    reward = RewardTransform(algo_cfg.reward_scale, algo_cfg.reward_bias, algo_cfg.normalize_reward)
+    data, stores = load_training_data(stores_probe, device=device, reward_transform=reward, mix_ratio=cfg.mix_ratio)
+    env_id = stores[0].env_id
+    try:
+        max_action = action_bound(env_id)
+    except (ValueError, ImportError):
+        max_action = math.ceil(data.max_abs_action * 100) / 100  # no env here: the data's bound
+    run = {
+        "algorithm": algorithm,
+        "algorithm_config": config_to_dict(algo_cfg),
+        "preset": preset,
+        **{k: v for k, v in asdict(cfg).items() if k not in ("algorithm", "preset")},
+        "data": stores_probe,
+        "seeds": list(cfg.seeds),
+        "env_id": env_id,
+        "obs_dim": data.obs_dim,
+        "act_dim": data.act_dim,
+        "max_action": max_action,
+        "ref_scores": list(stores[0].ref_scores) if stores[0].ref_scores else None,
+        "observation_layout": stores[0].attrs.get("observation_layout"),
+        "num_transitions": data.sizes,
+        "reward_factor": data.reward_factor,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    if resume:
+        old = json.loads((out / "config.json").read_text())
+        differs = [k for k in run if k not in ("steps", "device", "compile", "cuda_graph") and old.get(k) != run[k]]
+        if differs:
+            raise RunError(f"cannot resume {out}: the config differs in {', '.join(differs)}")
+    write_json(out / "config.json", run)
+
+    agent = build_agent(run, device)
+    agent.register_buffer("obs_mean", torch.as_tensor(data.obs_mean, device=device))
+    agent.register_buffer("obs_std", torch.as_tensor(data.obs_std, device=device))
+    logs = _SeedLogs(out, list(cfg.seeds))
+    history: dict[str, Any] = {"evals": []}
+    start = 0
+    if resume:
+        state, meta = load_checkpoint(ckpt_path, device)
+        agent.load_full_state_dict(state)
+        start = int(meta["step"])
+        history = meta["history"]
+        logs.truncate_after(start)
+
+    evaluator = None
+    if cfg.eval_episodes > 0:
+        evaluator = Evaluator(env_id, len(cfg.seeds), cfg.eval_episodes,
+                              layout=run["observation_layout"], seed_base=cfg.eval_seed)
+    runner = StepRunner(agent, data, cfg.batch_size, compile=cfg.compile, cuda_graph=cfg.cuda_graph)
+    acc = MetricAccumulator()
+    ckpt_every = cfg.checkpoint_every or cfg.eval_every or cfg.steps
+    end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
+    t0, t_last, last_step = time.perf_counter(), time.perf_counter(), start
+    for step in range(start, end):
+        acc.add(runner(step))
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            means = acc.pop()
+            now = time.perf_counter()
+            rate = (done - last_step) / max(now - t_last, 1e-9)
+            t_last, last_step = now, done
+            logs.write({s: {"step": done, "kind": "train", "updates_per_s": rate,
+                            **{k: v[i] for k, v in means.items()}} for i, s in enumerate(cfg.seeds)})
+        if evaluator is not None and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps):
+            scores = evaluate_agent(agent, evaluator, run)
+            history["evals"].append({"step": done, "scores": scores["score_mean"]})
+            logs.write({s: {"step": done, "kind": "eval", "return_mean": scores["return_mean"][i],
+                            "score_mean": scores["score_mean"][i], "scores": scores["scores"][i]}
+                        for i, s in enumerate(cfg.seeds)})
+        if done % ckpt_every == 0 or done == cfg.steps:
+            save_checkpoint(ckpt_path, agent.full_state_dict(), {"step": done, "history": history})
+        if progress is not None:
+            progress(done, cfg.steps)
+    if evaluator is not None:
+        evaluator.close()
+    results = summarize_history(run, history, end)
+    results["wall_s_this_call"] = time.perf_counter() - t0
+    if end == cfg.steps:
+        write_json(out / "results.json", results)
+    return results
+
+
+def evaluate_agent(agent: Agent, evaluator: Evaluator, run: dict[str, Any]) -> dict[str, list]:
+    """Deterministic rollouts of every seed; returns per-seed returns and normalized scores."""
+    device = agent.step.device
+
+    def policy(obs: np.ndarray) -> np.ndarray:  # [S, E, obs] raw
+        x = (torch.as_tensor(obs, device=device) - agent.obs_mean) / agent.obs_std
+        return agent.act(x).cpu().numpy()
+
+    was_training = agent.training
+    agent.eval()
+    returns = evaluator.run(policy)  # [S, E]
+    agent.train(was_training)
+    scores = _normalize(run, returns)
+    return {"return_mean": returns.mean(1).tolist(), "score_mean": scores.mean(1).tolist(),
+            "returns": returns.tolist(), "scores": scores.tolist()}
+
+
+def _normalize(run: dict[str, Any], returns: np.ndarray) -> np.ndarray:
+    if run.get("ref_scores"):
+        lo, hi = run["ref_scores"]
+        return 100.0 * (returns - lo) / (hi - lo)
+    try:
+        return np.asarray(normalized_score(run["env_id"], returns))
+    except StoreError:
+        return np.full_like(returns, np.nan)
+
+
+def summarize_history(run: dict[str, Any], history: dict[str, Any], step: int) -> dict[str, Any]:
+    evals = history["evals"]
+    per_seed = {}
+    for i, seed in enumerate(run["seeds"]):
+        scores = [e["scores"][i] for e in evals]
+        per_seed[str(seed)] = {
+            "final_score": scores[-1] if scores else None,
+            "best_score": max(scores) if scores else None,
+            "best_step": evals[int(np.argmax(scores))]["step"] if scores else None,
+        }
+    return {"algorithm": run["algorithm"], "env_id": run["env_id"], "data": run["data"], "step": step,
+            "seeds": per_seed}
+
+
+def load_run(out: str | Path, device: str = "auto") -> tuple[dict[str, Any], Agent, dict]:
+    """The run's config and its agent restored from the checkpoint."""
+    out = Path(out)
+    if not (out / "config.json").exists() or not (out / CHECKPOINT).exists():
+        raise RunError(f"{out} is not a gta-rl run directory (config.json and {CHECKPOINT} expected)")
+    run = json.loads((out / "config.json").read_text())
+    dev = resolve_device(device)
+    try:
+        agent = build_agent(run, dev)
+    except ConfigError as exc:
+        raise RunError(f"{out}: {exc}") from None
+    agent.register_buffer("obs_mean", torch.zeros(run["obs_dim"], device=dev))
+    agent.register_buffer("obs_std", torch.ones(run["obs_dim"], device=dev))
+    state, meta = load_checkpoint(out / CHECKPOINT, dev)
+    agent.load_full_state_dict(state)
+    return run, agent, meta
