@@ -27,6 +27,16 @@ from gta_diffusion.noise import SeededNoise
 SHAPE = (2, 3)  # [T, D] of the toy windows
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    # These tensors are tiny: intra-op threads only add barrier spinning, which on the shared
+    # 2-core CI machine under load made a 4 s test take minutes.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 class GaussianF(nn.Module):
     """Raw network F whose preconditioned denoiser is the exact one of N(m, C) (flattened windows)."""
 
@@ -480,3 +490,28 @@ def test_sampler_captures_in_a_cuda_graph():
         graph.replay()
         torch.cuda.synchronize()
     assert torch.allclose(out, eager, atol=1e-5)
+
+
+def test_sampler_and_loss_trace_as_single_graphs_without_breaks():
+    # A graph break would mean a host sync or Python branching on tensor values in the hot loop,
+    # which would stop torch.compile / CUDA-graph capture of the whole sampler on the GPU.
+    import torch._dynamo as dynamo
+
+    from gta_diffusion.networks import build_network
+
+    den = Denoiser(build_network("small", 4, 8, dim=8))
+    x, cond = torch.randn(4, 8, 4), torch.randn(4)
+    noise = SeededNoise(torch.arange(4))
+    cfg = EDMConfig(num_steps=3, s_tmax=100.0)  # steps 1, 2: churn, Heun correction, final Euler step
+    known_mask = torch.zeros(8, 4, dtype=torch.bool)
+    known_mask[:, -1] = True
+
+    def sample(x, cond):
+        return edm_sampler(
+            den, x, cond, cfg=cfg, start_index=1, noise=noise, known=x[0], known_mask=known_mask
+        )
+
+    for fn in (sample, lambda x, cond: edm_loss(den, x, cond, cfg=cfg)):
+        report = dynamo.explain(fn)(x, cond)
+        assert report.graph_break_count == 0, report.break_reasons
+        assert report.graph_count == 1

@@ -10,6 +10,16 @@ from scipy import stats
 from gta_diffusion.noise import SeededNoise, _hash32, _mul32
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    # These tensors are tiny: intra-op threads only add barrier spinning, which on the shared
+    # 2-core CI machine under load made a 4 s test take minutes.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def test_mul32_matches_uint64_reference():
     x = torch.randint(0, 2**32, (10_000,), dtype=torch.int64, generator=torch.Generator().manual_seed(0))
     for c in (0x7FEB352D, 0x846CA68B, 0xFFFFFFFF, 1):
