@@ -67,12 +67,30 @@ class FourierEmbedding(nn.Module):
         return torch.cat([torch.cos(arg), torch.sin(arg)], dim=-1)
 
 
+class RandomFourierEmbedding(nn.Module):
+    """Random Fourier features of a scalar (SynthER / EDM NCSN++ style, frequencies ~ N(0, scale^2))."""
+
+    def __init__(self, dim: int, scale: float = 16.0) -> None:
+        super().__init__()
+        if dim % 2:
+            raise ValueError(f"Fourier embedding dim must be even, got {dim}")
+        # Persistent buffer: the frequencies are part of the model and travel with its state_dict.
+        self.register_buffer("freqs", torch.randn(dim // 2) * scale)
+
+    def forward(self, t: Tensor) -> Tensor:  # [B] -> [B, dim]
+        arg = (2 * math.pi) * t.to(self.freqs.dtype)[:, None] * self.freqs[None, :]
+        return torch.cat([torch.cos(arg), torch.sin(arg)], dim=-1)
+
+
 class ConditionEmbedding(nn.Module):
     """Noise-level embedding + return embedding (learned null embedding where the return is dropped)."""
 
-    def __init__(self, emb_dim: int, fourier_dim: int = 128, conditional: bool = True) -> None:
+    def __init__(
+        self, emb_dim: int, fourier: nn.Module | None = None, fourier_dim: int = 128, conditional: bool = True
+    ) -> None:
         super().__init__()
-        self.fourier = FourierEmbedding(fourier_dim)
+        self.fourier = FourierEmbedding(fourier_dim) if fourier is None else fourier
+        fourier_dim = self.fourier.freqs.numel() * 2
         self.noise_mlp = nn.Sequential(
             nn.Linear(fourier_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
         )
@@ -230,9 +248,11 @@ class MixerUnet(nn.Module):
 class ResidualMLPDenoiser(nn.Module):
     """SynthER's residual MLP denoiser (transition vectors as [B, 1, D]); unconditional by default.
 
-    Input projected to ``input_dim`` and concatenated with the noise embedding, then
-    ``num_blocks`` pre-activation residual blocks of width ``width`` without normalisation
-    (SynthER: 128 / 2048 / 6, random-Fourier noise embedding).
+    The input is projected to ``input_dim`` and the noise embedding (random Fourier features of
+    c_noise, ``emb_dim`` of them, through an MLP) is added, then a Linear to ``width`` and
+    ``num_blocks`` residual blocks h + Linear(SiLU(h)) without normalisation (SynthER: 128 / 2048 / 6,
+    ~25.6M parameters for halfcheetah). ``conditional=True`` adds a return embedding with a null
+    embedding, as in MixerUnet.
     """
 
     def __init__(
@@ -254,14 +274,10 @@ class ResidualMLPDenoiser(nn.Module):
         self.transition_dim = transition_dim
         self.horizon_rows = 1
         self.input_proj = nn.Linear(transition_dim, input_dim)
-        # Random Fourier features of c_noise (fixed, scale 16 as in EDM's NCSN++ embedding).
-        self.register_buffer("rff", torch.randn(emb_dim // 2) * 16.0)
-        self.noise_mlp = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-        self.conditional = conditional
-        if conditional:
-            self.cond_mlp = nn.Sequential(nn.Linear(1, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-            self.null_emb = nn.Parameter(torch.randn(emb_dim) / math.sqrt(emb_dim))
-        self.trunk_in = nn.Linear(input_dim + emb_dim, width)
+        self.embed = ConditionEmbedding(
+            input_dim, fourier=RandomFourierEmbedding(emb_dim), conditional=conditional
+        )
+        self.trunk_in = nn.Linear(input_dim, width)
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.SiLU(), nn.Linear(width, width)) for _ in range(num_blocks)
         )
@@ -271,17 +287,7 @@ class ResidualMLPDenoiser(nn.Module):
         # x [B, 1, D]; c_noise [B]
         if x.ndim != 3 or x.shape[1] != 1 or x.shape[2] != self.transition_dim:
             raise ValueError(f"expected [B, 1, {self.transition_dim}] input, got {tuple(x.shape)}")
-        arg = (2 * math.pi) * c_noise.to(self.rff.dtype)[:, None] * self.rff[None, :]
-        emb = self.noise_mlp(torch.cat([torch.cos(arg), torch.sin(arg)], dim=-1).to(x.dtype))  # [B, E]
-        if self.conditional:
-            if cond is None:
-                emb = emb + self.null_emb.to(emb.dtype)
-            else:
-                y = self.cond_mlp(cond.reshape(-1, 1).to(emb.dtype))
-                if cond_dropped is not None:
-                    y = torch.where(cond_dropped.reshape(-1, 1), self.null_emb.to(y.dtype), y)
-                emb = emb + y
-        h = self.trunk_in(torch.cat([self.input_proj(x[:, 0]), emb], dim=-1))  # [B, W]
+        h = self.trunk_in(self.input_proj(x[:, 0]) + self.embed(c_noise, cond, cond_dropped))  # [B, W]
         for block in self.blocks:
             h = h + block(h)
         return self.output_proj(h)[:, None, :]  # [B, 1, D]
@@ -316,8 +322,8 @@ PRESETS: dict[str, dict] = {
 paper: GTA's size (App. B.1: ~29.6M parameters): 29,497,688 parameters for halfcheetah (D = 24,
     32 rows), widths 96/192/384/768 at 32/16/8/4 rows, ~0.26 GFLOP per forward pass per window;
 small: 383,552 parameters for D = 24, 32 rows; trains on CPU in minutes;
-synther: SynthER's residual MLP, 25,829,034 parameters for halfcheetah's [s, a, r, s', done]
-    (D = 42; SynthER reports ~25.6M); synther-small: 252,266 parameters for D = 42, for CPU tests.
+synther: SynthER's residual MLP, 25,566,890 parameters for halfcheetah's [s, a, r, s', done]
+    (D = 42; SynthER reports ~25.6M); synther-small: 235,882 parameters for D = 42, for CPU tests.
 Exact counts are asserted in tests/test_networks.py.
 """
 
