@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from gta_data import Transitions, write_store
 
@@ -42,7 +43,17 @@ def toy_store(tmp_path):
     return make_toy(tmp_path / "toy.zarr")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_toy_store():
     """The store factory itself (test modules cannot import conftest under --import-mode=importlib)."""
     return make_toy
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models on a shared 2-core CI machine: one intra-op thread is ~30x faster than two under load
+    (OpenMP threads spin while waiting for a core), so these tests run single-threaded."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
