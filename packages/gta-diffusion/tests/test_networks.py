@@ -228,3 +228,59 @@ def test_residual_mlp_denoiser():
             noise=SeededNoise(torch.arange(3)),
         )
     assert s.shape == (3, 1, d) and torch.isfinite(s).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_paper_network_throughput_targets_on_gpu():
+    # DESIGN.md Sec. 4 targets for the paper-size network (29.5M params, halfcheetah D = 24, H = 31):
+    # training >= 200 steps/s at batch 256 and GTA sampling (mu = 0.5, CFG) >= 40,000 transitions/s,
+    # both with bf16 autocast + torch.compile. Prints the measured numbers (run with -s).
+    import time
+
+    from gta_diffusion.edm import start_index
+
+    torch.manual_seed(0)
+    dev = "cuda"
+    cfg = EDMConfig()
+    den = Denoiser(build_network("paper", 24, 32).to(dev))
+    opt = torch.optim.Adam(den.parameters(), lr=3e-4, fused=True)
+    fwd = torch.compile(den)
+    x0, cond = torch.randn(256, 32, 24, device=dev), torch.randn(256, device=dev)
+    mask = torch.ones(32, 24, device=dev)
+
+    def train_step():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = edm_loss(fwd, x0, cond, cfg=cfg, loss_mask=mask).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(30):
+        train_step()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    n_steps = 200
+    for _ in range(n_steps):
+        train_step()
+    torch.cuda.synchronize()
+    steps_per_s = n_steps / (time.perf_counter() - t0)
+
+    den.eval()
+    b = 4096
+    xs, cs = torch.randn(b, 32, 24, device=dev), torch.randn(b, device=dev)
+    k = start_index(0.5, cfg.num_steps)
+    noise = SeededNoise(torch.arange(b, device=dev))
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        edm_sampler(fwd, xs, cs, cfg=cfg, start_index=k, guidance_scale=3.0, noise=noise)  # warm-up
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        edm_sampler(fwd, xs, cs, cfg=cfg, start_index=k, guidance_scale=3.0, noise=noise)
+        torch.cuda.synchronize()
+    transitions_per_s = b * 31 / (time.perf_counter() - t0)
+    print(
+        f"\npaper MixerUnet: train {steps_per_s:.1f} steps/s (batch 256), sample {transitions_per_s:,.0f} transitions/s"
+    )
+    assert steps_per_s >= 200, steps_per_s
+    assert transitions_per_s >= 40_000, transitions_per_s
