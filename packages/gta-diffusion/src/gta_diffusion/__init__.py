@@ -1,3 +1,8 @@
-"""gta-diffusion: GTA conditional trajectory diffusion (EDM, MLP-Mixer temporal U-Net, classifier-free guidance), training and augmentation, plus the S4RL and SynthER baselines."""
+"""gta-diffusion: GTA conditional trajectory diffusion (EDM, MLP-Mixer temporal U-Net, classifier-free
+guidance), training and augmentation (GTA Sec. 4), plus the SynthER baseline network.
+
+Heavy modules (torch) are imported on use: ``from gta_diffusion.train import Trainer``,
+``from gta_diffusion.augment import augment, AugmentConfig``.
+"""
 
 __version__ = "0.1.0"

@@ -42,7 +42,7 @@ from gta_diffusion.checkpoint import (
     write_json_atomic,
 )
 from gta_diffusion.data import Normalizer, WindowConfig, WindowSet, fit_normalizer, loss_mask
-from gta_diffusion.distributed import DistInfo, barrier, gather_objects
+from gta_diffusion.distributed import DistInfo, barrier, broadcast_object, gather_objects
 from gta_diffusion.edm import Denoiser, EDMConfig, edm_loss
 from gta_diffusion.errors import DiffusionError
 from gta_diffusion.networks import build_network, count_parameters
@@ -145,7 +145,9 @@ class Trainer:
         None means the store recorded in it)."""
         run_dir = Path(run_dir)
         device = torch.device(device)
-        if (run_dir / CONFIG_NAME).exists():
+        # Rank 0 decides between resume and a new run: other ranks could otherwise see the config that rank 0
+        # has just written and take the resume path.
+        if broadcast_object(dist, (run_dir / CONFIG_NAME).exists()):
             config = read_config(run_dir)
             data_path = data_path or config["data"]["path"]
             store, data = _load_store(data_path)
@@ -164,7 +166,7 @@ class Trainer:
             return trainer
         if data_path is None:
             raise DiffusionError(f"{run_dir} holds no run to resume; give the training data")
-        if run_dir.exists() and any(run_dir.iterdir()):
+        if broadcast_object(dist, run_dir.exists() and any(run_dir.iterdir())):
             raise DiffusionError(f"{run_dir} exists and is not a gta-diffusion run directory")
         cfg, wcfg, edm = cfg or TrainConfig(), wcfg or WindowConfig(), edm or EDMConfig()
         if cfg.steps < 1 or cfg.batch_size < 1:

@@ -1,0 +1,67 @@
+"""The gta-diffusion CLI through typer's CliRunner: train, resume, augment, presets, one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from gta_diffusion.cli import app
+
+runner = CliRunner()
+SMALL = ["--preset", "small", "--batch-size", "16", "--horizon", "4", "--warmup-steps", "2",
+         "--log-every", "2", "--checkpoint-every", "3", "--device", "cpu"]
+
+
+def test_train_resume_augment(tmp_path, toy_store):
+    run = tmp_path / "run"
+    res = runner.invoke(app, ["train", "--data", str(toy_store.path), "--out", str(run), "--steps", "4", *SMALL])
+    assert res.exit_code == 0, res.output
+    assert "new run" in res.output and (run / "checkpoints" / "step-000000004").is_dir()
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["steps"] == 4 and config["window"]["cond_scale"] == 0.01
+    res = runner.invoke(app, ["train", "--out", str(run), "--steps", "4", *SMALL])
+    assert res.exit_code == 0 and "resuming at step 4" in res.output, res.output
+    out = tmp_path / "aug.zarr"
+    res = runner.invoke(app, ["augment", "--model", str(run), "--data", str(toy_store.path), "--out", str(out),
+                              "--dataset-preset", "hopper-medium-replay", "--alpha", "1.2", "--num-transitions",
+                              "50", "--batch-size", "8", "--num-steps", "6", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "wrote" in res.output and "50 transitions" in res.output
+    from gta_data import TrajectoryStore
+
+    aug = TrajectoryStore.open(out).provenance["augment"]
+    # Preset fills mu and the reweighting (Table 9: N_B = 50), the explicit --alpha wins, --guidance 2 -> s = 3.
+    assert (aug["mu"], aug["alpha"], aug["reweight"], aug["num_bins"], aug["guidance_scale"]) == (0.5, 1.2, "bins", 50, 3.0)
+
+
+def test_errors_are_one_line_with_exit_code_1(tmp_path, toy_store):
+    res = runner.invoke(app, ["train", "--data", str(tmp_path / "missing.zarr"), "--out", str(tmp_path / "r"),
+                              "--steps", "2", *SMALL])
+    assert res.exit_code == 1 and "error:" in res.output and "Traceback" not in res.output
+    res = runner.invoke(app, ["augment", "--model", str(tmp_path / "nope"), "--data", str(toy_store.path),
+                              "--out", str(tmp_path / "a.zarr"), "--mu", "0.5"])
+    assert res.exit_code == 1 and "not a gta-diffusion run directory" in res.output
+    res = runner.invoke(app, ["augment", "--model", str(tmp_path), "--data", str(toy_store.path),
+                              "--out", str(tmp_path / "a.zarr"), "--mu", "1.5"])
+    assert res.exit_code == 1 and "mu must be in (0, 1]" in res.output
+    res = runner.invoke(app, ["augment", "--model", str(tmp_path), "--data", str(toy_store.path),
+                              "--out", str(tmp_path / "a.zarr"), "--dataset-preset", "pong"])
+    assert res.exit_code == 1 and "unknown dataset preset" in res.output
+    assert len([line for line in res.output.splitlines() if line.strip()]) == 1
+
+
+def test_presets_and_help():
+    res = runner.invoke(app, ["presets"])
+    assert res.exit_code == 0 and "halfcheetah-medium-replay" in res.output and "num_bins=50" in res.output
+    assert runner.invoke(app, ["--help"]).exit_code == 0
+    assert "--mu" in runner.invoke(app, ["augment", "--help"]).output
+
+
+def test_dataset_preset_lookup():
+    from gta_diffusion.presets import dataset_preset
+
+    assert dataset_preset("walker2d-medium-v2")["num_bins"] == 100  # Table 9
+    assert dataset_preset("halfcheetah-medium")["reweight"] == "none"
+    assert dataset_preset("maze2d-umaze-v1") == {"mu": 0.5, "alpha": 1.3, "reweight": "episodes", "success_weight": 10.0}
+    assert dataset_preset("pen-human")["reweight"] == "none"
