@@ -34,7 +34,8 @@ class Adam:
         self.schedule = schedule  # multiplier of the base lr as a function of the update index (0-based)
         self.m = [torch.zeros_like(p) for p in self.params]
         self.v = [torch.zeros_like(p) for p in self.params]
-        self.t = torch.zeros((), device=device, dtype=torch.float32)
+        # float64: exact bias corrections; shape [1], not [], so torch.compile treats it as state, not a constant
+        self.t = torch.zeros(1, device=device, dtype=torch.float64)
 
     @torch.no_grad()
     def step(self, grads: Sequence[Tensor]) -> None:
@@ -48,10 +49,10 @@ class Adam:
         bc2 = 1.0 - torch.pow(self.beta2, self.t)
         # theta <- theta - lr / bc1 * m / (sqrt(v / bc2) + eps), written as torch.optim.Adam does it.
         denom = torch._foreach_sqrt(self.v)
-        torch._foreach_div_(denom, torch.sqrt(bc2))
+        torch._foreach_div_(denom, torch.sqrt(bc2).to(self.params[0].dtype).reshape(()))
         torch._foreach_add_(denom, self.eps)
         update = torch._foreach_div(self.m, denom)
-        torch._foreach_mul_(update, lr / bc1)
+        torch._foreach_mul_(update, (lr / bc1).to(self.params[0].dtype).reshape(()))
         torch._foreach_sub_(self.params, update)
 
     def state_dict(self) -> dict[str, Tensor]:

@@ -1,0 +1,195 @@
+"""Multi-seed equivalence, exact resume, the fast paths, bad input and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from gta_data import StoreError
+from gta_rl.algorithms import ConfigError, build_config, get_spec
+from gta_rl.buffer import load_training_data
+from gta_rl.checkpoint import load_checkpoint
+from gta_rl.cli import app
+from gta_rl.fast import StepRunner
+from gta_rl.train import RunConfig, RunError, load_run, train
+
+TINY = {
+    "td3bc": {"hidden": [16, 16]},
+    "iql": {"hidden": [16, 16]},
+    "cql": {"actor_hidden": [16, 16], "critic_hidden": [16, 16], "n_actions": 3},
+    "mcq": {"actor_hidden": [16, 16], "critic_hidden": [16, 16], "vae_hidden": [16, 16], "num_sampled_actions": 3},
+}
+
+
+def make_agent(name, seeds):
+    return get_spec(name).agent(build_config(name, None, TINY[name]), 2, 2, seeds, total_steps=30)
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_seed_in_stack_equals_seed_alone(name, point_store):
+    data, _ = load_training_data([point_store])
+    stacked, alone = make_agent(name, [4, 1, 9]), make_agent(name, [1])
+    for step in range(30):
+        for agent in (stacked, alone):
+            agent.train_step(data, 32, actor_step=agent.is_actor_step(step))
+    obs = torch.randn(1, 50, 2)
+    torch.testing.assert_close(stacked.act(obs.expand(3, 50, 2))[1], alone.act(obs)[0], rtol=1e-4, atol=1e-5)
+    # the other seeds really differ
+    assert not torch.allclose(stacked.act(obs.expand(3, 50, 2))[0], alone.act(obs)[0], atol=1e-3)
+
+
+def test_multi_seed_run_equals_single_seed_runs(point_store, tmp_path):
+    common = dict(steps=60, batch_size=32, eval_every=30, eval_episodes=4, log_every=30, overrides=TINY["td3bc"])
+    both = train(RunConfig("td3bc", (str(point_store),), (0, 2), **common), tmp_path / "both")
+    one = train(RunConfig("td3bc", (str(point_store),), (2,), **common), tmp_path / "one")
+    assert both["seeds"]["2"]["final_score"] == pytest.approx(one["seeds"]["2"]["final_score"], abs=1e-3)
+    assert both["seeds"]["0"]["final_score"] != pytest.approx(one["seeds"]["2"]["final_score"], abs=1e-3)
+
+
+def _strip(path):
+    return [{k: v for k, v in json.loads(x).items() if k != "updates_per_s"} for x in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("name", ["td3bc", "iql"])
+def test_resume_continues_exactly(name, point_store, tmp_path):
+    common = dict(steps=60, batch_size=32, eval_every=30, eval_episodes=3, log_every=10, checkpoint_every=20,
+                  overrides=TINY[name])
+    cfg = RunConfig(name, (str(point_store),), (0, 1), **common)
+    full = train(cfg, tmp_path / "full")
+    train(cfg, tmp_path / "cut", stop_after=50)  # interrupted after step 50; last checkpoint at 40
+    assert load_checkpoint(tmp_path / "cut" / "checkpoint.safetensors")[1]["step"] == 40
+    assert not (tmp_path / "cut" / "results.json").exists()
+    with pytest.raises(RunError, match="--resume"):
+        train(cfg, tmp_path / "cut")
+    resumed = train(cfg, tmp_path / "cut", resume=True)
+    a, _ = load_checkpoint(tmp_path / "full" / "checkpoint.safetensors")
+    b, _ = load_checkpoint(tmp_path / "cut" / "checkpoint.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert full["seeds"] == resumed["seeds"]
+    for seed in (0, 1):
+        path = f"seed_{seed}/metrics.jsonl"
+        assert _strip(tmp_path / "full" / path) == _strip(tmp_path / "cut" / path)
+
+
+def test_resume_refuses_a_changed_config(point_store, tmp_path):
+    cfg = RunConfig("td3bc", (str(point_store),), (0,), steps=10, batch_size=8, eval_episodes=0,
+                    log_every=5, overrides=TINY["td3bc"])
+    train(cfg, tmp_path / "r")
+    changed = RunConfig("td3bc", (str(point_store),), (0,), steps=20, batch_size=16, eval_episodes=0,
+                        log_every=5, overrides=TINY["td3bc"])
+    with pytest.raises(RunError, match="batch_size"):
+        train(changed, tmp_path / "r", resume=True)
+    with pytest.raises(RunError, match="nothing to resume"):
+        train(cfg, tmp_path / "empty", resume=True)
+
+
+def test_compile_path_matches_eager(point_store):
+    # inductor needs a C++ toolchain and minutes on this CPU; aot_eager traces the same graphs
+    # (dynamo + AOTAutograd, graph breaks at autograd.grad) and checks the plumbing.
+    data, _ = load_training_data([point_store])
+    eager, compiled = make_agent("td3bc", [0, 1]), make_agent("td3bc", [0, 1])
+    run_e = StepRunner(eager, data, 32)
+    run_c = StepRunner(compiled, data, 32, compile=True, compile_backend="aot_eager")
+    for step in range(4):
+        me, mc = run_e(step), run_c(step)
+        torch.testing.assert_close(me["critic_loss"], mc["critic_loss"], rtol=1e-5, atol=1e-6)
+    for pe, pc in zip(eager.parameters(), compiled.parameters(), strict=True):
+        torch.testing.assert_close(pe, pc, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", list(TINY))
+def test_cuda_graph_matches_eager(name, point_store):
+    data, _ = load_training_data([point_store], device="cuda")
+    eager = get_spec(name).agent(build_config(name, None, TINY[name]), 2, 2, [0, 1], device="cuda", total_steps=30)
+    graph = get_spec(name).agent(build_config(name, None, TINY[name]), 2, 2, [0, 1], device="cuda", total_steps=30)
+    run_e, run_g = StepRunner(eager, data, 64), StepRunner(graph, data, 64, cuda_graph=True)
+    for step in range(20):
+        run_e(step)
+        run_g(step)
+    torch.cuda.synchronize()
+    for pe, pg in zip(eager.parameters(), graph.parameters(), strict=True):
+        torch.testing.assert_close(pe, pg, rtol=1e-4, atol=1e-5)
+
+
+def test_unknown_algorithm_and_settings():
+    with pytest.raises(ConfigError, match="unknown algorithm"):
+        get_spec("sac-n")
+    with pytest.raises(ConfigError, match="no setting"):
+        build_config("iql", None, {"not_a_field": 1})
+    with pytest.raises(ConfigError, match="unknown preset"):
+        build_config("iql", "walker-expert-plus", {})
+    assert build_config("iql", "hopper-medium-expert", {}).beta == 6.0
+
+
+def test_presets_match_dataset_names():
+    from gta_rl.algorithms import match_preset
+
+    assert match_preset("iql", "mujoco/hopper/medium-expert-v0") == "hopper-medium-expert"
+    assert match_preset("iql", "hopper_medium_replay.zarr") == "hopper-medium-replay"
+    assert match_preset("iql", "D4RL/antmaze/umaze-v1") == "antmaze"
+    assert match_preset("cql", "D4RL/pointmaze/large-v2 PointMaze_Large-v3") == "maze2d" or \
+        match_preset("cql", "D4RL/pointmaze/large-v2 PointMaze_Large-v3") == "pointmaze"
+    assert match_preset("td3bc", "halfcheetah-medium") is None
+
+
+runner = CliRunner()
+
+
+def test_cli_train_evaluate_summary(point_store, tmp_path):
+    args = ["train", "td3bc", "--data", str(point_store), "--data", str(point_store), "--seeds", "0-1",
+            "--steps", "40", "--batch-size", "16", "--eval-every", "20", "--eval-episodes", "3",
+            "--log-every", "20", "--set", "hidden=[16,16]", "--mix-ratio", "0.5"]
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    assert "seed 1: final" in res.output
+    res = runner.invoke(app, [*args[:-2], "--out", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert cfg["algorithm_config"]["hidden"] == [16, 16] and cfg["mix_ratio"] == 0.5 and cfg["seeds"] == [0, 1]
+    res = runner.invoke(app, ["evaluate", str(tmp_path / "a"), "--episodes", "2", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "seed 0: step 40" in res.output
+    res = runner.invoke(app, ["summary", str(tmp_path / "a"), str(tmp_path / "b"), "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)
+    assert doc["average"]["seeds"] == [0, 1] and np.isfinite(doc["average"]["mean"])
+    run, agent, meta = load_run(tmp_path / "a", "cpu")
+    assert meta["step"] == 40 and agent.num_seeds == 2
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["sac", "--seeds", "0"], "unknown algorithm"),
+        (["td3bc", "--seeds", "3-1"], "runs backwards"),
+        (["td3bc", "--seeds", "x"], "bad seed list"),
+        (["td3bc", "--set", "nope=1"], "no setting"),
+    ],
+)
+def test_cli_bad_input_is_one_line(extra, message, point_store, tmp_path):
+    algo, *rest = extra
+    res = runner.invoke(app, ["train", algo, "--data", str(point_store), "--out", str(tmp_path / "x"), *rest])
+    assert res.exit_code == 1
+    assert message in res.output and len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "x" / "checkpoint.safetensors").exists()
+
+
+def test_cli_stores_of_different_envs(point_store, tmp_path):
+    from gta_rl.toy import write_point_dataset
+
+    other = write_point_dataset(tmp_path / "o.zarr", episodes=3, env_id="OtherPoint-v0").path
+    res = runner.invoke(app, ["train", "td3bc", "--data", str(point_store), "--data", str(other),
+                              "--out", str(tmp_path / "x")])
+    assert res.exit_code == 1 and "disagree in env" in res.output
+    with pytest.raises(StoreError):
+        load_training_data([point_store, other])
+    res = runner.invoke(app, ["evaluate", str(tmp_path / "nothing")])
+    assert res.exit_code == 1 and "not a gta-rl run directory" in res.output
