@@ -116,6 +116,7 @@ class Trainer:
         self.denoiser = build_denoiser(config["network"], self.edm.sigma_data).to(device)
         self.params = [p for p in self.denoiser.parameters() if p.requires_grad]
         self.ema = [p.detach().clone() for p in self.denoiser.parameters()]
+        self._ema_src = [p.detach() for p in self.denoiser.parameters()]  # views that follow the updates
         use_fused = device.type == "cuda"
         self.opt = torch.optim.AdamW(self.params, lr=self.cfg.lr, betas=self.cfg.betas,
                                      weight_decay=self.cfg.weight_decay, fused=use_fused)
@@ -222,7 +223,7 @@ class Trainer:
         self.opt.step()
         decay = min(self.cfg.ema_decay, (1 + self.step_count) / (10 + self.step_count))
         with torch.no_grad():
-            torch._foreach_lerp_(self.ema, [p.detach() for p in self.denoiser.parameters()], 1.0 - decay)
+            torch._foreach_lerp_(self.ema, self._ema_src, 1.0 - decay)
         self.step_count += 1
         loss = loss.detach()
         self._loss_sum += loss

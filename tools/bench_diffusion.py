@@ -1,0 +1,206 @@
+"""Throughput benchmark of the GTA denoiser: training steps/s and augmentation transitions/s.
+
+Measures the product code paths (``gta_diffusion.train.Trainer.step`` and
+``gta_diffusion.augment.Augmenter.generate``) on a synthetic halfcheetah-sized store (obs 17, act 6:
+D = 24, H = 31 -> 32 rows), paper network preset, training batch 256, augmentation at mu = 0.5 with
+classifier-free guidance (w = 2, s = 3), for two paths in the same run:
+
+    eager-fp32   plain eager float32, sampling batch 2048
+    fast         bf16 autocast + torch.compile (training: default mode; sampling: reduce-overhead, i.e.
+                 CUDA graphs, falling back to the default mode if that fails), sampling batch 16384
+
+Targets (DESIGN.md, one H100): >= 200 training steps/s, >= 40,000 transitions/s (authors: 13.4, ~2,200).
+
+    python tools/bench_diffusion.py --out results.json          # CUDA, full size (~3-4 min with compiles)
+    python tools/bench_diffusion.py --quick --out quick.json    # CPU smoke test: tiny network, seconds
+
+Prints a short table last and writes all numbers (plus errors of any path that failed) as JSON to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+
+TARGETS = {"train_steps_per_s": 200.0, "augment_transitions_per_s": 40_000.0}
+AUTHORS = {"train_steps_per_s": 13.4, "augment_transitions_per_s": 2_200.0}
+
+
+def make_store(path: Path, episodes: int, length: int, obs_dim: int = 17, act_dim: int = 6, seed: int = 0):
+    """Synthetic smooth trajectories (random-walk states, tanh actions, reward from the action)."""
+    from gta_data import Transitions, write_store
+
+    rng = np.random.default_rng(seed)
+    n = episodes * length
+    actions = np.tanh(rng.standard_normal((n, act_dim))).astype(np.float32)
+    steps = 0.05 * rng.standard_normal((n, obs_dim)).astype(np.float32)
+    states = np.cumsum(steps, axis=0)
+    ends = np.arange(1, episodes + 1) * length
+    obs = states.copy()
+    nxt = states + steps
+    rewards = actions.mean(axis=1) + 0.1 * rng.standard_normal(n).astype(np.float32)
+    timeouts = np.zeros(n, bool)
+    timeouts[ends - 1] = True
+    tr = Transitions(obs, actions, rewards, nxt, np.zeros(n, bool), timeouts)
+    return write_store(path, tr, ends, env_id="BenchCheetah-v0")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_train(store, root: Path, name: str, *, preset: str, overrides: dict, batch: int, bf16: bool,
+                compile: bool, device: torch.device, warmup: int, budget_s: float) -> dict:
+    from gta_diffusion.data import WindowConfig
+    from gta_diffusion.train import TrainConfig, Trainer
+
+    cfg = TrainConfig(preset=preset, network_overrides=overrides, steps=10**9, batch_size=batch, bf16=bf16,
+                      compile=compile, warmup_steps=100, log_every=10**9, checkpoint_every=10**9)
+    trainer = Trainer.create(root / f"run-{name}", store.path, cfg, WindowConfig(horizon=31), device=device)
+    t0 = time.perf_counter()
+    for _ in range(warmup):
+        trainer.step()
+    _sync(device)
+    warm_s = time.perf_counter() - t0
+    # Calibrate on a short burst, then run for about budget_s.
+    t0 = time.perf_counter()
+    for _ in range(5):
+        trainer.step()
+    _sync(device)
+    per_step = (time.perf_counter() - t0) / 5
+    steps = max(5, min(5000, int(budget_s / max(per_step, 1e-6))))
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss = trainer.step()
+    _sync(device)
+    dt = time.perf_counter() - t0
+    return {"train_steps_per_s": steps / dt, "train_steps_timed": steps, "train_warmup_s": warm_s,
+            "train_final_loss": float(loss), "parameters": trainer.config["network"]["parameters"]}
+
+
+def bench_augment(store, *, preset: str, overrides: dict, batch: int, bf16: bool, compile: bool,
+                  compile_mode: str | None, device: torch.device, budget_s: float, num_steps: int) -> dict:
+    from gta_diffusion.augment import AugmentConfig, Augmenter, window_seeds
+    from gta_diffusion.data import WindowConfig, WindowSet, fit_normalizer
+    from gta_diffusion.edm import EDMConfig
+    from gta_diffusion.train import build_denoiser
+
+    data = store.load()
+    wcfg = WindowConfig(horizon=31)
+    norm = fit_normalizer(data, store.episode_ends, wcfg, store.env_id)
+    ws = WindowSet(data, store.episode_ends, norm, wcfg, device)
+    network = {"preset": preset, "overrides": overrides, "transition_dim": norm.transition_dim, "horizon_rows": 32}
+    torch.manual_seed(0)
+    denoiser = build_denoiser(network, 1.0)
+    cfg = AugmentConfig(mu=0.5, alpha=1.3, guidance_scale=3.0, batch_size=batch, bf16=bf16, compile=compile,
+                        compile_mode=compile_mode, num_steps=num_steps)
+    aug = Augmenter(denoiser, norm, wcfg, EDMConfig(num_steps=num_steps), cfg, device)
+    rng = np.random.default_rng(0)
+
+    def run(n_windows: int, first: int) -> float:
+        starts = ws.starts_np[rng.integers(0, len(ws), n_windows)]
+        _sync(device)
+        t0 = time.perf_counter()
+        aug.generate(ws, starts, window_seeds(0, n_windows, first))  # includes the copy to the host
+        _sync(device)
+        return time.perf_counter() - t0
+
+    warm_s = run(batch, 0) + run(batch, batch)  # compile / graph capture, then one clean batch
+    per_batch = run(batch, 2 * batch)
+    batches = max(1, min(64, int(budget_s / max(per_batch, 1e-6))))
+    dt = run(batches * batch, 3 * batch)
+    return {"augment_transitions_per_s": batches * batch * 31 / dt, "augment_windows_timed": batches * batch,
+            "augment_warmup_s": warm_s, "sample_batch": batch, "start_index": aug.start_index,
+            "sampler_steps_run": num_steps - aug.start_index}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True, help="JSON file for the results")
+    ap.add_argument("--quick", action="store_true", help="CPU smoke test: tiny network, few steps")
+    ap.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    ap.add_argument("--budget", type=float, default=None, help="seconds of timed work per measurement")
+    ap.add_argument("--paths", default="eager-fp32,fast", help="comma-separated subset of eager-fp32,fast")
+    args = ap.parse_args()
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False  # the eager path is genuinely fp32
+        torch.backends.cudnn.allow_tf32 = False
+    if args.quick:
+        preset, overrides = "small", {"dim": 16, "dim_mults": (1, 2), "emb_dim": 32}
+        episodes, length, train_batch, sample_batches = 8, 64, 32, {"eager-fp32": 64, "fast": 128}
+        warmup, budget, num_steps = 2, args.budget or 1.0, 16
+    else:
+        preset, overrides = "paper", {}
+        episodes, length, train_batch, sample_batches = 200, 1000, 256, {"eager-fp32": 2048, "fast": 16384}
+        warmup, budget, num_steps = 30, args.budget or 10.0, 128
+    use_compile = device.type == "cuda"  # CPU compile takes minutes: the quick smoke test runs bf16 only
+    results = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+               "torch": torch.__version__, "preset": preset, "overrides": overrides, "train_batch": train_batch,
+               "horizon_rows": 32, "transition_dim": 24, "mu": 0.5, "guidance_scale": 3.0, "quick": args.quick,
+               "targets": TARGETS, "authors": AUTHORS, "paths": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        t0 = time.perf_counter()
+        store = make_store(root / "bench.zarr", episodes, length)
+        results["store_seconds"] = time.perf_counter() - t0
+        for name in args.paths.split(","):
+            fast = name == "fast"
+            row: dict = {"bf16": fast, "compile": fast and use_compile}
+            try:
+                row.update(bench_train(store, root, name, preset=preset, overrides=overrides, batch=train_batch,
+                                       bf16=fast, compile=fast and use_compile, device=device,
+                                       warmup=warmup if not fast else 3 * warmup, budget_s=budget))
+            except Exception as exc:  # a failing path is reported, the others still run
+                row["train_error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                row["train_traceback"] = traceback.format_exc()[-4000:]
+            modes = ["reduce-overhead", None] if fast and use_compile else [None]
+            for mode in modes:
+                try:
+                    if mode is None and fast and use_compile:
+                        torch._dynamo.reset()
+                    row.update(bench_augment(store, preset=preset, overrides=overrides, batch=sample_batches[name],
+                                             bf16=fast, compile=fast and use_compile, compile_mode=mode,
+                                             device=device, budget_s=budget, num_steps=num_steps))
+                    row["augment_compile_mode"] = mode or ("default" if fast and use_compile else "eager")
+                    row.pop("augment_error", None)
+                    break
+                except Exception as exc:
+                    row["augment_error"] = f"[{mode}] {type(exc).__name__}: {exc}".splitlines()[0]
+                    row["augment_traceback"] = traceback.format_exc()[-4000:]
+            results["paths"][name] = row
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    if device.type == "cuda":
+        results["max_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+
+    def fmt(v, digits=1):
+        return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:,.{digits}f}"
+
+    print(f"\ndevice {results['device']}, torch {results['torch']}, preset {preset} "
+          f"({next((r.get('parameters') for r in results['paths'].values() if r.get('parameters')), '?'):,} params), "
+          f"train batch {train_batch}, augment mu=0.5 s=3 H=31")
+    print(f"{'path':12s} {'train steps/s':>14s} {'augment trans/s':>16s} {'sample batch':>13s}  notes")
+    for name, row in results["paths"].items():
+        notes = "; ".join(x for x in (row.get("train_error"), row.get("augment_error"),
+                                      f"augment {row.get('augment_compile_mode')}" if row.get("augment_compile_mode") else None) if x)
+        print(f"{name:12s} {fmt(row.get('train_steps_per_s')):>14s} {fmt(row.get('augment_transitions_per_s'), 0):>16s} "
+              f"{row.get('sample_batch', '-'):>13}  {notes}")
+    print(f"{'target':12s} {fmt(TARGETS['train_steps_per_s']):>14s} {fmt(TARGETS['augment_transitions_per_s'], 0):>16s}")
+    print(f"{'authors':12s} {fmt(AUTHORS['train_steps_per_s']):>14s} {fmt(AUTHORS['augment_transitions_per_s'], 0):>16s}")
+    print(f"results written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
