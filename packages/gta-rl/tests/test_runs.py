@@ -193,3 +193,20 @@ def test_cli_stores_of_different_envs(point_store, tmp_path):
         load_training_data([point_store, other])
     res = runner.invoke(app, ["evaluate", str(tmp_path / "nothing")])
     assert res.exit_code == 1 and "not a gta-rl run directory" in res.output
+
+
+def test_pointmaze_dict_observations_are_flattened():
+    from gta_rl.evaluation import Evaluator, flatten_observation
+
+    layout = [{"key": "observation", "start": 0, "stop": 4}, {"key": "desired_goal", "start": 4, "stop": 6}]
+    obs = {"observation": np.arange(8.0).reshape(2, 4), "desired_goal": np.array([[9.0, 8.0], [7.0, 6.0]]),
+           "achieved_goal": np.zeros((2, 2))}
+    np.testing.assert_array_equal(flatten_observation(obs, layout, 2)[1], [4, 5, 6, 7, 7, 6])
+    with pytest.raises(ValueError, match="observation_layout"):
+        flatten_observation(obs, None, 2)
+    ev = Evaluator("PointMaze_UMaze-v3", 1, 2, layout=layout,
+                   env_kwargs={"continuing_task": True, "reset_target": False, "max_episode_steps": 20})
+    seen = []
+    returns = ev.run(lambda o: seen.append(o.shape) or np.zeros((1, 2, 2)))
+    ev.close()
+    assert seen[0] == (1, 2, 6) and len(seen) == 20 and returns.shape == (1, 2)

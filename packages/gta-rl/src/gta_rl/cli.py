@@ -95,7 +95,7 @@ def evaluate(
     try:
         run, agent, meta = load_run(run_dir, device)
         evaluator = Evaluator(run["env_id"], len(run["seeds"]), episodes, layout=run.get("observation_layout"),
-                              seed_base=run.get("eval_seed", 0))
+                              seed_base=run.get("eval_seed", 0), env_kwargs=run.get("env_kwargs"))
         scores = evaluate_agent(agent, evaluator, run)
         evaluator.close()
     except (RunError, ValueError, FileNotFoundError) as exc:

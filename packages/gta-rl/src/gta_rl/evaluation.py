@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 
 
-def make_env(env_id: str):
+def make_env(env_id: str, **env_kwargs: Any):
+    """``gym.make(env_id, **env_kwargs)``; the kwargs come from the store's ``attrs["env_kwargs"]`` (e.g.
+    PointMaze's continuing_task, reset_target, max_episode_steps)."""
     import gymnasium as gym
 
     import gta_rl.toy  # noqa: F401  (registers the toy task)
@@ -30,7 +32,7 @@ def make_env(env_id: str):
             pass
     if env_id not in gym.registry:
         raise ValueError(f"environment {env_id!r} is not registered in gymnasium")
-    return gym.make(env_id)
+    return gym.make(env_id, **env_kwargs)
 
 
 def flatten_observation(obs: Any, layout: Sequence[dict] | None, num_envs: int) -> np.ndarray:
@@ -46,9 +48,9 @@ def flatten_observation(obs: Any, layout: Sequence[dict] | None, num_envs: int) 
     return out
 
 
-def action_bound(env_id: str) -> float:
+def action_bound(env_id: str, env_kwargs: dict | None = None) -> float:
     """max |a| allowed by the environment's action space (TD3's max_action)."""
-    env = make_env(env_id)
+    env = make_env(env_id, **(env_kwargs or {}))
     try:
         return float(np.max(np.abs(np.concatenate([env.action_space.low, env.action_space.high]))))
     finally:
@@ -59,17 +61,19 @@ class Evaluator:
     """Runs ``num_policies`` policies for ``episodes`` episodes each, in one vector env."""
 
     def __init__(self, env_id: str, num_policies: int, episodes: int, *,
-                 layout: Sequence[dict] | None = None, seed_base: int = 0) -> None:
+                 layout: Sequence[dict] | None = None, seed_base: int = 0,
+                 env_kwargs: dict | None = None) -> None:
         import gymnasium as gym
         from gymnasium.vector import AutoresetMode
 
-        make_env(env_id).close()  # clear error for an unknown env before spawning copies
+        kwargs = dict(env_kwargs or {})
+        make_env(env_id, **kwargs).close()  # clear error for an unknown env before spawning copies
         self.env_id = env_id
         self.num_policies, self.episodes = num_policies, episodes
         self.layout = layout
         self.seed_base = seed_base
         n = num_policies * episodes
-        self.envs = gym.vector.SyncVectorEnv([lambda: make_env(env_id) for _ in range(n)],
+        self.envs = gym.vector.SyncVectorEnv([lambda: make_env(env_id, **kwargs) for _ in range(n)],
                                              autoreset_mode=AutoresetMode.NEXT_STEP)
         space = self.envs.single_action_space
         self.low, self.high = space.low, space.high

@@ -75,8 +75,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _dataset_name(store) -> str:
-    prov = store.provenance
-    return " ".join(str(x) for x in (prov.get("dataset_id", ""), prov.get("dataset", ""), store.path.name, store.env_id))
+    """Text the presets are matched against: string provenance (dataset ids, D4RL names), path, env."""
+    prov = [str(v) for v in store.provenance.values() if isinstance(v, str)]
+    return " ".join([*prov, store.path.name, store.env_id])
 
 
 def _check(cfg: RunConfig) -> None:
@@ -147,8 +148,9 @@ def train(
     reward = RewardTransform(algo_cfg.reward_scale, algo_cfg.reward_bias, algo_cfg.normalize_reward)
     data, stores = load_training_data(stores_probe, device=device, reward_transform=reward, mix_ratio=cfg.mix_ratio)
     env_id = stores[0].env_id
+    env_kwargs = dict(stores[0].attrs.get("env_kwargs") or {})
     try:
-        max_action = action_bound(env_id)
+        max_action = action_bound(env_id, env_kwargs)
     except (ValueError, ImportError):
         max_action = math.ceil(data.max_abs_action * 100) / 100  # no env here: the data's bound
     run = {
@@ -159,6 +161,7 @@ def train(
         "data": stores_probe,
         "seeds": list(cfg.seeds),
         "env_id": env_id,
+        "env_kwargs": env_kwargs,
         "obs_dim": data.obs_dim,
         "act_dim": data.act_dim,
         "max_action": max_action,
@@ -191,7 +194,7 @@ def train(
     evaluator = None
     if cfg.eval_episodes > 0:
         evaluator = Evaluator(env_id, len(cfg.seeds), cfg.eval_episodes,
-                              layout=run["observation_layout"], seed_base=cfg.eval_seed)
+                              layout=run["observation_layout"], seed_base=cfg.eval_seed, env_kwargs=env_kwargs)
     runner = StepRunner(agent, data, cfg.batch_size, compile=cfg.compile, cuda_graph=cfg.cuda_graph)
     acc = MetricAccumulator()
     ckpt_every = cfg.checkpoint_every or cfg.eval_every or cfg.steps

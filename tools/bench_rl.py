@@ -1,0 +1,221 @@
+"""Benchmark of gta-rl's offline RL updates (GTA stage C; DESIGN.md section 4 targets).
+
+Measures updates/s at batch 1024 on synthetic HalfCheetah-shaped data (obs 17, act 6) written to a
+temporary store, for:
+
+- ``corl-eager``: a plain, CORL-style TD3+BC update (nn.Sequential nets, torch.optim.Adam, .backward(),
+  a Python Polyak loop, numpy batch indices), 1 seed: the baseline;
+- ``eager`` / ``graph`` / ``compile`` / ``compile+graph``: gta-rl's stacked agents, 1 seed;
+- the same fast path with 8 seeds stacked in one process, against 8 sequential 1-seed runs.
+
+Prints a table last and writes every number to ``--out`` (JSON). ``--quick`` runs a few updates of each
+eager variant on the CPU in seconds (no CUDA graphs, no compile).
+
+    python tools/bench_rl.py --out results.json            # CUDA, full size (< 4 min on an H100)
+    python tools/bench_rl.py --quick --out /tmp/quick.json  # CPU smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gta_data import Transitions, write_store
+from gta_rl.algorithms import build_config, get_spec
+from gta_rl.buffer import load_training_data
+from gta_rl.fast import StepRunner
+
+OBS, ACT = 17, 6
+
+
+def make_store(path: Path, n: int) -> None:
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(n, OBS)).astype(np.float32)
+    tr = Transitions(obs, rng.uniform(-1, 1, (n, ACT)), rng.normal(size=n),
+                     obs + 0.1 * rng.normal(size=(n, OBS)), np.zeros(n, bool), np.zeros(n, bool))
+    ends = np.arange(1000, n + 1, 1000)
+    write_store(path, tr, ends, env_id="HalfCheetah-v5", ref_min_score=-280.178953, ref_max_score=12135.0)
+
+
+class CorlTD3BC:
+    """A straightforward single-seed TD3+BC update in the style of CORL's td3_bc.py (the baseline)."""
+
+    def __init__(self, data, device, batch_size):
+        def mlp(i, o, tanh=False):
+            layers = [nn.Linear(i, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, o)]
+            return nn.Sequential(*layers, *([nn.Tanh()] if tanh else [])).to(device)
+
+        self.actor, self.q1, self.q2 = mlp(OBS, ACT, True), mlp(OBS + ACT, 1), mlp(OBS + ACT, 1)
+        self.actor_t, self.q1_t, self.q2_t = (copy.deepcopy(m) for m in (self.actor, self.q1, self.q2))
+        self.a_opt = torch.optim.Adam(self.actor.parameters(), lr=3e-4)
+        self.c_opt = torch.optim.Adam([*self.q1.parameters(), *self.q2.parameters()], lr=3e-4)
+        self.data, self.batch_size, self.it = data, batch_size, 0
+        self.rng = np.random.default_rng(0)
+
+    def __call__(self, _step):
+        d = self.data
+        idx = self.rng.integers(0, d.num_transitions, size=self.batch_size)  # host indices, as CORL
+        s, a, r, s2, done = (d.observations[idx], d.actions[idx], d.rewards[idx, None],
+                             d.next_observations[idx], d.dones[idx, None])
+        self.it += 1
+        with torch.no_grad():
+            noise = (torch.randn_like(a) * 0.2).clamp(-0.5, 0.5)
+            a2 = (self.actor_t(s2) + noise).clamp(-1, 1)
+            sa2 = torch.cat([s2, a2], 1)
+            y = r + (1 - done) * 0.99 * torch.min(self.q1_t(sa2), self.q2_t(sa2))
+        sa = torch.cat([s, a], 1)
+        loss = F.mse_loss(self.q1(sa), y) + F.mse_loss(self.q2(sa), y)
+        self.c_opt.zero_grad()
+        loss.backward()
+        self.c_opt.step()
+        if self.it % 2 == 0:
+            pi = self.actor(s)
+            q = self.q1(torch.cat([s, pi], 1))
+            lmbda = 2.5 / q.abs().mean().detach()
+            actor_loss = -lmbda * q.mean() + F.mse_loss(pi, a)
+            self.a_opt.zero_grad()
+            actor_loss.backward()
+            self.a_opt.step()
+            for net, tgt in ((self.actor, self.actor_t), (self.q1, self.q1_t), (self.q2, self.q2_t)):
+                for p, tp in zip(net.parameters(), tgt.parameters(), strict=True):
+                    tp.data.copy_(0.005 * p.data + 0.995 * tp.data)
+        return {"critic_loss": loss.detach()}
+
+
+def timed(step_fn, device, warmup, seconds, max_steps):
+    """Updates/s of ``step_fn(step)`` after ``warmup`` steps, timed for about ``seconds``."""
+    step = 0
+    for _ in range(warmup):
+        step_fn(step)
+        step += 1
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    t0, n = time.perf_counter(), 0
+    while n < max_steps:
+        chunk = 50 if device.type == "cuda" else 5
+        for _ in range(chunk):
+            out = step_fn(step)
+            step += 1
+        n += chunk
+        sync()
+        if time.perf_counter() - t0 > seconds:
+            break
+    float(next(iter(out.values())).sum())  # the results exist and are finite
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True, help="JSON results path")
+    ap.add_argument("--quick", action="store_true", help="CPU smoke run in seconds")
+    ap.add_argument("--algos", default="td3bc,iql,cql,mcq")
+    ap.add_argument("--seeds", type=int, default=None, help="seeds stacked in the multi-seed measurement (8; --quick: 2)")
+    ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--seconds", type=float, default=None, help="timing window per measurement")
+    ap.add_argument("--compile-all", action="store_true", help="also compile IQL/CQL/MCQ (compile time!)")
+    args = ap.parse_args()
+
+    device = torch.device("cpu" if args.quick or not torch.cuda.is_available() else "cuda")
+    quick = args.quick or device.type == "cpu"
+    args.seeds = args.seeds or (2 if quick else 8)
+    batch = args.batch_size or (256 if quick else 1024)
+    seconds = args.seconds or (0.5 if quick else 2.0)
+    max_steps = 20 if quick else 100_000
+    warmup = 3 if quick else 30
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 like the CORL baseline
+    rows = []
+    t_start = time.perf_counter()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Path(tmp) / "synthetic-halfcheetah.zarr"
+        make_store(store, 20_000 if quick else 200_000)
+        data, _ = load_training_data([store], device=device)
+
+        def record(algo, impl, seeds, rate):
+            rows.append({"algorithm": algo, "impl": impl, "seeds": seeds, "steps_per_s": rate,
+                         "updates_per_s_per_seed": rate, "seed_updates_per_s": rate * seeds})
+            print(f"  {algo:6s} {impl:14s} S={seeds}: {rate:9.1f} steps/s", flush=True)
+
+        if "td3bc" in args.algos:
+            torch.manual_seed(0)
+            record("td3bc", "corl-eager", 1, timed(CorlTD3BC(data, device, batch), device, warmup, seconds, max_steps))
+
+        for algo in args.algos.split(","):
+            spec = get_spec(algo)
+            cfg = build_config(algo, None, {})
+            modes = [("eager", False, False)]
+            if not quick:
+                modes.append(("graph", False, True))
+                if algo == "td3bc" or args.compile_all:
+                    modes += [("compile", True, False), ("compile+graph", True, True)]
+            for impl, comp, graph in modes:
+                for seeds in ((1, args.seeds) if impl != "compile" else (1,)):
+                    torch.compiler.reset()
+                    agent = spec.agent(cfg, OBS, ACT, list(range(seeds)), device=device, total_steps=1_000_000)
+                    runner = StepRunner(agent, data, batch, compile=comp, cuda_graph=graph)
+                    try:
+                        rate = timed(runner, device, warmup, seconds, max_steps)
+                    except Exception as exc:  # report and go on: one failing mode must not hide the rest
+                        print(f"  {algo} {impl} S={seeds} failed: {type(exc).__name__}: {exc}", flush=True)
+                        rows.append({"algorithm": algo, "impl": impl, "seeds": seeds, "error": str(exc)[:300]})
+                        continue
+                    record(algo, impl, seeds, rate)
+                    del agent, runner
+
+    def best(algo, seeds):
+        rates = [r["steps_per_s"] for r in rows if r["algorithm"] == algo and r["seeds"] == seeds
+                 and "error" not in r and r["impl"] != "corl-eager"]
+        return max(rates) if rates else float("nan")
+
+    summary = {}
+    for algo in args.algos.split(","):
+        one, many = best(algo, 1), best(algo, args.seeds)
+        summary[algo] = {"best_1_seed_steps_per_s": one, f"best_{args.seeds}_seed_steps_per_s": many,
+                         "multi_vs_sequential_speedup": many * args.seeds / one}
+    corl = next((r["steps_per_s"] for r in rows if r["impl"] == "corl-eager"), float("nan"))
+    td3 = summary.get("td3bc", {})
+    targets = {
+        "td3bc_updates_per_s_per_seed_target": 3000,
+        "td3bc_best_1_seed": td3.get("best_1_seed_steps_per_s"),
+        f"td3bc_per_seed_with_{args.seeds}_stacked": td3.get(f"best_{args.seeds}_seed_steps_per_s"),
+        "td3bc_speedup_over_corl_eager": (td3.get("best_1_seed_steps_per_s") or float("nan")) / corl,
+        "multi_seed_speedup_target": 5.0,
+        "td3bc_multi_seed_speedup": td3.get("multi_vs_sequential_speedup"),
+    }
+    result = {
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__, "batch_size": batch, "quick": quick, "rows": rows, "summary": summary,
+        "targets": targets, "wall_s": time.perf_counter() - t_start,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+
+    print(f"\nbatch {batch}, {result['device']}, torch {torch.__version__}, {result['wall_s']:.0f} s")
+    print(f"{'algorithm':9s} {'impl':14s} {'seeds':>5s} {'steps/s':>10s} {'seed-updates/s':>15s}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['algorithm']:9s} {r['impl']:14s} {r['seeds']:5d} {'failed':>10s}")
+        else:
+            print(f"{r['algorithm']:9s} {r['impl']:14s} {r['seeds']:5d} {r['steps_per_s']:10.1f} "
+                  f"{r['seed_updates_per_s']:15.1f}")
+    for algo, s in summary.items():
+        print(f"{algo}: {args.seeds} seeds at once vs {args.seeds} sequential: "
+              f"{s['multi_vs_sequential_speedup']:.2f}x")
+    print(f"td3bc best 1-seed {targets['td3bc_best_1_seed']:.0f} updates/s "
+          f"({targets['td3bc_speedup_over_corl_eager']:.1f}x CORL-style eager; target 3000); "
+          f"per seed with {args.seeds} stacked {targets[f'td3bc_per_seed_with_{args.seeds}_stacked']:.0f}")
+
+
+if __name__ == "__main__":
+    main()
