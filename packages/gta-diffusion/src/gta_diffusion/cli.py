@@ -65,6 +65,7 @@ def train(
     ema_decay: float = typer.Option(0.999, help="EMA decay of the weights used for sampling."),
     bf16: bool = typer.Option(False, "--bf16", help="bf16 autocast."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the network."),
+    compile_mode: str = typer.Option(None, help="torch.compile mode, e.g. reduce-overhead (CUDA graphs)."),
     device: str = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available)."),
     seed: int = typer.Option(0, help="Seed of weights, data order and loss noise."),
     log_every: int = typer.Option(1000, help="Steps between metric lines."),
@@ -86,7 +87,8 @@ def train(
             trainer = Trainer.create(
                 out, data,
                 TrainConfig(preset=preset, steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
-                            ema_decay=ema_decay, bf16=bf16, compile=compile, seed=seed, log_every=log_every,
+                            ema_decay=ema_decay, bf16=bf16, compile=compile, compile_mode=compile_mode,
+                            seed=seed, log_every=log_every,
                             checkpoint_every=checkpoint_every),
                 WindowConfig(horizon=horizon, cond_scale=cond_scale), device=dev, dist=dist,
             )
@@ -132,6 +134,7 @@ def augment(
     seed: int = typer.Option(0, help="Seed of the source choice and of the per-window seeds."),
     bf16: bool = typer.Option(False, "--bf16", help="bf16 autocast."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the denoiser."),
+    compile_mode: str = typer.Option(None, help="torch.compile mode, e.g. reduce-overhead (CUDA graphs)."),
     device: str = typer.Option(None, help="cpu, cuda ... (default: cuda if available)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output store."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
@@ -149,7 +152,8 @@ def augment(
         fields.update({k: v for k, v in explicit.items() if v is not None})
         cfg = AugmentConfig(**fields, guidance_scale=guidance + 1.0, conditioning=conditioning,
                             fixed_return=fixed_return, num_transitions=num_transitions, batch_size=batch_size,
-                            num_steps=num_steps, seed=seed, bf16=bf16, compile=compile)
+                            num_steps=num_steps, seed=seed, bf16=bf16, compile=compile,
+                            compile_mode=compile_mode)
         cfg.check()
         dist, dev = init_distributed(device)
         try:
