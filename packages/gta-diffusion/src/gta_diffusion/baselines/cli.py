@@ -1,0 +1,131 @@
+"""Typer command functions of the augmentation baselines (GTA Sec. 5.1, appendix C.1), to be wired into
+the ``gta-diffusion`` app:
+
+    augment --method s4rl     -> :func:`augment_s4rl_command`
+    train --model synther     -> :func:`train_synther_command`
+    augment --method synther  -> :func:`augment_synther_command`
+
+Each is a plain function with Typer options, so ``app.command("name")(fn)`` registers it as is, and
+:func:`register` adds all three under their own names. Known errors become one line on stderr and
+exit code 1 (the shared ``gta_diffusion.cli`` error handler); heavy modules are imported inside the
+commands so ``--help`` stays instant.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+__all__ = ["augment_s4rl_command", "train_synther_command", "augment_synther_command", "register"]
+
+
+def _shared():
+    # Imported on call: gta_diffusion.cli may import this module at its top.
+    from gta_diffusion.cli import _errors, _progress
+
+    return _errors, _progress
+
+
+def augment_s4rl_command(
+    data: Path = typer.Option(..., "--data", help="Source store (the original data)."),
+    out: Path = typer.Option(..., "--out", help="Augmented store to write (.zarr)."),
+    num_transitions: int = typer.Option(5_000_000, help="Transitions to write (passes over the source)."),
+    sigma: float = typer.Option(3e-4, help="Std of the Gaussian state noise (GTA C.1: 3e-4)."),
+    seed: int = typer.Option(0, help="Seed of the episode order and of the per-segment noise."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output store."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """S4RL: copies of the source with N(0, sigma^2) noise on every state (GTA appendix C.1)."""
+    _errors, _progress = _shared()
+    with _errors(debug):
+        from gta_diffusion.baselines.s4rl import S4RLConfig, augment_s4rl
+
+        cfg = S4RLConfig(sigma=sigma, num_transitions=num_transitions, seed=seed)
+        cfg.check()
+        with _progress(True) as bar:
+            task = bar.add_task("s4rl", total=num_transitions, info=f"sigma={sigma:g}")
+            store = augment_s4rl(data, out, cfg, overwrite=overwrite, progress=lambda k: bar.advance(task, k))
+        typer.echo(f"wrote {store.path}: {store.num_transitions} transitions in {store.num_episodes} segments")
+
+
+def train_synther_command(
+    data: Path = typer.Option(None, "--data", help="Training store (.zarr); optional when resuming a run."),
+    out: Path = typer.Option(..., "--out", help="Run directory (created, or resumed if it holds a run)."),
+    preset: str = typer.Option("synther", help="Network preset: synther (25.6M params) or synther-small (CPU)."),
+    steps: int = typer.Option(100_000, help="Gradient steps (SynthER: 1e5)."),
+    batch_size: int = typer.Option(None, help="Batch size (default: 1024, or 256 below 800k transitions)."),
+    lr: float = typer.Option(3e-4, help="Peak learning rate (cosine annealing, no warm-up)."),
+    bf16: bool = typer.Option(False, "--bf16", help="bf16 autocast."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the network."),
+    device: str = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available)."),
+    seed: int = typer.Option(0, help="Seed of weights, data order and loss noise."),
+    log_every: int = typer.Option(1000, help="Steps between metric lines."),
+    checkpoint_every: int = typer.Option(10_000, help="Steps between checkpoints."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Train (or resume) SynthER's unconditional transition diffusion model on a store."""
+    _errors, _progress = _shared()
+    with _errors(debug):
+        import torch
+
+        from gta_data import TrajectoryStore
+        from gta_diffusion.baselines.synther import create_synther_trainer, synther_train_config
+
+        resuming = (out / "config.json").exists()
+        cfg = None
+        if not resuming and data is not None:
+            cfg = synther_train_config(
+                TrajectoryStore.open(data).num_transitions, batch_size=batch_size, preset=preset, steps=steps,
+                lr=lr, bf16=bf16, compile=compile, seed=seed, log_every=log_every, checkpoint_every=checkpoint_every,
+            )
+        dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        trainer = create_synther_trainer(out, data, cfg, device=dev)
+        facts = trainer.config["data"]
+        verb = f"resuming at step {trainer.step_count} (saved config is used)" if resuming else "new run"
+        typer.echo(f"{out}: {verb}; {facts['env_id']}, {facts['num_transitions']} transitions, batch "
+                   f"{trainer.cfg.batch_size}, {trainer.config['network']['parameters']:,} parameters on {dev}")
+        with _progress(True) as bar:
+            task = bar.add_task("train", total=trainer.cfg.steps, completed=trainer.step_count, info="")
+            trainer.train(on_step=lambda s: bar.update(task, completed=s),
+                          on_log=lambda r: bar.update(task, info=f"loss {r['loss']:.4f}"))
+        typer.echo(f"done: {trainer.step_count} steps; checkpoints in {out / 'checkpoints'}")
+
+
+def augment_synther_command(
+    model: Path = typer.Option(..., "--model", help="Run directory of a trained SynthER model."),
+    out: Path = typer.Option(..., "--out", help="Store to write (.zarr)."),
+    num_transitions: int = typer.Option(5_000_000, help="Transitions to generate (SynthER/GTA: 5M)."),
+    batch_size: int = typer.Option(100_000, help="Transitions per sampler call (SynthER: 100k)."),
+    num_steps: int = typer.Option(None, help="Sampler steps (default: the model's, 128)."),
+    seed: int = typer.Option(0, help="Transition j has seed seed * 2**32 + j."),
+    bf16: bool = typer.Option(False, "--bf16", help="bf16 autocast."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the denoiser."),
+    device: str = typer.Option(None, help="cpu, cuda ... (default: cuda if available)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output store."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """SynthER: sample transitions from pure noise with the trained model and write them as a store."""
+    _errors, _progress = _shared()
+    with _errors(debug):
+        import torch
+
+        from gta_diffusion.baselines.synther import SampleConfig, generate_synther
+
+        cfg = SampleConfig(num_transitions=num_transitions, batch_size=batch_size, num_steps=num_steps, seed=seed,
+                           bf16=bf16, compile=compile)
+        cfg.check()
+        dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        with _progress(True) as bar:
+            task = bar.add_task("synther", total=num_transitions, info="")
+            store = generate_synther(model, out, cfg, device=dev, overwrite=overwrite,
+                                     progress=lambda k: bar.advance(task, k))
+        typer.echo(f"wrote {store.path}: {store.num_transitions} transitions in {store.num_episodes} segments")
+
+
+def register(app: typer.Typer) -> typer.Typer:
+    """Add the three commands to ``app`` as ``s4rl``, ``synther-train`` and ``synther-augment``."""
+    app.command("s4rl")(augment_s4rl_command)
+    app.command("synther-train")(train_synther_command)
+    app.command("synther-augment")(augment_synther_command)
+    return app
