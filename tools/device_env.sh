@@ -1,0 +1,9 @@
+# Source this on the GPU machine of the device tool (see ../shared/DEVICE.md): installs the wheels carried
+# in .whl (gymnasium, mujoco, minari, zarr: made by ../shared/tools/device-wheels.sh) into /tmp/site and puts
+# them and every package's src/ on PYTHONPATH (the machine has torch but no hatchling to install ours).
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+_root=$(pwd)
+export PYTHONPATH=/tmp/site:$_root/packages/gta-data/src:$_root/packages/gta-diffusion/src:$_root/packages/gta-rl/src:$_root/packages/gta-eval/src:$_root/packages/gta-pixel/src${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda)"
