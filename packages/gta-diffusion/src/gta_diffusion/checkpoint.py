@@ -95,6 +95,15 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     return path
 
 
+def remove_partial(run_dir: str | os.PathLike) -> int:
+    """Delete temporary checkpoint files left by a run killed while writing (call before resuming it)."""
+    root = Path(run_dir) / "checkpoints"
+    stale = [p for p in root.iterdir() if p.name.startswith(".") and ".tmp-" in p.name] if root.is_dir() else []
+    for p in stale:
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    return len(stale)
+
+
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
     """Tensors and scalars of one checkpoint directory (optimizer state loaded with weights_only=True)."""
     try:

@@ -37,6 +37,7 @@ from gta_diffusion.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     read_config,
+    remove_partial,
     save_checkpoint,
     truncate_metrics,
     write_json_atomic,
@@ -165,6 +166,8 @@ class Trainer:
             wcfg = config_from_dict(WindowConfig, config["window"])
             windows = WindowSet(data, store.episode_ends, norm, wcfg, device)
             trainer = cls(run_dir, config, windows, device=device, dist=dist)
+            if dist.is_main:
+                remove_partial(run_dir)
             ckpt = latest_checkpoint(run_dir)
             if ckpt is not None:
                 trainer.load(ckpt)
