@@ -123,6 +123,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--seconds", type=float, default=None, help="timing window per measurement")
     ap.add_argument("--compile-all", action="store_true", help="also compile IQL/CQL/MCQ (compile time!)")
+    ap.add_argument("--budget", type=float, default=200.0, help="skip remaining measurements after this many s")
     args = ap.parse_args()
 
     device = torch.device("cpu" if args.quick or not torch.cuda.is_available() else "cuda")
@@ -134,6 +135,9 @@ def main() -> None:
     warmup = 3 if quick else 30
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32 like the CORL baseline
+    # Every agent of the run is a new module: let dynamo keep one entry per shape instead of silently
+    # falling back to eager after the default 8.
+    torch._dynamo.config.cache_size_limit = 64
     rows = []
     t_start = time.perf_counter()
 
@@ -158,10 +162,13 @@ def main() -> None:
             if not quick:
                 modes.append(("graph", False, True))
                 if algo == "td3bc" or args.compile_all:
-                    modes += [("compile", True, False), ("compile+graph", True, True)]
+                    modes += [("compile+graph", True, True), ("compile", True, False)]
             for impl, comp, graph in modes:
                 for seeds in ((1, args.seeds) if impl != "compile" else (1,)):
-                    torch.compiler.reset()
+                    if time.perf_counter() - t_start > args.budget:
+                        print(f"  {algo} {impl} S={seeds} skipped: past the {args.budget:.0f} s budget", flush=True)
+                        rows.append({"algorithm": algo, "impl": impl, "seeds": seeds, "error": "skipped (budget)"})
+                        continue
                     agent = spec.agent(cfg, OBS, ACT, list(range(seeds)), device=device, total_steps=1_000_000)
                     runner = StepRunner(agent, data, batch, compile=comp, cuda_graph=graph)
                     try:

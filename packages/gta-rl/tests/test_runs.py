@@ -210,3 +210,32 @@ def test_pointmaze_dict_observations_are_flattened():
     returns = ev.run(lambda o: seen.append(o.shape) or np.zeros((1, 2, 2)))
     ev.close()
     assert seen[0] == (1, 2, 6) and len(seen) == 20 and returns.shape == (1, 2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_inductor_compile_and_graph_match_eager_on_gpu(point_store):
+    data, _ = load_training_data([point_store], device="cuda")
+    make = lambda: get_spec("td3bc").agent(build_config("td3bc", None, TINY["td3bc"]), 2, 2, [0, 1],  # noqa: E731
+                                           device="cuda", total_steps=30)
+    eager, fast = make(), make()
+    run_e, run_f = StepRunner(eager, data, 64), StepRunner(fast, data, 64, compile=True, cuda_graph=True)
+    for step in range(12):
+        run_e(step)
+        run_f(step)
+    torch.cuda.synchronize()
+    for pe, pf in zip(eager.parameters(), fast.parameters(), strict=True):
+        torch.testing.assert_close(pe, pf, rtol=1e-3, atol=1e-4)
+
+
+def test_unknown_env_fails_before_writing(tmp_path):
+    from gta_rl.toy import write_point_dataset
+
+    store = write_point_dataset(tmp_path / "u.zarr", episodes=3, env_id="NoSuchEnv-v0").path
+    with pytest.raises(ValueError, match="not registered"):
+        train(RunConfig("td3bc", (str(store),), (0,), steps=5, batch_size=4, overrides=TINY["td3bc"]), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    # without evaluation the run trains on the data alone (max_action from the data)
+    train(RunConfig("td3bc", (str(store),), (0,), steps=5, batch_size=4, eval_episodes=0, log_every=5,
+                    overrides=TINY["td3bc"]), tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["max_action"] == 1.0

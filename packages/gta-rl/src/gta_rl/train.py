@@ -170,6 +170,10 @@ def train(
         "num_transitions": data.sizes,
         "reward_factor": data.reward_factor,
     }
+    evaluator = None
+    if cfg.eval_episodes > 0:  # before anything is written: an unknown env fails the run up front
+        evaluator = Evaluator(env_id, len(cfg.seeds), cfg.eval_episodes,
+                              layout=run["observation_layout"], seed_base=cfg.eval_seed, env_kwargs=env_kwargs)
     out.mkdir(parents=True, exist_ok=True)
     if resume:
         old = json.loads((out / "config.json").read_text())
@@ -191,10 +195,6 @@ def train(
         history = meta["history"]
         logs.truncate_after(start)
 
-    evaluator = None
-    if cfg.eval_episodes > 0:
-        evaluator = Evaluator(env_id, len(cfg.seeds), cfg.eval_episodes,
-                              layout=run["observation_layout"], seed_base=cfg.eval_seed, env_kwargs=env_kwargs)
     runner = StepRunner(agent, data, cfg.batch_size, compile=cfg.compile, cuda_graph=cfg.cuda_graph)
     acc = MetricAccumulator()
     ckpt_every = cfg.checkpoint_every or cfg.eval_every or cfg.steps
