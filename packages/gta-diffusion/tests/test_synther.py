@@ -246,3 +246,25 @@ def test_cli(tmp_path):
     assert res.exit_code == 1 and "num_transitions must be a positive integer" in res.output
     res = runner.invoke(app, ["synther-train", "--data", str(tmp_path / "missing.zarr"), "--out", str(tmp_path / "r")])
     assert res.exit_code == 1 and "error:" in res.output and "Traceback" not in res.output
+
+
+def test_bench_quick_runs_and_writes_json(tmp_path):
+    """tools/bench_synther.py --quick (CPU smoke mode) runs both paths and writes its JSON."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[3] / "tools" / "bench_synther.py"
+    out = tmp_path / "quick.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    res = subprocess.run([sys.executable, str(bench), "--quick", "--budget", "0.2", "--out", str(out)],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    results = json.loads(out.read_text())
+    for name in ("eager-fp32", "fast"):
+        row = results["paths"][name]
+        assert "train_error" not in row and "sample_error" not in row, row
+        assert row["train_steps_per_s"] > 0 and row["sample_transitions_per_s"] > 0
+        assert row["network_evaluations"] == 2 * 8 - 1
+    assert "sample trans/s" in res.stdout and res.stdout.strip().splitlines()[-1].startswith("fast")
