@@ -1,6 +1,7 @@
 """Policy evaluation in gymnasium environments: normalized D4RL scores (GTA section 5.1, appendix F).
 
-Every seed's deterministic policy runs ``episodes`` episodes in one ``SyncVectorEnv`` of S x E copies of
+Every seed's deterministic policy runs ``episodes`` episodes in one vector env (sync, or async worker
+processes) of S x E copies of
 the store's environment, so one batched forward pass serves all seeds per environment step. Episode i
 of every evaluation starts from env seed ``base + i``, the same for every training seed, so seeds differ
 only in their policies. PointMaze dict observations are flattened as the store's
@@ -62,7 +63,7 @@ class Evaluator:
 
     def __init__(self, env_id: str, num_policies: int, episodes: int, *,
                  layout: Sequence[dict] | None = None, seed_base: int = 0,
-                 env_kwargs: dict | None = None) -> None:
+                 env_kwargs: dict | None = None, asynchronous: bool = False) -> None:
         import gymnasium as gym
         from gymnasium.vector import AutoresetMode
 
@@ -73,8 +74,11 @@ class Evaluator:
         self.layout = layout
         self.seed_base = seed_base
         n = num_policies * episodes
-        self.envs = gym.vector.SyncVectorEnv([lambda: make_env(env_id, **kwargs) for _ in range(n)],
-                                             autoreset_mode=AutoresetMode.NEXT_STEP)
+        # Async: one worker process per env copy, for slow simulators (HalfCheetah with 8 seeds x 10
+        # episodes is 80k env steps per evaluation); sync otherwise.
+        vector = gym.vector.AsyncVectorEnv if asynchronous else gym.vector.SyncVectorEnv
+        self.envs = vector([lambda: make_env(env_id, **kwargs) for _ in range(n)],
+                           autoreset_mode=AutoresetMode.NEXT_STEP)
         space = self.envs.single_action_space
         self.low, self.high = space.low, space.high
 

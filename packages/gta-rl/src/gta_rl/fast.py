@@ -38,7 +38,6 @@ class StepRunner:
         self.warmup = warmup
         self._eager_runs: dict[bool, int] = {}
         self._graphs: dict[bool, tuple[torch.cuda.CUDAGraph, dict[str, Tensor]]] = {}
-        self._pool = None
 
     def __call__(self, step: int) -> dict[str, Tensor]:
         actor = self.agent.is_actor_step(step)
@@ -58,10 +57,10 @@ class StepRunner:
             torch.cuda.current_stream().wait_stream(side)
             self._eager_runs[actor] = runs + 1
             return out
+        # Each graph keeps its own memory pool: the two kinds of step alternate in an order that differs
+        # from the capture order, which pool sharing would not allow.
         graph = torch.cuda.CUDAGraph()
-        if self._pool is None:
-            self._pool = torch.cuda.graph_pool_handle()
-        with torch.cuda.graph(graph, pool=self._pool):
+        with torch.cuda.graph(graph):
             out = self.fn(self.data, self.batch_size, actor_step=actor)
         self._graphs[actor] = (graph, out)
         graph.replay()  # capture only records the kernels: run this step now

@@ -64,6 +64,7 @@ class RunConfig:
     preset: str | None = "auto"  # per-family settings ('auto' matches the store's dataset name)
     overrides: dict[str, Any] = field(default_factory=dict)
     eval_seed: int = 0  # env seed of evaluation episode 0
+    eval_async: bool = False  # evaluation envs in worker processes (AsyncVectorEnv)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -173,11 +174,12 @@ def train(
     evaluator = None
     if cfg.eval_episodes > 0:  # before anything is written: an unknown env fails the run up front
         evaluator = Evaluator(env_id, len(cfg.seeds), cfg.eval_episodes,
-                              layout=run["observation_layout"], seed_base=cfg.eval_seed, env_kwargs=env_kwargs)
+                              layout=run["observation_layout"], seed_base=cfg.eval_seed, env_kwargs=env_kwargs,
+                              asynchronous=cfg.eval_async)
     out.mkdir(parents=True, exist_ok=True)
     if resume:
         old = json.loads((out / "config.json").read_text())
-        differs = [k for k in run if k not in ("steps", "device", "compile", "cuda_graph") and old.get(k) != run[k]]
+        differs = [k for k in run if k not in ("steps", "device", "compile", "cuda_graph", "eval_async") and old.get(k) != run[k]]
         if differs:
             raise RunError(f"cannot resume {out}: the config differs in {', '.join(differs)}")
     write_json(out / "config.json", run)
