@@ -268,3 +268,41 @@ def test_bench_quick_runs_and_writes_json(tmp_path):
         assert row["train_steps_per_s"] > 0 and row["sample_transitions_per_s"] > 0
         assert row["network_evaluations"] == 2 * 8 - 1
     assert "sample trans/s" in res.stdout and res.stdout.strip().splitlines()[-1].startswith("fast")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_paths_no_sync_and_fast_path_agrees(tmp_path):
+    """On CUDA: a training step and a sampler call never synchronise with the host, and the bf16 + compile
+    sampler draws the same distribution as eager fp32 from the same seeds."""
+    from dataclasses import replace
+
+    from gta_diffusion.baselines.synther import sample_normalized
+
+    store = make_toy(tmp_path / "toy.zarr")
+    trainer = create_synther_trainer(tmp_path / "run", store.path,
+                                     tiny_cfg(store.num_transitions, steps=400, checkpoint_every=400), device="cuda")
+    trainer.train(until=399)
+    torch.cuda.synchronize()
+    seeds = torch.arange(256, device="cuda")
+    edm_short = replace(trainer.edm, num_steps=8)
+    net = trainer.denoiser.eval()
+    d = trainer.windows.norm.transition_dim
+    sample_normalized(net, d, edm_short, seeds)  # warm-up outside the sync check
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        trainer.step()
+        sample_normalized(net, d, edm_short, seeds)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    trainer.save()
+    eager = generate_synther(tmp_path / "run", tmp_path / "a.zarr",
+                             SampleConfig(num_transitions=4000, batch_size=2000, num_steps=32), device="cuda").load()
+    fast = generate_synther(tmp_path / "run", tmp_path / "b.zarr",
+                            SampleConfig(num_transitions=4000, batch_size=2000, num_steps=32, bf16=True, compile=True),
+                            device="cuda").load()
+    x, y = transition_vectors(eager), transition_vectors(fast)
+    scale = transition_vectors(store.load()).std(0)[:-1]
+    assert np.all(np.abs(x.mean(0) - y.mean(0))[:-1] / scale < 0.1)
+    assert np.all(np.abs(x.std(0) - y.std(0))[:-1] / scale < 0.1)

@@ -68,6 +68,7 @@ __all__ = [
     "create_synther_trainer",
     "load_synther",
     "SampleConfig",
+    "sample_normalized",
     "sample_transitions",
     "generate_synther",
 ]
@@ -310,18 +311,24 @@ class SampleConfig:
             raise DiffusionError(f"terminal_threshold must be finite, got {self.terminal_threshold}")
 
 
-def sample_transitions(net: torch.nn.Module, norm: TransitionNormalizer, edm: EDMConfig, seeds: torch.Tensor,
-                       *, bf16: bool = False) -> torch.Tensor:
-    """Generated vectors [B, D] in original units (float32, on the seeds' device) for per-transition seeds [B]
-    int64: pure-noise EDM sampling, unconditional. No host synchronisation."""
+def sample_normalized(net: torch.nn.Module, transition_dim: int, edm: EDMConfig, seeds: torch.Tensor, *,
+                      bf16: bool = False) -> torch.Tensor:
+    """Generated z-scored vectors [B, D] (float32, on the seeds' device) for per-transition seeds [B] int64:
+    pure-noise EDM sampling, unconditional. No host synchronisation (no host-device copies at all)."""
     dev = seeds.device
-    d = norm.transition_dim
-    shape_only = torch.zeros(len(seeds), 1, d, device=dev)  # start_index = 0: only the shape is used
+    shape_only = torch.zeros(len(seeds), 1, transition_dim, device=dev)  # start_index = 0: only the shape is used
     with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
         x = edm_sampler(net, shape_only, None, cfg=edm, start_index=0, noise=SeededNoise(seeds))  # [B, 1, D]
+    return x[:, 0].float()
+
+
+def sample_transitions(net: torch.nn.Module, norm: TransitionNormalizer, edm: EDMConfig, seeds: torch.Tensor,
+                       *, bf16: bool = False) -> torch.Tensor:
+    """Generated vectors [B, D] in original units (float32, on the seeds' device) for seeds [B]."""
+    dev = seeds.device
     mean = torch.as_tensor(norm.mean, dtype=torch.float32, device=dev)
     std = torch.as_tensor(norm.std, dtype=torch.float32, device=dev)
-    return x[:, 0].float() * std + mean
+    return sample_normalized(net, norm.transition_dim, edm, seeds, bf16=bf16) * std + mean
 
 
 def generate_synther(model_dir: str | Path, out_path: str | Path, cfg: SampleConfig, *,
@@ -342,6 +349,8 @@ def generate_synther(model_dir: str | Path, out_path: str | Path, cfg: SampleCon
     net = torch.compile(denoiser) if cfg.compile else denoiser
     n, bs = cfg.num_transitions, min(cfg.batch_size, cfg.num_transitions)
     base = np.int64(cfg.seed) << np.int64(32)
+    mean = torch.as_tensor(norm.mean, dtype=torch.float32, device=device)
+    std = torch.as_tensor(norm.std, dtype=torch.float32, device=device)
     lo_score, hi_score = config["data"].get("ref_scores") or (None, None)
     provenance: dict[str, Any] = {
         "producer": f"gta-diffusion {__version__}",
@@ -364,7 +373,8 @@ def generate_synther(model_dir: str | Path, out_path: str | Path, cfg: SampleCon
             # Always a full batch (the last one padded with repeats of its final seed): one shape for compile.
             idx = torch.arange(lo, lo + bs, dtype=torch.int64).clamp_(max=n - 1)
             seeds = (idx + int(base)).to(device)
-            x = sample_transitions(net, norm, edm, seeds, bf16=cfg.bf16)[: hi - lo].cpu().numpy()
+            x = sample_normalized(net, norm.transition_dim, edm, seeds, bf16=cfg.bf16) * std + mean  # [bs, D]
+            x = x[: hi - lo].cpu().numpy()
             tr = vectors_to_transitions(x, norm, cfg.terminal_threshold)
             ends = segment_ends(tr.terminals, cfg.segment_length)
             tr.timeouts[ends - 1] = ~tr.terminals[ends - 1]
