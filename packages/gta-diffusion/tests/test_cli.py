@@ -49,6 +49,9 @@ def test_errors_are_one_line_with_exit_code_1(tmp_path, toy_store):
                               "--out", str(tmp_path / "a.zarr"), "--dataset-preset", "pong"])
     assert res.exit_code == 1 and "unknown dataset preset" in res.output
     assert len([line for line in res.output.splitlines() if line.strip()]) == 1
+    res = runner.invoke(app, ["augment", "--model", str(tmp_path), "--data", str(toy_store.path),
+                              "--out", str(toy_store.path)])
+    assert res.exit_code == 1 and res.output.strip() == f"error: {toy_store.path} already exists (use --overwrite to replace it)"
 
 
 def test_presets_and_help():

@@ -29,6 +29,8 @@ def test_lr_schedule_warmup_then_cosine():
     assert lr_at(cfg, 10) == pytest.approx(1.0)
     assert lr_at(cfg, 60) == pytest.approx(0.5)  # half way through the cosine
     assert lr_at(cfg, 110) == pytest.approx(0.0, abs=1e-12)
+    short = TrainConfig(steps=50, warmup_steps=1000, lr=1.0)  # warm-up capped at 10% of the run
+    assert lr_at(short, 4) == pytest.approx(1.0)
 
 
 def test_resume_after_kill_equals_uninterrupted_run(tmp_path, toy_store):

@@ -144,6 +144,7 @@ def augment(
         from gta_diffusion.augment import AugmentConfig
         from gta_diffusion.augment import augment as run_augment
         from gta_diffusion.distributed import init_distributed, shutdown
+        from gta_diffusion.errors import DiffusionError
         from gta_diffusion.presets import dataset_preset as lookup
 
         fields: dict[str, Any] = lookup(dataset_preset) if dataset_preset else {}
@@ -155,6 +156,8 @@ def augment(
                             num_steps=num_steps, seed=seed, bf16=bf16, compile=compile,
                             compile_mode=compile_mode)
         cfg.check()
+        if out.exists() and not overwrite:
+            raise DiffusionError(f"{out} already exists (use --overwrite to replace it)")
         dist, dev = init_distributed(device)
         try:
             with _progress(dist.is_main) as bar:

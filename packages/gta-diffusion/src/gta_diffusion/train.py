@@ -56,7 +56,7 @@ class TrainConfig:
     steps: int = 1_000_000  # gradient steps (Table 6: 1e6)
     batch_size: int = 256  # global batch, split over ranks (Table 6: 256)
     lr: float = 3e-4  # peak learning rate (Table 6)
-    warmup_steps: int = 1000  # linear warm-up, then cosine annealing to min_lr_ratio * lr
+    warmup_steps: int = 1000  # linear warm-up (capped at 10% of steps), then cosine to min_lr_ratio * lr
     min_lr_ratio: float = 0.0
     weight_decay: float = 0.0  # Table 6 uses Adam: no decay
     betas: tuple[float, float] = (0.9, 0.999)
@@ -88,11 +88,13 @@ def build_denoiser(network: dict[str, Any], sigma_data: float) -> Denoiser:
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
-    """Learning rate of step ``step`` (0-based): linear warm-up, then cosine to ``min_lr_ratio * lr``."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    span = max(1, cfg.steps - cfg.warmup_steps)
-    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    """Learning rate of step ``step`` (0-based): linear warm-up (at most 10% of the run, so that short runs
+    are not all warm-up), then cosine to ``min_lr_ratio * lr``."""
+    warmup = min(cfg.warmup_steps, max(1, cfg.steps // 10))
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    span = max(1, cfg.steps - warmup)
+    progress = min(1.0, (step - warmup) / span)
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
