@@ -266,3 +266,22 @@ def test_writer_rejects_bad_input(tmp_path, transitions):
     with pytest.raises(StoreError, match="rows"):
         Transitions(np.zeros((3, 2)), np.zeros((2, 1)), np.zeros(3), np.zeros((3, 2)), np.zeros(3), np.zeros(3))
     assert os.listdir(tmp_path) == []
+
+
+def test_bulk_add_transitions_with_one_step_segments(tmp_path, make_transitions):
+    n = 5000
+    data = make_transitions(n, seed=2)
+    with StoreWriter(tmp_path / "b.zarr", env_id="E", obs_dim=3, act_dim=2, flush_rows=1024) as w:
+        w.add_transitions(data.slice(0, 3000), np.arange(1, 3001), seed=np.arange(3000))
+        w.add_episode(data.slice(3000, 3500), seed=-1)
+        w.add_transitions(data.slice(3500, n), np.array([700, 1500]), seed=np.array([7, 8]))
+    store = TrajectoryStore.open(tmp_path / "b.zarr")
+    assert store.num_episodes == 3003
+    np.testing.assert_array_equal(store.episode_ends[:3], [1, 2, 3])
+    np.testing.assert_array_equal(store.episode_ends[-3:], [3500, 4200, 5000])
+    np.testing.assert_array_equal(store.meta("seed")[-4:], [2999, -1, 7, 8])
+    np.testing.assert_array_equal(store.load().actions, data.actions)
+    with pytest.raises(StoreError, match="one entry per episode"):
+        with StoreWriter(tmp_path / "c.zarr", env_id="E", obs_dim=3, act_dim=2) as w:
+            w.add_transitions(data.slice(0, 10), np.array([5, 10]), seed=np.arange(3))
+    assert not (tmp_path / "c.zarr").exists()

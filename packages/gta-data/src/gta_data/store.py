@@ -226,43 +226,41 @@ class StoreWriter:
 
     def add_episode(self, episode: Transitions, **episode_meta: Any) -> None:
         """Append one episode (or segment). ``episode_meta`` are per-episode scalars or vectors stored
-        under ``meta/<name>`` (e.g. ``source_index=17, seed=3``); every episode must give the same keys."""
+        under ``meta/<name>`` (e.g. ``source_start=17, seed=3``); every episode must give the same keys."""
+        self.add_transitions(episode, np.array([len(episode)]),
+                             **{k: np.asarray(v)[None] for k, v in episode_meta.items()})
+
+    def add_transitions(self, transitions: Transitions, episode_ends: np.ndarray, **meta: np.ndarray) -> None:
+        """Append many episodes at once (vectorised: no per-episode work): ``episode_ends`` are exclusive
+        ends relative to ``transitions``; each ``meta`` array has one entry per episode."""
         self._check_open()
-        if len(episode) == 0:
+        ends = np.asarray(episode_ends, dtype=np.int64).reshape(-1)
+        if len(transitions) == 0:
             raise StoreError("empty episode")
-        if episode.obs_dim != self.obs_dim or episode.act_dim != self.act_dim:
+        _check_episode_ends(ends, len(transitions), where="episode_ends")
+        if transitions.obs_dim != self.obs_dim or transitions.act_dim != self.act_dim:
             raise StoreError(
-                f"episode has obs_dim {episode.obs_dim}, act_dim {episode.act_dim}; "
+                f"episode has obs_dim {transitions.obs_dim}, act_dim {transitions.act_dim}; "
                 f"store has {self.obs_dim}, {self.act_dim}"
             )
         if self._extra_keys is None:
-            self._extra_keys = set(episode.extras)
-        elif set(episode.extras) != self._extra_keys:
-            raise StoreError(f"episode extras {sorted(episode.extras)} differ from {sorted(self._extra_keys)}")
+            self._extra_keys = set(transitions.extras)
+        elif set(transitions.extras) != self._extra_keys:
+            raise StoreError(f"episode extras {sorted(transitions.extras)} differ from {sorted(self._extra_keys)}")
         if self._meta_keys is None:
-            self._meta_keys = set(episode_meta)
-        elif set(episode_meta) != self._meta_keys:
-            raise StoreError(f"episode meta {sorted(episode_meta)} differs from {sorted(self._meta_keys)}")
-        for key, value in episode_meta.items():
-            self._pending_meta.setdefault(key, []).append(np.asarray(value))
-        self._pending.append(episode)
-        self._pending_rows += len(episode)
-        self._episode_ends.append(self._rows + self._pending_rows)
+            self._meta_keys = set(meta)
+        elif set(meta) != self._meta_keys:
+            raise StoreError(f"episode meta {sorted(meta)} differs from {sorted(self._meta_keys)}")
+        for key, value in meta.items():
+            value = np.asarray(value)
+            if value.ndim == 0 or len(value) != len(ends):
+                raise StoreError(f"meta {key!r} needs one entry per episode ({len(ends)})")
+            self._pending_meta.setdefault(key, []).append(value)
+        self._pending.append(transitions)
+        self._episode_ends.extend((self._rows + self._pending_rows + ends).tolist())
+        self._pending_rows += len(transitions)
         if self._pending_rows >= self.flush_rows:
             self._flush()
-
-    def add_transitions(self, transitions: Transitions, episode_ends: np.ndarray, **meta: np.ndarray) -> None:
-        """Append many episodes at once: ``episode_ends`` are exclusive ends relative to ``transitions``;
-        each ``meta`` array has one entry per episode."""
-        ends = np.asarray(episode_ends, dtype=np.int64).reshape(-1)
-        _check_episode_ends(ends, len(transitions), where="episode_ends")
-        for key, value in meta.items():
-            if len(value) != len(ends):
-                raise StoreError(f"meta {key!r} has {len(value)} entries for {len(ends)} episodes")
-        start = 0
-        for i, end in enumerate(ends):
-            self.add_episode(transitions.slice(start, int(end)), **{k: v[i] for k, v in meta.items()})
-            start = int(end)
 
     def _flush(self) -> None:
         if not self._pending:
@@ -283,7 +281,7 @@ class StoreWriter:
             target.resize((self._rows + len(arr), *arr.shape[1:]))
             target[self._rows :] = arr
         for key, values in self._pending_meta.items():
-            stacked = np.stack(values)
+            stacked = np.concatenate(values)
             target = self._meta_arrays.get(key)
             if target is None:
                 target = self._group.create_array(
