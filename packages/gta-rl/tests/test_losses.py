@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from gta_rl import cql, mcq, td3bc
+from gta_rl import cql, iql, mcq, td3bc
 from gta_rl.algorithms import build_config, get_spec
 from gta_rl.buffer import Batch
 
@@ -225,3 +225,30 @@ def test_mcq_losses():
     qn = torch.minimum(q64(p1, "critic", o, new_a, 0), q64(p1, "critic", o, new_a, 1))  # critic after its step
     close(m["actor_loss"], (-qn + alpha * lp).mean(1))
     close(m["alpha_loss"], -(p0["log_alpha"][:, None] * (lp - ACT)).mean(1))
+
+
+@pytest.mark.parametrize(("name", "overrides"), [
+    ("iql", {"hidden": [8, 8]}),
+    ("cql", {"actor_hidden": [8, 8], "critic_hidden": [8, 8], "n_actions": 3, "lagrange": True}),
+])
+def test_joint_backward_keeps_losses_on_their_own_parameters(name, overrides, monkeypatch):
+    """One backward pass of the summed losses is only right if no loss reaches another's parameters."""
+    from gta_rl import base
+
+    module = {"iql": iql, "cql": cql}[name]
+    checked = []
+
+    def checking(pairs):
+        params = [p for _, opt in pairs for p in opt.params]
+        for loss, opt in pairs:
+            own = {id(p) for p in opt.params}
+            gs = torch.autograd.grad(loss.sum(), params, retain_graph=True, allow_unused=True)
+            for p, g in zip(params, gs, strict=True):
+                if id(p) not in own:
+                    assert g is None or not g.any(), f"a loss leaks into another optimizer's parameter {p.shape}"
+            checked.append(len(own))
+        base.step_jointly(pairs)
+
+    monkeypatch.setattr(module, "step_jointly", checking)
+    run_update(name, overrides)
+    assert len(checked) >= 3

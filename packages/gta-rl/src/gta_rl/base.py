@@ -84,6 +84,22 @@ def grads(loss: Tensor, params: Sequence[Tensor]) -> tuple[Tensor, ...]:
     return torch.autograd.grad(loss, list(params))
 
 
+def step_jointly(pairs: Sequence[tuple[Tensor, Adam]]) -> None:
+    """Step several optimizers from one backward pass of the sum of their per-seed losses.
+
+    Each loss must reach only its own optimizer's parameters (cross terms detached, e.g. a critic run
+    with ``frozen=True`` inside the actor loss), so the gradient of the sum is each loss's own gradient.
+    One pass is cheaper than one per loss, and torch.compile fuses the losses into one graph whose
+    backward can run only once."""
+    params = [p for _, opt in pairs for p in opt.params]
+    total = sum(loss.sum() for loss, _ in pairs)
+    flat = torch.autograd.grad(total, params)
+    start = 0
+    for _, opt in pairs:
+        opt.step(flat[start:start + len(opt.params)])
+        start += len(opt.params)
+
+
 def repeat_rows(x: Tensor, n: int) -> Tensor:
     """[S, B, D] -> [S, B*n, D], each row repeated n times consecutively (CORL's extend_and_repeat)."""
     s, b, d = x.shape

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gta_rl.base import Agent, freeze, grads, repeat_rows
+from gta_rl.base import Agent, freeze, repeat_rows, step_jointly
 from gta_rl.buffer import Batch
 from gta_rl.nets import StackedMLP, mlp_generators, soft_update_, twin_input
 from gta_rl.optim import Adam
@@ -114,9 +114,9 @@ class CQL(Agent):
         action, log_prob = tanh_gaussian(mean, log_std, eps)
         return self.max_action * action, log_prob
 
-    def q_twin(self, net: StackedMLP, obs: Tensor, act: Tensor) -> Tensor:
+    def q_twin(self, net: StackedMLP, obs: Tensor, act: Tensor, frozen: bool = False) -> Tensor:
         s, b, _ = obs.shape
-        return net(twin_input(torch.cat([obs, act], -1))).view(s, 2, b)  # [S, 2, B]
+        return net(twin_input(torch.cat([obs, act], -1)), frozen=frozen).view(s, 2, b)  # [S, 2, B]
 
     def update(self, batch: Batch, *, actor_step: bool = True) -> dict[str, Tensor]:
         cfg, m, n, a_dim = self.config, self.max_action, self.config.n_actions, self.act_dim
@@ -132,7 +132,7 @@ class CQL(Agent):
         else:
             alpha_loss = torch.zeros(s, device=obs.device)
             alpha = torch.full((s,), cfg.alpha_multiplier, device=obs.device)
-        q_new = self.q_twin(self.critic, obs, new_a).amin(1)  # [S, B]
+        q_new = self.q_twin(self.critic, obs, new_a, frozen=True).amin(1)  # [S, B], no gradient to Q
         policy_loss = (alpha[:, None] * log_pi - q_new).mean(-1)  # [S]
 
         # Bellman error.
@@ -171,13 +171,14 @@ class CQL(Agent):
             alpha_prime_loss = None
         critic_loss = (td_loss + cql_term).sum(1)  # [S]
 
+        # Every loss reaches only its own parameters, so one backward pass serves all of them.
         opt = self.optimizers
+        pairs = [(policy_loss, opt["actor"]), (critic_loss, opt["critic"])]
         if cfg.auto_entropy:
-            opt["alpha"].step(grads(alpha_loss.sum(), [self.log_alpha]))
-        opt["actor"].step(grads(policy_loss.sum(), opt["actor"].params))
+            pairs.append((alpha_loss, opt["alpha"]))
         if alpha_prime_loss is not None:
-            opt["alpha_prime"].step(grads(alpha_prime_loss.sum(), [self.log_alpha_prime]))
-        opt["critic"].step(grads(critic_loss.sum(), self.critic.parameters()))
+            pairs.append((alpha_prime_loss, opt["alpha_prime"]))
+        step_jointly(pairs)
         soft_update_(self.critic_target, self.critic, cfg.tau)
         return {
             "critic_loss": critic_loss.detach(),

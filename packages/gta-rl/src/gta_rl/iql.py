@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from gta_rl.base import Agent, freeze, grads
+from gta_rl.base import Agent, freeze, step_jointly
 from gta_rl.buffer import Batch
 from gta_rl.nets import StackedMLP, mlp_generators, soft_update_, twin_input
 from gta_rl.optim import Adam, cosine_schedule
@@ -121,9 +121,9 @@ class IQL(Agent):
             log_prob = -0.5 * z.square() - log_std - 0.5 * math.log(2 * math.pi)
             bc = -log_prob.sum(-1)  # [S, B]
         actor_loss = (exp_adv * bc).mean(-1)  # [S]
-        self.optimizers["v"].step(grads(v_loss.sum(), self.vf.parameters()))
-        self.optimizers["q"].step(grads(q_loss.sum(), self.qf.parameters()))
-        self.optimizers["actor"].step(grads(actor_loss.sum(), self.optimizers["actor"].params))
+        # The three losses touch disjoint parameters (targets and advantages are detached).
+        opt = self.optimizers
+        step_jointly([(v_loss, opt["v"]), (q_loss, opt["q"]), (actor_loss, opt["actor"])])
         soft_update_(self.qf_target, self.qf, cfg.tau)
         return {
             "v_loss": v_loss.detach(),

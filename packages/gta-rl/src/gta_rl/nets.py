@@ -98,18 +98,21 @@ class StackedMLP(nn.Module):
     def num_members(self) -> int:
         return int(self.layers[0].weight.shape[0])
 
-    def forward(self, x: Tensor, masks: Sequence[Tensor] | None = None, first_of: int = 1) -> Tensor:
+    def forward(
+        self, x: Tensor, masks: Sequence[Tensor] | None = None, first_of: int = 1, frozen: bool = False
+    ) -> Tensor:
         """``masks`` (one per hidden layer, [M, B, width] of 0/1 scaled by 1/(1-p)) apply dropout after
         each hidden activation, as nn.Dropout does in training mode. ``first_of=n`` runs only the first
-        member of each group of n (e.g. critic 1 of each seed's twin pair) on x [M/n, B, in]."""
+        member of each group of n (e.g. critic 1 of each seed's twin pair) on x [M/n, B, in].
+        ``frozen`` uses detached weights: gradients reach x but not this network."""
         for i, layer in enumerate(self.layers):
-            if first_of == 1:
-                x = layer(x)
-            else:
-                w, b = layer.weight, layer.bias
+            w, b = layer.weight, layer.bias
+            if frozen:
+                w, b = w.detach(), b.detach()
+            if first_of != 1:
                 w = w.view(-1, first_of, *w.shape[1:])[:, 0]
                 b = b.view(-1, first_of, *b.shape[1:])[:, 0]
-                x = torch.baddbmm(b, x, w)
+            x = torch.baddbmm(b, x, w)
             if i < len(self.layers) - 1:
                 x = torch.relu(x)
                 if masks is not None:
