@@ -29,18 +29,27 @@ def test_shard_range_covers_everything_once():
         assert all(a[1] == b[0] for a, b in zip(parts, parts[1:], strict=False))
 
 
-def test_ddp_training_and_sharded_augmentation(tmp_path, toy_store):
-    run, out = tmp_path / "run", tmp_path / "aug.zarr"
-    res = _torchrun("train", "--data", str(toy_store.path), "--out", str(run), "--preset", "small", "--steps", "4",
-                    "--batch-size", "16", "--horizon", "4", "--warmup-steps", "1", "--log-every", "2",
-                    "--checkpoint-every", "2", "--device", "cpu")
-    assert res.returncode == 0, res.stderr[-3000:]
+def test_ddp_training_exact_resume_and_sharded_augmentation(tmp_path, toy_store):
+    run, split, out = tmp_path / "run", tmp_path / "split", tmp_path / "aug.zarr"
+    args = ["--preset", "small", "--steps", "4", "--batch-size", "16", "--horizon", "4", "--warmup-steps", "1",
+            "--log-every", "2", "--checkpoint-every", "100", "--device", "cpu"]
+    for cmd in (["--data", str(toy_store.path), "--out", str(run)],
+                ["--data", str(toy_store.path), "--out", str(split), "--stop-after", "2"],
+                ["--out", str(split)]):
+        res = _torchrun("train", *cmd, *args)
+        assert res.returncode == 0, res.stderr[-3000:]
     ckpt = load_checkpoint(latest_checkpoint(run))
     assert ckpt["state"]["step"] == 4 and ckpt["state"]["world_size"] == 2
     assert {"data.0", "data.1", "loss.0", "loss.1"} <= set(ckpt["rng"])
     assert not np.array_equal(ckpt["rng"]["data.0"].numpy(), ckpt["rng"]["data.1"].numpy())
     assert json.loads((run / "config.json").read_text())["world_size"] == 2
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2  # rank 0 logs alone
+    # Stopped at step 2 and resumed on two ranks: identical to the uninterrupted two-rank run.
+    resumed = load_checkpoint(latest_checkpoint(split))
+    assert resumed["state"]["step"] == 4
+    for part in ("model", "ema", "rng"):
+        for key in ckpt[part]:
+            assert (ckpt[part][key] == resumed[part][key]).all(), (part, key)
 
     res = _torchrun("augment", "--model", str(run), "--data", str(toy_store.path), "--out", str(out), "--mu", "0.5",
                     "--num-transitions", "90", "--batch-size", "8", "--num-steps", "8", "--seed", "5",

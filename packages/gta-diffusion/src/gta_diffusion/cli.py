@@ -70,6 +70,7 @@ def train(
     seed: int = typer.Option(0, help="Seed of weights, data order and loss noise."),
     log_every: int = typer.Option(1000, help="Steps between metric lines."),
     checkpoint_every: int = typer.Option(20_000, help="Steps between checkpoints."),
+    stop_after: int = typer.Option(None, help="Checkpoint and stop at this step (resume later; for job limits)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Train (or resume) a GTA denoiser on a trajectory store (GTA Sec. 4.1, Table 6)."""
@@ -105,11 +106,15 @@ def train(
             with _progress(dist.is_main) as bar:
                 task = bar.add_task("train", total=trainer.cfg.steps, completed=trainer.step_count, info="")
                 trainer.train(
+                    stop_after,
                     on_step=lambda s: bar.update(task, completed=s),
                     on_log=lambda r: bar.update(task, info=f"loss {r['loss']:.4f}"),
                 )
+            if trainer.step_count < trainer.cfg.steps:
+                trainer.save()
             if dist.is_main:
-                typer.echo(f"done: {trainer.step_count} steps; checkpoints in {out / 'checkpoints'}")
+                state = "done" if trainer.step_count >= trainer.cfg.steps else "stopped (resume with the same --out)"
+                typer.echo(f"{state}: {trainer.step_count} steps; checkpoints in {out / 'checkpoints'}")
         finally:
             shutdown(dist)
 
