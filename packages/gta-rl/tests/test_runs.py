@@ -161,6 +161,8 @@ def test_cli_train_evaluate_summary(point_store, tmp_path):
     assert res.exit_code == 0, res.output
     doc = json.loads(res.output)
     assert doc["average"]["seeds"] == [0, 1] and np.isfinite(doc["average"]["mean"])
+    res = runner.invoke(app, ["summary", str(tmp_path / "a"), str(tmp_path / "b")])
+    assert res.exit_code == 0 and "average (F.2)" in res.output and "+-" in res.output
     run, agent, meta = load_run(tmp_path / "a", "cpu")
     assert meta["step"] == 40 and agent.num_seeds == 2
 
