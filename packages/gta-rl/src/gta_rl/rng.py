@@ -56,7 +56,8 @@ class SeedStreams:
         key = mix32(self.seeds * 0x01000193 + (stream * _GOLDEN & _M32))  # [S]
         key = mix32(key ^ mix32(self.step + 0x5BD1E995))  # [S]
         idx = torch.arange(n, device=self.seeds.device, dtype=torch.int64)
-        out = mix32(mix32(idx[None, :] ^ key[:, None]) + key[:, None])  # [S, n]
+        # One mixing round per element: idx * golden spreads neighbours, the 3-multiply mixer avalanches.
+        out = mix32(idx[None, :] * _GOLDEN + key[:, None])  # [S, n]
         return out.view(self.num_seeds, *shape)
 
     def uniform(self, stream: int, shape: tuple[int, ...]) -> Tensor:
