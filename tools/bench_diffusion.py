@@ -6,9 +6,10 @@ D = 24, H = 31 -> 32 rows), paper network preset, training batch 256, augmentati
 classifier-free guidance (w = 2, s = 3), for two paths in the same run:
 
     eager-fp32   plain eager float32, sampling batch 2048
-    fast         bf16 autocast + torch.compile in mode reduce-overhead (CUDA graphs) for training and
-                 sampling, each falling back to the default compile mode if graphs fail (the JSON records
-                 the mode used and the error), sampling batch 16384
+    fast         bf16 autocast + torch.compile; training captures the whole step (batch drawing, loss,
+                 backward, clipping, AdamW, EMA) in one CUDA graph (TrainConfig.cuda_graph), sampling uses
+                 compile's reduce-overhead mode (CUDA graphs); each falls back to compile's other modes if
+                 graphs fail (the JSON records the mode used and the error), sampling batch 16384
 
 Targets (DESIGN.md, one H100): >= 200 training steps/s, >= 40,000 transitions/s (authors: 13.4, ~2,200).
 
@@ -61,14 +62,15 @@ def _sync(device: torch.device) -> None:
 
 
 def bench_train(store, root: Path, name: str, *, preset: str, overrides: dict, batch: int, bf16: bool,
-                compile: bool, compile_mode: str | None, device: torch.device, warmup: int, budget_s: float) -> dict:
+                compile: bool, compile_mode: str | None, device: torch.device, warmup: int, budget_s: float,
+                cuda_graph: bool = False) -> dict:
     from gta_diffusion.data import WindowConfig
     from gta_diffusion.train import TrainConfig, Trainer
 
     cfg = TrainConfig(preset=preset, network_overrides=overrides, steps=10**9, batch_size=batch, bf16=bf16,
-                      compile=compile, compile_mode=compile_mode, warmup_steps=100, log_every=10**9,
-                      checkpoint_every=10**9)
-    trainer = Trainer.create(root / f"run-{name}-{compile_mode}", store.path, cfg, WindowConfig(horizon=31), device=device)
+                      compile=compile, compile_mode=compile_mode, cuda_graph=cuda_graph, warmup_steps=100,
+                      log_every=10**9, checkpoint_every=10**9)
+    trainer = Trainer.create(root / f"run-{name}-{compile_mode}-{cuda_graph}", store.path, cfg, WindowConfig(horizon=31), device=device)
     t0 = time.perf_counter()
     for _ in range(warmup):
         trainer.step()
@@ -160,19 +162,23 @@ def main() -> None:
             fast = name == "fast"
             row: dict = {"bf16": fast, "compile": fast and use_compile}
             modes = ["reduce-overhead", None] if fast and use_compile else [None]
-            for mode in modes:  # CUDA graphs first; the default compile mode if they fail
+            # Training: the whole step in one CUDA graph first, then compile's own graphs, then plain compile.
+            train_modes = [(None, True), ("reduce-overhead", False), (None, False)] if fast and use_compile \
+                else [(None, False)]
+            for mode, graph in train_modes:
                 try:
-                    if mode is None and fast and use_compile:
+                    if fast and use_compile:
                         torch._dynamo.reset()
                     row.update(bench_train(store, root, name, preset=preset, overrides=overrides, batch=train_batch,
                                            bf16=fast, compile=fast and use_compile, compile_mode=mode,
                                            device=device, warmup=warmup if not fast else 3 * warmup,
-                                           budget_s=budget))
-                    row["train_compile_mode"] = mode or ("default" if fast and use_compile else "eager")
+                                           budget_s=budget, cuda_graph=graph))
+                    row["train_compile_mode"] = "whole-step CUDA graph" if graph else (
+                        mode or ("default" if fast and use_compile else "eager"))
                     row.pop("train_error", None)
                     break
                 except Exception as exc:  # a failing path is reported, the others still run
-                    row["train_error"] = f"[{mode}] {type(exc).__name__}: {exc}".splitlines()[0]
+                    row["train_error"] = f"[{mode}, graph={graph}] {type(exc).__name__}: {exc}".splitlines()[0]
                     row["train_traceback"] = traceback.format_exc()[-4000:]
             for mode in modes:
                 try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import torch
 from typer.testing import CliRunner
 
 from gta_diffusion.cli import app
@@ -52,6 +53,11 @@ def test_errors_are_one_line_with_exit_code_1(tmp_path, toy_store):
     res = runner.invoke(app, ["augment", "--model", str(tmp_path), "--data", str(toy_store.path),
                               "--out", str(toy_store.path)])
     assert res.exit_code == 1 and res.output.strip() == f"error: {toy_store.path} already exists (use --overwrite to replace it)"
+    if not torch.cuda.is_available():
+        res = runner.invoke(app, ["train", "--data", str(toy_store.path), "--out", str(tmp_path / "g"),
+                                  "--steps", "2", "--cuda-graph", "--device", "cpu", *SMALL])
+        assert res.exit_code == 1 and "--cuda-graph needs a CUDA device" in res.output
+        assert not (tmp_path / "g").exists()
 
 
 def test_presets_and_help():

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from gta_data import StoreError, TrajectoryStore, Transitions, write_store
-from gta_diffusion.baselines.cli import register
 from gta_diffusion.baselines.s4rl import S4RLConfig, augment_s4rl, segment_plan
 from gta_diffusion.errors import DiffusionError
 
@@ -148,15 +146,16 @@ def test_bad_store_and_existing_output(tmp_path, source):
 
 def test_cli(tmp_path, source):
     runner = CliRunner()
-    app = register(typer.Typer(no_args_is_help=True))
+    from gta_diffusion.cli import app
+
     out = tmp_path / "aug.zarr"
-    res = runner.invoke(app, ["s4rl", "--data", str(source.path), "--out", str(out), "--num-transitions", "250",
+    res = runner.invoke(app, ["augment", "--method", "s4rl", "--data", str(source.path), "--out", str(out), "--num-transitions", "250",
                               "--sigma", "1e-3", "--seed", "2"])
     assert res.exit_code == 0, res.output
     assert "250 transitions" in res.output
     assert TrajectoryStore.open(out).provenance["s4rl"]["sigma"] == 1e-3
-    res = runner.invoke(app, ["s4rl", "--data", str(source.path), "--out", str(tmp_path / "b.zarr"), "--sigma", "0"])
+    res = runner.invoke(app, ["augment", "--method", "s4rl", "--data", str(source.path), "--out", str(tmp_path / "b.zarr"), "--sigma", "0"])
     assert res.exit_code == 1 and "error: sigma must be a positive number" in res.output
     assert "Traceback" not in res.output and not (tmp_path / "b.zarr").exists()
-    res = runner.invoke(app, ["s4rl", "--data", str(source.path), "--out", str(out)])
+    res = runner.invoke(app, ["augment", "--method", "s4rl", "--data", str(source.path), "--out", str(out)])
     assert res.exit_code == 1 and "already exists" in res.output

@@ -9,11 +9,9 @@ import json
 import numpy as np
 import pytest
 import torch
-import typer
 from typer.testing import CliRunner
 
 from gta_data import StoreError, TrajectoryStore, Transitions, write_store
-from gta_diffusion.baselines.cli import register
 from gta_diffusion.baselines.synther import (
     EMA_PER_STEP,
     SampleConfig,
@@ -225,27 +223,37 @@ def test_bad_input(tmp_path, trained):
 def test_cli(tmp_path):
     store = make_toy(tmp_path / "toy.zarr", episodes=50)
     runner = CliRunner()
-    app = register(typer.Typer(no_args_is_help=True))
+    from gta_diffusion.cli import app
+
     run = tmp_path / "run"
-    args = ["synther-train", "--data", str(store.path), "--out", str(run), "--preset", "synther-small",
+    args = ["train", "--model", "synther", "--data", str(store.path), "--out", str(run), "--preset", "synther-small",
             "--steps", "4", "--log-every", "2", "--checkpoint-every", "2", "--device", "cpu"]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "new run" in res.output and "batch 256" in res.output and (run / "checkpoints" / "step-000000004").is_dir()
-    res = runner.invoke(app, ["synther-train", "--out", str(run), "--steps", "4", "--device", "cpu"])
+    res = runner.invoke(app, ["train", "--model", "synther", "--out", str(run), "--steps", "4", "--device", "cpu"])
     assert res.exit_code == 0 and "resuming at step 4" in res.output, res.output
     out = tmp_path / "aug.zarr"
-    res = runner.invoke(app, ["synther-augment", "--model", str(run), "--out", str(out), "--num-transitions", "30",
+    res = runner.invoke(app, ["augment", "--method", "synther", "--model", str(run), "--out", str(out), "--num-transitions", "30",
                               "--batch-size", "16", "--num-steps", "4", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert "wrote" in res.output and "30 transitions" in res.output and TrajectoryStore.open(out).validate()
-    res = runner.invoke(app, ["synther-augment", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "b.zarr")])
+    res = runner.invoke(app, ["augment", "--method", "synther", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "b.zarr")])
     assert res.exit_code == 1 and "not a gta-diffusion run directory" in res.output and "Traceback" not in res.output
-    res = runner.invoke(app, ["synther-augment", "--model", str(run), "--out", str(tmp_path / "b.zarr"),
+    res = runner.invoke(app, ["augment", "--method", "synther", "--model", str(run), "--out", str(tmp_path / "b.zarr"),
                               "--num-transitions", "0"])
     assert res.exit_code == 1 and "num_transitions must be a positive integer" in res.output
-    res = runner.invoke(app, ["synther-train", "--data", str(tmp_path / "missing.zarr"), "--out", str(tmp_path / "r")])
+    res = runner.invoke(app, ["train", "--model", "synther", "--data", str(tmp_path / "missing.zarr"), "--out", str(tmp_path / "r")])
     assert res.exit_code == 1 and "error:" in res.output and "Traceback" not in res.output
+    # The GTA commands refuse a SynthER run, and each method names what it needs.
+    res = runner.invoke(app, ["augment", "--model", str(run), "--data", str(store.path), "--out", str(tmp_path / "g.zarr")])
+    assert res.exit_code == 1 and "holds a synther model, not a GTA trajectory model" in res.output
+    res = runner.invoke(app, ["augment", "--method", "synther", "--out", str(tmp_path / "g.zarr")])
+    assert res.exit_code == 1 and "--method synther needs --model" in res.output
+    res = runner.invoke(app, ["augment", "--method", "diffusion-x", "--out", str(tmp_path / "g.zarr")])
+    assert res.exit_code == 1 and "unknown method" in res.output
+    res = runner.invoke(app, ["train", "--model", "vae", "--data", str(store.path), "--out", str(tmp_path / "v")])
+    assert res.exit_code == 1 and "unknown model" in res.output
 
 
 def test_bench_quick_runs_and_writes_json(tmp_path):

@@ -55,9 +55,12 @@ def _progress(enabled: bool):
 def train(
     data: Path = typer.Option(None, "--data", help="Training store (.zarr); optional when resuming a run."),
     out: Path = typer.Option(..., "--out", help="Run directory (created, or resumed if it holds a run)."),
-    preset: str = typer.Option("paper", help="Network preset: paper (~29.6M params, A.2) or small (CPU)."),
-    steps: int = typer.Option(1_000_000, help="Gradient steps (Table 6: 1e6)."),
-    batch_size: int = typer.Option(256, help="Global batch size (split over torchrun ranks)."),
+    model: str = typer.Option("gta", "--model", help="gta (trajectory model, Sec. 4.1) | synther (baseline)."),
+    preset: str = typer.Option(None, help="Network preset: paper (~29.6M params, A.2) | small (CPU); synther: "
+                               "synther (25.6M) | synther-small. Default: paper / synther."),
+    steps: int = typer.Option(None, help="Gradient steps (default: gta 1e6 as Table 6, synther 1e5)."),
+    batch_size: int = typer.Option(None, help="Global batch size (default: gta 256; synther 1024, 256 below "
+                                   "800k transitions)."),
     lr: float = typer.Option(3e-4, help="Peak learning rate (cosine schedule with warm-up)."),
     warmup_steps: int = typer.Option(1000, help="Linear warm-up steps."),
     horizon: int = typer.Option(31, help="H: transitions per window (H+1 rows are modelled)."),
@@ -66,6 +69,8 @@ def train(
     bf16: bool = typer.Option(False, "--bf16", help="bf16 autocast."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the network."),
     compile_mode: str = typer.Option(None, help="torch.compile mode, e.g. reduce-overhead (CUDA graphs)."),
+    cuda_graph: bool = typer.Option(False, "--cuda-graph",
+                                    help="Capture the whole training step in one CUDA graph (single GPU)."),
     device: str = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available)."),
     seed: int = typer.Option(0, help="Seed of weights, data order and loss noise."),
     log_every: int = typer.Option(1000, help="Steps between metric lines."),
@@ -73,13 +78,24 @@ def train(
     stop_after: int = typer.Option(None, help="Checkpoint and stop at this step (resume later; for job limits)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
-    """Train (or resume) a GTA denoiser on a trajectory store (GTA Sec. 4.1, Table 6)."""
+    """Train (or resume) a GTA denoiser on a trajectory store (GTA Sec. 4.1, Table 6), or SynthER's model."""
+    if model == "synther":
+        from gta_diffusion.baselines.cli import train_synther_command
+
+        return train_synther_command(
+            data=data, out=out, preset=preset or "synther", steps=steps or 100_000, batch_size=batch_size, lr=lr,
+            bf16=bf16, compile=compile, device=device, seed=seed, log_every=log_every,
+            checkpoint_every=checkpoint_every, debug=debug,
+        )
     with _errors(debug):
         from gta_diffusion.data import WindowConfig
         from gta_diffusion.distributed import init_distributed, shutdown
         from gta_diffusion.errors import DiffusionError
         from gta_diffusion.train import TrainConfig, Trainer
 
+        if model != "gta":
+            raise DiffusionError(f"unknown model {model!r} (choose gta or synther)")
+        preset, steps, batch_size = preset or "paper", steps or 1_000_000, batch_size or 256
         if steps < 1 or batch_size < 1 or log_every < 1 or checkpoint_every < 1:
             raise DiffusionError("steps, batch size, log and checkpoint intervals must be positive")
         dist, dev = init_distributed(device)
@@ -89,7 +105,7 @@ def train(
                 out, data,
                 TrainConfig(preset=preset, steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
                             ema_decay=ema_decay, bf16=bf16, compile=compile, compile_mode=compile_mode,
-                            seed=seed, log_every=log_every,
+                            cuda_graph=cuda_graph, seed=seed, log_every=log_every,
                             checkpoint_every=checkpoint_every),
                 WindowConfig(horizon=horizon, cond_scale=cond_scale), device=dev, dist=dist,
             )
@@ -121,9 +137,11 @@ def train(
 
 @app.command()
 def augment(
-    model: Path = typer.Option(..., "--model", help="Run directory of a trained model."),
-    data: Path = typer.Option(..., "--data", help="Source store (the original data)."),
     out: Path = typer.Option(..., "--out", help="Augmented store to write (.zarr)."),
+    method: str = typer.Option("gta", help="gta (Sec. 4.2) | s4rl (state noise, C.1) | synther (baseline)."),
+    model: Path = typer.Option(None, "--model", help="Run directory of a trained model (gta, synther)."),
+    data: Path = typer.Option(None, "--data", help="Source store, the original data (gta, s4rl)."),
+    sigma: float = typer.Option(3e-4, help="s4rl: std of the Gaussian state noise (C.1: 3e-4)."),
     dataset_preset: str = typer.Option(None, help="Fill mu/alpha/reweighting from the paper (see `presets`)."),
     mu: float = typer.Option(None, help="Partial noising ratio, 0 < mu <= 1 (default 0.5)."),
     alpha: float = typer.Option(None, help="Return multiplier of the amplified condition (default 1.3)."),
@@ -134,7 +152,7 @@ def augment(
     reweight: str = typer.Option(None, help="none | bins (Eq. 13) | episodes (sparse tasks)."),
     num_bins: int = typer.Option(None, help="N_B of Eq. 13 (default 50)."),
     success_weight: float = typer.Option(None, help="c: weight of successful episodes (default 10)."),
-    batch_size: int = typer.Option(8192, help="Windows per sampler call."),
+    batch_size: int = typer.Option(None, help="Windows per sampler call (default 8192; synther: transitions, 100k)."),
     num_steps: int = typer.Option(None, help="Sampler steps K (default: the model's, 128)."),
     seed: int = typer.Option(0, help="Seed of the source choice and of the per-window seeds."),
     bf16: bool = typer.Option(False, "--bf16", help="bf16 autocast."),
@@ -144,7 +162,21 @@ def augment(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output store."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
-    """Generate an augmented store with partial noising and amplified return guidance (GTA Sec. 4.2)."""
+    """Generate an augmented store: GTA's partial noising and amplified return guidance (Sec. 4.2), or the
+    S4RL and SynthER baselines."""
+    _require_options(method, model=model, data=data, debug=debug)
+    if method == "s4rl":
+        from gta_diffusion.baselines.cli import augment_s4rl_command
+
+        return augment_s4rl_command(data=data, out=out, num_transitions=num_transitions, sigma=sigma, seed=seed,
+                                    overwrite=overwrite, debug=debug)
+    if method == "synther":
+        from gta_diffusion.baselines.cli import augment_synther_command
+
+        return augment_synther_command(model=model, out=out, num_transitions=num_transitions,
+                                       batch_size=batch_size or 100_000, num_steps=num_steps, seed=seed, bf16=bf16,
+                                       compile=compile, device=device, overwrite=overwrite, debug=debug)
+    batch_size = batch_size or 8192
     with _errors(debug):
         from gta_diffusion.augment import AugmentConfig
         from gta_diffusion.augment import augment as run_augment
@@ -175,6 +207,20 @@ def augment(
                 typer.echo(f"wrote {store.path}: {store.num_transitions} transitions in {store.num_episodes} segments")
         finally:
             shutdown(dist)
+
+
+_METHOD_NEEDS = {"gta": ("model", "data"), "s4rl": ("data",), "synther": ("model",)}
+
+
+def _require_options(method: str, *, debug: bool, **given: Path | None) -> None:
+    with _errors(debug):
+        from gta_diffusion.errors import DiffusionError
+
+        if method not in _METHOD_NEEDS:
+            raise DiffusionError(f"unknown method {method!r} (choose {', '.join(_METHOD_NEEDS)})")
+        missing = [f"--{name}" for name in _METHOD_NEEDS[method] if given[name] is None]
+        if missing:
+            raise DiffusionError(f"--method {method} needs {' and '.join(missing)}")
 
 
 @app.command()

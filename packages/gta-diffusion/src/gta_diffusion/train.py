@@ -8,7 +8,13 @@ cosine annealing (Table 6: "cosine annealing warmup"), gradient clipping at norm
 
 The hot loop never syncs with the host: batches are gathered on the device from device-resident windows
 (:class:`gta_diffusion.data.WindowSet`) with a device generator; the loss and gradient norm are summed on
-the device and read once per ``log_every`` steps. bf16 autocast and torch.compile are flags.
+the device and read once per ``log_every`` steps. bf16 autocast and torch.compile are flags, and
+``cuda_graph`` captures the whole step -- batch drawing, loss, backward, clipping, the fused AdamW update and
+the EMA -- in one CUDA graph after three eager warm-up steps: at the paper's batch of 256 the step is
+launch-bound, and graphs that cover only the network (compile's reduce-overhead) leave the optimizer, EMA and
+loss arithmetic as hundreds of separate kernel launches. The learning rate and EMA weight are device
+tensors refreshed before each replay; the data and loss generators are registered with the graph, so their
+states advance with every replay and checkpoints stay exact.
 
 Exact resume: the checkpoint holds the raw and EMA weights, the optimizer state, the step (which fixes the
 learning rate) and the states of the data-order and loss-noise generators of every rank, so a run that is
@@ -66,6 +72,7 @@ class TrainConfig:
     bf16: bool = False  # bf16 autocast for the forward pass
     compile: bool = False  # torch.compile the network
     compile_mode: str | None = None  # torch.compile mode; "reduce-overhead" adds CUDA graphs (single process)
+    cuda_graph: bool = False  # capture the WHOLE step (sampling, loss, backward, clip, AdamW, EMA) in one CUDA graph
     seed: int = 0
     log_every: int = 1000  # steps between metric lines (the only host syncs of the loop)
     checkpoint_every: int = 20_000
@@ -122,8 +129,20 @@ class Trainer:
         self.ema = [p.detach().clone() for p in self.denoiser.parameters()]
         self._ema_src = [p.detach() for p in self.denoiser.parameters()]  # views that follow the updates
         use_fused = device.type == "cuda"
-        self.opt = torch.optim.AdamW(self.params, lr=self.cfg.lr, betas=self.cfg.betas,
-                                     weight_decay=self.cfg.weight_decay, fused=use_fused)
+        if self.cfg.cuda_graph:
+            if device.type != "cuda":
+                raise DiffusionError("--cuda-graph needs a CUDA device")
+            if dist.enabled:
+                raise DiffusionError("whole-step CUDA graphs are for single-process training only")
+            if self.cfg.compile_mode in ("reduce-overhead", "max-autotune"):
+                raise DiffusionError("--cuda-graph captures the whole step: use it without a CUDA-graph compile mode")
+        # A tensor learning rate (capturable AdamW) can change between graph replays.
+        lr = torch.tensor(self.cfg.lr, device=device) if self.cfg.cuda_graph else self.cfg.lr
+        self.opt = torch.optim.AdamW(self.params, lr=lr, betas=self.cfg.betas, weight_decay=self.cfg.weight_decay,
+                                     fused=use_fused, capturable=self.cfg.cuda_graph)
+        self._ema_weight = torch.zeros((), device=device)  # 1 - decay, refreshed before every graph replay
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._graph_loss: torch.Tensor | None = None
         self.model: torch.nn.Module = self.denoiser
         if dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -140,6 +159,7 @@ class Trainer:
         self.data_gen = torch.Generator(device=device).manual_seed(self.cfg.seed * 1_000_003 + 2 * dist.rank)
         self.loss_gen = torch.Generator(device=device).manual_seed(self.cfg.seed * 1_000_003 + 2 * dist.rank + 1)
         self.step_count = 0
+        self._eager_graph_steps = 0
         self._resume_acc: dict[str, Any] | None = None
         self._zero_accumulators()
 
@@ -157,6 +177,7 @@ class Trainer:
         # has just written and take the resume path.
         if broadcast_object(dist, (run_dir / CONFIG_NAME).exists()):
             config = read_config(run_dir)
+            _require_gta_run(run_dir, config)
             data_path = data_path or config["data"]["path"]
             store, data = _load_store(data_path)
             norm = Normalizer.from_dict(config["normalizer"])
@@ -211,19 +232,33 @@ class Trainer:
     # -- one update -------------------------------------------------------------------------------------
 
     def _zero_accumulators(self) -> None:
-        self._loss_sum = torch.zeros((), device=self.device)
-        self._gnorm_sum = torch.zeros((), device=self.device)
+        if hasattr(self, "_loss_sum"):  # zeroed in place: a captured step graph adds into these tensors
+            self._loss_sum.zero_()
+            self._gnorm_sum.zero_()
+        else:
+            self._loss_sum = torch.zeros((), device=self.device)
+            self._gnorm_sum = torch.zeros((), device=self.device)
         self._acc_steps = 0
         self._acc_t0 = time.perf_counter()
 
     def step(self) -> torch.Tensor:
         """One optimisation step; returns the (device) mean loss without syncing."""
+        decay = min(self.cfg.ema_decay, (1 + self.step_count) / (10 + self.step_count))
+        lr = lr_at(self.cfg, self.step_count)
+        if self.cfg.cuda_graph:
+            return self._graph_step(lr, 1.0 - decay)
         if self._graph_steps:
             torch.compiler.cudagraph_mark_step_begin()  # one training step = one graph-tree step
-        x0, cond = self.windows.sample(self.local_batch, self.data_gen)  # [B, H+1, D], [B]
-        lr = lr_at(self.cfg, self.step_count)
         for group in self.opt.param_groups:
             group["lr"] = lr
+        loss = self._update()
+        with torch.no_grad():
+            torch._foreach_lerp_(self.ema, self._ema_src, 1.0 - decay)
+        return self._count(loss)
+
+    def _update(self) -> torch.Tensor:
+        """Draw a batch, compute the loss, back-propagate, clip and step the optimizer (no host sync)."""
+        x0, cond = self.windows.sample(self.local_batch, self.data_gen)  # [B, H+1, D], [B]
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
             loss = edm_loss(self.forward, x0, cond, cfg=self.edm, loss_mask=self.mask,
                             cond_drop_prob=self.cfg.cond_drop_prob, generator=self.loss_gen)  # [B, H+1, D]
@@ -232,13 +267,45 @@ class Trainer:
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
         self.opt.step()
-        decay = min(self.cfg.ema_decay, (1 + self.step_count) / (10 + self.step_count))
-        with torch.no_grad():
-            torch._foreach_lerp_(self.ema, self._ema_src, 1.0 - decay)
-        self.step_count += 1
         loss = loss.detach()
         self._loss_sum += loss
         self._gnorm_sum += gnorm.detach()
+        return loss
+
+    def _graph_body(self) -> torch.Tensor:
+        loss = self._update()
+        with torch.no_grad():  # ema += (1 - decay) * (param - ema), the weight read from a device tensor
+            delta = torch._foreach_sub(self._ema_src, self.ema)
+            torch._foreach_mul_(delta, self._ema_weight)
+            torch._foreach_add_(self.ema, delta)
+        return loss
+
+    def _graph_step(self, lr: float, ema_weight: float) -> torch.Tensor:
+        for group in self.opt.param_groups:
+            group["lr"].fill_(lr)
+        self._ema_weight.fill_(ema_weight)
+        if self._graph is None and self._eager_graph_steps < 3:
+            # Warm-up on a side stream (as CUDA graph capture requires): real training steps.
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                loss = self._graph_body()
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            self._eager_graph_steps += 1
+            return self._count(loss)
+        if self._graph is None:
+            self.opt.zero_grad(set_to_none=True)  # gradients are then allocated from the graph's pool
+            graph = torch.cuda.CUDAGraph()
+            graph.register_generator_state(self.data_gen)
+            graph.register_generator_state(self.loss_gen)
+            with torch.cuda.graph(graph):
+                self._graph_loss = self._graph_body()
+            self._graph = graph
+        self._graph.replay()
+        return self._count(self._graph_loss)
+
+    def _count(self, loss: torch.Tensor) -> torch.Tensor:
+        self.step_count += 1
         self._acc_steps += 1
         return loss
 
@@ -324,25 +391,31 @@ class Trainer:
             truncate_metrics(self.run_dir, self.step_count)
 
 
+def _require_gta_run(run_dir: str | Path, config: dict[str, Any]) -> None:
+    kind = config.get("model", "gta")
+    if kind != "gta":
+        raise DiffusionError(f"{run_dir} holds a {kind} model, not a GTA trajectory model")
+
+
 def load_model(run_dir: str | Path, device: str | torch.device = "cpu", *, ema: bool = True
                ) -> tuple[Denoiser, Normalizer, WindowConfig, EDMConfig, dict[str, Any]]:
     """The trained denoiser of a run (EMA weights by default) in eval mode, with its normaliser and configs."""
     config = read_config(run_dir)
+    _require_gta_run(run_dir, config)
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:
         raise DiffusionError(f"{run_dir} has no checkpoint yet")
     edm = EDMConfig(**config["edm"])
     denoiser = build_denoiser(config["network"], edm.sigma_data)
-    weights = load_checkpoint(ckpt, "cpu")["ema" if ema else "model"]
+    saved = load_checkpoint(ckpt, "cpu")
+    weights = saved["ema" if ema else "model"]
     missing = set(dict(denoiser.named_parameters())) - set(weights)
     if missing:
         raise DiffusionError(f"{ckpt} lacks weights {sorted(missing)[:3]}")
-    if ema:
-        state = denoiser.state_dict()
-        state.update(weights)
-        denoiser.load_state_dict(state)
-    else:
-        denoiser.load_state_dict(weights)
+    # The full raw state first (buffers, e.g. random Fourier frequencies, are not in the EMA), then the EMA.
+    state = dict(saved["model"])
+    state.update(weights)
+    denoiser.load_state_dict(state)
     denoiser.to(device).eval().requires_grad_(False)
     norm = Normalizer.from_dict(config["normalizer"])
     return denoiser, norm, config_from_dict(WindowConfig, config["window"]), edm, config

@@ -1,12 +1,10 @@
-"""Typer command functions of the augmentation baselines (GTA Sec. 5.1, appendix C.1), to be wired into
-the ``gta-diffusion`` app:
+"""The baselines' commands (GTA Sec. 5.1, appendix C.1), called by the ``gta-diffusion`` app:
 
     augment --method s4rl     -> :func:`augment_s4rl_command`
     train --model synther     -> :func:`train_synther_command`
     augment --method synther  -> :func:`augment_synther_command`
 
-Each is a plain function with Typer options, so ``app.command("name")(fn)`` registers it as is, and
-:func:`register` adds all three under their own names. Known errors become one line on stderr and
+Known errors become one line on stderr and
 exit code 1 (the shared ``gta_diffusion.cli`` error handler); heavy modules are imported inside the
 commands so ``--help`` stays instant.
 """
@@ -17,7 +15,7 @@ from pathlib import Path
 
 import typer
 
-__all__ = ["augment_s4rl_command", "train_synther_command", "augment_synther_command", "register"]
+__all__ = ["augment_s4rl_command", "train_synther_command", "augment_synther_command"]
 
 
 def _shared():
@@ -121,11 +119,3 @@ def augment_synther_command(
             store = generate_synther(model, out, cfg, device=dev, overwrite=overwrite,
                                      progress=lambda k: bar.advance(task, k))
         typer.echo(f"wrote {store.path}: {store.num_transitions} transitions in {store.num_episodes} segments")
-
-
-def register(app: typer.Typer) -> typer.Typer:
-    """Add the three commands to ``app`` as ``s4rl``, ``synther-train`` and ``synther-augment``."""
-    app.command("s4rl")(augment_s4rl_command)
-    app.command("synther-train")(train_synther_command)
-    app.command("synther-augment")(augment_synther_command)
-    return app
