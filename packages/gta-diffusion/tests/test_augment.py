@@ -55,6 +55,14 @@ def test_mu_to_zero_returns_the_source_windows(tmp_path, model):
     # terminal rows included: no -100 left.
     np.testing.assert_allclose(gen.rewards, src.rewards[rows], atol=0.15)
     np.testing.assert_array_equal(gen.terminals, src.terminals[rows])
+    # F.6 metadata: the condition of each segment is alpha x its source window's return (Eq. 8).
+    from gta_diffusion.data import WindowConfig, condition_rewards, discounted_returns
+
+    returns = discounted_returns(condition_rewards(src, WindowConfig()), TrajectoryStore.open(store_path).episode_ends,
+                                 0.99)
+    np.testing.assert_allclose(out.meta("source_return"), returns[starts], rtol=1e-6)
+    expected = np.where(returns[starts] > 0, 1.3 * returns[starts], 0.7 * returns[starts])
+    np.testing.assert_allclose(out.meta("condition"), expected, rtol=1e-6)
 
 
 def test_penalty_never_reaches_the_augmented_store(tmp_path, model):

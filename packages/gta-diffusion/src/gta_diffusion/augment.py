@@ -211,6 +211,18 @@ class Augmenter:
         return out
 
 
+def segment_conditions(windows: WindowSet, starts: np.ndarray, cfg: AugmentConfig) -> dict[str, np.ndarray]:
+    """Per-segment metadata for data-quality analysis (GTA F.6): the source window's return (discounted, with
+    the terminal penalty, unscaled) and, when the sampler was conditioned, the target return it was given."""
+    source_return = windows.returns_np[starts]
+    out = {"source_return": source_return}
+    if cfg.conditioning == "amplified":
+        out["condition"] = amplify(source_return, cfg.alpha)
+    elif cfg.conditioning == "fixed":
+        out["condition"] = np.full(len(starts), float(cfg.fixed_return))
+    return out
+
+
 def _segments(gen: np.ndarray, norm: Normalizer, wcfg: WindowConfig, terminals: np.ndarray,
               num_transitions: int) -> tuple[Transitions, np.ndarray]:
     """Generated windows -> transitions and segment ends, the last segment truncated to the exact count."""
@@ -295,6 +307,6 @@ def augment(model_dir: str | Path, data_path: str | Path, out_path: str | Path, 
     with StoreWriter(out_path, env_id=store.env_id, obs_dim=norm.obs_dim, act_dim=norm.act_dim,
                      ref_min_score=lo_score, ref_max_score=hi_score, provenance=provenance,
                      overwrite=overwrite) as writer:
-        writer.add_transitions(tr, ends, source_start=starts, seed=seeds)
+        writer.add_transitions(tr, ends, source_start=starts, seed=seeds, **segment_conditions(windows, starts, cfg))
     barrier(dist)
     return TrajectoryStore.open(out_path)
