@@ -9,6 +9,7 @@ from typing import Any
 
 from gta_rl.cql import CQL, CQLConfig
 from gta_rl.cql import PRESETS as CQL_PRESETS
+from gta_rl.dt import DT, DT_PRESETS, DTConfig
 from gta_rl.iql import IQL, IQLConfig
 from gta_rl.iql import PRESETS as IQL_PRESETS
 from gta_rl.mcq import MCQ, MCQConfig
@@ -33,6 +34,7 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
     "iql": AlgorithmSpec(IQL, IQLConfig, IQL_PRESETS),
     "cql": AlgorithmSpec(CQL, CQLConfig, CQL_PRESETS),
     "mcq": AlgorithmSpec(MCQ, MCQConfig, MCQ_PRESETS),
+    "dt": AlgorithmSpec(DT, DTConfig, DT_PRESETS),
 }
 
 

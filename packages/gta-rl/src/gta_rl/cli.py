@@ -33,12 +33,14 @@ def _fail(exc: Exception, debug: bool) -> None:
 
 @app.command()
 def train(
-    algorithm: str = typer.Argument(..., help="td3bc, iql, cql or mcq"),
+    algorithm: str = typer.Argument(..., help="td3bc, iql, cql, mcq or dt"),
     data: list[Path] = typer.Option(..., "--data", help="training store; repeat (original first, then augmented)"),
     out: Path = typer.Option(..., "--out", help="run directory"),
     seeds: str = typer.Option("0", "--seeds", help="e.g. 0-7 or 0,3,5: trained together in one process"),
-    steps: int = typer.Option(1_000_000, "--steps"),
-    batch_size: int = typer.Option(1024, "--batch-size"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="default 1M (dt: 100k)"),  # noqa: UP045
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="default 1024 (dt: 4096)"),  # noqa: UP045
+    target_return: list[float] = typer.Option([], "--target-return",
+                                              help="dt: evaluation target return (raw), repeatable; default per env"),
     eval_every: int = typer.Option(5000, "--eval-every", help="0: evaluate only at the end"),
     eval_episodes: int = typer.Option(10, "--eval-episodes", help="0: no evaluation"),
     log_every: int = typer.Option(1000, "--log-every"),
@@ -62,13 +64,21 @@ def train(
     from gta_rl.train import RunConfig, RunError
     from gta_rl.train import train as run_train
 
+    is_dt = algorithm.lower() == "dt"
+    steps = steps if steps is not None else (100_000 if is_dt else 1_000_000)
+    batch_size = batch_size if batch_size is not None else (4096 if is_dt else 1024)
     try:
+        overrides = dict(parse_override(s) for s in set_)
+        if target_return:
+            if not is_dt:
+                raise ConfigError("--target-return is a Decision Transformer (dt) option")
+            overrides["target_returns"] = tuple(target_return)
         cfg = RunConfig(
             algorithm=algorithm, data=tuple(str(p) for p in data), seeds=tuple(parse_seeds(seeds)), steps=steps,
             batch_size=batch_size, eval_every=eval_every, eval_episodes=eval_episodes, log_every=log_every,
             checkpoint_every=checkpoint_every, mix_ratio=mix_ratio, device=device, compile=compile,
             cuda_graph=cuda_graph, eval_async=eval_async, preset=None if preset == "none" else preset,
-            overrides=dict(parse_override(s) for s in set_),
+            overrides=overrides,
         )
         with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                       TimeRemainingColumn(), transient=True) as bar:
@@ -79,7 +89,8 @@ def train(
         _fail(exc, debug)
         return
     for seed, r in results["seeds"].items():
-        typer.echo(f"seed {seed}: final {r['final_score']}, best {r['best_score']}")
+        by_target = "".join(f", target {t}: {v:.2f}" for t, v in (r.get("final_by_target") or {}).items())
+        typer.echo(f"seed {seed}: final {r['final_score']}, best {r['best_score']}{by_target}")
 
 
 @app.command()

@@ -82,8 +82,10 @@ class Evaluator:
         space = self.envs.single_action_space
         self.low, self.high = space.low, space.high
 
-    def run(self, policy: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-        """``policy(obs [P, E, obs]) -> actions [P, E, act]``; returns undiscounted returns [P, E]."""
+    def run(self, policy: Callable[[np.ndarray], np.ndarray],
+            observe: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
+        """``policy(obs [P, E, obs]) -> actions [P, E, act]``; returns undiscounted returns [P, E].
+        ``observe(rewards [P, E])`` is called after every step (the Decision Transformer's returns-to-go)."""
         p, e = self.num_policies, self.episodes
         n = p * e
         seeds = [self.seed_base + i for _ in range(p) for i in range(e)]
@@ -96,6 +98,8 @@ class Evaluator:
             obs, reward, terminated, truncated, _ = self.envs.step(np.clip(actions, self.low, self.high))
             # Envs that already finished are being auto-reset: ignore their rewards.
             returns += np.where(done, 0.0, reward)
+            if observe is not None:
+                observe(np.asarray(reward, dtype=np.float32).reshape(p, e))
             done |= np.asarray(terminated) | np.asarray(truncated)
         return returns.reshape(p, e)
 

@@ -48,7 +48,7 @@ class RunError(ValueError):
 
 @dataclass(frozen=True)
 class RunConfig:
-    algorithm: str  # td3bc | iql | cql | mcq
+    algorithm: str  # td3bc | iql | cql | mcq | dt
     data: tuple[str, ...]  # store paths; the first is the original dataset
     seeds: tuple[int, ...]  # trained together, stacked
     steps: int = 1_000_000  # gradient steps per seed (CORL, GTA: 1M)
@@ -146,8 +146,12 @@ def train(
     if preset == "auto":
         preset = match_preset(algorithm, _dataset_name(stores[0]))
     algo_cfg = build_config(algorithm, preset, cfg.overrides)
-    reward = RewardTransform(algo_cfg.reward_scale, algo_cfg.reward_bias, algo_cfg.normalize_reward)
-    data, stores = load_training_data(stores_probe, device=device, reward_transform=reward, mix_ratio=cfg.mix_ratio)
+    if algorithm == "dt":
+        data, stores = _load_dt_data(algo_cfg, stores_probe, device, cfg.mix_ratio)
+    else:
+        reward = RewardTransform(algo_cfg.reward_scale, algo_cfg.reward_bias, algo_cfg.normalize_reward)
+        data, stores = load_training_data(stores_probe, device=device, reward_transform=reward,
+                                          mix_ratio=cfg.mix_ratio)
     env_id = stores[0].env_id
     env_kwargs = dict(stores[0].attrs.get("env_kwargs") or {})
     try:
@@ -197,7 +201,11 @@ def train(
         history = meta["history"]
         logs.truncate_after(start)
 
-    runner = StepRunner(agent, data, cfg.batch_size, compile=cfg.compile, cuda_graph=cfg.cuda_graph)
+    compile_step = cfg.compile
+    if algorithm == "dt" and cfg.compile:
+        agent.compile_forward()  # the DT fast path compiles the transformer's forward only
+        compile_step = False
+    runner = StepRunner(agent, data, cfg.batch_size, compile=compile_step, cuda_graph=cfg.cuda_graph)
     acc = MetricAccumulator()
     ckpt_every = cfg.checkpoint_every or cfg.eval_every or cfg.steps
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
@@ -214,9 +222,14 @@ def train(
                             **{k: v[i] for k, v in means.items()}} for i, s in enumerate(cfg.seeds)})
         if evaluator is not None and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps):
             scores = evaluate_agent(agent, evaluator, run)
-            history["evals"].append({"step": done, "scores": scores["score_mean"]})
+            entry = {"step": done, "scores": scores["score_mean"]}
+            if "targets" in scores:
+                entry["targets"] = {t: v["score_mean"] for t, v in scores["targets"].items()}
+            history["evals"].append(entry)
             logs.write({s: {"step": done, "kind": "eval", "return_mean": scores["return_mean"][i],
-                            "score_mean": scores["score_mean"][i], "scores": scores["scores"][i]}
+                            "score_mean": scores["score_mean"][i], "scores": scores["scores"][i],
+                            **({"targets": {t: {"return_mean": v["return_mean"][i], "score_mean": v["score_mean"][i]}
+                                            for t, v in scores["targets"].items()}} if "targets" in scores else {})}
                         for i, s in enumerate(cfg.seeds)})
         if done % ckpt_every == 0 or done == cfg.steps:
             save_checkpoint(ckpt_path, agent.full_state_dict(), {"step": done, "history": history})
@@ -231,8 +244,46 @@ def train(
     return results
 
 
+def _load_dt_data(algo_cfg, paths: list[str], device: torch.device, mix_ratio: float | None):
+    """Sequence data of the Decision Transformer, checked against its config before anything is written."""
+    from gta_rl.dt import resolve_targets
+    from gta_rl.sequences import load_sequence_data
+
+    try:
+        resolve_targets(algo_cfg)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
+    data, stores = load_sequence_data(paths, context=algo_cfg.context, return_scale=algo_cfg.return_scale,
+                                      device=device, mix_ratio=mix_ratio)
+    limit = algo_cfg.episode_len + algo_cfg.context
+    if data.max_timestep >= limit:
+        raise RunError(f"the data has timestep {data.max_timestep}, beyond the timestep embedding "
+                       f"(episode_len + context = {limit}); pass --set episode_len=N")
+    return data, stores
+
+
+def _evaluate_dt(agent, evaluator: Evaluator, run: dict[str, Any]) -> dict[str, Any]:
+    """One set of rollouts per target return; the first target's scores are the run's headline scores."""
+    from gta_rl.dt import resolve_targets
+
+    targets = resolve_targets(agent.cfg)
+    per_target: dict[str, dict[str, list]] = {}
+    was_training = agent.training
+    agent.eval()
+    for target in targets:
+        policy = agent.rollout(target, evaluator.episodes)
+        returns = evaluator.run(policy, observe=policy.observe)  # [S, E]
+        scores = _normalize(run, returns)
+        per_target[f"{target:g}"] = {"return_mean": returns.mean(1).tolist(), "score_mean": scores.mean(1).tolist(),
+                                     "returns": returns.tolist(), "scores": scores.tolist()}
+    agent.train(was_training)
+    return {**per_target[f"{targets[0]:g}"], "targets": per_target}
+
+
 def evaluate_agent(agent: Agent, evaluator: Evaluator, run: dict[str, Any]) -> dict[str, list]:
     """Deterministic rollouts of every seed; returns per-seed returns and normalized scores."""
+    if run["algorithm"] == "dt":
+        return _evaluate_dt(agent, evaluator, run)
     device = agent.step.device
 
     def policy(obs: np.ndarray) -> np.ndarray:  # [S, E, obs] raw
@@ -268,6 +319,8 @@ def summarize_history(run: dict[str, Any], history: dict[str, Any], step: int) -
             "best_score": max(scores) if scores else None,
             "best_step": evals[int(np.argmax(scores))]["step"] if scores else None,
         }
+        if evals and "targets" in evals[-1]:  # Decision Transformer: the final score of every target
+            per_seed[str(seed)]["final_by_target"] = {t: v[i] for t, v in evals[-1]["targets"].items()}
     return {"algorithm": run["algorithm"], "env_id": run["env_id"], "data": run["data"], "step": step,
             "seeds": per_seed}
 
