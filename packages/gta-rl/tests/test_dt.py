@@ -15,7 +15,7 @@ from gta_rl import toy
 from gta_rl.algorithms import build_config
 from gta_rl.checkpoint import load_checkpoint
 from gta_rl.cli import app
-from gta_rl.dt import DT, DTConfig, StackedTransformer, _no_drop
+from gta_rl.dt import DT, DTConfig, StackedTransformer
 from gta_rl.rng import SeedStreams
 from gta_rl.sequences import load_sequence_data, relabel_segments, returns_to_go
 from gta_rl.train import RunConfig, RunError, train
@@ -96,12 +96,12 @@ def test_causal_mask_hides_the_future():
     g = torch.Generator().manual_seed(0)
     s, a = torch.randn(2, 5, 4, 3, generator=g), torch.randn(2, 5, 4, 2, generator=g)
     r, t = torch.randn(2, 5, 4, generator=g), torch.randint(0, 10, (2, 5, 4), generator=g)
-    base = net(s, a, r, t, _no_drop)
+    base = net(s, a, r, t)
     s2, a2, r2 = s.clone(), a.clone(), r.clone()
     s2[:, :, 3] += 1.0
     r2[:, :, 3] += 1.0
     a2[:, :, 2:] += 1.0  # a_2 comes after s_2's token, so it must not affect the prediction at s_2
-    out = net(s2, a2, r2, t, _no_drop)
+    out = net(s2, a2, r2, t)
     torch.testing.assert_close(out[:, :, :3], base[:, :, :3], rtol=0, atol=0)
     assert not torch.allclose(out[:, :, 3], base[:, :, 3])
 
@@ -122,7 +122,7 @@ def test_update_matches_torch_adamw_with_warmup_and_clip(point_store):
     for _ in range(3):
         agent.update(batch)
         opt.zero_grad()
-        pred = torch.func.functional_call(net, ref, (*args, _no_drop))
+        pred = torch.func.functional_call(net, ref, tuple(args))
         loss = ((pred - args[1]) ** 2 * batch.mask.double()[..., None]).mean()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(ref.values()), cfg.clip_grad)
@@ -237,3 +237,24 @@ def test_cli_train_dt(point_store, gta_pair, tmp_path):
                               "--target-return", "1", "--set", "episode_len=16"])
     assert res.exit_code == 1
     assert res.output.strip().count("\n") == 0 and "single transitions" in res.output
+
+
+def test_compiled_forward_traces_and_matches_eager(point_store):
+    """The fast path compiles only the forward (dropout masks included); dynamo must trace it without
+    recompiling every step, and the result must equal eager (backend 'eager': no C++ compiler on CI)."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    cfg = build_config("dt", None, TINY)
+    data, _ = load_sequence_data([point_store], context=cfg.context, return_scale=cfg.return_scale)
+    fast, ref = DT(cfg, 2, 2, [0, 1]), DT(cfg, 2, 2, [0, 1])
+    fast.compile_forward(backend="eager")
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    for _ in range(4):
+        m_fast = fast.train_step(data, 16, actor_step=True)
+        m_ref = ref.train_step(data, 16, actor_step=True)
+    torch.testing.assert_close(m_fast["loss"], m_ref["loss"])
+    for a, b in zip(fast.net.parameters(), ref.net.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+    assert 1 <= counters["stats"]["unique_graphs"] <= 2, dict(counters["stats"])

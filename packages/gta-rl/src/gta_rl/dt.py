@@ -20,7 +20,7 @@ subtracted from the (scaled) return-to-go (CORL subtracts the raw reward from th
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from gta_rl.base import Agent
 from gta_rl.nets import member_generator
 from gta_rl.optim import Adam
+from gta_rl.rng import SeedStreams
 from gta_rl.sequences import SequenceBatch
 
 
@@ -112,11 +113,20 @@ class StackedTransformer(nn.Module):
         return F.layer_norm(x, x.shape[-1:]) * self.p[f"{name}_g"] + self.p[f"{name}_b"]
 
     def forward(self, states: Tensor, actions: Tensor, rtg: Tensor, timesteps: Tensor,
-                drop: Callable[[Tensor, int, float], Tensor]) -> Tensor:
+                seeds: Tensor | None = None, step: Tensor | None = None) -> Tensor:
         """states [S, B, K, obs], actions [S, B, K, act], rtg [S, B, K], timesteps [S, B, K] -> actions
-        predicted at the state tokens [S, B, K, act]. ``drop(x, site, p)`` applies dropout."""
+        predicted at the state tokens [S, B, K, act]. With ``seeds`` [S] and ``step`` [] (training),
+        dropout masks come from the counter-based streams; tensors only, so torch.compile can trace it."""
         cfg = self.cfg
         s, b, k = rtg.shape
+        rng = SeedStreams(seeds, step) if seeds is not None else None
+
+        def drop(x: Tensor, site: int, p: float) -> Tensor:
+            if rng is None or p <= 0:
+                return x
+            keep = rng.uniform(_DROP_STREAM + site, tuple(x.shape[1:])) >= p  # [S, ...] per-seed masks
+            return x * keep.to(x.dtype) * (1.0 / (1.0 - p))
+
         flat = lambda x: rearrange(x, "s b k f -> s (b k) f")  # noqa: E731
         seed_idx = torch.arange(s, device=rtg.device)[:, None, None]  # [S, 1, 1]
         time = self.p["time_emb"][seed_idx, timesteps.clamp(0, self.p["time_emb"].shape[1] - 1)]  # [S, B, K, D]
@@ -129,7 +139,7 @@ class StackedTransformer(nn.Module):
         x = rearrange(tokens, "s (b k) three d -> s (b k three) d", b=b)  # [S, B*3K, D]
         x = drop(self._ln("emb_norm", x), 0, cfg.embedding_dropout)
         h = cfg.num_heads
-        attn_p = cfg.attention_dropout if self.training else 0.0
+        attn_p = cfg.attention_dropout if rng is not None else 0.0
         for i in range(cfg.num_layers):
             qkv = self._lin(f"b{i}_qkv", self._ln(f"b{i}_ln1", x))  # [S, B*3K, 3D]
             q, kk, v = rearrange(qkv, "s (b t) (three h e) -> three (s b) h t e", b=b, three=3, h=h)
@@ -142,10 +152,6 @@ class StackedTransformer(nn.Module):
         x = rearrange(x, "s (b k three) d -> s b k three d", b=b, three=3)[:, :, :, 1]  # state tokens
         out = self._lin("head", rearrange(x, "s b k d -> s (b k) d"))
         return rearrange(torch.tanh(out) * self.max_action, "s (b k) a -> s b k a", b=b)
-
-
-def _no_drop(x: Tensor, site: int, p: float) -> Tensor:
-    return x
 
 
 class DT(Agent):
@@ -163,27 +169,20 @@ class DT(Agent):
                                       schedule=lambda t: torch.clamp((t + 1.0) / warm, max=1.0))
         self.forward_fn = self.net.forward
 
-    def compile_forward(self) -> None:
+    def compile_forward(self, backend: str = "inductor") -> None:
         """torch.compile of the network's forward only (the fast path kept simple: no graph breaks in
         the optimizer or the sampler can hurt it)."""
-        self.forward_fn = torch.compile(self.net.forward)
+        self.forward_fn = torch.compile(self.net.forward, backend=backend)
 
-    def _predict(self, states, actions, rtg, timesteps, drop) -> Tensor:
+    def _predict(self, states, actions, rtg, timesteps, training: bool) -> Tensor:
+        extra = (self.seeds, self.step) if training else ()
         if self.cfg.bf16 and states.device.type == "cuda":
             with torch.autocast("cuda", dtype=torch.bfloat16):
-                return self.forward_fn(states, actions, rtg, timesteps, drop).float()
-        return self.forward_fn(states, actions, rtg, timesteps, drop)
+                return self.forward_fn(states, actions, rtg, timesteps, *extra).float()
+        return self.forward_fn(states, actions, rtg, timesteps, *extra)
 
     def update(self, batch: SequenceBatch, *, actor_step: bool = True) -> dict[str, Tensor]:
-        rng = self.rng()
-
-        def drop(x: Tensor, site: int, p: float) -> Tensor:
-            if p <= 0:
-                return x
-            keep = rng.uniform(_DROP_STREAM + site, tuple(x.shape[1:])) >= p  # [S, ...] per-seed masks
-            return x * keep.to(x.dtype) * (1.0 / (1.0 - p))
-
-        pred = self._predict(batch.states, batch.actions, batch.returns_to_go, batch.timesteps, drop)
+        pred = self._predict(batch.states, batch.actions, batch.returns_to_go, batch.timesteps, True)
         # CORL: the mean over every element, padding included (its error is multiplied by 0)
         err = (pred - batch.actions) ** 2 * batch.mask[..., None]  # [S, B, K, act]
         loss = err.flatten(1).mean(1)  # [S]
@@ -203,7 +202,7 @@ class DT(Agent):
     @torch.no_grad()
     def predict_last(self, states: Tensor, actions: Tensor, rtg: Tensor, timesteps: Tensor) -> Tensor:
         """Deterministic action at the last step of [S, N, k, ...] histories (k <= context)."""
-        return self._predict(states, actions, rtg, timesteps, _no_drop)[:, :, -1]
+        return self._predict(states, actions, rtg, timesteps, False)[:, :, -1]
 
     def rollout(self, target_return: float, num_envs: int) -> DTRollout:
         return DTRollout(self, target_return, num_envs)
