@@ -229,6 +229,9 @@ def test_cli_train_dt(point_store, gta_pair, tmp_path):
     assert "target -2" in res.output and "target -4" in res.output
     config = json.loads((out / "config.json").read_text())
     assert config["algorithm_config"]["target_returns"] == [-2.0, -4.0]
+    res = runner.invoke(app, ["evaluate", str(out), "--episodes", "2", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "target -2" in res.output and "target -4" in res.output
     src, _ = gta_pair
     bad = tmp_path / "synther.zarr"
     write_store(bad, _transitions([1.0, 2.0]), np.array([1, 2]), env_id=toy.ENV_ID,
@@ -258,3 +261,40 @@ def test_compiled_forward_traces_and_matches_eager(point_store):
     for a, b in zip(fast.net.parameters(), ref.net.parameters(), strict=True):
         torch.testing.assert_close(a, b)
     assert 1 <= counters["stats"]["unique_graphs"] <= 2, dict(counters["stats"])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("bf16", [False, True])
+def test_cuda_graph_and_compile_match_eager_on_gpu(bf16, point_store):
+    from gta_rl.fast import StepRunner
+
+    cfg = build_config("dt", None, {**TINY, "bf16": bf16})
+    data, _ = load_sequence_data([point_store], context=cfg.context, return_scale=cfg.return_scale, device="cuda")
+    eager, fast = DT(cfg, 2, 2, [0, 1], device="cuda"), DT(cfg, 2, 2, [0, 1], device="cuda")
+    fast.compile_forward()
+    run_e, run_f = StepRunner(eager, data, 64), StepRunner(fast, data, 64, cuda_graph=True)
+    for step in range(12):
+        run_e(step)
+        run_f(step)
+    torch.cuda.synchronize()
+    tol = dict(rtol=2e-2, atol=2e-3) if bf16 else dict(rtol=1e-4, atol=1e-5)
+    for pe, pf in zip(eager.parameters(), fast.parameters(), strict=True):
+        torch.testing.assert_close(pe, pf, **tol)
+
+
+def test_bench_quick_runs(tmp_path):
+    """tools/bench_dt.py --quick: every CPU variant runs and the JSON holds their rates."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[3] / "tools" / "bench_dt.py"
+    out = tmp_path / "dt.json"
+    proc = subprocess.run([sys.executable, str(script), "--quick", "--seconds", "0.1", "--batch-size", "8",
+                           "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["impl"] for r in rows] == ["eager-fp32", "compile", "compile"]
+    assert all(r["steps_per_s"] > 0 for r in rows) and rows[-1]["seeds"] == 2
+    assert "vs eager" in proc.stdout.splitlines()[-4]

@@ -114,8 +114,10 @@ def evaluate(
         _fail(exc, debug)
         return
     for i, seed in enumerate(run["seeds"]):
+        by_target = "".join(f", target {t}: return {v['return_mean'][i]:.2f} score {v['score_mean'][i]:.2f}"
+                            for t, v in scores.get("targets", {}).items())
         typer.echo(f"seed {seed}: step {meta['step']}, return {scores['return_mean'][i]:.2f}, "
-                   f"score {scores['score_mean'][i]:.2f}")
+                   f"score {scores['score_mean'][i]:.2f}{by_target}")
 
 
 @app.command()
