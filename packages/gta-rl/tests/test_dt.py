@@ -88,6 +88,10 @@ def test_sampled_sequences_stay_in_their_episode(gta_pair):
     lengths = batch.mask.sum(-1)
     assert set(lengths.unique().tolist()) == {1.0, 2.0, 3.0}
     assert start.max() <= 3
+    # --mix-ratio: the fraction of sequence starts drawn from the first (original) store
+    mixed, _ = load_sequence_data([src, aug], context=3, return_scale=1.0, mix_ratio=0.25)
+    rows = mixed.indices(SeedStreams(torch.tensor([0]), torch.tensor(0)), 400)
+    assert (rows[:, :100] < 7).all() and (rows[:, 100:] >= 7).all()
 
 
 def test_causal_mask_hides_the_future():

@@ -156,8 +156,11 @@ class SequenceData:
     obs_dim = property(lambda self: int(self.states.shape[1]))
     act_dim = property(lambda self: int(self.actions.shape[1]))
 
+    # [S, B] start rows: uniform over the union, or ``mix_ratio`` of them from the first store
+    indices = OfflineData.indices
+
     def sample(self, rng, batch_size: int) -> SequenceBatch:
-        start = OfflineData.indices(self, rng, batch_size)  # [S, B] uniform start rows (or mixed per store)
+        start = self.indices(rng, batch_size)  # [S, B]
         rows = start[..., None] + self.offsets  # [S, B, K]
         mask = (rows < self.row_end[start][..., None]).float()  # [S, B, K]
         return SequenceBatch(

@@ -130,6 +130,8 @@ def train(
     out = Path(out)
     algorithm = canonical_name(cfg.algorithm)
     device = resolve_device(cfg.device)
+    if cfg.cuda_graph and device.type != "cuda":
+        raise RunError("--cuda-graph needs a CUDA device")
     ckpt_path = out / CHECKPOINT
     if ckpt_path.exists() and not resume:
         raise RunError(f"{out} already holds a run (pass --resume to continue it, or choose another --out)")
