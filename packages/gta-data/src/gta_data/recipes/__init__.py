@@ -25,9 +25,9 @@ class Recipe:
 
 
 def _registry() -> dict[str, Recipe]:
-    from gta_data.recipes import pointmaze, random_policy
+    from gta_data.recipes import locomotion, pointmaze, random_policy
 
-    recipes = [random_policy.RECIPE, *pointmaze.RECIPES]
+    recipes = [random_policy.RECIPE, *pointmaze.RECIPES, *locomotion.RECIPES]
     return {r.name: r for r in recipes}
 
 
