@@ -153,3 +153,51 @@ def summary(
         a = result["average"]
         table.add_row("average (F.2)", "", "", str(len(a["seeds"])), f"{a['mean']:.1f} +- {a['std']:.1f}")
     Console().print(table)
+
+
+@app.command()
+def sac(
+    env: str = typer.Option(..., "--env", help="gymnasium env id, e.g. HalfCheetah-v5"),
+    out: Path = typer.Option(..., "--out", help="run directory"),
+    steps: int = typer.Option(1_000_000, "--steps", help="environment transitions"),
+    num_envs: int = typer.Option(1, "--num-envs", help="env copies stepped together"),
+    seed: int = typer.Option(0, "--seed"),
+    hidden: str = typer.Option("256,256", "--hidden", help="actor and critic widths"),
+    batch_size: int = typer.Option(256, "--batch-size"),
+    lr: float = typer.Option(3e-4, "--lr", help="actor, critic and temperature learning rate"),
+    learning_starts: int = typer.Option(5000, "--learning-starts", help="uniform random steps before updates"),
+    updates_per_step: float = typer.Option(1.0, "--updates-per-step", help="gradient updates per transition"),
+    checkpoint_every: int = typer.Option(10_000, "--checkpoint-every", help="steps between evaluated actor checkpoints"),
+    eval_episodes: int = typer.Option(5, "--eval-episodes"),
+    log_every: int = typer.Option(1000, "--log-every"),
+    device: str = typer.Option("auto", "--device"),
+    env_async: bool = typer.Option(False, "--env-async", help="training envs in worker processes"),
+    eval_async: bool = typer.Option(False, "--eval-async", help="evaluation envs in worker processes"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
+    debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
+) -> None:
+    """Online SAC (behaviour policies of D4RL-style datasets): evaluated actor checkpoints and the full
+    replay buffer in --out."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from gta_rl.sac import SACConfig, SACError, train_sac
+
+    try:
+        widths = tuple(int(w) for w in hidden.split(",") if w.strip())
+        if not widths or min(widths) < 1:
+            raise SACError(f"--hidden must list positive widths, got {hidden!r}")
+        cfg = SACConfig(env_id=env, total_steps=steps, num_envs=num_envs, seed=seed, hidden=widths,
+                        batch_size=batch_size, actor_lr=lr, critic_lr=lr, alpha_lr=lr,
+                        learning_starts=learning_starts, updates_per_step=updates_per_step,
+                        checkpoint_every=checkpoint_every, eval_episodes=eval_episodes, log_every=log_every,
+                        device=device, env_async=env_async, eval_async=eval_async)
+        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), transient=True) as bar:
+            task = bar.add_task(f"SAC {env}", total=steps)
+            result = train_sac(cfg, out, resume=resume,
+                               progress=lambda done, total: bar.update(task, completed=done))
+    except (SACError, ValueError, FileNotFoundError) as exc:
+        _fail(exc, debug)
+        return
+    for c in result["checkpoints"]:
+        typer.echo(f"step {c['step']}: eval return {c['eval_return']:.1f} +- {c['eval_return_std']:.1f}")

@@ -1,0 +1,506 @@
+"""Online Soft Actor-Critic for the behaviour policies of D4RL-style datasets (DESIGN.md section 5).
+
+D4RL's locomotion data come from SAC agents (Haarnoja et al., 2018, "Soft Actor-Critic Algorithms and
+Applications"): "medium" is the actor early-stopped at about 1/3 of the expert's return, "medium-replay"
+the replay buffer up to that point, "expert" the trained actor. This module trains such an agent in a
+gymnasium vector env and keeps what those datasets need:
+
+- the actor at every checkpoint with its evaluation return (``actors/step_<k>.safetensors``,
+  ``checkpoints.jsonl``), converted by :func:`export_policy_file` to gta-data's numpy policy file;
+- every transition in insertion order (the buffer never overwrites: capacity = total steps), so the first
+  K rows are exactly what the agent had seen at step K (:func:`export_replay` writes them as a store).
+
+Losses (Haarnoja et al. 2018, eqs. 5, 7, 18; twin critics with the min, target networks by Polyak
+averaging, automatic temperature with target entropy -|A|):
+
+    y = r + gamma (1 - terminated) (min_j Q'_j(s', a') - alpha log pi(a' | s')),  a' ~ pi(. | s')
+    L_Q = sum_j mean (Q_j(s, a) - y)^2
+    L_pi = mean (alpha log pi(a~ | s) - min_j Q_j(s, a~)),  a~ = tanh(mu + sigma eps) (reparameterised)
+    L_alpha = -mean log(alpha) (log pi(a~ | s) + target_entropy)
+
+The actor is the tanh-Gaussian of ``gta_data.policies`` (bounded log std as CleanRL's ``sac_continuous``).
+Defaults are the paper's (appendix D: 256-256, Adam 3e-4, batch 256, tau 0.005, gamma 0.99, one update
+per environment step) with CleanRL's 5000 uniform-random warm-up steps. All random draws (warm-up
+actions, exploration noise, batch indices, reparameterisation noise) come from counter-based streams
+(``gta_rl.rng``), and update metrics are summed on the device and read only every ``log_every`` steps,
+so the update loop never waits for the GPU; only the actions of each environment step go to the host.
+
+Resume restores networks, optimizers, temperature, buffer and counters exactly. The simulators' states
+cannot be saved, so the episodes in progress at the checkpoint are cut (their last stored transition is
+marked as a timeout) and every env copy starts a new episode from a seed derived from the step.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from gta_rl.base import freeze, step_jointly
+from gta_rl.checkpoint import load_checkpoint, save_checkpoint, write_json
+from gta_rl.nets import StackedMLP, mlp_generators, soft_update_, twin_input
+from gta_rl.optim import Adam
+from gta_rl.rng import SeedStreams
+
+STATE = "state.safetensors"
+CONFIG = "config.json"
+# Stream ids of the counter-based random draws (gta_rl.rng): one per call site.
+_S_BATCH, _S_TARGET, _S_ACTOR, _S_EXPLORE, _S_WARMUP = 1, 2, 3, 4, 5
+_BUFFER_KEYS = ("obs", "act", "rew", "next_obs", "term", "trunc", "env")
+
+
+class SACError(ValueError):
+    """A SAC run that cannot start, resume or export (one-line message)."""
+
+
+@dataclass(frozen=True)
+class SACConfig:
+    env_id: str
+    total_steps: int = 1_000_000  # environment transitions (D4RL's SAC: 1M for every locomotion env)
+    num_envs: int = 1  # copies of the env stepped together (gymnasium vector env)
+    seed: int = 0
+    hidden: tuple[int, ...] = (256, 256)  # actor and critic widths (Haarnoja 2018, table 1)
+    batch_size: int = 256  # Haarnoja 2018
+    actor_lr: float = 3e-4  # Haarnoja 2018: 3e-4 for every network
+    critic_lr: float = 3e-4
+    alpha_lr: float = 3e-4
+    gamma: float = 0.99
+    tau: float = 0.005  # Polyak rate of the target critics
+    learning_starts: int = 5000  # uniform random actions and no updates before this many steps (CleanRL)
+    updates_per_step: float = 1.0  # gradient updates per environment transition (Haarnoja: 1)
+    init_alpha: float = 1.0  # initial temperature (CleanRL/SB3 start at 1)
+    target_entropy: float | None = None  # None: -|A| (Haarnoja 2018)
+    log_std_min: float = -5.0  # bounds of the actor's log std (CleanRL)
+    log_std_max: float = 2.0
+    checkpoint_every: int = 10_000  # steps between actor checkpoints (each evaluated); the state too
+    eval_episodes: int = 5  # deterministic evaluation episodes per checkpoint
+    eval_seed: int = 1_000_000  # env seed of evaluation episode 0 (disjoint from training seeds)
+    eval_async: bool = False  # evaluation envs in worker processes
+    env_async: bool = False  # training envs in worker processes (worth it for num_envs >= 4 on CPU)
+    log_every: int = 1000  # steps between metrics records
+    device: str = "auto"
+
+    def check(self) -> None:
+        if self.total_steps < 1 or self.num_envs < 1 or self.batch_size < 1:
+            raise SACError("total_steps, num_envs and batch_size must be positive")
+        if self.checkpoint_every < 1 or self.log_every < 1 or self.eval_episodes < 1:
+            raise SACError("checkpoint_every, log_every and eval_episodes must be positive")
+        if self.updates_per_step <= 0 or self.learning_starts < 0:
+            raise SACError("updates_per_step must be positive and learning_starts >= 0")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SACError(f"device {name!r} requested but CUDA is not available")
+    return torch.device(name)
+
+
+class SACAgent(nn.Module):
+    """Tanh-Gaussian actor, twin critics with targets, learned temperature (one seed)."""
+
+    def __init__(self, cfg: SACConfig, obs_dim: int, act_dim: int, low: np.ndarray, high: np.ndarray,
+                 device: torch.device) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        seeds = [cfg.seed]
+        # StackedMLP with one member (actor) and two members (the twin critics in one batched matmul).
+        self.actor = StackedMLP(mlp_generators(seeds, "sac.actor"), [obs_dim, *cfg.hidden, 2 * act_dim])
+        self.critic = StackedMLP(mlp_generators(seeds, "sac.q", 2), [obs_dim + act_dim, *cfg.hidden, 1])
+        self.critic_target = freeze(copy.deepcopy(self.critic))
+        self.log_alpha = nn.Parameter(torch.full((), math.log(cfg.init_alpha)))
+        self.register_buffer("scale", torch.as_tensor((high - low) / 2.0, dtype=torch.float32))
+        self.register_buffer("bias", torch.as_tensor((high + low) / 2.0, dtype=torch.float32))
+        self.register_buffer("seeds", torch.tensor(seeds, dtype=torch.int64))
+        self.register_buffer("update_step", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("env_step", torch.zeros((), dtype=torch.int64))
+        self.target_entropy = float(-act_dim if cfg.target_entropy is None else cfg.target_entropy)
+        self.to(device)
+        self.optimizers = {
+            "actor": Adam(list(self.actor.parameters()), cfg.actor_lr),
+            "critic": Adam(list(self.critic.parameters()), cfg.critic_lr),
+            "alpha": Adam([self.log_alpha], cfg.alpha_lr),
+        }
+
+    # -- policy ---------------------------------------------------------------------------------------
+
+    def distribution(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        """Pre-tanh Gaussian (mean, log_std), each [B, act], for obs [B, obs]."""
+        out = self.actor(obs[None])[0]  # [B, 2 act]
+        mean, raw = out[:, : self.act_dim], out[:, self.act_dim:]
+        lo, hi = self.cfg.log_std_min, self.cfg.log_std_max
+        return mean, lo + 0.5 * (hi - lo) * (torch.tanh(raw) + 1.0)
+
+    def sample(self, obs: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
+        """Reparameterised action in env units and its log-probability, for standard normal noise [B, act]."""
+        mean, log_std = self.distribution(obs)
+        u = mean + log_std.exp() * noise
+        # log N(u; mean, std) - sum log |d a / d u|, with log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u))
+        # (stable for large |u|) and the constant log(scale) of the rescaling to the env's bounds.
+        log_prob = (-0.5 * noise.square() - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        log_prob = log_prob - (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u)) + self.scale.log()).sum(-1)
+        return torch.tanh(u) * self.scale + self.bias, log_prob
+
+    @torch.no_grad()
+    def act(self, obs: Tensor) -> Tensor:
+        """Deterministic action tanh(mean) in env units (evaluation)."""
+        mean, _ = self.distribution(obs)
+        return torch.tanh(mean) * self.scale + self.bias
+
+    # -- learning -------------------------------------------------------------------------------------
+
+    def streams(self, counter: Tensor) -> SeedStreams:
+        return SeedStreams(self.seeds, counter)
+
+    def update(self, obs: Tensor, act: Tensor, rew: Tensor, next_obs: Tensor, term: Tensor) -> Tensor:
+        """One gradient step of critics, actor and temperature; returns [critic loss, actor loss, alpha,
+        entropy] before the step, on the device."""
+        cfg = self.cfg
+        rng = self.streams(self.update_step)
+        b = obs.shape[0]
+        alpha = self.log_alpha.exp().detach()
+        with torch.no_grad():
+            next_a, next_logp = self.sample(next_obs, rng.normal(_S_TARGET, (b, self.act_dim))[0])
+            q_next = self.critic_target(twin_input(torch.cat([next_obs, next_a], -1)[None]))  # [2, B, 1]
+            y = rew + cfg.gamma * (1.0 - term) * (q_next.min(0).values[:, 0] - alpha * next_logp)  # [B]
+        q = self.critic(twin_input(torch.cat([obs, act], -1)[None]))[:, :, 0]  # [2, B]
+        critic_loss = (q - y).square().mean(1).sum()
+        pi_a, logp = self.sample(obs, rng.normal(_S_ACTOR, (b, self.act_dim))[0])
+        # Frozen critic: the actor's gradient must not reach the critic (step_jointly's contract).
+        q_pi = self.critic(twin_input(torch.cat([obs, pi_a], -1)[None]), frozen=True)[:, :, 0].min(0).values
+        actor_loss = (alpha * logp - q_pi).mean()
+        alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
+        step_jointly([(critic_loss, self.optimizers["critic"]), (actor_loss, self.optimizers["actor"]),
+                      (alpha_loss, self.optimizers["alpha"])])
+        soft_update_(self.critic_target, self.critic, cfg.tau)
+        self.update_step.add_(1)
+        return torch.stack([critic_loss.detach(), actor_loss.detach(), alpha, -logp.detach().mean()])
+
+    def full_state_dict(self) -> dict[str, Tensor]:
+        out = {f"model.{k}": v for k, v in self.state_dict().items()}
+        for name, opt in self.optimizers.items():
+            out.update({f"optim.{name}.{k}": v for k, v in opt.state_dict().items()})
+        return out
+
+    def load_full_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
+        for name, opt in self.optimizers.items():
+            prefix = f"optim.{name}."
+            opt.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+
+    def actor_tensors(self) -> dict[str, Tensor]:
+        """Actor layers as (w [in, out], b [out]) tensors, the layout of gta-data policy files."""
+        out = {}
+        for i, layer in enumerate(self.actor.layers):
+            out[f"w{i}"] = layer.weight[0]
+            out[f"b{i}"] = layer.bias[0, 0]
+        return out
+
+
+class ReplayBuffer:
+    """Every transition in insertion order, on the device; ``env`` is the vector-env copy it came from."""
+
+    def __init__(self, capacity: int, obs_dim: int, act_dim: int, device: torch.device) -> None:
+        self.capacity, self.size = capacity, 0
+        f32 = {"dtype": torch.float32, "device": device}
+        self.data = {
+            "obs": torch.zeros(capacity, obs_dim, **f32), "act": torch.zeros(capacity, act_dim, **f32),
+            "rew": torch.zeros(capacity, **f32), "next_obs": torch.zeros(capacity, obs_dim, **f32),
+            "term": torch.zeros(capacity, **f32),
+            "trunc": torch.zeros(capacity, dtype=torch.bool, device=device),
+            "env": torch.zeros(capacity, dtype=torch.int32, device=device),
+        }
+
+    def add(self, rows: dict[str, np.ndarray]) -> None:
+        n = len(rows["rew"])
+        if self.size + n > self.capacity:
+            raise SACError(f"replay buffer full ({self.capacity} transitions)")
+        for key, value in rows.items():
+            dst = self.data[key]
+            dst[self.size:self.size + n] = torch.from_numpy(np.asarray(value)).to(dst.device, dst.dtype,
+                                                                                    non_blocking=True)
+        self.size += n
+
+    def sample(self, rng: SeedStreams, batch_size: int) -> dict[str, Tensor]:
+        idx = rng.randint(_S_BATCH, self.size, (batch_size,))[0]
+        return {k: self.data[k][idx] for k in ("obs", "act", "rew", "next_obs", "term")}
+
+    def state(self) -> dict[str, Tensor]:
+        return {f"buffer.{k}": v[: self.size] for k, v in self.data.items()}
+
+    def load(self, state: dict[str, Tensor]) -> None:
+        self.size = int(state["buffer.rew"].shape[0])
+        for k, v in self.data.items():
+            v[: self.size] = state[f"buffer.{k}"].to(v.device)
+
+
+def _make_envs(cfg: SACConfig, asynchronous: bool):
+    import gymnasium as gym
+    from gymnasium.vector import AutoresetMode
+
+    from gta_rl.evaluation import make_env
+
+    make_env(cfg.env_id).close()  # a clear error for an unknown env before spawning copies
+    vector = gym.vector.AsyncVectorEnv if asynchronous else gym.vector.SyncVectorEnv
+    return vector([lambda: make_env(cfg.env_id) for _ in range(cfg.num_envs)], autoreset_mode=AutoresetMode.NEXT_STEP)
+
+
+class _Logs:
+    def __init__(self, out: Path) -> None:
+        self.metrics, self.checkpoints = out / "metrics.jsonl", out / "checkpoints.jsonl"
+
+    def truncate_after(self, step: int) -> None:
+        """Resuming from ``step``: drop records written after it (they are written again)."""
+        for p in (self.metrics, self.checkpoints):
+            if p.exists():
+                keep = [line for line in p.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+                p.write_text("".join(line + "\n" for line in keep))
+
+    @staticmethod
+    def write(path: Path, record: dict[str, Any]) -> None:
+        with path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def read_checkpoints(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The run's actor checkpoints: [{step, eval_return, eval_return_std, path}, ...] by step."""
+    path = Path(run_dir) / "checkpoints.jsonl"
+    if not path.exists():
+        raise SACError(f"{run_dir} is not a SAC run directory (no checkpoints.jsonl)")
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def train_sac(cfg: SACConfig, out: str | Path, *, resume: bool = False, stop_after: int | None = None,
+              progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Train (or resume) a SAC run in ``out``; returns {step, checkpoints}. ``stop_after`` ends this call
+    after that many more environment steps (tests use it to simulate an interruption)."""
+    from gta_rl.evaluation import Evaluator
+
+    cfg.check()
+    out = Path(out)
+    device = resolve_device(cfg.device)
+    if resume:
+        if not (out / STATE).exists():
+            raise SACError(f"nothing to resume in {out} (no {STATE})")
+        saved = json.loads((out / CONFIG).read_text())
+        saved["hidden"] = tuple(saved["hidden"])
+        if {k: v for k, v in saved.items() if k != "device"} != {
+                k: v for k, v in asdict(cfg).items() if k != "device"}:
+            raise SACError(f"the config differs from the one of the run in {out}")
+    elif out.exists() and any(out.iterdir()):
+        raise SACError(f"{out} is not empty (pass resume to continue a run)")
+
+    envs = _make_envs(cfg, cfg.env_async)
+    try:
+        obs_dim = int(np.prod(envs.single_observation_space.shape))
+        act_dim = int(np.prod(envs.single_action_space.shape))
+        low = envs.single_action_space.low.astype(np.float32)
+        high = envs.single_action_space.high.astype(np.float32)
+        agent = SACAgent(cfg, obs_dim, act_dim, low, high, device)
+        buffer = ReplayBuffer(cfg.total_steps + cfg.num_envs, obs_dim, act_dim, device)
+        logs = _Logs(out)
+        last_row = np.full(cfg.num_envs, -1, dtype=np.int64)  # last buffer row of each env copy
+        if resume:
+            state, meta = load_checkpoint(out / STATE, device)
+            agent.load_full_state_dict(state)
+            buffer.load(state)
+            step, owed = int(meta["step"]), float(meta["owed_updates"])
+            last_row = np.asarray(meta["last_row"], dtype=np.int64)
+            open_rows = last_row[(last_row >= 0) & np.asarray(meta["open"], dtype=bool)]
+            # Episodes in progress at the checkpoint end here (the simulator state is lost): a timeout.
+            buffer.data["trunc"][torch.as_tensor(open_rows, device=device)] = True
+            logs.truncate_after(step)
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            write_json(out / CONFIG, asdict(cfg))
+            step, owed = 0, 0.0
+        (out / "actors").mkdir(exist_ok=True)
+        evaluator = Evaluator(cfg.env_id, 1, cfg.eval_episodes, seed_base=cfg.eval_seed,
+                              asynchronous=cfg.eval_async)
+        # Every (re)start resets all copies with seeds derived from the step, so a resumed run does not
+        # replay the episodes it began with.
+        obs, _ = envs.reset(seed=[cfg.seed * 1_000_003 + step * cfg.num_envs + i for i in range(cfg.num_envs)])
+        obs = np.asarray(obs, dtype=np.float32).reshape(cfg.num_envs, -1)
+        done = np.zeros(cfg.num_envs, dtype=bool)
+        ep_return = np.zeros(cfg.num_envs)
+        finished: list[float] = []
+        metric_sum = torch.zeros(4, device=device)
+        metric_n = 0
+        end = cfg.total_steps if stop_after is None else min(cfg.total_steps, step + stop_after)
+        next_log = (step // cfg.log_every + 1) * cfg.log_every
+        next_ckpt = (step // cfg.checkpoint_every + 1) * cfg.checkpoint_every
+        t0 = time.time()
+        while step < end:
+            vec_step = torch.tensor(step, dtype=torch.int64, device=device)
+            if step < cfg.learning_starts:
+                u = agent.streams(vec_step).uniform(_S_WARMUP, (cfg.num_envs, act_dim))[0]
+                action_t = agent.bias + agent.scale * (2.0 * u - 1.0)
+            else:
+                with torch.no_grad():
+                    noise = agent.streams(vec_step).normal(_S_EXPLORE, (cfg.num_envs, act_dim))[0]
+                    action_t, _ = agent.sample(torch.from_numpy(obs).to(device), noise)
+            action = action_t.cpu().numpy()
+            next_obs, reward, terminated, truncated, _ = envs.step(action)
+            next_obs = np.asarray(next_obs, dtype=np.float32).reshape(cfg.num_envs, -1)
+            # NEXT_STEP autoreset: a copy that finished last step was only reset now; not a transition.
+            valid = ~done
+            n_valid = int(valid.sum())
+            if n_valid:
+                buffer.add({"obs": obs[valid], "act": action[valid], "rew": reward[valid],
+                            "next_obs": next_obs[valid], "term": terminated[valid],
+                            "trunc": truncated[valid] & ~terminated[valid],
+                            "env": np.flatnonzero(valid).astype(np.int32)})
+                last_row[valid] = np.arange(buffer.size - n_valid, buffer.size)
+            ep_return += np.where(valid, reward, 0.0)
+            done = np.asarray(terminated) | np.asarray(truncated)
+            for i in np.flatnonzero(done & valid):
+                finished.append(float(ep_return[i]))
+                ep_return[i] = 0.0
+            obs = next_obs
+            prev, step = step, step + n_valid
+            if step > cfg.learning_starts:
+                # One update per transition collected after the warm-up (times updates_per_step).
+                owed += (step - max(prev, cfg.learning_starts)) * cfg.updates_per_step
+                while owed >= 1.0:
+                    batch = buffer.sample(agent.streams(agent.update_step), cfg.batch_size)
+                    metric_sum += agent.update(batch["obs"], batch["act"], batch["rew"], batch["next_obs"],
+                                               batch["term"])
+                    metric_n += 1
+                    owed -= 1.0
+            agent.env_step.fill_(step)
+            if step >= next_log or step >= end:
+                record: dict[str, Any] = {"step": step, "updates": int(agent.update_step),
+                                          "steps_per_s": round(step / max(time.time() - t0, 1e-9), 1)}
+                if metric_n:
+                    # The one host read of the update metrics per log period.
+                    values = (metric_sum / metric_n).tolist()
+                    record.update(zip(("critic_loss", "actor_loss", "alpha", "entropy"), values, strict=True))
+                    metric_sum.zero_()
+                    metric_n = 0
+                if finished:
+                    record["train_return"] = float(np.mean(finished))
+                    finished.clear()
+                logs.write(logs.metrics, record)
+                next_log = (step // cfg.log_every + 1) * cfg.log_every
+            if step >= next_ckpt or step >= cfg.total_steps:
+                _checkpoint(agent, buffer, evaluator, out, logs, step, owed, last_row, ~done)
+                next_ckpt = (step // cfg.checkpoint_every + 1) * cfg.checkpoint_every
+            if progress is not None:
+                progress(step, cfg.total_steps)
+        evaluator.close()
+    finally:
+        envs.close()
+    return {"step": step, "checkpoints": read_checkpoints(out)}
+
+
+def _checkpoint(agent: SACAgent, buffer: ReplayBuffer, evaluator, out: Path, logs: _Logs, step: int,
+                owed: float, last_row: np.ndarray, open_: np.ndarray) -> None:
+    device = agent.scale.device
+
+    def policy(obs: np.ndarray) -> np.ndarray:  # [1, E, obs]
+        return agent.act(torch.from_numpy(obs[0]).to(device)).cpu().numpy()[None]
+
+    returns = evaluator.run(policy)[0]
+    info = {"step": step, "eval_return": float(returns.mean()), "eval_return_std": float(returns.std()),
+            "updates": int(agent.update_step)}
+    name = f"actors/step_{step:09d}.safetensors"
+    save_checkpoint(out / name, agent.actor_tensors(), info)
+    save_checkpoint(out / STATE, {**agent.full_state_dict(), **buffer.state()},
+                    {"step": step, "owed_updates": owed, "last_row": last_row.tolist(),
+                     "open": open_.tolist()})
+    logs.write(logs.checkpoints, {**info, "path": name})
+
+
+# -- exports for gta-data -------------------------------------------------------------------------------
+
+
+def pick_checkpoints(checkpoints: list[dict[str, Any]], fraction: float = 1.0 / 3.0) -> dict[str, dict[str, Any]]:
+    """D4RL's choice: "expert" = the best-evaluated checkpoint (the later one on ties); "medium" = the
+    checkpoint before it whose return is closest to ``fraction`` of the expert's (the earlier on ties)."""
+    if not checkpoints:
+        raise SACError("the run has no checkpoints")
+    expert = max(reversed(checkpoints), key=lambda c: c["eval_return"])
+    target = fraction * expert["eval_return"]
+    before = [c for c in checkpoints if c["step"] <= expert["step"]]
+    medium = min(before, key=lambda c: abs(c["eval_return"] - target))
+    return {"medium": medium, "expert": expert}
+
+
+def export_policy_file(run_dir: str | Path, path: str | Path, picks: dict[str, dict[str, Any]]):
+    """Write gta-data's numpy policy file with the actors of ``picks`` ({name: checkpoint record})."""
+    from gta_data.policies import NumpyActor, save_policy_file
+
+    run_dir = Path(run_dir)
+    cfg = json.loads((run_dir / CONFIG).read_text())
+    state, _ = load_checkpoint(run_dir / STATE)
+    scale, bias = state["model.scale"].numpy(), state["model.bias"].numpy()
+    low, high = bias - scale, bias + scale
+    actors = {}
+    for name, record in picks.items():
+        tensors, meta = load_checkpoint(run_dir / record["path"])
+        n = len(tensors) // 2
+        weights = [(tensors[f"w{i}"].numpy(), tensors[f"b{i}"].numpy()) for i in range(n)]
+        info = {k: meta[k] for k in ("step", "eval_return", "eval_return_std")}
+        actors[name] = NumpyActor(weights, cfg["log_std_min"], cfg["log_std_max"], low, high, info)
+    prov = {"algorithm": "SAC (gta_rl.sac)", "config": cfg}
+    return save_policy_file(path, cfg["env_id"], actors, provenance=prov)
+
+
+def replay_episodes(run_dir: str | Path, upto_step: int):
+    """The first ``upto_step`` transitions of the run's buffer as episodes (Transitions), in the order
+    their first transition was collected. Rows of one env copy are consecutive episodes split at
+    terminations and timeouts; an episode still running at ``upto_step`` ends in a timeout."""
+    from gta_data import Transitions
+
+    state, _ = load_checkpoint(Path(run_dir) / STATE)
+    size = int(state["buffer.rew"].shape[0])
+    if not 0 < upto_step <= size:
+        raise SACError(f"upto_step must be in [1, {size}] (transitions in the buffer), got {upto_step}")
+    rows = {k: state[f"buffer.{k}"][:upto_step].numpy() for k in _BUFFER_KEYS}
+    ends = rows["term"].astype(bool) | rows["trunc"]
+    episodes = []
+    for env in np.unique(rows["env"]):
+        idx = np.flatnonzero(rows["env"] == env)
+        cuts = np.flatnonzero(ends[idx]) + 1
+        for part in np.split(idx, cuts):
+            if len(part):
+                episodes.append(part)
+    episodes.sort(key=lambda part: part[0])
+    for part in episodes:
+        terminals = rows["term"][part].astype(bool)
+        timeouts = rows["trunc"][part].copy()
+        timeouts[-1] = not terminals[-1]
+        yield Transitions(observations=rows["obs"][part], actions=rows["act"][part], rewards=rows["rew"][part],
+                          next_observations=rows["next_obs"][part], terminals=terminals, timeouts=timeouts)
+
+
+def export_replay(run_dir: str | Path, out: str | Path, upto_step: int, *, overwrite: bool = False):
+    """Write the first ``upto_step`` transitions of the run (what the agent had seen when it reached the
+    medium checkpoint: D4RL's medium-replay) as a trajectory store with D4RL reference scores."""
+    from gta_data import StoreWriter, TrajectoryStore
+    from gta_data.scores import D4RL_REFERENCE_SCORES, env_family
+
+    cfg = json.loads((Path(run_dir) / CONFIG).read_text())
+    family = env_family(cfg["env_id"])
+    lo, hi = D4RL_REFERENCE_SCORES.get(family, (None, None)) if family else (None, None)
+    episodes = replay_episodes(run_dir, upto_step)
+    first = next(episodes)
+    prov = {"source": "sac replay buffer", "upto_step": upto_step, "sac_config": cfg}
+    with StoreWriter(out, env_id=cfg["env_id"], obs_dim=first.obs_dim, act_dim=first.act_dim,
+                     ref_min_score=lo, ref_max_score=hi, provenance=prov, overwrite=overwrite) as writer:
+        writer.add_episode(first)
+        for episode in episodes:
+            writer.add_episode(episode)
+    return TrajectoryStore.open(out)

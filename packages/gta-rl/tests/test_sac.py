@@ -1,0 +1,189 @@
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from gta_rl.checkpoint import load_checkpoint
+from gta_rl.cli import app
+from gta_rl.sac import (
+    STATE,
+    SACAgent,
+    SACConfig,
+    SACError,
+    export_policy_file,
+    export_replay,
+    pick_checkpoints,
+    read_checkpoints,
+    train_sac,
+)
+
+TINY = dict(env_id="Pendulum-v1", hidden=(16, 16), batch_size=32, learning_starts=100, checkpoint_every=200,
+            eval_episodes=1, log_every=100, num_envs=2, total_steps=600)
+
+
+def _agent(obs_dim=3, act_dim=2, low=(-2.0, 0.0), high=(2.0, 1.0), **kw):
+    cfg = SACConfig(env_id="x", hidden=(8, 8), **kw)
+    return SACAgent(cfg, obs_dim, act_dim, np.asarray(low, np.float32), np.asarray(high, np.float32),
+                    torch.device("cpu"))
+
+
+def test_log_prob_matches_torch_distributions():
+    agent = _agent()
+    obs = torch.randn(64, 3)
+    noise = torch.randn(64, 2)
+    action, log_prob = agent.sample(obs, noise)
+    mean, log_std = agent.distribution(obs)
+    # float64 reference: Normal pushed through tanh and the affine map to the env bounds.
+    from torch.distributions import AffineTransform, Normal, TanhTransform, TransformedDistribution
+
+    dist = TransformedDistribution(Normal(mean.double(), log_std.exp().double()),
+                                   [TanhTransform(), AffineTransform(agent.bias.double(), agent.scale.double())])
+    u = mean.double() + log_std.exp().double() * noise.double()
+    ref_action = torch.tanh(u) * agent.scale.double() + agent.bias.double()
+    torch.testing.assert_close(action.double(), ref_action, atol=1e-5, rtol=0)
+    # Evaluate the reference at the pre-tanh point (inverting tanh near +-1 is ill-conditioned).
+    ref_logp = (Normal(mean.double(), log_std.exp().double()).log_prob(u)
+                - torch.log(1 - torch.tanh(u) ** 2) - agent.scale.double().log()).sum(-1)
+    torch.testing.assert_close(log_prob.double(), ref_logp, atol=1e-4, rtol=1e-5)
+    inside = (ref_action - agent.bias).abs() < 0.99 * agent.scale
+    rows = inside.all(-1)
+    torch.testing.assert_close(log_prob.double()[rows], dist.log_prob(ref_action).sum(-1)[rows], atol=1e-3, rtol=1e-4)
+    assert ((action >= torch.tensor([-2.0, 0.0])) & (action <= torch.tensor([2.0, 1.0]))).all()
+    assert (log_std >= -5).all() and (log_std <= 2).all()
+
+
+def test_update_moves_critic_towards_bellman_target():
+    torch.manual_seed(0)
+    agent = _agent(obs_dim=3, act_dim=2, low=(-1, -1), high=(1, 1), critic_lr=1e-2)
+    b = 64
+    obs, act = torch.randn(b, 3), torch.rand(b, 2) * 2 - 1
+    # Terminal transitions: the Bellman target is the reward itself, here a smooth function to fit.
+    rew, term = obs[:, 0] - 0.5 * act[:, 1], torch.ones(b)
+    losses = [agent.update(obs, act, rew, obs, term)[0].item() for _ in range(200)]
+    assert losses[-1] < 0.1 * losses[0], (losses[0], losses[-1])
+    assert int(agent.update_step) == 200
+    # The temperature falls while the policy's entropy exceeds the target -|A|.
+    assert agent.log_alpha.item() < 0
+
+
+def test_sac_learns_pendulum(tmp_path):
+    """5000 steps on one CPU thread (~12 s): the final deterministic policy swings the pendulum up and
+    holds it (return > -300; a random policy gets about -1200)."""
+    cfg = SACConfig(env_id="Pendulum-v1", total_steps=5000, hidden=(64, 64), batch_size=256, learning_starts=500,
+                    actor_lr=1e-3, critic_lr=1e-3, alpha_lr=1e-3, checkpoint_every=1000, eval_episodes=3,
+                    log_every=500, seed=0)
+    result = train_sac(cfg, tmp_path / "run")
+    ckpts = result["checkpoints"]
+    assert [c["step"] for c in ckpts] == [1000, 2000, 3000, 4000, 5000]
+    assert ckpts[0]["eval_return"] < -800
+    assert ckpts[-1]["eval_return"] > -300, ckpts
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["step"] == 5000 and metrics[-1]["updates"] == 4500
+    assert {"critic_loss", "actor_loss", "alpha", "entropy", "train_return"} <= set(metrics[-1])
+
+    # The numpy policy of gta-data matches the torch actor it came from.
+    from gta_data.policies import load_policy_file
+
+    picks = pick_checkpoints(ckpts)
+    assert picks["expert"]["eval_return"] == max(c["eval_return"] for c in ckpts)
+    path = export_policy_file(tmp_path / "run", tmp_path / "p.npz", {**picks, "final": ckpts[-1]})
+    policies = load_policy_file(path)
+    assert policies.env_id == "Pendulum-v1" and policies.actors["final"].info["step"] == 5000
+    state, _ = load_checkpoint(tmp_path / "run" / STATE)
+    agent = SACAgent(cfg, 3, 1, np.array([-2.0], np.float32), np.array([2.0], np.float32), torch.device("cpu"))
+    agent.load_full_state_dict({k: v for k, v in state.items() if not k.startswith("buffer.")})
+    obs = np.random.default_rng(0).normal(size=(32, 3)).astype(np.float32)
+    noise = np.random.default_rng(1).standard_normal((32, 1)).astype(np.float32)
+    actor = policies.actors["final"]
+    np.testing.assert_allclose(actor.act(obs), agent.act(torch.from_numpy(obs)).numpy(), atol=1e-5)
+    sampled, _ = agent.sample(torch.from_numpy(obs), torch.from_numpy(noise))
+    np.testing.assert_allclose(actor.act(obs, noise), sampled.detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(actor.sample(obs, np.random.default_rng(1)), sampled.detach().numpy(), atol=1e-5)
+
+
+def test_pick_checkpoints():
+    ck = [{"step": s, "eval_return": r} for s, r in [(1, -10), (2, 35), (3, 60), (4, 100), (5, 120), (6, 90)]]
+    picks = pick_checkpoints(ck)
+    assert picks["expert"]["step"] == 5 and picks["medium"]["step"] == 2  # 35 is closest to 120 / 3
+    with pytest.raises(SACError, match="no checkpoints"):
+        pick_checkpoints([])
+
+
+def test_resume_and_replay_export(tmp_path):
+    cfg = SACConfig(**TINY)
+    full = train_sac(cfg, tmp_path / "full")
+    # Killed at step 300: the last checkpoint is at 200, with each env copy 100 steps into an episode.
+    part = train_sac(cfg, tmp_path / "part", stop_after=300)
+    assert part["step"] == 300 and [c["step"] for c in part["checkpoints"]] == [200]
+    shutil.copy(tmp_path / "part" / STATE, tmp_path / "at200.safetensors")
+    resumed = train_sac(cfg, tmp_path / "part", resume=True)
+    assert [c["step"] for c in resumed["checkpoints"]] == [200, 400, 600]
+    # Up to the interruption the runs are identical (everything is a function of the seed).
+    for a, b in zip(full["checkpoints"][:1], resumed["checkpoints"][:1], strict=True):
+        assert a == b
+        wa, _ = load_checkpoint(tmp_path / "full" / a["path"])
+        wb, _ = load_checkpoint(tmp_path / "part" / b["path"])
+        for k in wa:
+            torch.testing.assert_close(wa[k], wb[k], atol=0, rtol=0)
+    # The resumed run kept the buffer it had at step 200, and went on updating.
+    before, meta = load_checkpoint(tmp_path / "at200.safetensors")
+    after, _ = load_checkpoint(tmp_path / "part" / STATE)
+    for k in ("obs", "act", "rew", "next_obs", "env"):
+        torch.testing.assert_close(after[f"buffer.{k}"][:200], before[f"buffer.{k}"], atol=0, rtol=0)
+    assert after["buffer.rew"].shape[0] == 600
+    assert int(after["model.update_step"]) == 600 - 100 == int(load_checkpoint(tmp_path / "full" / STATE)[0]["model.update_step"])
+    # Episodes open at the interruption end there with a timeout.
+    open_rows = [r for r, o in zip(meta["last_row"], meta["open"], strict=True) if o]
+    assert open_rows and after["buffer.trunc"][open_rows].all() and not before["buffer.trunc"][open_rows].any()
+    metrics = [json.loads(line)["step"] for line in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics == sorted(set(metrics))
+
+    # Medium-replay: the first K transitions, per env copy, split into episodes (Pendulum: 200 steps).
+    store = export_replay(tmp_path / "full", tmp_path / "replay.zarr", 500)
+    data = store.load()
+    assert store.num_transitions == 500 and store.env_id == "Pendulum-v1"
+    assert list(store.episode_lengths) == [200, 200, 50, 50]
+    assert data.timeouts[store.episode_ends - 1].all() and not data.terminals.any()
+    inside = np.ones(500, bool)
+    inside[store.episode_ends - 1] = False
+    np.testing.assert_array_equal(data.next_observations[inside], data.observations[1:][inside[:-1]])
+    buf, _ = load_checkpoint(tmp_path / "full" / STATE)
+    np.testing.assert_array_equal(np.sort(data.rewards), np.sort(buf["buffer.rew"][:500].numpy()))
+    with pytest.raises(SACError, match="upto_step"):
+        export_replay(tmp_path / "full", tmp_path / "bad.zarr", 10_000)
+    assert not (tmp_path / "bad.zarr").exists()
+
+
+def test_run_errors(tmp_path):
+    cfg = SACConfig(**TINY)
+    with pytest.raises(SACError, match="nothing to resume"):
+        train_sac(cfg, tmp_path / "none", resume=True)
+    train_sac(cfg, tmp_path / "r", stop_after=200)
+    with pytest.raises(SACError, match="not empty"):
+        train_sac(cfg, tmp_path / "r")
+    with pytest.raises(SACError, match="config differs"):
+        train_sac(SACConfig(**{**TINY, "batch_size": 64}), tmp_path / "r", resume=True)
+    with pytest.raises(SACError, match="positive"):
+        SACConfig(**{**TINY, "num_envs": 0}).check()
+    assert read_checkpoints(tmp_path / "r")[0]["step"] == 200
+    with pytest.raises(SACError, match="not a SAC run"):
+        read_checkpoints(tmp_path / "none")
+
+
+def test_cli(tmp_path):
+    runner = CliRunner()
+    args = ["sac", "--env", "Pendulum-v1", "--out", str(tmp_path / "run"), "--steps", "200", "--hidden", "8,8",
+            "--batch-size", "16", "--learning-starts", "100", "--checkpoint-every", "100", "--eval-episodes", "1"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "step 100: eval return" in result.output and "step 200" in result.output
+    bad = runner.invoke(app, ["sac", "--env", "NoSuchEnv-v0", "--out", str(tmp_path / "x")])
+    # (gymnasium-robotics prints a notice of its own when it is imported; ours is one line.)
+    errors = [line for line in bad.output.splitlines() if line.startswith("error:")]
+    assert bad.exit_code == 1 and len(errors) == 1 and "NoSuchEnv-v0" in errors[0]
+    assert not (tmp_path / "x").exists()
+    assert math.isfinite(read_checkpoints(tmp_path / "run")[-1]["eval_return"])
