@@ -187,3 +187,29 @@ def test_cli(tmp_path):
     assert bad.exit_code == 1 and len(errors) == 1 and "NoSuchEnv-v0" in errors[0]
     assert not (tmp_path / "x").exists()
     assert math.isfinite(read_checkpoints(tmp_path / "run")[-1]["eval_return"])
+
+
+def test_train_behaviour_policies_quick(tmp_path):
+    """The GPU tool's CPU smoke mode end to end for one env: SAC, checkpoint picks, the policy file, the
+    medium-replay store, and gta-data recipes on them."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from gta_data.recipes import make_dataset
+
+    repo = Path(__file__).resolve().parents[3]
+    out = tmp_path / "behaviour.json"
+    proc = subprocess.run([sys.executable, str(repo / "tools" / "train_behaviour_policies.py"), "--quick",
+                           "--env", "hopper", "--run-dir", str(tmp_path / "runs"), "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1].startswith("hopper")
+    row = json.loads(out.read_text())["results"][0]
+    assert row["steps"] == 1500 and row["medium"]["step"] <= row["expert"]["step"]
+    policy_dir = tmp_path / "runs" / "policies"
+    assert (policy_dir / "hopper.npz").is_file() and row["replay_transitions"] == row["medium"]["step"]
+    replay = make_dataset("hopper-medium-replay", tmp_path / "mr.zarr", replay_store=policy_dir / "hopper-medium-replay.zarr")
+    assert replay.num_transitions == row["medium"]["step"]
+    expert = make_dataset("hopper-expert", tmp_path / "e.zarr", size=300, policy_file=policy_dir / "hopper.npz")
+    assert expert.provenance["policy_info"]["step"] == row["expert"]["step"]
