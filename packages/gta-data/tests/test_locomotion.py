@@ -101,3 +101,15 @@ def test_medium_replay_copies_the_replay_store(tmp_path):
     np.testing.assert_array_equal(data.actions, replay.actions[:30].astype(np.float32))
     with pytest.raises(RecipeError, match="not HalfCheetah-v5"):
         make_dataset("halfcheetah-medium-replay", tmp_path / "x.zarr", replay_store=tmp_path / "r.zarr")
+
+
+def test_medium_as_minari_dataset(tmp_path, policy_file):
+    minari = pytest.importorskip("minari")
+    path = policy_file("Hopper-v5")
+    store = make_dataset("hopper-medium", tmp_path / "m.zarr", size=250, seed=0, policy_file=path,
+                         minari_id="test/hopper/medium-v0")
+    dataset = minari.load_dataset("test/hopper/medium-v0")
+    assert dataset.total_steps == 250 and dataset.total_episodes == store.num_episodes
+    assert dataset.storage.metadata["ref_min_score"] == pytest.approx(D4RL_REFERENCE_SCORES["hopper"][0])
+    first = next(iter(dataset.iterate_episodes()))
+    np.testing.assert_allclose(first.actions, store.load().actions[: len(first.actions)], rtol=1e-6)
