@@ -83,6 +83,9 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--cuda-graph", action="store_true", help="replay the SAC update as a CUDA graph")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the SAC update")
+    parser.add_argument("--env-async", action="store_true", help="training env copies in worker processes")
     parser.add_argument("--jobs", type=int, default=1, help="envs trained at once, in separate processes")
     parser.add_argument("--run-dir", default="runs/behaviour", help="SAC run directories (one per env)")
     parser.add_argument("--policy-dir", default=None,
@@ -94,11 +97,12 @@ def main() -> None:
 
     families = a.env or list(ENVS)
     sac = {"total_steps": a.steps, "num_envs": a.num_envs, "checkpoint_every": a.checkpoint_every,
-           "eval_episodes": a.eval_episodes, "seed": a.seed, "device": a.device}
+           "eval_episodes": a.eval_episodes, "seed": a.seed, "device": a.device, "cuda_graph": a.cuda_graph,
+           "compile": a.compile, "env_async": a.env_async}
     run_dir, policy_dir = Path(a.run_dir), Path(a.policy_dir) if a.policy_dir else REPO / "packages/gta-data/policies"
     if a.quick:
         sac.update(total_steps=1500, hidden=(32, 32), batch_size=64, learning_starts=500, checkpoint_every=500,
-                   eval_episodes=1, device="cpu")
+                   eval_episodes=1, device="cpu", cuda_graph=False, compile=False)
         if a.run_dir == parser.get_default("run_dir"):
             run_dir = Path(tempfile.mkdtemp(prefix="behaviour-quick-"))
         if a.policy_dir is None:

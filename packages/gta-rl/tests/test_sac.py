@@ -170,6 +170,12 @@ def test_run_errors(tmp_path):
     with pytest.raises(SACError, match="positive"):
         SACConfig(**{**TINY, "num_envs": 0}).check()
     assert read_checkpoints(tmp_path / "r")[0]["step"] == 200
+    # Execution settings may change on resume (here: the training envs in worker processes).
+    resumed = train_sac(SACConfig(**{**TINY, "env_async": True}), tmp_path / "r", resume=True, stop_after=2)
+    assert resumed["step"] == 202
+    if not torch.cuda.is_available():
+        with pytest.raises(SACError, match="cuda_graph needs a CUDA device"):
+            SACConfig(**{**TINY, "cuda_graph": True}).check()
     with pytest.raises(SACError, match="not a SAC run"):
         read_checkpoints(tmp_path / "none")
 
@@ -213,3 +219,30 @@ def test_train_behaviour_policies_quick(tmp_path):
     assert replay.num_transitions == row["medium"]["step"]
     expert = make_dataset("hopper-expert", tmp_path / "e.zarr", size=300, policy_file=policy_dir / "hopper.npz")
     assert expert.provenance["policy_info"]["step"] == row["expert"]["step"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_update_equals_eager():
+    from gta_rl.sac import ReplayBuffer, UpdateRunner
+
+    device = torch.device("cuda")
+    cfg = SACConfig(env_id="x", hidden=(64, 64), batch_size=128, device="cuda")
+    rng = np.random.default_rng(0)
+    rows = {"obs": rng.normal(size=(1000, 5)), "act": rng.uniform(-1, 1, (1000, 2)), "rew": rng.normal(size=1000),
+            "next_obs": rng.normal(size=(1000, 5)), "term": rng.random(1000) < 0.05,
+            "trunc": np.zeros(1000, bool), "env": np.zeros(1000, np.int32)}
+    results = []
+    for graph in (False, True):
+        agent = SACAgent(cfg, 5, 2, -np.ones(2, np.float32), np.ones(2, np.float32), device)
+        buffer = ReplayBuffer(2000, 5, 2, device)
+        buffer.add({k: v[:600] for k, v in rows.items()})
+        runner = UpdateRunner(agent, buffer, 128, cuda_graph=graph)
+        metrics = [runner().clone() for _ in range(10)]
+        buffer.add({k: v[600:] for k, v in rows.items()})  # the graph must see the new size
+        metrics += [runner().clone() for _ in range(10)]
+        results.append((torch.stack(metrics).cpu(), {k: v.cpu() for k, v in agent.state_dict().items()}))
+    torch.testing.assert_close(results[0][0], results[1][0], atol=1e-5, rtol=1e-5)
+    for k, v in results[0][1].items():
+        torch.testing.assert_close(v, results[1][1][k], atol=1e-5, rtol=1e-5)
+    assert int(results[1][1]["update_step"]) == 20

@@ -173,6 +173,8 @@ def sac(
     device: str = typer.Option("auto", "--device"),
     env_async: bool = typer.Option(False, "--env-async", help="training envs in worker processes"),
     eval_async: bool = typer.Option(False, "--eval-async", help="evaluation envs in worker processes"),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the update"),
+    cuda_graph: bool = typer.Option(False, "--cuda-graph", help="capture the update in a CUDA graph"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 ) -> None:
@@ -190,7 +192,9 @@ def sac(
                         batch_size=batch_size, actor_lr=lr, critic_lr=lr, alpha_lr=lr,
                         learning_starts=learning_starts, updates_per_step=updates_per_step,
                         checkpoint_every=checkpoint_every, eval_episodes=eval_episodes, log_every=log_every,
-                        device=device, env_async=env_async, eval_async=eval_async)
+                        device=device, env_async=env_async, eval_async=eval_async, compile=compile,
+                        cuda_graph=cuda_graph)
+        cfg.check()
         with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                       TimeRemainingColumn(), transient=True) as bar:
             task = bar.add_task(f"SAC {env}", total=steps)

@@ -89,6 +89,8 @@ class SACConfig:
     env_async: bool = False  # training envs in worker processes (worth it for num_envs >= 4 on CPU)
     log_every: int = 1000  # steps between metrics records
     device: str = "auto"
+    compile: bool = False  # torch.compile the update (sampling + losses + Adam + Polyak)
+    cuda_graph: bool = False  # capture the update in a CUDA graph and replay it (CUDA only)
 
     def check(self) -> None:
         if self.total_steps < 1 or self.num_envs < 1 or self.batch_size < 1:
@@ -97,6 +99,8 @@ class SACConfig:
             raise SACError("checkpoint_every, log_every and eval_episodes must be positive")
         if self.updates_per_step <= 0 or self.learning_starts < 0:
             raise SACError("updates_per_step must be positive and learning_starts >= 0")
+        if self.cuda_graph and resolve_device(self.device).type != "cuda":
+            raise SACError("cuda_graph needs a CUDA device")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -214,6 +218,8 @@ class ReplayBuffer:
 
     def __init__(self, capacity: int, obs_dim: int, act_dim: int, device: torch.device) -> None:
         self.capacity, self.size = capacity, 0
+        # The size again, on the device: sampling reads it there, so a captured update needs no new constant.
+        self.size_t = torch.zeros((), dtype=torch.int64, device=device)
         f32 = {"dtype": torch.float32, "device": device}
         self.data = {
             "obs": torch.zeros(capacity, obs_dim, **f32), "act": torch.zeros(capacity, act_dim, **f32),
@@ -232,9 +238,11 @@ class ReplayBuffer:
             dst[self.size:self.size + n] = torch.from_numpy(np.asarray(value)).to(dst.device, dst.dtype,
                                                                                     non_blocking=True)
         self.size += n
+        self.size_t.fill_(self.size)
 
     def sample(self, rng: SeedStreams, batch_size: int) -> dict[str, Tensor]:
-        idx = rng.randint(_S_BATCH, self.size, (batch_size,))[0]
+        # Uniform over the rows so far: SeedStreams.randint's multiply-shift with the size as a tensor.
+        idx = (rng.bits(_S_BATCH, (batch_size,))[0] * self.size_t) >> 32
         return {k: self.data[k][idx] for k in ("obs", "act", "rew", "next_obs", "term")}
 
     def state(self) -> dict[str, Tensor]:
@@ -242,8 +250,49 @@ class ReplayBuffer:
 
     def load(self, state: dict[str, Tensor]) -> None:
         self.size = int(state["buffer.rew"].shape[0])
+        self.size_t.fill_(self.size)
         for k, v in self.data.items():
             v[: self.size] = state[f"buffer.{k}"].to(v.device)
+
+
+class UpdateRunner:
+    """One SAC update (batch sampling included) eagerly, through torch.compile, or as the replay of a CUDA
+    graph captured after a few eager warm-up updates. Every draw comes from counter-based streams keyed by
+    the device step counter and the buffer size is read on the device, so a replay is the same update as
+    an eager call."""
+
+    def __init__(self, agent: SACAgent, buffer: ReplayBuffer, batch_size: int, *, compile: bool = False,
+                 cuda_graph: bool = False, warmup: int = 3) -> None:
+        self.agent, self.buffer, self.batch_size = agent, buffer, batch_size
+        self.fn = torch.compile(self.step, dynamic=False) if compile else self.step
+        self.cuda_graph, self.warmup, self.runs = cuda_graph, warmup, 0
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.out: Tensor | None = None
+
+    def step(self) -> Tensor:
+        batch = self.buffer.sample(self.agent.streams(self.agent.update_step), self.batch_size)
+        return self.agent.update(batch["obs"], batch["act"], batch["rew"], batch["next_obs"], batch["term"])
+
+    def __call__(self) -> Tensor:
+        if not self.cuda_graph:
+            return self.fn()
+        if self.graph is not None:
+            self.graph.replay()
+            return self.out
+        if self.runs < self.warmup:
+            # Warm up on a side stream (cuBLAS workspaces, compile caches), as torch.cuda.graphs advises.
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                out = self.fn()
+            torch.cuda.current_stream().wait_stream(side)
+            self.runs += 1
+            return out
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.out = self.fn()
+        self.graph.replay()  # capture only records the kernels: run this update now
+        return self.out
 
 
 def _make_envs(cfg: SACConfig, asynchronous: bool):
@@ -296,8 +345,10 @@ def train_sac(cfg: SACConfig, out: str | Path, *, resume: bool = False, stop_aft
             raise SACError(f"nothing to resume in {out} (no {STATE})")
         saved = json.loads((out / CONFIG).read_text())
         saved["hidden"] = tuple(saved["hidden"])
-        if {k: v for k, v in saved.items() if k != "device"} != {
-                k: v for k, v in asdict(cfg).items() if k != "device"}:
+        # How the run executes may change on resume; what it computes may not.
+        free = ("device", "compile", "cuda_graph", "env_async", "eval_async")
+        if {k: v for k, v in saved.items() if k not in free} != {
+                k: v for k, v in asdict(cfg).items() if k not in free}:
             raise SACError(f"the config differs from the one of the run in {out}")
     elif out.exists() and any(out.iterdir()):
         raise SACError(f"{out} is not empty (pass resume to continue a run)")
@@ -337,19 +388,21 @@ def train_sac(cfg: SACConfig, out: str | Path, *, resume: bool = False, stop_aft
         ep_return = np.zeros(cfg.num_envs)
         finished: list[float] = []
         metric_sum = torch.zeros(4, device=device)
+        act_step = torch.zeros((), dtype=torch.int64, device=device)
+        runner = UpdateRunner(agent, buffer, cfg.batch_size, compile=cfg.compile, cuda_graph=cfg.cuda_graph)
         metric_n = 0
         end = cfg.total_steps if stop_after is None else min(cfg.total_steps, step + stop_after)
         next_log = (step // cfg.log_every + 1) * cfg.log_every
         next_ckpt = (step // cfg.checkpoint_every + 1) * cfg.checkpoint_every
         t0 = time.time()
         while step < end:
-            vec_step = torch.tensor(step, dtype=torch.int64, device=device)
+            act_step.fill_(step)  # a kernel argument, not a host-to-device copy
             if step < cfg.learning_starts:
-                u = agent.streams(vec_step).uniform(_S_WARMUP, (cfg.num_envs, act_dim))[0]
+                u = agent.streams(act_step).uniform(_S_WARMUP, (cfg.num_envs, act_dim))[0]
                 action_t = agent.bias + agent.scale * (2.0 * u - 1.0)
             else:
                 with torch.no_grad():
-                    noise = agent.streams(vec_step).normal(_S_EXPLORE, (cfg.num_envs, act_dim))[0]
+                    noise = agent.streams(act_step).normal(_S_EXPLORE, (cfg.num_envs, act_dim))[0]
                     action_t, _ = agent.sample(torch.from_numpy(obs).to(device), noise)
             action = action_t.cpu().numpy()
             next_obs, reward, terminated, truncated, _ = envs.step(action)
@@ -374,9 +427,7 @@ def train_sac(cfg: SACConfig, out: str | Path, *, resume: bool = False, stop_aft
                 # One update per transition collected after the warm-up (times updates_per_step).
                 owed += (step - max(prev, cfg.learning_starts)) * cfg.updates_per_step
                 while owed >= 1.0:
-                    batch = buffer.sample(agent.streams(agent.update_step), cfg.batch_size)
-                    metric_sum += agent.update(batch["obs"], batch["act"], batch["rew"], batch["next_obs"],
-                                               batch["term"])
+                    metric_sum += runner()
                     metric_n += 1
                     owed -= 1.0
             agent.env_step.fill_(step)
