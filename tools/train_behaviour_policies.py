@@ -15,8 +15,10 @@ After that, ``gta-data`` recipes ``<env>-{random,medium,medium-replay,expert,med
 datasets on any CPU. Prints a table last and writes the results to ``--out`` (JSON). Runs resume from
 their last checkpoint when ``--resume`` is given.
 
-    # GPU, full size: the three envs in parallel processes on one GPU (about 1M updates each)
-    python tools/train_behaviour_policies.py --jobs 3 --out behaviour.json
+    # GPU, full size: the three envs in parallel processes on one GPU (1M steps and 1M updates each);
+    # check first that the CUDA-graph update equals the eager one on this GPU (else drop --cuda-graph)
+    python -m pytest -m gpu packages/gta-rl/tests/test_sac.py
+    python tools/train_behaviour_policies.py --jobs 3 --cuda-graph --out behaviour.json
     python tools/train_behaviour_policies.py --env hopper --steps 1000000 --num-envs 1 --out hopper.json
     # CPU smoke run (seconds per env; tiny networks; files go to the run directory, not the repository)
     python tools/train_behaviour_policies.py --quick --env hopper --out /tmp/behaviour.json

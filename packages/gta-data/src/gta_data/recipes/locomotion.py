@@ -151,7 +151,8 @@ def _default_size(kind: str) -> int:
 
 
 RECIPES = [
-    Recipe(f"{family}-{kind}", f"D4RL {family}-{kind}-style data in {env_id}", _default_size(kind),
+    Recipe(f"{family}-{kind}", f"D4RL {family}-{kind}-style data in {env_id}"
+           + (" (the whole replay store unless --size)" if kind == "medium-replay" else ""), _default_size(kind),
            _builder(family, kind))
     for family, env_id in ENVS.items()
     for kind in KINDS
