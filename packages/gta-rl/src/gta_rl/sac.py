@@ -394,7 +394,7 @@ def train_sac(cfg: SACConfig, out: str | Path, *, resume: bool = False, stop_aft
         end = cfg.total_steps if stop_after is None else min(cfg.total_steps, step + stop_after)
         next_log = (step // cfg.log_every + 1) * cfg.log_every
         next_ckpt = (step // cfg.checkpoint_every + 1) * cfg.checkpoint_every
-        t0 = time.time()
+        t0, start = time.time(), step
         while step < end:
             act_step.fill_(step)  # a kernel argument, not a host-to-device copy
             if step < cfg.learning_starts:
@@ -433,7 +433,7 @@ def train_sac(cfg: SACConfig, out: str | Path, *, resume: bool = False, stop_aft
             agent.env_step.fill_(step)
             if step >= next_log or step >= end:
                 record: dict[str, Any] = {"step": step, "updates": int(agent.update_step),
-                                          "steps_per_s": round(step / max(time.time() - t0, 1e-9), 1)}
+                                          "steps_per_s": round((step - start) / max(time.time() - t0, 1e-9), 1)}
                 if metric_n:
                     # The one host read of the update metrics per log period.
                     values = (metric_sum / metric_n).tolist()
