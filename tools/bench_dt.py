@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,22 +32,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gta_data import Transitions, write_store
 from gta_rl.algorithms import build_config
 from gta_rl.dt import DT
 from gta_rl.fast import StepRunner
 from gta_rl.sequences import load_sequence_data
 
-OBS, ACT = 17, 6
-
-
-def make_store(path: Path, n: int) -> None:
-    rng = np.random.default_rng(0)
-    obs = rng.normal(size=(n, OBS)).astype(np.float32)
-    tr = Transitions(obs, rng.uniform(-1, 1, (n, ACT)), rng.normal(size=n),
-                     obs + 0.1 * rng.normal(size=(n, OBS)), np.zeros(n, bool), np.zeros(n, bool))
-    write_store(path, tr, np.arange(1000, n + 1, 1000), env_id="HalfCheetah-v5",
-                ref_min_score=-280.178953, ref_max_score=12135.0)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_rl import ACT, OBS, make_store  # noqa: E402  (the same synthetic HalfCheetah-shaped store)
 
 
 def timed(step_fn, device, warmup: int, seconds: float, max_steps: int) -> float:
