@@ -29,7 +29,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from gta_rl.algorithms import build_config
@@ -38,31 +37,7 @@ from gta_rl.fast import StepRunner
 from gta_rl.sequences import load_sequence_data
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_rl import ACT, OBS, make_store  # noqa: E402  (the same synthetic HalfCheetah-shaped store)
-
-
-def timed(step_fn, device, warmup: int, seconds: float, max_steps: int) -> float:
-    """Updates/s of ``step_fn(step)`` after ``warmup`` steps, timed for about ``seconds``."""
-    step = 0
-    for _ in range(warmup):
-        step_fn(step)
-        step += 1
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
-    t0, n = time.perf_counter(), 0
-    while n < max_steps:
-        chunk = 10 if device.type == "cuda" else 2
-        for _ in range(chunk):
-            out = step_fn(step)
-            step += 1
-        n += chunk
-        sync()
-        if time.perf_counter() - t0 > seconds:
-            break
-    loss = float(out["loss"].sum())  # the results exist and are finite
-    if not np.isfinite(loss):
-        raise FloatingPointError(f"non-finite loss {loss}")
-    return n / (time.perf_counter() - t0)
+from bench_rl import ACT, OBS, make_store, timed  # noqa: E402  (the same synthetic store and timer)
 
 
 def main() -> None:
@@ -110,7 +85,7 @@ def main() -> None:
                         agent.forward_fn = agent.net.forward
                         impl = row["impl"] = impl + " (eager fallback)"
                 runner = StepRunner(agent, data, batch, cuda_graph=graph)
-                rate = timed(runner, device, warmup, seconds, 10**9)
+                rate = timed(runner, device, warmup, seconds, 10**9, chunk=10 if device.type == "cuda" else 2)
                 row.update(steps_per_s=rate, seed_updates_per_s=rate * n_seeds)
                 print(f"  {impl:32s} S={n_seeds}: {rate:8.1f} steps/s", flush=True)
             except Exception as exc:  # noqa: BLE001 - a failed variant is a result, the others still run
