@@ -181,11 +181,7 @@ class Trainer:
             data_path = data_path or config["data"]["path"]
             store, data = _load_store(data_path)
             norm = Normalizer.from_dict(config["normalizer"])
-            if store.env_id != norm.env_id or store.obs_dim != norm.obs_dim or store.act_dim != norm.act_dim:
-                raise DiffusionError(
-                    f"{data_path} ({store.env_id}, obs {store.obs_dim}, act {store.act_dim}) is not the data of "
-                    f"run {run_dir} ({norm.env_id}, obs {norm.obs_dim}, act {norm.act_dim})"
-                )
+            check_run_data(store, norm, data_path, run_dir)
             wcfg = config_from_dict(WindowConfig, config["window"])
             windows = WindowSet(data, store.episode_ends, norm, wcfg, device)
             trainer = cls(run_dir, config, windows, device=device, dist=dist)
@@ -389,6 +385,15 @@ class Trainer:
         self._resume_acc = ckpt["state"]
         if self.dist.is_main:
             truncate_metrics(self.run_dir, self.step_count)
+
+
+def check_run_data(store: TrajectoryStore, norm: Any, data_path: str | Path, run_dir: str | Path) -> None:
+    """A resumed run must see the data it was fitted on (env and dims of the saved normaliser)."""
+    if store.env_id != norm.env_id or store.obs_dim != norm.obs_dim or store.act_dim != norm.act_dim:
+        raise DiffusionError(
+            f"{data_path} ({store.env_id}, obs {store.obs_dim}, act {store.act_dim}) is not the data of "
+            f"run {run_dir} ({norm.env_id}, obs {norm.obs_dim}, act {norm.act_dim})"
+        )
 
 
 def _require_gta_run(run_dir: str | Path, config: dict[str, Any]) -> None:

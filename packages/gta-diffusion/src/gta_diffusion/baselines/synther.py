@@ -53,7 +53,7 @@ from gta_diffusion.edm import EDMConfig, edm_sampler
 from gta_diffusion.errors import DiffusionError
 from gta_diffusion.networks import PRESETS, count_parameters
 from gta_diffusion.noise import SeededNoise
-from gta_diffusion.train import TrainConfig, Trainer, build_denoiser
+from gta_diffusion.train import TrainConfig, Trainer, build_denoiser, check_run_data
 
 __all__ = [
     "MODEL_KIND",
@@ -220,11 +220,7 @@ def create_synther_trainer(run_dir: str | Path, data_path: str | Path | None, cf
         data_path = data_path or config["data"]["path"]
         store, data = _open_data(data_path)
         norm = TransitionNormalizer.from_dict(config["normalizer"])
-        if store.env_id != norm.env_id or store.obs_dim != norm.obs_dim or store.act_dim != norm.act_dim:
-            raise DiffusionError(
-                f"{data_path} ({store.env_id}, obs {store.obs_dim}, act {store.act_dim}) is not the data of "
-                f"run {run_dir} ({norm.env_id}, obs {norm.obs_dim}, act {norm.act_dim})"
-            )
+        check_run_data(store, norm, data_path, run_dir)
         trainer = SynthERTrainer(run_dir, config, TransitionSet(data, norm, device), device=device)
         ckpt = latest_checkpoint(run_dir)
         if ckpt is not None:
