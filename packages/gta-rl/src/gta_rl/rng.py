@@ -12,6 +12,12 @@ properties at once:
 
 The hash is a 32-bit integer mixer in the style of Wellons' "lowbias32", with multipliers below 2**31 so
 that every product of a 32-bit value fits in int64 without overflow.
+
+torch.compile (inductor, Triton on CUDA) folds arithmetic on ``arange`` into the kernel's index expression
+and emits its constants as 32-bit scalars: ``arange(n) * 0x9E3779B9`` fails to compile ("Scalar 2654435769
+is out of range for type int32"), and a product of the index that leaves int32 could wrap. The element
+counter therefore only ever meets an *addition* of the (runtime) key before the first multiply-mix; every
+constant that multiplies a tensor is below 2**31 and applied to loaded values, not to the index.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from torch import Tensor
 
 _M32 = 0xFFFFFFFF
 _GOLDEN = 0x9E3779B9
+_KEY2 = 0x3C6EF372
 
 
 def mix32(x: Tensor) -> Tensor:
@@ -56,8 +63,10 @@ class SeedStreams:
         key = mix32(self.seeds * 0x01000193 + (stream * _GOLDEN & _M32))  # [S]
         key = mix32(key ^ mix32(self.step + 0x5BD1E995))  # [S]
         idx = torch.arange(n, device=self.seeds.device, dtype=torch.int64)
-        # One mixing round per element: idx * golden spreads neighbours, the 3-multiply mixer avalanches.
-        out = mix32(idx[None, :] * _GOLDEN + key[:, None])  # [S, n]
+        # Two keyed mixing rounds per element (counter + key, then xor with a second key): neighbouring
+        # counters avalanche through the 3-multiply mixer (see the module note on compile).
+        key2 = mix32(key ^ _KEY2)  # [S]
+        out = mix32(mix32(idx[None, :] + key[:, None]) ^ key2[:, None])  # [S, n]
         return out.view(self.num_seeds, *shape)
 
     def uniform(self, stream: int, shape: tuple[int, ...]) -> Tensor:
