@@ -5,11 +5,17 @@ SAC (``gta_rl.sac``: 1M environment steps, one update per step, an evaluated act
 steps), then, as D4RL did:
 
 - expert = the best-evaluated checkpoint; medium = the checkpoint before it whose evaluation return is
-  closest to 1/3 of the expert's (``gta_rl.sac.pick_checkpoints``);
+  closest to the mean return of D4RL's own ``<env>-medium-v2`` data (``--medium d4rl``, the default) or to
+  1/3 of the expert's (``--medium third``, D4RL's stated rule) (``gta_rl.sac.pick_checkpoints``);
 - writes ``<policy dir>/<env>.npz`` (gta-data's numpy policy file with the "medium" and "expert" actors,
-  their steps and evaluation returns) and ``<policy dir>/<env>-medium-replay.zarr`` (the first K
-  transitions of the run, K = the medium checkpoint's step: D4RL's medium-replay);
-- checks the chain by making 1000 steps of ``<env>-medium`` with the gta-data recipe.
+  their steps and evaluation returns) and ``<policy dir>/<env>-medium-replay.npz`` (the first K
+  transitions of the run, K = the medium checkpoint's step: D4RL's medium-replay, kept as each episode's
+  initial simulator state and actions, which gta-data re-simulates: ``gta_data.replay``);
+- checks the chain by making 1000 steps of ``<env>-medium`` and of ``<env>-medium-replay`` with the
+  gta-data recipes (the latter reports how exactly the re-simulation reproduced the run).
+
+``--minutes`` bounds each run's wall-clock time: a run that reaches it stops, checkpoints there and is
+exported from what it has (its step count is in the table).
 
 After that, ``gta-data`` recipes ``<env>-{random,medium,medium-replay,expert,medium-expert}`` make the
 datasets on any CPU. Prints a table last and writes the results to ``--out`` (JSON). Runs resume from
@@ -44,34 +50,42 @@ def run_one(family: str, args: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from gta_data.recipes import make_dataset
-    from gta_rl.sac import SACConfig, export_policy_file, export_replay, pick_checkpoints, train_sac
+    from gta_data.scores import D4RL_DATASET_STATS
+    from gta_rl.sac import SACConfig, export_policy_file, export_replay_file, pick_checkpoints, train_sac
 
     torch.set_num_threads(args["threads"])
     run_dir = Path(args["run_dir"]) / family
     cfg = SACConfig(env_id=ENVS[family], **args["sac"])
     resume = args["resume"] and (run_dir / "state.safetensors").exists()
     t0 = time.time()
-    result = train_sac(cfg, run_dir, resume=resume)
+    deadline = t0 + 60.0 * args["minutes"] if args["minutes"] else None
+    result = train_sac(cfg, run_dir, resume=resume, deadline=deadline)
     wall = time.time() - t0
-    picks = pick_checkpoints(result["checkpoints"])
+    medium_return = None
+    if args["medium"] == "d4rl" and f"{family}-medium" in D4RL_DATASET_STATS:
+        medium_return = D4RL_DATASET_STATS[f"{family}-medium"]["mean_return"]
+    picks = pick_checkpoints(result["checkpoints"], medium_return=medium_return)
     policy_dir = Path(args["policy_dir"])
     policy_dir.mkdir(parents=True, exist_ok=True)
     policy_file = export_policy_file(run_dir, policy_dir / f"{family}.npz", picks)
-    replay = export_replay(run_dir, policy_dir / f"{family}-medium-replay.zarr", picks["medium"]["step"],
-                           overwrite=True)
-    # The chain works: a gta-data recipe rolls the exported medium policy out with numpy.
+    replay_file = export_replay_file(run_dir, policy_dir / f"{family}-medium-replay.npz", picks["medium"]["step"])
+    # The chain works: gta-data recipes roll the exported medium policy out and re-simulate the replay.
     with tempfile.TemporaryDirectory() as tmp:
         smoke = make_dataset(f"{family}-medium", Path(tmp) / "m.zarr", size=1000, seed=0,
                              policy_file=policy_file)
+        replay = make_dataset(f"{family}-medium-replay", Path(tmp) / "r.zarr", replay_file=replay_file)
         smoke_return = float(smoke.episode_returns()[0])
+        replay_check = replay.provenance["replay_check"]
     return {
         "env": family, "env_id": cfg.env_id, "steps": result["step"], "wall_s": round(wall, 1),
         "steps_per_s": round(result["step"] / max(wall, 1e-9), 1) if not resume else None,
+        "updates": result.get("updates"), "medium_rule": args["medium"], "medium_target_return": medium_return,
         "expert": picks["expert"], "medium": picks["medium"],
         "medium_ratio": picks["medium"]["eval_return"] / picks["expert"]["eval_return"]
         if picks["expert"]["eval_return"] else None,
         "replay_transitions": replay.num_transitions, "replay_episodes": replay.num_episodes,
-        "policy_file": str(policy_file), "replay_store": str(replay.path),
+        "replay_check": replay_check, "replay_file_bytes": Path(replay_file).stat().st_size,
+        "policy_file": str(policy_file), "replay_file": str(replay_file),
         "recipe_smoke_return_1000_steps": smoke_return, "checkpoints": len(result["checkpoints"]),
     }
 
@@ -82,6 +96,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1_000_000, help="environment steps per env")
     parser.add_argument("--num-envs", type=int, default=1, help="vector env copies per run")
     parser.add_argument("--checkpoint-every", type=int, default=10_000)
+    parser.add_argument("--state-every", type=int, default=0,
+                        help="steps between saves of the resumable state (0: every checkpoint)")
+    parser.add_argument("--minutes", type=float, default=None, help="wall-clock limit per run (stops early)")
+    parser.add_argument("--medium", choices=("d4rl", "third"), default="d4rl",
+                        help="medium = closest to D4RL medium's mean return, or to 1/3 of the expert's")
     parser.add_argument("--eval-episodes", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
@@ -100,7 +119,7 @@ def main() -> None:
     families = a.env or list(ENVS)
     sac = {"total_steps": a.steps, "num_envs": a.num_envs, "checkpoint_every": a.checkpoint_every,
            "eval_episodes": a.eval_episodes, "seed": a.seed, "device": a.device, "cuda_graph": a.cuda_graph,
-           "compile": a.compile, "env_async": a.env_async}
+           "compile": a.compile, "env_async": a.env_async, "state_every": a.state_every}
     run_dir, policy_dir = Path(a.run_dir), Path(a.policy_dir) if a.policy_dir else REPO / "packages/gta-data/policies"
     if a.quick:
         sac.update(total_steps=1500, hidden=(32, 32), batch_size=64, learning_starts=500, checkpoint_every=500,
@@ -110,6 +129,7 @@ def main() -> None:
         if a.policy_dir is None:
             policy_dir = run_dir / "policies"
     args = {"run_dir": str(run_dir), "policy_dir": str(policy_dir), "resume": a.resume, "sac": sac,
+            "minutes": a.minutes, "medium": a.medium,
             "threads": 1 if a.jobs > 1 or a.quick else 4}
     t0 = time.time()
     if a.jobs > 1:
@@ -130,12 +150,12 @@ def main() -> None:
 
     print(f"\nSAC behaviour policies ({report['device']}, {report['wall_s']} s); files in {policy_dir}")
     print(f"{'env':<12}{'steps':>9}{'steps/s':>9}{'expert step':>12}{'return':>9}{'medium step':>12}"
-          f"{'return':>9}{'ratio':>7}{'replay':>9}")
+          f"{'return':>9}{'ratio':>7}{'replay':>9}{'resim err':>10}")
     for r in rows:
         ratio = f"{r['medium_ratio']:.2f}" if r["medium_ratio"] is not None else "-"
         print(f"{r['env']:<12}{r['steps']:>9}{r['steps_per_s'] or '-':>9}{r['expert']['step']:>12}"
               f"{r['expert']['eval_return']:>9.1f}{r['medium']['step']:>12}{r['medium']['eval_return']:>9.1f}"
-              f"{ratio:>7}{r['replay_transitions']:>9}")
+              f"{ratio:>7}{r['replay_transitions']:>9}{r['replay_check']['max_last_obs_error']:>10.2g}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import pytest
 from gta_data import RecipeError, Transitions, write_store
 from gta_data.policies import random_actor, save_policy_file
 from gta_data.recipes import list_recipes, make_dataset
+from gta_data.replay import ReplayError, ReplayFile, load_replay_file, save_replay_file
 from gta_data.scores import D4RL_REFERENCE_SCORES
 
 DIMS = {"HalfCheetah-v5": (17, 6), "Hopper-v5": (11, 3)}
@@ -80,27 +81,80 @@ def test_wrong_env_policy(tmp_path, policy_file):
         make_dataset("halfcheetah-expert", tmp_path / "x.zarr", size=10, policy_file=path)
 
 
-def test_medium_replay_copies_the_replay_store(tmp_path):
-    rng = np.random.default_rng(0)
-    n = 50
-    obs = rng.normal(size=(n + 1, 11)).astype(np.float32)
-    terminals = np.zeros(n, bool)
-    terminals[19] = True
-    replay = Transitions(observations=obs[:-1], actions=rng.uniform(-1, 1, (n, 3)), rewards=rng.normal(size=n),
-                         next_observations=obs[1:], terminals=terminals, timeouts=np.eye(n, dtype=bool)[-1])
-    write_store(tmp_path / "r.zarr", replay, np.array([20, 50]), env_id="Hopper-v5",
-                provenance={"source": "sac replay"})
-    full = make_dataset("hopper-medium-replay", tmp_path / "full.zarr", replay_store=tmp_path / "r.zarr")
-    np.testing.assert_array_equal(full.load().observations, replay.observations)
-    assert list(full.episode_ends) == [20, 50]
+def _recorded_run(env_id: str, lengths: list[int], seed: int = 0):
+    """Episodes of random actions recorded as a SAC run would keep them (initial state, float32 actions),
+    and the transitions they produced."""
+    import gymnasium as gym
+
+    env = gym.make(env_id)
+    rng = np.random.default_rng(seed)
+    starts, actions, episodes = [], [], []
+    for e, length in enumerate(lengths):
+        obs, _ = env.reset(seed=100 + e)
+        starts.append(env.unwrapped.state_vector().copy())
+        rows = {k: [] for k in ("o", "a", "r", "no", "term")}
+        for _ in range(length):
+            a = rng.uniform(-0.3, 0.3, env.action_space.shape).astype(np.float32)
+            no, r, term, _, _ = env.step(a)
+            for key, value in zip(rows, (obs, a, r, no, term)):
+                rows[key].append(value)
+            obs = no
+            if term:
+                break
+        actions.append(np.stack(rows["a"]))
+        episodes.append({k: np.asarray(v) for k, v in rows.items()})
+    replay = ReplayFile(
+        env_id=env_id, starts=np.stack(starts), lengths=np.asarray([len(e["r"]) for e in episodes]),
+        terminal=np.asarray([bool(e["term"][-1]) for e in episodes]), actions=np.concatenate(actions),
+        returns=np.asarray([e["r"].astype(np.float32).astype(np.float64).sum() for e in episodes]),
+        last_obs=np.stack([e["no"][-1] for e in episodes]).astype(np.float32), provenance={"source": "test run"})
+    return replay, episodes
+
+
+def test_medium_replay_resimulates_the_recorded_run(tmp_path):
+    # Hopper falls under these random actions: episodes end by termination as well as by length.
+    replay, episodes = _recorded_run("Hopper-v5", [40, 300, 25])
+    assert replay.terminal.any() and not replay.terminal.all()
+    path = save_replay_file(tmp_path / "hopper-medium-replay.npz", replay)
+    loaded = load_replay_file(path)
+    np.testing.assert_array_equal(loaded.actions, replay.actions)
+    full = make_dataset("hopper-medium-replay", tmp_path / "full.zarr", replay_file=path)
+    data = full.load()
+    np.testing.assert_array_equal(data.observations, np.concatenate([e["o"] for e in episodes]).astype(np.float32))
+    np.testing.assert_array_equal(data.rewards, np.concatenate([e["r"] for e in episodes]).astype(np.float32))
+    np.testing.assert_array_equal(data.terminals, np.concatenate([e["term"] for e in episodes]))
+    assert list(full.episode_lengths) == list(replay.lengths)
     assert full.ref_scores == pytest.approx(D4RL_REFERENCE_SCORES["hopper"])
-    assert full.provenance["replay_provenance"]["source"] == "sac replay"
-    cut = make_dataset("hopper-medium-replay", tmp_path / "cut.zarr", size=30, replay_store=tmp_path / "r.zarr")
-    data = cut.load()
-    assert list(cut.episode_ends) == [20, 30] and data.timeouts[-1] and data.terminals[19]
-    np.testing.assert_array_equal(data.actions, replay.actions[:30].astype(np.float32))
+    check = full.provenance["replay_check"]
+    assert check == {"episodes": 3, "transitions": replay.num_transitions, "max_return_error": 0.0,
+                     "max_last_obs_error": 0.0, "ending_mismatches": 0}
+    assert full.provenance["replay_provenance"]["source"] == "test run"
+    cut = make_dataset("hopper-medium-replay", tmp_path / "cut.zarr", size=50, replay_file=path)
+    assert cut.num_transitions == 50 and cut.load().timeouts[-1]
+    # A recording the simulator does not reproduce is measured, not hidden.
+    replay.actions[:5] += 0.5
+    save_replay_file(tmp_path / "bent.npz", replay)
+    bent = make_dataset("hopper-medium-replay", tmp_path / "bent.zarr", replay_file=tmp_path / "bent.npz")
+    assert bent.provenance["replay_check"]["max_last_obs_error"] > 0
     with pytest.raises(RecipeError, match="not HalfCheetah-v5"):
-        make_dataset("halfcheetah-medium-replay", tmp_path / "x.zarr", replay_store=tmp_path / "r.zarr")
+        make_dataset("halfcheetah-medium-replay", tmp_path / "x.zarr", replay_file=path)
+
+
+def test_replay_file_errors(tmp_path):
+    replay, _ = _recorded_run("Hopper-v5", [5])
+    with pytest.raises(ReplayError, match="actions for"):
+        save_replay_file(tmp_path / "bad.npz", ReplayFile(**{**replay.__dict__, "actions": replay.actions[:-1]}))
+    assert not list(tmp_path.iterdir())
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(RecipeError, match="cannot read replay file"):
+        make_dataset("hopper-medium-replay", tmp_path / "out.zarr", replay_file=tmp_path / "junk.npz")
+    with pytest.raises(RecipeError, match="is missing"):
+        make_dataset("hopper-medium-replay", tmp_path / "out.zarr", replay_file=tmp_path / "none.npz")
+    assert not (tmp_path / "out.zarr").exists()
+    walker, _ = _recorded_run("Walker2d-v5", [5])
+    save_replay_file(tmp_path / "w.npz", ReplayFile(**{**walker.__dict__, "env_id": "Hopper-v5"}))
+    with pytest.raises(RecipeError, match="replay states have 18 numbers, Hopper-v5 needs 12"):
+        make_dataset("hopper-medium-replay", tmp_path / "out.zarr", replay_file=tmp_path / "w.npz")
 
 
 def test_medium_as_minari_dataset(tmp_path, policy_file):

@@ -16,6 +16,8 @@ from gta_rl.sac import (
     SACError,
     export_policy_file,
     export_replay,
+    export_replay_file,
+    replay_episodes,
     pick_checkpoints,
     read_checkpoints,
     train_sac,
@@ -109,8 +111,44 @@ def test_pick_checkpoints():
     ck = [{"step": s, "eval_return": r} for s, r in [(1, -10), (2, 35), (3, 60), (4, 100), (5, 120), (6, 90)]]
     picks = pick_checkpoints(ck)
     assert picks["expert"]["step"] == 5 and picks["medium"]["step"] == 2  # 35 is closest to 120 / 3
+    assert pick_checkpoints(ck, medium_return=95)["medium"]["step"] == 4  # a target return instead of 1/3
     with pytest.raises(SACError, match="no checkpoints"):
         pick_checkpoints([])
+
+
+def test_mujoco_replay_file_resimulates_the_buffer(tmp_path):
+    """The medium-replay chain on a real (tiny) MuJoCo run with two env copies and an interruption: the
+    replay file (initial states + actions) re-simulated by gta-data gives exactly the buffer's rows."""
+    from gta_data.recipes import make_dataset
+
+    cfg = SACConfig(**{**TINY, "env_id": "Hopper-v5", "total_steps": 700, "checkpoint_every": 250})
+    train_sac(cfg, tmp_path / "run", stop_after=400)  # "killed" at 400, last state at 250
+    train_sac(cfg, tmp_path / "run", resume=True)
+    path = export_replay_file(tmp_path / "run", tmp_path / "hopper-medium-replay.npz", 650)
+    store = make_dataset("hopper-medium-replay", tmp_path / "mr.zarr", replay_file=path)
+    episodes = list(replay_episodes(tmp_path / "run", 650))
+    data = store.load()
+    assert store.num_episodes == len(episodes) > 4 and store.num_transitions == 650
+    for key in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts"):
+        np.testing.assert_array_equal(getattr(data, key), np.concatenate([getattr(e, key) for e in episodes]))
+    check = store.provenance["replay_check"]
+    assert check["max_return_error"] == 0 and check["max_last_obs_error"] == 0 and check["ending_mismatches"] == 0
+    # A run of an env without simulator states (Pendulum) exports a store, not a replay file.
+    train_sac(SACConfig(**{**TINY, "total_steps": 200}), tmp_path / "pendulum")
+    with pytest.raises(SACError, match="recorded no initial states"):
+        export_replay_file(tmp_path / "pendulum", tmp_path / "p.npz", 100)
+    assert not (tmp_path / "p.npz").exists()
+
+
+def test_deadline_stops_with_a_checkpoint(tmp_path):
+    import time
+
+    cfg = SACConfig(**{**TINY, "total_steps": 100_000, "state_every": 400})
+    result = train_sac(cfg, tmp_path / "run", deadline=time.time() + 3.0)
+    assert 0 < result["step"] < 100_000
+    assert result["checkpoints"][-1]["step"] == result["step"]  # evaluated where it stopped
+    _, meta = load_checkpoint(tmp_path / "run" / STATE)
+    assert meta["step"] == result["step"]  # and resumable from there
 
 
 def test_resume_and_replay_export(tmp_path):
@@ -207,23 +245,26 @@ def test_train_behaviour_policies_quick(tmp_path):
     repo = Path(__file__).resolve().parents[3]
     out = tmp_path / "behaviour.json"
     proc = subprocess.run([sys.executable, str(repo / "tools" / "train_behaviour_policies.py"), "--quick",
-                           "--env", "hopper", "--run-dir", str(tmp_path / "runs"), "--out", str(out)],
+                           "--env", "hopper", "--num-envs", "2", "--medium", "third",
+                           "--run-dir", str(tmp_path / "runs"), "--out", str(out)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1].startswith("hopper")
     row = json.loads(out.read_text())["results"][0]
-    assert row["steps"] == 1500 and row["medium"]["step"] <= row["expert"]["step"]
+    assert 1500 <= row["steps"] <= 1501 and row["medium"]["step"] <= row["expert"]["step"]  # 2 env copies
     policy_dir = tmp_path / "runs" / "policies"
     assert (policy_dir / "hopper.npz").is_file() and row["replay_transitions"] == row["medium"]["step"]
-    replay = make_dataset("hopper-medium-replay", tmp_path / "mr.zarr", replay_store=policy_dir / "hopper-medium-replay.zarr")
+    replay = make_dataset("hopper-medium-replay", tmp_path / "mr.zarr", replay_file=policy_dir / "hopper-medium-replay.npz")
     assert replay.num_transitions == row["medium"]["step"]
+    assert row["replay_check"]["max_last_obs_error"] == 0 and row["replay_check"]["ending_mismatches"] == 0
     expert = make_dataset("hopper-expert", tmp_path / "e.zarr", size=300, policy_file=policy_dir / "hopper.npz")
     assert expert.provenance["policy_info"]["step"] == row["expert"]["step"]
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_graph_update_equals_eager():
+@pytest.mark.parametrize("compile", [False, True], ids=["graph", "compile+graph"])
+def test_cuda_graph_update_equals_eager(compile):
     from gta_rl.sac import ReplayBuffer, UpdateRunner
 
     device = torch.device("cuda")
@@ -237,12 +278,13 @@ def test_cuda_graph_update_equals_eager():
         agent = SACAgent(cfg, 5, 2, -np.ones(2, np.float32), np.ones(2, np.float32), device)
         buffer = ReplayBuffer(2000, 5, 2, device)
         buffer.add({k: v[:600] for k, v in rows.items()})
-        runner = UpdateRunner(agent, buffer, 128, cuda_graph=graph)
+        runner = UpdateRunner(agent, buffer, 128, cuda_graph=graph, compile=graph and compile)
         metrics = [runner().clone() for _ in range(10)]
         buffer.add({k: v[600:] for k, v in rows.items()})  # the graph must see the new size
         metrics += [runner().clone() for _ in range(10)]
         results.append((torch.stack(metrics).cpu(), {k: v.cpu() for k, v in agent.state_dict().items()}))
-    torch.testing.assert_close(results[0][0], results[1][0], atol=1e-5, rtol=1e-5)
+    tol = 1e-4 if compile else 1e-5  # inductor's fused kernels round differently
+    torch.testing.assert_close(results[0][0], results[1][0], atol=tol, rtol=tol)
     for k, v in results[0][1].items():
-        torch.testing.assert_close(v, results[1][1][k], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(v, results[1][1][k], atol=tol, rtol=tol)
     assert int(results[1][1]["update_step"]) == 20

@@ -26,6 +26,15 @@ D4RL_REFERENCE_SCORES: dict[str, tuple[float, float]] = {
     "maze2d-large": (6.7, 273.99),
 }
 
+# Statistics of D4RL's own MuJoCo datasets (v2), for comparing the locally made ones (docs/datasets.md) and
+# for choosing the "medium" behaviour policy (tools/train_behaviour_policies.py): transitions, episodes,
+# episode returns. Sources are listed in docs/datasets.md.
+D4RL_DATASET_STATS: dict[str, dict[str, float]] = {
+    "halfcheetah-medium": {"mean_return": 4770.3},
+    "hopper-medium": {"mean_return": 1422.1},
+    "walker2d-medium": {"mean_return": 2852.1},
+}
+
 _FAMILY_PATTERNS: list[tuple[str, str]] = [
     (r"halfcheetah", "halfcheetah"),
     (r"hopper", "hopper"),

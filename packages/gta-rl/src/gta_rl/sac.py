@@ -8,7 +8,10 @@ gymnasium vector env and keeps what those datasets need:
 - the actor at every checkpoint with its evaluation return (``actors/step_<k>.safetensors``,
   ``checkpoints.jsonl``), converted by :func:`export_policy_file` to gta-data's numpy policy file;
 - every transition in insertion order (the buffer never overwrites: capacity = total steps), so the first
-  K rows are exactly what the agent had seen at step K (:func:`export_replay` writes them as a store).
+  K rows are exactly what the agent had seen at step K (:func:`export_replay` writes them as a store);
+- the simulator state (qpos, qvel) at the start of every episode, so that :func:`export_replay_file` can
+  keep those K rows as actions + initial states (a few MB, gta-data's replay file) from which gta-data
+  re-simulates them exactly.
 
 Losses (Haarnoja et al. 2018, eqs. 5, 7, 18; twin critics with the min, target networks by Polyak
 averaging, automatic temperature with target entropy -|A|):
@@ -82,7 +85,8 @@ class SACConfig:
     target_entropy: float | None = None  # None: -|A| (Haarnoja 2018)
     log_std_min: float = -5.0  # bounds of the actor's log std (CleanRL)
     log_std_max: float = 2.0
-    checkpoint_every: int = 10_000  # steps between actor checkpoints (each evaluated); the state too
+    checkpoint_every: int = 10_000  # steps between actor checkpoints (each evaluated)
+    state_every: int = 0  # steps between saves of the full resumable state (0: at every checkpoint)
     eval_episodes: int = 5  # deterministic evaluation episodes per checkpoint
     eval_seed: int = 1_000_000  # env seed of evaluation episode 0 (disjoint from training seeds)
     eval_async: bool = False  # evaluation envs in worker processes
@@ -95,8 +99,8 @@ class SACConfig:
     def check(self) -> None:
         if self.total_steps < 1 or self.num_envs < 1 or self.batch_size < 1:
             raise SACError("total_steps, num_envs and batch_size must be positive")
-        if self.checkpoint_every < 1 or self.log_every < 1 or self.eval_episodes < 1:
-            raise SACError("checkpoint_every, log_every and eval_episodes must be positive")
+        if self.checkpoint_every < 1 or self.log_every < 1 or self.eval_episodes < 1 or self.state_every < 0:
+            raise SACError("checkpoint_every, log_every and eval_episodes must be positive (state_every >= 0)")
         if self.updates_per_step <= 0 or self.learning_starts < 0:
             raise SACError("updates_per_step must be positive and learning_starts >= 0")
         if self.cuda_graph and resolve_device(self.device).type != "cuda":
@@ -301,9 +305,12 @@ def _make_envs(cfg: SACConfig, asynchronous: bool):
 
     from gta_rl.evaluation import make_env
 
-    make_env(cfg.env_id).close()  # a clear error for an unknown env before spawning copies
+    probe = make_env(cfg.env_id)  # a clear error for an unknown env before spawning copies
+    has_state = hasattr(probe.unwrapped, "state_vector")  # MuJoCo: episode start states can be recorded
+    probe.close()
     vector = gym.vector.AsyncVectorEnv if asynchronous else gym.vector.SyncVectorEnv
-    return vector([lambda: make_env(cfg.env_id) for _ in range(cfg.num_envs)], autoreset_mode=AutoresetMode.NEXT_STEP)
+    envs = vector([lambda: make_env(cfg.env_id) for _ in range(cfg.num_envs)], autoreset_mode=AutoresetMode.NEXT_STEP)
+    return envs, has_state
 
 
 class _Logs:
@@ -323,6 +330,10 @@ class _Logs:
             f.write(json.dumps(record) + "\n")
 
 
+def _lines(path: Path) -> list[str]:
+    return [line for line in path.read_text().splitlines() if line] if path.exists() else []
+
+
 def read_checkpoints(run_dir: str | Path) -> list[dict[str, Any]]:
     """The run's actor checkpoints: [{step, eval_return, eval_return_std, path}, ...] by step."""
     path = Path(run_dir) / "checkpoints.jsonl"
@@ -331,10 +342,17 @@ def read_checkpoints(run_dir: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line]
 
 
+def _reset_states(envs) -> list[np.ndarray]:
+    """The full simulator state (qpos, qvel) of every copy (MuJoCo envs' ``state_vector``)."""
+    return [np.asarray(v, dtype=np.float64).copy() for v in envs.call("state_vector")]
+
+
 def train_sac(cfg: SACConfig, out: str | Path, *, resume: bool = False, stop_after: int | None = None,
-              progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+              deadline: float | None = None, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Train (or resume) a SAC run in ``out``; returns {step, checkpoints}. ``stop_after`` ends this call
-    after that many more environment steps (tests use it to simulate an interruption)."""
+    after that many more environment steps (tests use it to simulate an interruption); ``deadline`` (a
+    ``time.time()`` value) ends it at that wall-clock time, with a checkpoint (evaluated actor and full state)
+    where it stopped, so that the run can be resumed or exported from there."""
     from gta_rl.evaluation import Evaluator
 
     cfg.check()
@@ -346,14 +364,14 @@ def train_sac(cfg: SACConfig, out: str | Path, *, resume: bool = False, stop_aft
         saved = json.loads((out / CONFIG).read_text())
         saved["hidden"] = tuple(saved["hidden"])
         # How the run executes may change on resume; what it computes may not.
-        free = ("device", "compile", "cuda_graph", "env_async", "eval_async")
+        free = ("device", "compile", "cuda_graph", "env_async", "eval_async", "state_every")
         if {k: v for k, v in saved.items() if k not in free} != {
                 k: v for k, v in asdict(cfg).items() if k not in free}:
             raise SACError(f"the config differs from the one of the run in {out}")
     elif out.exists() and any(out.iterdir()):
         raise SACError(f"{out} is not empty (pass resume to continue a run)")
 
-    envs = _make_envs(cfg, cfg.env_async)
+    envs, record_starts = _make_envs(cfg, cfg.env_async)
     try:
         obs_dim = int(np.prod(envs.single_observation_space.shape))
         act_dim = int(np.prod(envs.single_action_space.shape))
@@ -363,10 +381,12 @@ def train_sac(cfg: SACConfig, out: str | Path, *, resume: bool = False, stop_aft
         buffer = ReplayBuffer(cfg.total_steps + cfg.num_envs, obs_dim, act_dim, device)
         logs = _Logs(out)
         last_row = np.full(cfg.num_envs, -1, dtype=np.int64)  # last buffer row of each env copy
+        starts = EpisodeStarts()
         if resume:
             state, meta = load_checkpoint(out / STATE, device)
             agent.load_full_state_dict(state)
             buffer.load(state)
+            starts.load(state)
             step, owed = int(meta["step"]), float(meta["owed_updates"])
             last_row = np.asarray(meta["last_row"], dtype=np.int64)
             open_rows = last_row[(last_row >= 0) & np.asarray(meta["open"], dtype=bool)]
@@ -384,6 +404,8 @@ def train_sac(cfg: SACConfig, out: str | Path, *, resume: bool = False, stop_aft
         # replay the episodes it began with.
         obs, _ = envs.reset(seed=[cfg.seed * 1_000_003 + step * cfg.num_envs + i for i in range(cfg.num_envs)])
         obs = np.asarray(obs, dtype=np.float32).reshape(cfg.num_envs, -1)
+        # The state each copy's next episode starts from (recorded with its first transition).
+        pending: list[np.ndarray | None] = _reset_states(envs) if record_starts else []
         done = np.zeros(cfg.num_envs, dtype=bool)
         ep_return = np.zeros(cfg.num_envs)
         finished: list[float] = []
@@ -395,7 +417,8 @@ def train_sac(cfg: SACConfig, out: str | Path, *, resume: bool = False, stop_aft
         next_log = (step // cfg.log_every + 1) * cfg.log_every
         next_ckpt = (step // cfg.checkpoint_every + 1) * cfg.checkpoint_every
         t0, start = time.time(), step
-        while step < end:
+        saved_at = step
+        while step < end and (deadline is None or time.time() < deadline):
             act_step.fill_(step)  # a kernel argument, not a host-to-device copy
             if step < cfg.learning_starts:
                 u = agent.streams(act_step).uniform(_S_WARMUP, (cfg.num_envs, act_dim))[0]
@@ -416,6 +439,16 @@ def train_sac(cfg: SACConfig, out: str | Path, *, resume: bool = False, stop_aft
                             "trunc": truncated[valid] & ~terminated[valid],
                             "env": np.flatnonzero(valid).astype(np.int32)})
                 last_row[valid] = np.arange(buffer.size - n_valid, buffer.size)
+                if record_starts:
+                    for i, row in zip(np.flatnonzero(valid), last_row[valid], strict=True):
+                        if pending[i] is not None:
+                            starts.add(int(row), pending[i])
+                            pending[i] = None
+            if record_starts and not valid.all():
+                # These copies were reset by this step (NEXT_STEP autoreset): their new episode starts here.
+                states = _reset_states(envs)
+                for i in np.flatnonzero(~valid):
+                    pending[i] = states[i]
             ep_return += np.where(valid, reward, 0.0)
             done = np.asarray(terminated) | np.asarray(truncated)
             for i in np.flatnonzero(done & valid):
@@ -446,18 +479,46 @@ def train_sac(cfg: SACConfig, out: str | Path, *, resume: bool = False, stop_aft
                 logs.write(logs.metrics, record)
                 next_log = (step // cfg.log_every + 1) * cfg.log_every
             if step >= next_ckpt or step >= cfg.total_steps:
-                _checkpoint(agent, buffer, evaluator, out, logs, step, owed, last_row, ~done)
+                full = (cfg.state_every == 0 or step >= cfg.total_steps
+                        or step // cfg.state_every > saved_at // cfg.state_every)
+                _checkpoint(agent, buffer, starts, evaluator, out, logs, step, owed, last_row, ~done, full)
+                saved_at = step if full else saved_at
                 next_ckpt = (step // cfg.checkpoint_every + 1) * cfg.checkpoint_every
             if progress is not None:
                 progress(step, cfg.total_steps)
+        if step < end and saved_at != step:  # stopped by the deadline: keep what was reached
+            _checkpoint(agent, buffer, starts, evaluator, out, logs, step, owed, last_row, ~done, True)
         evaluator.close()
     finally:
         envs.close()
-    return {"step": step, "checkpoints": read_checkpoints(out)}
+    return {"step": step, "updates": int(agent.update_step), "checkpoints": read_checkpoints(out)}
 
 
-def _checkpoint(agent: SACAgent, buffer: ReplayBuffer, evaluator, out: Path, logs: _Logs, step: int,
-                owed: float, last_row: np.ndarray, open_: np.ndarray) -> None:
+class EpisodeStarts:
+    """Buffer row of each episode's first transition and the simulator state (qpos, qvel) it started from."""
+
+    def __init__(self) -> None:
+        self.rows: list[int] = []
+        self.states: list[np.ndarray] = []
+
+    def add(self, row: int, state: np.ndarray) -> None:
+        self.rows.append(row)
+        self.states.append(state)
+
+    def state(self) -> dict[str, Tensor]:
+        if not self.rows:
+            return {}
+        return {"episodes.start_rows": torch.tensor(self.rows, dtype=torch.int64),
+                "episodes.start_states": torch.from_numpy(np.stack(self.states))}
+
+    def load(self, state: dict[str, Tensor]) -> None:
+        if "episodes.start_rows" in state:
+            self.rows = state["episodes.start_rows"].tolist()
+            self.states = list(state["episodes.start_states"].double().numpy())
+
+
+def _checkpoint(agent: SACAgent, buffer: ReplayBuffer, starts: EpisodeStarts, evaluator, out: Path, logs: _Logs,
+                step: int, owed: float, last_row: np.ndarray, open_: np.ndarray, full: bool) -> None:
     device = agent.scale.device
 
     def policy(obs: np.ndarray) -> np.ndarray:  # [1, E, obs]
@@ -468,22 +529,27 @@ def _checkpoint(agent: SACAgent, buffer: ReplayBuffer, evaluator, out: Path, log
             "updates": int(agent.update_step)}
     name = f"actors/step_{step:09d}.safetensors"
     save_checkpoint(out / name, agent.actor_tensors(), info)
-    save_checkpoint(out / STATE, {**agent.full_state_dict(), **buffer.state()},
-                    {"step": step, "owed_updates": owed, "last_row": last_row.tolist(),
-                     "open": open_.tolist()})
+    if full:
+        save_checkpoint(out / STATE, {**agent.full_state_dict(), **buffer.state(), **starts.state()},
+                        {"step": step, "owed_updates": owed, "last_row": last_row.tolist(),
+                         "open": open_.tolist()})
+    if any(json.loads(line)["step"] == step for line in _lines(logs.checkpoints)):
+        return  # the deadline stop right after a scheduled checkpoint: evaluated and listed already
     logs.write(logs.checkpoints, {**info, "path": name})
 
 
 # -- exports for gta-data -------------------------------------------------------------------------------
 
 
-def pick_checkpoints(checkpoints: list[dict[str, Any]], fraction: float = 1.0 / 3.0) -> dict[str, dict[str, Any]]:
+def pick_checkpoints(checkpoints: list[dict[str, Any]], fraction: float = 1.0 / 3.0,
+                     medium_return: float | None = None) -> dict[str, dict[str, Any]]:
     """D4RL's choice: "expert" = the best-evaluated checkpoint (the later one on ties); "medium" = the
-    checkpoint before it whose return is closest to ``fraction`` of the expert's (the earlier on ties)."""
+    checkpoint before it whose return is closest to ``fraction`` of the expert's (the earlier on ties), or
+    to ``medium_return`` when given (e.g. the mean return of D4RL's own medium dataset)."""
     if not checkpoints:
         raise SACError("the run has no checkpoints")
     expert = max(reversed(checkpoints), key=lambda c: c["eval_return"])
-    target = fraction * expert["eval_return"]
+    target = fraction * expert["eval_return"] if medium_return is None else medium_return
     before = [c for c in checkpoints if c["step"] <= expert["step"]]
     medium = min(before, key=lambda c: abs(c["eval_return"] - target))
     return {"medium": medium, "expert": expert}
@@ -509,32 +575,73 @@ def export_policy_file(run_dir: str | Path, path: str | Path, picks: dict[str, d
     return save_policy_file(path, cfg["env_id"], actors, provenance=prov)
 
 
-def replay_episodes(run_dir: str | Path, upto_step: int):
-    """The first ``upto_step`` transitions of the run's buffer as episodes (Transitions), in the order
-    their first transition was collected. Rows of one env copy are consecutive episodes split at
-    terminations and timeouts; an episode still running at ``upto_step`` ends in a timeout."""
-    from gta_data import Transitions
-
-    state, _ = load_checkpoint(Path(run_dir) / STATE)
-    size = int(state["buffer.rew"].shape[0])
-    if not 0 < upto_step <= size:
-        raise SACError(f"upto_step must be in [1, {size}] (transitions in the buffer), got {upto_step}")
+def _episode_rows(state: dict[str, Tensor], upto_step: int) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
+    """Buffer columns up to ``upto_step`` and the row indices of each episode, in the order their first
+    transition was collected. Rows of one env copy are consecutive episodes split at terminations and
+    timeouts."""
     rows = {k: state[f"buffer.{k}"][:upto_step].numpy() for k in _BUFFER_KEYS}
     ends = rows["term"].astype(bool) | rows["trunc"]
     episodes = []
     for env in np.unique(rows["env"]):
         idx = np.flatnonzero(rows["env"] == env)
         cuts = np.flatnonzero(ends[idx]) + 1
-        for part in np.split(idx, cuts):
-            if len(part):
-                episodes.append(part)
+        episodes.extend(part for part in np.split(idx, cuts) if len(part))
     episodes.sort(key=lambda part: part[0])
+    return rows, episodes
+
+
+def _load_state_upto(run_dir: str | Path, upto_step: int) -> dict[str, Tensor]:
+    state, _ = load_checkpoint(Path(run_dir) / STATE)
+    size = int(state["buffer.rew"].shape[0])
+    if not 0 < upto_step <= size:
+        raise SACError(f"upto_step must be in [1, {size}] (transitions in the buffer), got {upto_step}")
+    return state
+
+
+def replay_episodes(run_dir: str | Path, upto_step: int):
+    """The first ``upto_step`` transitions of the run's buffer as episodes (Transitions), in the order
+    their first transition was collected; an episode still running at ``upto_step`` ends in a timeout."""
+    from gta_data import Transitions
+
+    rows, episodes = _episode_rows(_load_state_upto(run_dir, upto_step), upto_step)
     for part in episodes:
         terminals = rows["term"][part].astype(bool)
         timeouts = rows["trunc"][part].copy()
         timeouts[-1] = not terminals[-1]
         yield Transitions(observations=rows["obs"][part], actions=rows["act"][part], rewards=rows["rew"][part],
                           next_observations=rows["next_obs"][part], terminals=terminals, timeouts=timeouts)
+
+
+def export_replay_file(run_dir: str | Path, out: str | Path, upto_step: int):
+    """Write the first ``upto_step`` transitions of the run (D4RL's medium-replay) as gta-data's replay file:
+    each episode's initial simulator state and its actions, from which gta-data re-simulates the
+    transitions (``gta_data.replay``), plus each episode's recorded return and last observation to check
+    that re-simulation."""
+    from gta_data.replay import ReplayFile, save_replay_file
+
+    cfg = json.loads((Path(run_dir) / CONFIG).read_text())
+    state = _load_state_upto(run_dir, upto_step)
+    if "episodes.start_rows" not in state:
+        raise SACError(f"the run in {run_dir} recorded no initial states (not a MuJoCo env?): export_replay "
+                       "writes its transitions as a store instead")
+    start_of = {int(r): i for i, r in enumerate(state["episodes.start_rows"].tolist())}
+    start_states = state["episodes.start_states"].double().numpy()
+    rows, episodes = _episode_rows(state, upto_step)
+    missing = [int(part[0]) for part in episodes if int(part[0]) not in start_of]
+    if missing:
+        raise SACError(f"no initial state recorded for the episodes starting at rows {missing[:5]}")
+    order = np.concatenate(episodes)
+    replay = ReplayFile(
+        env_id=cfg["env_id"],
+        starts=np.stack([start_states[start_of[int(part[0])]] for part in episodes]),
+        lengths=np.asarray([len(part) for part in episodes], dtype=np.int64),
+        terminal=np.asarray([bool(rows["term"][part[-1]]) for part in episodes]),
+        actions=rows["act"][order],
+        returns=np.asarray([rows["rew"][part].astype(np.float64).sum() for part in episodes]),
+        last_obs=np.stack([rows["next_obs"][part[-1]] for part in episodes]),
+        provenance={"source": "sac replay buffer", "upto_step": upto_step, "sac_config": cfg},
+    )
+    return save_replay_file(out, replay)
 
 
 def export_replay(run_dir: str | Path, out: str | Path, upto_step: int, *, overwrite: bool = False):

@@ -11,9 +11,11 @@ D4RL (Fu et al., 2020, section 5 and appendix) defined the datasets of GTA's Tab
   the rest expert, with the same seed, so it equals the two recipes' stores appended).
 
 Policies come from ``<policy dir>/<env>.npz`` (``gta_data.policies``; actors "medium" and "expert"), the
-replay data from the store ``<policy dir>/<env>-medium-replay.zarr``: the first K transitions of the SAC
-run that trained the policies, K = the step of its medium checkpoint, cut into episodes per vector-env
-copy (``gta_rl.sac.export_replay``). Both are written by ``tools/train_behaviour_policies.py``. Episode i
+replay data from ``<policy dir>/<env>-medium-replay.npz``: the first K transitions of the SAC run that
+trained the policies, K = the step of its medium checkpoint, cut into episodes per vector-env copy and kept
+as each episode's initial simulator state and actions (``gta_data.replay``); the recipe re-simulates them
+and records in the store's provenance (``replay_check``) how exactly the recorded returns and last
+observations were reproduced. Both files are written by ``tools/train_behaviour_policies.py``. Episode i
 starts from env seed ``seed + i``; the action noise comes from ``numpy.random.default_rng([seed, k])``
 (k = 0 medium, 1 expert), so a dataset is a function of its seed. The environments are gymnasium's v5
 successors of D4RL's v2 ones; reference scores are D4RL's.
@@ -27,12 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from gta_data.errors import RecipeError, StoreError
+from gta_data.errors import RecipeError
 from gta_data.policies import PolicyError, load_policy_file, policy_dir
 from gta_data.recipes import Recipe
 from gta_data.recipes.random_policy import make_env, rollout_episodes
+from gta_data.replay import ReplayCheck, ReplayError, load_replay_file, resimulate
 from gta_data.scores import D4RL_REFERENCE_SCORES
-from gta_data.store import TrajectoryStore, Transitions
+from gta_data.store import Transitions
 
 ENVS = {"halfcheetah": "HalfCheetah-v5", "hopper": "Hopper-v5", "walker2d": "Walker2d-v5"}
 KINDS = ("random", "medium", "medium-replay", "expert", "medium-expert")
@@ -48,7 +51,7 @@ def policy_path(family: str, options: dict[str, Any]) -> Path:
 
 
 def replay_path(family: str, options: dict[str, Any]) -> Path:
-    return Path(options.get("replay_store") or policy_dir() / f"{family}-medium-replay.zarr")
+    return Path(options.get("replay_file") or policy_dir() / f"{family}-medium-replay.npz")
 
 
 def _load_actor(family: str, env_id: str, which: str, options: dict[str, Any]):
@@ -70,20 +73,6 @@ def _policy_episodes(env_id: str, actor, size: int, seed: int, which: str) -> It
     env = make_env(env_id)
     rng = np.random.default_rng([seed, _NOISE_STREAM[which]])
     return rollout_episodes(env, lambda flat, raw: actor.sample(flat[None], rng)[0], size, seed)
-
-
-def _replay_episodes(store: TrajectoryStore, size: int) -> Iterator[Transitions]:
-    """The replay store's episodes up to ``size`` transitions; an episode cut by ``size`` ends in a timeout."""
-    data, left = store.load(), size
-    for episode in store.episodes(data):
-        if left <= 0:
-            return
-        if len(episode) > left:
-            episode = episode.slice(0, left)
-            if not episode.terminals[-1]:
-                episode.timeouts[-1] = True
-        left -= len(episode)
-        yield episode
 
 
 def _builder(family: str, kind: str):
@@ -120,16 +109,22 @@ def _builder(family: str, kind: str):
         else:  # medium-replay
             path = replay_path(family, options)
             if not path.exists():
-                raise RecipeError(f"medium-replay store {path} is missing: {_how_to_make(family)}")
+                raise RecipeError(f"medium-replay file {path} is missing: {_how_to_make(family)}")
             try:
-                store = TrajectoryStore.open(path)
-            except StoreError as exc:
+                replay = load_replay_file(path)
+            except ReplayError as exc:
                 raise RecipeError(str(exc)) from None
-            if store.env_id != env_id:
-                raise RecipeError(f"{path} holds data of {store.env_id}, not {env_id}")
-            episodes = _replay_episodes(store, size)
-            provenance.update(policy="SAC replay buffer up to the medium checkpoint", replay_store=str(path),
-                              replay_provenance=store.provenance)
+            if replay.env_id != env_id:
+                raise RecipeError(f"{path} holds data of {replay.env_id}, not {env_id}")
+            # Filled while the episodes are re-simulated; the writer stores the provenance at commit.
+            check = ReplayCheck()
+            try:
+                episodes = resimulate(make_env(env_id), replay, size, check)
+            except ReplayError as exc:
+                raise RecipeError(f"{path}: {exc}") from None
+            provenance.update(policy="SAC replay buffer up to the medium checkpoint (re-simulated)",
+                              replay_file=str(path), replay_provenance=replay.provenance,
+                              replay_check=check.__dict__)
         env = make_env(env_id)
         meta = {
             "env_id": env_id,
