@@ -5,7 +5,8 @@ temporary store, for:
 
 - ``corl-eager``: a plain, CORL-style TD3+BC update (nn.Sequential nets, torch.optim.Adam, .backward(),
   a Python Polyak loop, numpy batch indices), 1 seed: the baseline;
-- ``eager`` / ``graph`` / ``compile`` / ``compile+graph``: gta-rl's stacked agents, 1 seed;
+- ``eager`` / ``graph`` / ``compile`` / ``compile+graph``: gta-rl's stacked agents, 1 seed, fp32 matmuls as the
+  baseline; ``compile+graph+tf32`` the same with TF32 tensor-core matmuls (``gta-rl train --tf32``);
 - the same fast path with 8 seeds stacked in one process, against 8 sequential 1-seed runs.
 
 Prints a table last and writes every number to ``--out`` (JSON). ``--quick`` runs a few updates of each
@@ -165,9 +166,11 @@ def main() -> None:
             if not quick:
                 modes.append(("graph", False, True))
                 if algo == "td3bc" or args.compile_all:
-                    modes += [("compile+graph", True, True), ("compile", True, False)]
+                    modes += [("compile+graph", True, True), ("compile+graph+tf32", True, True)]
             for impl, comp, graph in modes:
-                for seeds in ((1, args.seeds) if impl != "compile" else (1,)):
+                if device.type == "cuda":
+                    torch.backends.cuda.matmul.allow_tf32 = impl.endswith("tf32")
+                for seeds in (1, args.seeds):
                     if time.perf_counter() - t_start > args.budget:
                         print(f"  {algo} {impl} S={seeds} skipped: past the {args.budget:.0f} s budget", flush=True)
                         rows.append({"algorithm": algo, "impl": impl, "seeds": seeds, "error": "skipped (budget)"})
@@ -183,9 +186,9 @@ def main() -> None:
                     record(algo, impl, seeds, rate)
                     del agent, runner
 
-    def best(algo, seeds):
+    def best(algo, seeds, tf32=True):
         rates = [r["steps_per_s"] for r in rows if r["algorithm"] == algo and r["seeds"] == seeds
-                 and "error" not in r and r["impl"] != "corl-eager"]
+                 and "error" not in r and r["impl"] != "corl-eager" and (tf32 or not r["impl"].endswith("tf32"))]
         return max(rates) if rates else float("nan")
 
     summary = {}
@@ -198,6 +201,7 @@ def main() -> None:
     targets = {
         "td3bc_updates_per_s_per_seed_target": 3000,
         "td3bc_best_1_seed": td3.get("best_1_seed_steps_per_s"),
+        "td3bc_best_1_seed_fp32": best("td3bc", 1, tf32=False) if "td3bc" in summary else None,
         f"td3bc_per_seed_with_{args.seeds}_stacked": td3.get(f"best_{args.seeds}_seed_steps_per_s"),
         "td3bc_speedup_over_corl_eager": (td3.get("best_1_seed_steps_per_s") or float("nan")) / corl,
         "multi_seed_speedup_target": 5.0,

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from gta_data import RecipeError, Transitions, write_store
+from gta_data import RecipeError, Transitions
 from gta_data.policies import random_actor, save_policy_file
 from gta_data.recipes import list_recipes, make_dataset
 from gta_data.replay import ReplayError, ReplayFile, load_replay_file, save_replay_file
@@ -96,7 +96,7 @@ def _recorded_run(env_id: str, lengths: list[int], seed: int = 0):
         for _ in range(length):
             a = rng.uniform(-0.3, 0.3, env.action_space.shape).astype(np.float32)
             no, r, term, _, _ = env.step(a)
-            for key, value in zip(rows, (obs, a, r, no, term)):
+            for key, value in zip(rows, (obs, a, r, no, term), strict=False):
                 rows[key].append(value)
             obs = no
             if term:
@@ -167,3 +167,25 @@ def test_medium_as_minari_dataset(tmp_path, policy_file):
     assert dataset.storage.metadata["ref_min_score"] == pytest.approx(D4RL_REFERENCE_SCORES["hopper"][0])
     first = next(iter(dataset.iterate_episodes()))
     np.testing.assert_allclose(first.actions, store.load().actions[: len(first.actions)], rtol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["halfcheetah", "hopper", "walker2d"])
+def test_shipped_behaviour_files_make_datasets(tmp_path, family, monkeypatch):
+    """The policy and replay files in the repository (trained on an H100, see docs/datasets.md) make every
+    dataset of the family on this CPU, and the medium-replay re-simulation reproduces the recorded run."""
+    from gta_data.policies import load_policy_file, policy_dir
+
+    monkeypatch.delenv("GTA_POLICY_DIR", raising=False)
+    env_id = {"halfcheetah": "HalfCheetah-v5", "hopper": "Hopper-v5", "walker2d": "Walker2d-v5"}[family]
+    policies = load_policy_file(policy_dir() / f"{family}.npz")
+    assert policies.env_id == env_id and set(policies.actors) == {"medium", "expert"}
+    medium, expert = policies.actors["medium"].info, policies.actors["expert"].info
+    assert medium["step"] <= expert["step"] and medium["eval_return"] <= expert["eval_return"]
+    for kind in ("medium", "expert", "medium-expert"):
+        store = make_dataset(f"{family}-{kind}", tmp_path / f"{kind}.zarr", size=600, seed=3)
+        assert store.num_transitions == 600 and store.env_id == env_id
+    replay = make_dataset(f"{family}-medium-replay", tmp_path / "mr.zarr", size=3000)
+    check = replay.provenance["replay_check"]
+    assert check["episodes"] >= 2 and check["ending_mismatches"] == 0
+    assert check["max_return_error"] == 0.0 and check["max_last_obs_error"] == 0.0
+    assert replay.provenance["replay_provenance"]["upto_step"] == medium["step"]

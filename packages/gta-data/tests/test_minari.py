@@ -51,7 +51,7 @@ def test_minari_store_minari_round_trip(tmp_path):
     back = minari.load_dataset("test/halfcheetah/back-v0")
     assert back.total_episodes == 3 and back.total_steps == 67
     assert back.storage.metadata["ref_min_score"] == -280.0
-    for ep, buf in zip(back.iterate_episodes(), buffers):
+    for ep, buf in zip(back.iterate_episodes(), buffers, strict=False):
         np.testing.assert_array_equal(ep.observations, buf.observations)
         np.testing.assert_array_equal(ep.actions, buf.actions)
         np.testing.assert_array_equal(ep.terminations, buf.terminations)

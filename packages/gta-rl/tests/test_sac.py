@@ -17,9 +17,9 @@ from gta_rl.sac import (
     export_policy_file,
     export_replay,
     export_replay_file,
-    replay_episodes,
     pick_checkpoints,
     read_checkpoints,
+    replay_episodes,
     train_sac,
 )
 

@@ -199,9 +199,8 @@ def export_minari(
     import gymnasium as gym
 
     store = TrajectoryStore.open(store_path)
-    from minari.storage import get_dataset_path
-
     from minari.dataset.minari_dataset import parse_dataset_id
+    from minari.storage import get_dataset_path
 
     try:
         parse_dataset_id(dataset_id)

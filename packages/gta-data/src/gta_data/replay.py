@@ -188,7 +188,7 @@ def _resimulate(env, replay: ReplayFile, size: int | None, check: ReplayCheck) -
             end_here = bool(terminated) or last
             if bool(terminated) != (recorded_end and bool(replay.terminal[e])):
                 check.ending_mismatches += 1
-            for key, value in zip(rows, (obs, action, reward, next_obs, bool(terminated),
+            for key, value in zip(rows, (obs, action, reward, next_obs, bool(terminated),  # noqa: B905
                                          end_here and not bool(terminated))):
                 rows[key].append(value)
             total += float(np.float32(reward))  # the run's buffer held float32 rewards

@@ -26,13 +26,27 @@ D4RL_REFERENCE_SCORES: dict[str, tuple[float, float]] = {
     "maze2d-large": (6.7, 273.99),
 }
 
-# Statistics of D4RL's own MuJoCo datasets (v2), for comparing the locally made ones (docs/datasets.md) and
-# for choosing the "medium" behaviour policy (tools/train_behaviour_policies.py): transitions, episodes,
-# episode returns. Sources are listed in docs/datasets.md.
+# Statistics of D4RL's own MuJoCo datasets (v2), to compare the locally made ones with (docs/datasets.md) and
+# to choose the "medium" behaviour policy (tools/train_behaviour_policies.py). Returns are sums of the
+# datasets' rewards over episodes split at terminals or timeouts (a trailing unfinished fragment left out);
+# episodes count that fragment as one (TFDS's count); transitions are the datasets' rows (the medium-expert
+# sizes of hopper and walker2d are inferred as medium + expert). Sources are listed in docs/datasets.md.
 D4RL_DATASET_STATS: dict[str, dict[str, float]] = {
-    "halfcheetah-medium": {"mean_return": 4770.3},
-    "hopper-medium": {"mean_return": 1422.1},
-    "walker2d-medium": {"mean_return": 2852.1},
+    "halfcheetah-random": {"transitions": 1000000, "episodes": 1000, "mean_return": -288.80, "min_return": -525.96, "max_return": -85.36},
+    "halfcheetah-medium": {"transitions": 1000000, "episodes": 1000, "mean_return": 4770.33, "min_return": -310.23, "max_return": 5309.38},
+    "halfcheetah-medium-replay": {"transitions": 202000, "episodes": 202, "mean_return": 3093.29, "min_return": -638.49, "max_return": 4985.14},
+    "halfcheetah-expert": {"transitions": 1000000, "episodes": 1000, "mean_return": 10656.43, "min_return": 2045.83, "max_return": 11252.04},
+    "halfcheetah-medium-expert": {"transitions": 2000000, "episodes": 2000, "mean_return": 7713.38, "min_return": -310.23, "max_return": 11252.04},
+    "hopper-random": {"transitions": 1000000, "episodes": 45240, "mean_return": 18.40, "min_return": 2.93, "max_return": 292.55},
+    "hopper-medium": {"transitions": 1000000, "episodes": 2187, "mean_return": 1422.06, "min_return": 315.87, "max_return": 3222.36},
+    "hopper-medium-replay": {"transitions": 402000, "episodes": 2041, "mean_return": 467.30, "min_return": -1.44, "max_return": 3192.93},
+    "hopper-expert": {"transitions": 1000000, "episodes": 1028, "mean_return": 3511.36, "min_return": 1645.28, "max_return": 3759.08},
+    "hopper-medium-expert": {"transitions": 1999906, "episodes": 3214, "mean_return": 2089.88, "min_return": 315.87, "max_return": 3759.08},
+    "walker2d-random": {"transitions": 1000000, "episodes": 48908, "mean_return": 1.87, "min_return": -17.01, "max_return": 75.03},
+    "walker2d-medium": {"transitions": 1000000, "episodes": 1191, "mean_return": 2852.09, "min_return": -6.61, "max_return": 4226.94},
+    "walker2d-medium-replay": {"transitions": 302000, "episodes": 1093, "mean_return": 682.70, "min_return": -50.20, "max_return": 4132.00},
+    "walker2d-expert": {"transitions": 1000000, "episodes": 1001, "mean_return": 4920.51, "min_return": 763.42, "max_return": 5011.69},
+    "walker2d-medium-expert": {"transitions": 1999995, "episodes": 2191, "mean_return": 3796.57, "min_return": -6.61, "max_return": 5011.69},
 }
 
 _FAMILY_PATTERNS: list[tuple[str, str]] = [

@@ -61,6 +61,7 @@ class RunConfig:
     device: str = "auto"
     compile: bool = False
     cuda_graph: bool = False
+    tf32: bool = False  # TF32 tensor-core matmuls on CUDA (10-bit mantissa inputs, fp32 accumulation)
     preset: str | None = "auto"  # per-family settings ('auto' matches the store's dataset name)
     overrides: dict[str, Any] = field(default_factory=dict)
     eval_seed: int = 0  # env seed of evaluation episode 0
@@ -132,6 +133,8 @@ def train(
     device = resolve_device(cfg.device)
     if cfg.cuda_graph and device.type != "cuda":
         raise RunError("--cuda-graph needs a CUDA device")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
     ckpt_path = out / CHECKPOINT
     if ckpt_path.exists() and not resume:
         raise RunError(f"{out} already holds a run (pass --resume to continue it, or choose another --out)")
@@ -185,7 +188,7 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     if resume:
         old = json.loads((out / "config.json").read_text())
-        differs = [k for k in run if k not in ("steps", "device", "compile", "cuda_graph", "eval_async") and old.get(k) != run[k]]
+        differs = [k for k in run if k not in ("steps", "device", "compile", "cuda_graph", "tf32", "eval_async") and old.get(k) != run[k]]
         if differs:
             raise RunError(f"cannot resume {out}: the config differs in {', '.join(differs)}")
     write_json(out / "config.json", run)

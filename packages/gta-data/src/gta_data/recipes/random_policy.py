@@ -54,7 +54,7 @@ def rollout_episodes(env, policy, size: int, seed: int, obs_keys=None, on_reset=
             done_steps += 1
             cut = done_steps >= size
             for key, value in zip(rows, (flat(obs), action, reward, flat(next_obs), terminated,
-                                         (truncated or cut) and not terminated)):
+                                         (truncated or cut) and not terminated), strict=True):
                 rows[key].append(value)
             obs = next_obs
             if terminated or truncated or cut:
