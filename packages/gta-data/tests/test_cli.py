@@ -66,3 +66,22 @@ def test_errors_are_one_line_with_exit_code_1(tmp_path):
     assert result.exit_code == 1 and "unknown recipe" in result.output
     result = runner.invoke(app, ["import", "nobody/none/x-v0", "--out", str(tmp_path / "i.zarr")])
     assert result.exit_code == 1 and "not found locally" in result.output
+
+
+def test_make_locomotion_with_shipped_and_given_files(tmp_path):
+    from gta_data.policies import policy_dir
+
+    out = tmp_path / "hm.zarr"
+    result = runner.invoke(app, ["make", "hopper-medium", "--out", str(out), "--size", "300"])
+    assert result.exit_code == 0, result.output
+    assert "300 transitions" in result.output
+    given = runner.invoke(app, ["make", "hopper-medium-replay", "--out", str(tmp_path / "r.zarr"), "--size", "500",
+                                "--replay-file", str(policy_dir() / "hopper-medium-replay.npz")])
+    assert given.exit_code == 0, given.output
+    missing = runner.invoke(app, ["make", "hopper-expert", "--out", str(tmp_path / "e.zarr"),
+                                  "--policy-file", str(tmp_path / "none.npz")])
+    assert missing.exit_code != 0 and "none.npz is missing" in missing.output
+    wrong = runner.invoke(app, ["make", "pointmaze-umaze", "--out", str(tmp_path / "p.zarr"),
+                                "--policy-file", str(tmp_path / "none.npz")])
+    assert wrong.exit_code != 0 and "options of the locomotion recipes" in wrong.output
+    assert not (tmp_path / "e.zarr").exists() and not (tmp_path / "p.zarr").exists()

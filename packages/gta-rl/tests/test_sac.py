@@ -231,6 +231,12 @@ def test_cli(tmp_path):
     assert bad.exit_code == 1 and len(errors) == 1 and "NoSuchEnv-v0" in errors[0]
     assert not (tmp_path / "x").exists()
     assert math.isfinite(read_checkpoints(tmp_path / "run")[-1]["eval_return"])
+    timed = runner.invoke(app, ["sac", "--env", "Pendulum-v1", "--out", str(tmp_path / "timed"), "--steps", "10000000",
+                                "--hidden", "8,8", "--batch-size", "16", "--learning-starts", "100",
+                                "--eval-episodes", "1", "--minutes", "0.03", "--state-every", "100000"])
+    assert timed.exit_code == 0, timed.output
+    last = read_checkpoints(tmp_path / "timed")[-1]
+    assert 0 < last["step"] < 10_000_000 and f"step {last['step']}: eval return" in timed.output
 
 
 def test_train_behaviour_policies_quick(tmp_path):

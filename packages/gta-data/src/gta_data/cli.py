@@ -54,14 +54,23 @@ def make(
     env: Annotated[str | None, typer.Option(help="Environment id, for recipes that take one (random).")] = None,
     minari_id: Annotated[str | None, typer.Option(help="Also write a local Minari dataset with this id.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing store.")] = False,
+    policy_file: Annotated[Path | None, typer.Option(
+        help="Locomotion recipes: behaviour policy file (default <policy dir>/<env>.npz).")] = None,
+    replay_file: Annotated[Path | None, typer.Option(
+        help="medium-replay recipes: replay file (default <policy dir>/<env>-medium-replay.npz).")] = None,
 ) -> None:
     """Make a dataset with a recipe, as a store (and optionally a Minari dataset)."""
+    from gta_data.errors import RecipeError
     from gta_data.recipes import list_recipes, make_dataset
 
     with _errors():
         recipes = list_recipes()
         total = size if size is not None else (recipes[recipe].default_size if recipe in recipes else None)
         options = {"env_id": env} if env else {}
+        if policy_file is not None or replay_file is not None:
+            if not recipe.startswith(("halfcheetah-", "hopper-", "walker2d-")):
+                raise RecipeError(f"--policy-file and --replay-file are options of the locomotion recipes, not {recipe!r}")
+            options.update(policy_file=policy_file, replay_file=replay_file)
         with _progress(total, f"make {recipe}") as advance:
             store = make_dataset(recipe, out, size=size, seed=seed, overwrite=overwrite, minari_id=minari_id,
                                  progress=advance, **options)

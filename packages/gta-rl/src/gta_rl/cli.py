@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -176,6 +177,8 @@ def sac(
     eval_async: bool = typer.Option(False, "--eval-async", help="evaluation envs in worker processes"),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the update"),
     cuda_graph: bool = typer.Option(False, "--cuda-graph", help="capture the update in a CUDA graph"),
+    state_every: int = typer.Option(0, "--state-every", help="steps between resumable-state saves (0: every checkpoint)"),
+    minutes: Optional[float] = typer.Option(None, "--minutes", help="stop (with a checkpoint) after this wall time"),  # noqa: UP045
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 ) -> None:
@@ -194,12 +197,13 @@ def sac(
                         learning_starts=learning_starts, updates_per_step=updates_per_step,
                         checkpoint_every=checkpoint_every, eval_episodes=eval_episodes, log_every=log_every,
                         device=device, env_async=env_async, eval_async=eval_async, compile=compile,
-                        cuda_graph=cuda_graph)
+                        cuda_graph=cuda_graph, state_every=state_every)
         cfg.check()
+        deadline = time.time() + 60.0 * minutes if minutes else None
         with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                       TimeRemainingColumn(), transient=True) as bar:
             task = bar.add_task(f"SAC {env}", total=steps)
-            result = train_sac(cfg, out, resume=resume,
+            result = train_sac(cfg, out, resume=resume, deadline=deadline,
                                progress=lambda done, total: bar.update(task, completed=done))
     except (SACError, ValueError, FileNotFoundError) as exc:
         _fail(exc, debug)
