@@ -5,8 +5,8 @@ temporary store, for:
 
 - ``corl-eager``: a plain, CORL-style TD3+BC update (nn.Sequential nets, torch.optim.Adam, .backward(),
   a Python Polyak loop, numpy batch indices), 1 seed: the baseline;
-- ``eager`` / ``graph`` / ``compile`` / ``compile+graph``: gta-rl's stacked agents, 1 seed, fp32 matmuls as the
-  baseline; ``compile+graph+tf32`` the same with TF32 tensor-core matmuls (``gta-rl train --tf32``);
+- ``eager`` / ``graph`` / ``compile+graph``: gta-rl's stacked agents, 1 seed, fp32 matmuls as the baseline;
+  ``compile+graph+tf32`` the same with TF32 tensor-core matmuls (``gta-rl train --tf32``);
 - the same fast path with 8 seeds stacked in one process, against 8 sequential 1-seed runs.
 
 Prints a table last and writes every number to ``--out`` (JSON). ``--quick`` runs a few updates of each

@@ -66,9 +66,10 @@ def loop_rate(mode: str, device: torch.device, steps: int, num_envs: int) -> dic
     marks: list[tuple[int, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         train_sac(cfg, Path(tmp) / "run", progress=lambda step, total: marks.append((step, time.perf_counter())))
-    # From the first step after the warm-up (and the graph capture / compile of the first updates) to the end.
+    # From the first step after the warm-up (and the graph capture / compile of the first updates) to the
+    # mark before the last one (the last step is followed by the final evaluation and state save).
     first = next(i for i, (s, _) in enumerate(marks) if s >= warm + min(2000, steps // 2))
-    (s0, t0), (s1, t1) = marks[first], marks[-1]
+    (s0, t0), (s1, t1) = marks[first], marks[-2]
     return {"env_steps_per_s": (s1 - s0) / (t1 - t0)}
 
 

@@ -4,8 +4,9 @@ For each dataset name (default: all 15 ``{halfcheetah,hopper,walker2d}-{random,m
 medium-expert}``) this runs ``gta_data.recipes.make_dataset`` at its default size (1M transitions; 2M for
 medium-expert; the whole replay for medium-replay), times it, and reports transitions, episodes, mean / min /
 max episode return and the normalized mean return next to D4RL's statistics of the namesake
-(``gta_data.scores.D4RL_DATASET_STATS``). Returns are over complete episodes, as D4RL's statistics: the
-final episode is left out when the dataset size cut it (a timeout before the 1000-step limit).
+(``gta_data.scores.D4RL_DATASET_STATS``). Returns are over complete episodes, as D4RL's statistics: those
+ending in a termination or at the 1000-step limit (episodes cut by the dataset size, by the medium/expert
+junction or, in medium-replay, by the end of the recorded run are left out of the return columns).
 
     python tools/dataset_table.py --jobs 2 --markdown docs/datasets-table.md --out datasets.json
     python tools/dataset_table.py --names hopper-random --size 5000 --out /tmp/t.json   # quick
@@ -30,12 +31,13 @@ MAX_STEPS = 1000  # the locomotion envs' time limit
 
 
 def complete_returns(store) -> np.ndarray:
+    """Returns of the episodes that ended by termination or at the time limit (not the ones the dataset
+    size, the medium/expert junction or the end of a replay cut short)."""
     returns = np.asarray(store.episode_returns(), dtype=np.float64)
-    data = store.load()
-    last_len = int(store.episode_lengths[-1])
-    if data.timeouts[-1] and last_len < MAX_STEPS and len(returns) > 1:
-        returns = returns[:-1]
-    return returns
+    terminals = np.asarray(store.load().terminals)
+    ends = np.asarray(store.episode_ends)
+    complete = terminals[ends - 1] | (np.asarray(store.episode_lengths) >= MAX_STEPS)
+    return returns[complete] if complete.any() else returns
 
 
 def one(name: str, size: int | None, workdir: str, keep: bool) -> dict[str, Any]:

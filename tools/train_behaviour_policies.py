@@ -110,7 +110,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="envs trained at once, in separate processes")
     parser.add_argument("--run-dir", default="runs/behaviour", help="SAC run directories (one per env)")
     parser.add_argument("--policy-dir", default=None,
-                        help="where policy files and replay stores go (default packages/gta-data/policies)")
+                        help="where policy files and replay files go (default packages/gta-data/policies)")
     parser.add_argument("--resume", action="store_true", help="continue runs that have a checkpoint")
     parser.add_argument("--quick", action="store_true", help="CPU smoke run: tiny networks, a few thousand steps")
     parser.add_argument("--out", required=True, help="JSON file of results")

@@ -145,6 +145,10 @@ def test_replay_file_errors(tmp_path):
     with pytest.raises(ReplayError, match="actions for"):
         save_replay_file(tmp_path / "bad.npz", ReplayFile(**{**replay.__dict__, "actions": replay.actions[:-1]}))
     assert not list(tmp_path.iterdir())
+    np.savez(tmp_path / "meta.npz", __meta__=np.asarray("{not json"), actions=replay.actions)
+    with pytest.raises(ReplayError, match="unreadable metadata"):
+        load_replay_file(tmp_path / "meta.npz")
+    (tmp_path / "meta.npz").unlink()
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(RecipeError, match="cannot read replay file"):
         make_dataset("hopper-medium-replay", tmp_path / "out.zarr", replay_file=tmp_path / "junk.npz")

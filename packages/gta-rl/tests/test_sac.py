@@ -133,6 +133,7 @@ def test_mujoco_replay_file_resimulates_the_buffer(tmp_path):
         np.testing.assert_array_equal(getattr(data, key), np.concatenate([getattr(e, key) for e in episodes]))
     check = store.provenance["replay_check"]
     assert check["max_return_error"] == 0 and check["max_last_obs_error"] == 0 and check["ending_mismatches"] == 0
+    assert check["transitions"] == 650 and check["episodes"] == store.num_episodes  # the check ran on all
     # A run of an env without simulator states (Pendulum) exports a store, not a replay file.
     train_sac(SACConfig(**{**TINY, "total_steps": 200}), tmp_path / "pendulum")
     with pytest.raises(SACError, match="recorded no initial states"):
@@ -233,7 +234,7 @@ def test_cli(tmp_path):
     assert math.isfinite(read_checkpoints(tmp_path / "run")[-1]["eval_return"])
     timed = runner.invoke(app, ["sac", "--env", "Pendulum-v1", "--out", str(tmp_path / "timed"), "--steps", "10000000",
                                 "--hidden", "8,8", "--batch-size", "16", "--learning-starts", "100",
-                                "--eval-episodes", "1", "--minutes", "0.03", "--state-every", "100000"])
+                                "--eval-episodes", "1", "--minutes", "0.05", "--state-every", "100000"])
     assert timed.exit_code == 0, timed.output
     last = read_checkpoints(tmp_path / "timed")[-1]
     assert 0 < last["step"] < 10_000_000 and f"step {last['step']}: eval return" in timed.output
@@ -241,7 +242,7 @@ def test_cli(tmp_path):
 
 def test_train_behaviour_policies_quick(tmp_path):
     """The GPU tool's CPU smoke mode end to end for one env: SAC, checkpoint picks, the policy file, the
-    medium-replay store, and gta-data recipes on them."""
+    medium-replay file, and gta-data recipes on them."""
     import subprocess
     import sys
     from pathlib import Path
@@ -263,6 +264,7 @@ def test_train_behaviour_policies_quick(tmp_path):
     replay = make_dataset("hopper-medium-replay", tmp_path / "mr.zarr", replay_file=policy_dir / "hopper-medium-replay.npz")
     assert replay.num_transitions == row["medium"]["step"]
     assert row["replay_check"]["max_last_obs_error"] == 0 and row["replay_check"]["ending_mismatches"] == 0
+    assert row["replay_check"]["transitions"] == row["medium"]["step"] == row["replay_transitions"]
     expert = make_dataset("hopper-expert", tmp_path / "e.zarr", size=300, policy_file=policy_dir / "hopper.npz")
     assert expert.provenance["policy_info"]["step"] == row["expert"]["step"]
 

@@ -114,12 +114,16 @@ def load_replay_file(path: str | os.PathLike) -> ReplayFile:
         raise ReplayError(f"cannot read replay file {path}: {exc}") from None
     if _META_KEY not in arrays:
         raise ReplayError(f"{path} is not a replay file (no {_META_KEY})")
-    meta = json.loads(str(arrays[_META_KEY]))
-    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise ReplayError(f"{path}: unsupported format {meta.get('format')!r} version {meta.get('version')!r}")
-    missing = [k for k in _ARRAYS if k not in arrays]
+    try:
+        meta = json.loads(str(arrays[_META_KEY]))
+    except ValueError:
+        raise ReplayError(f"{path}: unreadable metadata") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        got = meta if not isinstance(meta, dict) else f"{meta.get('format')!r} version {meta.get('version')!r}"
+        raise ReplayError(f"{path}: unsupported format {got}")
+    missing = [k for k in _ARRAYS if k not in arrays] + [k for k in ("env_id",) if not isinstance(meta.get(k), str)]
     if missing:
-        raise ReplayError(f"{path} lacks arrays {', '.join(missing)}")
+        raise ReplayError(f"{path} lacks {', '.join(missing)}")
     replay = ReplayFile(meta["env_id"], *(arrays[k] for k in _ARRAYS), provenance=meta.get("provenance", {}))
     try:
         replay.check()
@@ -147,7 +151,8 @@ def resimulate(env, replay: ReplayFile, size: int | None = None,
     """Replay the recorded actions from the recorded initial states in ``env`` (a gymnasium MuJoCo env of
     ``replay.env_id``); yields one Transitions per episode, at most ``size`` transitions in all (an
     episode cut by ``size`` ends in a timeout). An episode ends where the recording ended it; should the
-    simulator terminate earlier, the episode ends there (a terminal) and ``check`` counts the mismatch."""
+    simulator terminate earlier, the episode ends there (a terminal) and ``check`` counts the mismatch.
+    The env is closed when the episodes are exhausted."""
     check_fits(env, replay)
     return _resimulate(env, replay, size, check if check is not None else ReplayCheck())
 
@@ -166,6 +171,13 @@ def check_fits(env, replay: ReplayFile) -> None:
 
 
 def _resimulate(env, replay: ReplayFile, size: int | None, check: ReplayCheck) -> Iterator[Transitions]:
+    try:
+        yield from _episodes(env, replay, size, check)
+    finally:
+        env.close()
+
+
+def _episodes(env, replay: ReplayFile, size: int | None, check: ReplayCheck) -> Iterator[Transitions]:
     base = env.unwrapped
     nq = int(base.model.nq)
     left = replay.num_transitions if size is None else int(size)
@@ -178,7 +190,6 @@ def _resimulate(env, replay: ReplayFile, size: int | None, check: ReplayCheck) -
         obs = np.asarray(base._get_obs(), dtype=np.float32).reshape(-1)
         length = min(int(replay.lengths[e]), left)
         rows: dict[str, list] = {k: [] for k in ("o", "a", "r", "no", "term", "trunc")}
-        total = 0.0
         for t in range(length):
             action = replay.actions[offsets[e] + t]
             next_obs, reward, terminated, truncated, _ = env.step(action)
@@ -191,11 +202,12 @@ def _resimulate(env, replay: ReplayFile, size: int | None, check: ReplayCheck) -
             for key, value in zip(rows, (obs, action, reward, next_obs, bool(terminated),  # noqa: B905
                                          end_here and not bool(terminated))):
                 rows[key].append(value)
-            total += float(np.float32(reward))  # the run's buffer held float32 rewards
             obs = next_obs
             if end_here:
                 break
         n = len(rows["r"])
+        # Summed as the exporter summed the run's buffer (float32 rewards, numpy's float64 sum).
+        total = float(np.asarray(rows["r"], dtype=np.float32).astype(np.float64).sum())
         check.episodes += 1
         check.transitions += n
         if n == replay.lengths[e]:

@@ -491,7 +491,9 @@ def train_sac(cfg: SACConfig, out: str | Path, *, resume: bool = False, stop_aft
         evaluator.close()
     finally:
         envs.close()
-    return {"step": step, "updates": int(agent.update_step), "checkpoints": read_checkpoints(out)}
+    # (A deadline that passed before the first step leaves a run without checkpoints.)
+    checkpoints = read_checkpoints(out) if (out / "checkpoints.jsonl").exists() else []
+    return {"step": step, "updates": int(agent.update_step), "checkpoints": checkpoints}
 
 
 class EpisodeStarts:
@@ -513,8 +515,8 @@ class EpisodeStarts:
 
     def load(self, state: dict[str, Tensor]) -> None:
         if "episodes.start_rows" in state:
-            self.rows = state["episodes.start_rows"].tolist()
-            self.states = list(state["episodes.start_states"].double().numpy())
+            self.rows = state["episodes.start_rows"].cpu().tolist()
+            self.states = list(state["episodes.start_states"].cpu().double().numpy())
 
 
 def _checkpoint(agent: SACAgent, buffer: ReplayBuffer, starts: EpisodeStarts, evaluator, out: Path, logs: _Logs,
@@ -524,18 +526,19 @@ def _checkpoint(agent: SACAgent, buffer: ReplayBuffer, starts: EpisodeStarts, ev
     def policy(obs: np.ndarray) -> np.ndarray:  # [1, E, obs]
         return agent.act(torch.from_numpy(obs[0]).to(device)).cpu().numpy()[None]
 
-    returns = evaluator.run(policy)[0]
-    info = {"step": step, "eval_return": float(returns.mean()), "eval_return_std": float(returns.std()),
-            "updates": int(agent.update_step)}
-    name = f"actors/step_{step:09d}.safetensors"
-    save_checkpoint(out / name, agent.actor_tensors(), info)
+    # A deadline stop right after a scheduled checkpoint: evaluated and listed already, only the state is due.
+    if not any(json.loads(line)["step"] == step for line in _lines(logs.checkpoints)):
+        returns = evaluator.run(policy)[0]
+        info = {"step": step, "eval_return": float(returns.mean()), "eval_return_std": float(returns.std()),
+                "updates": int(agent.update_step)}
+        name = f"actors/step_{step:09d}.safetensors"
+        save_checkpoint(out / name, agent.actor_tensors(), info)
+        # Listed before the state is saved: a resume drops records newer than its state, never the reverse.
+        logs.write(logs.checkpoints, {**info, "path": name})
     if full:
         save_checkpoint(out / STATE, {**agent.full_state_dict(), **buffer.state(), **starts.state()},
                         {"step": step, "owed_updates": owed, "last_row": last_row.tolist(),
                          "open": open_.tolist()})
-    if any(json.loads(line)["step"] == step for line in _lines(logs.checkpoints)):
-        return  # the deadline stop right after a scheduled checkpoint: evaluated and listed already
-    logs.write(logs.checkpoints, {**info, "path": name})
 
 
 # -- exports for gta-data -------------------------------------------------------------------------------

@@ -141,13 +141,13 @@ def _builder(family: str, kind: str):
 
 
 def _default_size(kind: str) -> int:
-    # medium-replay takes the whole replay store unless a smaller size is asked for.
+    # medium-replay takes the whole recorded replay unless a smaller size is asked for.
     return {"medium-expert": 2_000_000, "medium-replay": 10_000_000}.get(kind, 1_000_000)
 
 
 RECIPES = [
     Recipe(f"{family}-{kind}", f"D4RL {family}-{kind}-style data in {env_id}"
-           + (" (the whole replay store unless --size)" if kind == "medium-replay" else ""), _default_size(kind),
+           + (" (the whole recorded replay unless --size)" if kind == "medium-replay" else ""), _default_size(kind),
            _builder(family, kind))
     for family, env_id in ENVS.items()
     for kind in KINDS
