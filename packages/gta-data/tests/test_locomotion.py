@@ -28,6 +28,15 @@ def test_all_locomotion_recipes_registered():
             assert f"{env}-{kind}" in names
 
 
+def test_random_is_deterministic(tmp_path):
+    a = make_dataset("hopper-random", tmp_path / "a.zarr", size=400, seed=5).load()
+    b = make_dataset("hopper-random", tmp_path / "b.zarr", size=400, seed=5).load()
+    c = make_dataset("hopper-random", tmp_path / "c.zarr", size=400, seed=6).load()
+    for key, value in a.arrays().items():
+        np.testing.assert_array_equal(value, b.arrays()[key])
+    assert not np.array_equal(a.actions, c.actions)
+
+
 def test_medium_is_deterministic_valid_and_scored(tmp_path, policy_file):
     path = policy_file("HalfCheetah-v5")
     a = make_dataset("halfcheetah-medium", tmp_path / "a.zarr", size=1200, seed=5, policy_file=path)

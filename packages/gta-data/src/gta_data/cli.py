@@ -66,6 +66,8 @@ def make(
     with _errors():
         recipes = list_recipes()
         total = size if size is not None else (recipes[recipe].default_size if recipe in recipes else None)
+        if size is None and recipe.endswith("-medium-replay"):
+            total = None  # the whole recorded replay: its length is known once the file is read
         options = {"env_id": env} if env else {}
         if policy_file is not None or replay_file is not None:
             if not recipe.startswith(("halfcheetah-", "hopper-", "walker2d-")):

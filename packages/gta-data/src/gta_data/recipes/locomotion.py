@@ -83,8 +83,9 @@ def _builder(family: str, kind: str):
         provenance: dict[str, Any] = {"d4rl_name": f"{family}-{kind}"}
         if kind == "random":
             env = make_env(env_id)
-            env.action_space.seed(seed)
-            episodes = rollout_episodes(env, lambda flat, raw: env.action_space.sample(), size, seed)
+            space = env.action_space
+            space.seed(seed)
+            episodes = rollout_episodes(env, lambda flat, raw: space.sample(), size, seed)
             provenance["policy"] = "uniform random"
         elif kind in ("medium", "expert"):
             actor = _load_actor(family, env_id, kind, options)
@@ -125,16 +126,17 @@ def _builder(family: str, kind: str):
             provenance.update(policy="SAC replay buffer up to the medium checkpoint (re-simulated)",
                               replay_file=str(path), replay_provenance=replay.provenance,
                               replay_check=check.__dict__)
-        env = make_env(env_id)
+        # (Not named env: the random policy above samples from the seeded action space of its own env.)
+        spec_env = make_env(env_id)
         meta = {
             "env_id": env_id,
-            "obs_dim": int(np.prod(env.observation_space.shape)),
-            "act_dim": int(np.prod(env.action_space.shape)),
+            "obs_dim": int(np.prod(spec_env.observation_space.shape)),
+            "act_dim": int(np.prod(spec_env.action_space.shape)),
             "ref_min_score": lo,
             "ref_max_score": hi,
             "provenance": provenance,
         }
-        env.close()
+        spec_env.close()
         return episodes, meta
 
     return build
