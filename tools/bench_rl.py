@@ -7,6 +7,7 @@ temporary store, for:
   a Python Polyak loop, numpy batch indices), 1 seed: the baseline;
 - ``eager`` / ``graph`` / ``compile+graph``: gta-rl's stacked agents, 1 seed, fp32 matmuls as the baseline;
   ``compile+graph+tf32`` the same with TF32 tensor-core matmuls (``gta-rl train --tf32``);
+  ``fullgraph+graph+tf32`` compiles the whole step, gradients included, as one graph (``--fullgraph``);
 - the same fast path with 8 seeds stacked in one process, against 8 sequential 1-seed runs.
 
 Prints a table last and writes every number to ``--out`` (JSON). ``--quick`` runs a few updates of each
@@ -166,7 +167,8 @@ def main() -> None:
             if not quick:
                 modes.append(("graph", False, True))
                 if algo == "td3bc" or args.compile_all:
-                    modes += [("compile+graph", True, True), ("compile+graph+tf32", True, True)]
+                    modes += [("compile+graph", True, True), ("compile+graph+tf32", True, True),
+                              ("fullgraph+graph+tf32", True, True)]
             for impl, comp, graph in modes:
                 if device.type == "cuda":
                     torch.backends.cuda.matmul.allow_tf32 = impl.endswith("tf32")
@@ -176,7 +178,8 @@ def main() -> None:
                         rows.append({"algorithm": algo, "impl": impl, "seeds": seeds, "error": "skipped (budget)"})
                         continue
                     agent = spec.agent(cfg, OBS, ACT, list(range(seeds)), device=device, total_steps=1_000_000)
-                    runner = StepRunner(agent, data, batch, compile=comp, cuda_graph=graph)
+                    runner = StepRunner(agent, data, batch, compile=comp, cuda_graph=graph,
+                                        fullgraph=impl.startswith("fullgraph"))
                     try:
                         rate = timed(runner, device, warmup, seconds, max_steps)
                     except Exception as exc:  # report and go on: one failing mode must not hide the rest

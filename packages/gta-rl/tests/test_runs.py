@@ -214,14 +214,40 @@ def test_pointmaze_dict_observations_are_flattened():
     assert seen[0] == (1, 2, 6) and len(seen) == 20 and returns.shape == (1, 2)
 
 
+@pytest.mark.parametrize("name", list(TINY))
+def test_fullgraph_compile_matches_eager(name, point_store):
+    # --fullgraph: dynamo traces torch.autograd.grad too, so each step is one graph (aot_eager checks the
+    # tracing and the plumbing on this CPU; inductor on the GPU below).
+    data, _ = load_training_data([point_store])
+    eager, compiled = make_agent(name, [0, 1]), make_agent(name, [0, 1])
+    run_e = StepRunner(eager, data, 32)
+    run_c = StepRunner(compiled, data, 32, fullgraph=True, compile_backend="aot_eager")
+    for step in range(4):
+        me, mc = run_e(step), run_c(step)
+        for key in me:
+            torch.testing.assert_close(me[key], mc[key], rtol=1e-5, atol=1e-6)
+    for pe, pc in zip(eager.parameters(), compiled.parameters(), strict=True):
+        torch.testing.assert_close(pe, pc, rtol=1e-5, atol=1e-6)
+    torch._dynamo.reset()  # (fullgraph=True raised, had the step broken into several graphs)
+
+
+def test_fullgraph_is_not_for_dt(point_store, tmp_path):
+    cfg = RunConfig("dt", (str(point_store),), (0,), steps=2, batch_size=4, eval_episodes=0, fullgraph=True)
+    with pytest.raises(RunError, match="--fullgraph is for the Q-learning algorithms"):
+        train(cfg, tmp_path / "dt")
+    assert not (tmp_path / "dt").exists()
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_inductor_compile_and_graph_match_eager_on_gpu(point_store):
+@pytest.mark.parametrize("fullgraph", [False, True], ids=["compile", "fullgraph"])
+def test_inductor_compile_and_graph_match_eager_on_gpu(point_store, fullgraph):
     data, _ = load_training_data([point_store], device="cuda")
     make = lambda: get_spec("td3bc").agent(build_config("td3bc", None, TINY["td3bc"]), 2, 2, [0, 1],  # noqa: E731
                                            device="cuda", total_steps=30)
     eager, fast = make(), make()
-    run_e, run_f = StepRunner(eager, data, 64), StepRunner(fast, data, 64, compile=True, cuda_graph=True)
+    run_e, run_f = StepRunner(eager, data, 64), StepRunner(fast, data, 64, compile=True, cuda_graph=True,
+                                                           fullgraph=fullgraph)
     for step in range(12):
         run_e(step)
         run_f(step)

@@ -5,6 +5,11 @@ averaging, the step counter) never reads a value back to the host, so it can be 
 graph is captured per kind of step (with and without the actor update, for TD3's policy delay) after a
 few eager warm-up steps, which are ordinary training steps. Metrics are accumulated on the device and
 read back only every N steps (:class:`MetricAccumulator`).
+
+``compile`` alone lets dynamo break the step's graph at every ``torch.autograd.grad`` (the losses' backward
+passes run between compiled pieces); ``fullgraph`` also traces those calls
+(``torch._dynamo.config.trace_autograd_ops``), so the whole step (sampling, losses, gradients, Adam, Polyak)
+is one inductor graph.
 """
 
 from __future__ import annotations
@@ -26,14 +31,25 @@ class StepRunner:
         compile: bool = False,
         cuda_graph: bool = False,
         compile_backend: str = "inductor",
+        fullgraph: bool = False,
         warmup: int = 3,
     ) -> None:
         if cuda_graph and agent.step.device.type != "cuda":
             raise ValueError("--cuda-graph needs a CUDA device")
         self.agent, self.data, self.batch_size = agent, data, batch_size
         self.fn = agent.train_step
-        if compile:
-            self.fn = torch.compile(agent.train_step, backend=compile_backend, fullgraph=False, dynamic=False)
+        if fullgraph and not hasattr(torch._dynamo.config, "trace_autograd_ops"):
+            raise ValueError(f"--fullgraph needs a torch whose dynamo traces torch.autograd.grad "
+                             f"(torch._dynamo.config.trace_autograd_ops); torch {torch.__version__} has none")
+        if compile or fullgraph:
+            compiled = torch.compile(agent.train_step, backend=compile_backend, fullgraph=fullgraph, dynamic=False)
+            self.fn = compiled
+            if fullgraph:
+                def traced(*args, **kwargs):  # the setting must hold while dynamo traces (first calls)
+                    with torch._dynamo.config.patch(trace_autograd_ops=True):
+                        return compiled(*args, **kwargs)
+
+                self.fn = traced
         self.cuda_graph = cuda_graph
         self.warmup = warmup
         self._eager_runs: dict[bool, int] = {}

@@ -62,6 +62,7 @@ class RunConfig:
     compile: bool = False
     cuda_graph: bool = False
     tf32: bool = False  # TF32 tensor-core matmuls on CUDA (10-bit mantissa inputs, fp32 accumulation)
+    fullgraph: bool = False  # compile the whole step as one graph, gradients included (implies compile)
     preset: str | None = "auto"  # per-family settings ('auto' matches the store's dataset name)
     overrides: dict[str, Any] = field(default_factory=dict)
     eval_seed: int = 0  # env seed of evaluation episode 0
@@ -133,6 +134,8 @@ def train(
     device = resolve_device(cfg.device)
     if cfg.cuda_graph and device.type != "cuda":
         raise RunError("--cuda-graph needs a CUDA device")
+    if cfg.fullgraph and algorithm == "dt":
+        raise RunError("--fullgraph is for the Q-learning algorithms; the DT's fast path compiles its forward (--compile)")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
     ckpt_path = out / CHECKPOINT
@@ -188,7 +191,7 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     if resume:
         old = json.loads((out / "config.json").read_text())
-        differs = [k for k in run if k not in ("steps", "device", "compile", "cuda_graph", "tf32", "eval_async") and old.get(k) != run[k]]
+        differs = [k for k in run if k not in ("steps", "device", "compile", "cuda_graph", "tf32", "fullgraph", "eval_async") and old.get(k) != run[k]]
         if differs:
             raise RunError(f"cannot resume {out}: the config differs in {', '.join(differs)}")
     write_json(out / "config.json", run)
@@ -210,7 +213,8 @@ def train(
     if algorithm == "dt" and cfg.compile:
         agent.compile_forward()  # the DT fast path compiles the transformer's forward only
         compile_step = False
-    runner = StepRunner(agent, data, cfg.batch_size, compile=compile_step, cuda_graph=cfg.cuda_graph)
+    runner = StepRunner(agent, data, cfg.batch_size, compile=compile_step, cuda_graph=cfg.cuda_graph,
+                        fullgraph=cfg.fullgraph)
     acc = MetricAccumulator()
     ckpt_every = cfg.checkpoint_every or cfg.eval_every or cfg.steps
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
