@@ -142,9 +142,6 @@ class ReplayCheck:
     max_last_obs_error: float = 0.0  # max abs difference of the episodes' last observations
     ending_mismatches: int = 0  # episodes whose termination was not reproduced at the same step
 
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
 
 def resimulate(env, replay: ReplayFile, size: int | None = None,
                check: ReplayCheck | None = None) -> Iterator[Transitions]:
