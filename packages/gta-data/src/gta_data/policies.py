@@ -21,9 +21,7 @@ and tests that both forward passes agree.
 
 from __future__ import annotations
 
-import json
 import os
-import uuid
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -31,9 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from gta_data.npzfile import read_npz, write_npz
+
 FORMAT = "gta-behaviour-policies"
 VERSION = 1
-_META_KEY = "__meta__"
 
 
 class PolicyError(ValueError):
@@ -96,7 +95,6 @@ class PolicyFile:
 def save_policy_file(path: str | os.PathLike, env_id: str, actors: dict[str, NumpyActor],
                      provenance: dict[str, Any] | None = None) -> Path:
     """Write ``actors`` (e.g. {"medium": ..., "expert": ...}) of one environment atomically."""
-    path = Path(path)
     if not actors:
         raise PolicyError("a policy file needs at least one actor")
     first = next(iter(actors.values()))
@@ -118,16 +116,7 @@ def save_policy_file(path: str | os.PathLike, env_id: str, actors: dict[str, Num
         "policies": {name: {"layers": len(a.weights), **a.info} for name, a in actors.items()},
         "provenance": provenance or {},
     }
-    arrays[_META_KEY] = np.asarray(json.dumps(meta))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # np.savez appends ".npz" to names without it, so the temporary sibling keeps the suffix.
-    tmp = path.parent / f".{path.stem}.tmp-{uuid.uuid4().hex[:8]}.npz"
-    try:
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_npz(path, arrays, meta)
 
 
 def policy_dir() -> Path:
@@ -139,19 +128,8 @@ def policy_dir() -> Path:
 
 def load_policy_file(path: str | os.PathLike) -> PolicyFile:
     """Read a policy file written by :func:`save_policy_file` (no pickle)."""
-    path = Path(path)
-    if not path.is_file():
-        raise PolicyError(f"no policy file at {path}")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise PolicyError(f"cannot read policy file {path}: {exc}") from None
-    if _META_KEY not in arrays:
-        raise PolicyError(f"{path} is not a behaviour policy file (no {_META_KEY})")
-    meta = json.loads(str(arrays[_META_KEY]))
-    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise PolicyError(f"{path}: unsupported format {meta.get('format')!r} version {meta.get('version')!r}")
+    arrays, meta = read_npz(path, name="policy file", kind="behaviour policy file", fmt=FORMAT,
+                            version=VERSION, error=PolicyError)
     low = np.asarray(meta["action_low"], dtype=np.float32)
     high = np.asarray(meta["action_high"], dtype=np.float32)
     actors = {}

@@ -24,9 +24,7 @@ File layout (``save_replay_file`` / ``load_replay_file``; one ``.npz``, no pickl
 
 from __future__ import annotations
 
-import json
 import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,11 +32,11 @@ from typing import Any
 
 import numpy as np
 
+from gta_data.npzfile import read_npz, write_npz
 from gta_data.store import Transitions
 
 FORMAT = "gta-replay-actions"
 VERSION = 1
-_META_KEY = "__meta__"
 _ARRAYS = ("starts", "lengths", "terminal", "actions", "returns", "last_obs")
 
 
@@ -79,7 +77,6 @@ class ReplayFile:
 def save_replay_file(path: str | os.PathLike, replay: ReplayFile) -> Path:
     """Write ``replay`` atomically (a hidden temporary sibling renamed into place)."""
     replay.check()
-    path = Path(path)
     arrays = {
         "starts": np.ascontiguousarray(replay.starts, dtype=np.float64),
         "lengths": np.ascontiguousarray(replay.lengths, dtype=np.int64),
@@ -92,35 +89,13 @@ def save_replay_file(path: str | os.PathLike, replay: ReplayFile) -> Path:
             "obs_dim": int(replay.last_obs.shape[1]), "act_dim": int(replay.actions.shape[1]),
             "state_dim": int(replay.starts.shape[1]), "episodes": replay.num_episodes,
             "transitions": replay.num_transitions, "provenance": replay.provenance}
-    arrays[_META_KEY] = np.asarray(json.dumps(meta))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.stem}.tmp-{uuid.uuid4().hex[:8]}.npz"
-    try:
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_npz(path, arrays, meta)
 
 
 def load_replay_file(path: str | os.PathLike) -> ReplayFile:
     path = Path(path)
-    if not path.is_file():
-        raise ReplayError(f"no replay file at {path}")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise ReplayError(f"cannot read replay file {path}: {exc}") from None
-    if _META_KEY not in arrays:
-        raise ReplayError(f"{path} is not a replay file (no {_META_KEY})")
-    try:
-        meta = json.loads(str(arrays[_META_KEY]))
-    except ValueError:
-        raise ReplayError(f"{path}: unreadable metadata") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        got = meta if not isinstance(meta, dict) else f"{meta.get('format')!r} version {meta.get('version')!r}"
-        raise ReplayError(f"{path}: unsupported format {got}")
+    arrays, meta = read_npz(path, name="replay file", kind="replay file", fmt=FORMAT, version=VERSION,
+                            error=ReplayError)
     missing = [k for k in _ARRAYS if k not in arrays] + [k for k in ("env_id",) if not isinstance(meta.get(k), str)]
     if missing:
         raise ReplayError(f"{path} lacks {', '.join(missing)}")
