@@ -89,18 +89,23 @@ def test_resume_refuses_a_changed_config(point_store, tmp_path):
         train(cfg, tmp_path / "empty", resume=True)
 
 
-def test_compile_path_matches_eager(point_store):
-    # inductor needs a C++ toolchain and minutes on this CPU; aot_eager traces the same graphs
-    # (dynamo + AOTAutograd, graph breaks at autograd.grad) and checks the plumbing.
+@pytest.mark.parametrize("fullgraph", [False, True], ids=["compile", "fullgraph"])
+@pytest.mark.parametrize("name", list(TINY))
+def test_compile_paths_match_eager(name, fullgraph, point_store):
+    # inductor needs a C++ toolchain and minutes on this CPU; aot_eager traces the same graphs (dynamo +
+    # AOTAutograd) and checks the plumbing: `compile` breaks the step's graph at each autograd.grad,
+    # `fullgraph` traces those too (fullgraph=True would raise at any break); inductor runs on the GPU below.
     data, _ = load_training_data([point_store])
-    eager, compiled = make_agent("td3bc", [0, 1]), make_agent("td3bc", [0, 1])
+    eager, compiled = make_agent(name, [0, 1]), make_agent(name, [0, 1])
     run_e = StepRunner(eager, data, 32)
-    run_c = StepRunner(compiled, data, 32, compile=True, compile_backend="aot_eager")
+    run_c = StepRunner(compiled, data, 32, compile=True, fullgraph=fullgraph, compile_backend="aot_eager")
     for step in range(4):
         me, mc = run_e(step), run_c(step)
-        torch.testing.assert_close(me["critic_loss"], mc["critic_loss"], rtol=1e-5, atol=1e-6)
+        for key in me:
+            torch.testing.assert_close(me[key], mc[key], rtol=1e-5, atol=1e-6)
     for pe, pc in zip(eager.parameters(), compiled.parameters(), strict=True):
         torch.testing.assert_close(pe, pc, rtol=1e-5, atol=1e-6)
+    torch._dynamo.reset()
 
 
 @pytest.mark.gpu
@@ -212,23 +217,6 @@ def test_pointmaze_dict_observations_are_flattened():
     returns = ev.run(lambda o: seen.append(o.shape) or np.zeros((1, 2, 2)))
     ev.close()
     assert seen[0] == (1, 2, 6) and len(seen) == 20 and returns.shape == (1, 2)
-
-
-@pytest.mark.parametrize("name", list(TINY))
-def test_fullgraph_compile_matches_eager(name, point_store):
-    # --fullgraph: dynamo traces torch.autograd.grad too, so each step is one graph (aot_eager checks the
-    # tracing and the plumbing on this CPU; inductor on the GPU below).
-    data, _ = load_training_data([point_store])
-    eager, compiled = make_agent(name, [0, 1]), make_agent(name, [0, 1])
-    run_e = StepRunner(eager, data, 32)
-    run_c = StepRunner(compiled, data, 32, fullgraph=True, compile_backend="aot_eager")
-    for step in range(4):
-        me, mc = run_e(step), run_c(step)
-        for key in me:
-            torch.testing.assert_close(me[key], mc[key], rtol=1e-5, atol=1e-6)
-    for pe, pc in zip(eager.parameters(), compiled.parameters(), strict=True):
-        torch.testing.assert_close(pe, pc, rtol=1e-5, atol=1e-6)
-    torch._dynamo.reset()  # (fullgraph=True raised, had the step broken into several graphs)
 
 
 def test_fullgraph_is_not_for_dt(point_store, tmp_path):
