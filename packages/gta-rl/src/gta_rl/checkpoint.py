@@ -41,10 +41,15 @@ def save_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], m
         tmp.unlink(missing_ok=True)
 
 
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict]:
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
+                    keys: tuple[str, ...] | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """Tensors and metadata of a checkpoint; only the tensors named in ``keys`` when given (the rest of
+    the file, e.g. a SAC replay buffer, is not read)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    with safe_open(str(path), framework="pt") as f:
+    with safe_open(str(path), framework="pt", device=str(device)) as f:
         meta = json.loads((f.metadata() or {}).get("meta", "{}"))
+        if keys is not None:
+            return {k: f.get_tensor(k) for k in keys}, meta
     return load_file(str(path), device=str(device)), meta

@@ -564,7 +564,7 @@ def export_policy_file(run_dir: str | Path, path: str | Path, picks: dict[str, d
 
     run_dir = Path(run_dir)
     cfg = json.loads((run_dir / CONFIG).read_text())
-    state, _ = load_checkpoint(run_dir / STATE)
+    state, _ = load_checkpoint(run_dir / STATE, keys=("model.scale", "model.bias"))  # not the buffer
     scale, bias = state["model.scale"].numpy(), state["model.bias"].numpy()
     low, high = bias - scale, bias + scale
     actors = {}
