@@ -87,6 +87,11 @@ def test_resume_refuses_a_changed_config(point_store, tmp_path):
         train(changed, tmp_path / "r", resume=True)
     with pytest.raises(RunError, match="nothing to resume"):
         train(cfg, tmp_path / "empty", resume=True)
+    # How a run executes may change on resume (here the matmul precision), what it computes may not.
+    fast = RunConfig("td3bc", (str(point_store),), (0,), steps=15, batch_size=8, eval_episodes=0, log_every=5,
+                     overrides=TINY["td3bc"], tf32=True)
+    assert train(fast, tmp_path / "r", resume=True) is not None
+    assert load_checkpoint(tmp_path / "r" / "checkpoint.safetensors")[1]["step"] == 15
 
 
 @pytest.mark.parametrize("fullgraph", [False, True], ids=["compile", "fullgraph"])
