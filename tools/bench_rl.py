@@ -22,7 +22,10 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -119,6 +122,40 @@ def timed(step_fn, device, warmup: int, seconds: float, max_steps: int, chunk: i
     return n / (time.perf_counter() - t0)
 
 
+MODES = {  # impl -> (torch.compile, CUDA graph)
+    "eager": (False, False),
+    "graph": (False, True),
+    "compile+graph": (True, True),
+    "compile+graph+tf32": (True, True),
+    "fullgraph+graph+tf32": (True, True),
+}
+
+
+def measure(data, device, algo, impl, seeds, batch, seconds, warmup, max_steps=100_000) -> float:
+    """Steps/s of one gta-rl training-step variant (``impl`` a key of MODES) with ``seeds`` stacked."""
+    comp, graph = MODES[impl]
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = impl.endswith("tf32")
+    agent = get_spec(algo).agent(build_config(algo, None, {}), OBS, ACT, list(range(seeds)), device=device,
+                                 total_steps=1_000_000)
+    runner = StepRunner(agent, data, batch, compile=comp, cuda_graph=graph, fullgraph=impl.startswith("fullgraph"))
+    return timed(runner, device, warmup, seconds, max_steps)
+
+
+def measure_in_child(store, algo, impl, seeds, batch, seconds, warmup) -> float:
+    """``measure`` in a fresh Python process: a compiled step is timed as a training run meets it, compiled
+    once in its process (torch.compile's caches and recompilations of earlier variants of the same
+    ``train_step`` code do not leak into the next measurement)."""
+    cmd = [sys.executable, __file__, "--out", os.devnull, "--child", f"{algo}:{impl}:{seeds}", "--store", str(store),
+           "--batch-size", str(batch), "--seconds", str(seconds), "--warmup", str(warmup)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("CHILD ")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"child exited {proc.returncode}: {tail}")
+    return float(json.loads(lines[-1][len("CHILD "):])["steps_per_s"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True, help="JSON results path")
@@ -129,6 +166,11 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=None, help="timing window per measurement")
     ap.add_argument("--compile-all", action="store_true", help="also compile IQL/CQL/MCQ (compile time!)")
     ap.add_argument("--budget", type=float, default=200.0, help="skip remaining measurements after this many s")
+    ap.add_argument("--warmup", type=int, default=None, help="untimed steps before each measurement")
+    ap.add_argument("--no-isolate", action="store_true",
+                    help="time compiled variants in this process instead of one fresh process each")
+    ap.add_argument("--child", help=argparse.SUPPRESS)  # algo:impl:seeds, internal (measure_in_child)
+    ap.add_argument("--store", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     device = torch.device("cpu" if args.quick or not torch.cuda.is_available() else "cuda")
@@ -137,12 +179,19 @@ def main() -> None:
     batch = args.batch_size or (256 if quick else 1024)
     seconds = args.seconds or (0.5 if quick else 2.0)
     max_steps = 20 if quick else 100_000
-    warmup = 3 if quick else 30
+    warmup = args.warmup if args.warmup is not None else (3 if quick else 30)
+    isolate = not args.no_isolate and device.type == "cuda"
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32 like the CORL baseline
     # Every agent of the run is a new module: let dynamo keep one entry per shape instead of silently
     # falling back to eager after the default 8.
     torch._dynamo.config.cache_size_limit = 64
+    if args.child:
+        algo, impl, seeds = args.child.split(":")
+        data, _ = load_training_data([args.store], device=device)
+        rate = measure(data, device, algo, impl, int(seeds), batch, seconds, warmup, max_steps)
+        print("CHILD " + json.dumps({"steps_per_s": rate}), flush=True)
+        return
     rows = []
     t_start = time.perf_counter()
 
@@ -161,33 +210,25 @@ def main() -> None:
             record("td3bc", "corl-eager", 1, timed(CorlTD3BC(data, device, batch), device, warmup, seconds, max_steps))
 
         for algo in args.algos.split(","):
-            spec = get_spec(algo)
-            cfg = build_config(algo, None, {})
-            modes = [("eager", False, False)]
-            if not quick:
-                modes.append(("graph", False, True))
-                if algo == "td3bc" or args.compile_all:
-                    modes += [("compile+graph", True, True), ("compile+graph+tf32", True, True),
-                              ("fullgraph+graph+tf32", True, True)]
-            for impl, comp, graph in modes:
-                if device.type == "cuda":
-                    torch.backends.cuda.matmul.allow_tf32 = impl.endswith("tf32")
+            modes = [m for m in MODES if m == "eager" or (not quick and (
+                m == "graph" or algo == "td3bc" or args.compile_all))]
+            for impl in modes:
+                comp = MODES[impl][0]
                 for seeds in (1, args.seeds):
                     if time.perf_counter() - t_start > args.budget:
                         print(f"  {algo} {impl} S={seeds} skipped: past the {args.budget:.0f} s budget", flush=True)
                         rows.append({"algorithm": algo, "impl": impl, "seeds": seeds, "error": "skipped (budget)"})
                         continue
-                    agent = spec.agent(cfg, OBS, ACT, list(range(seeds)), device=device, total_steps=1_000_000)
-                    runner = StepRunner(agent, data, batch, compile=comp, cuda_graph=graph,
-                                        fullgraph=impl.startswith("fullgraph"))
                     try:
-                        rate = timed(runner, device, warmup, seconds, max_steps)
+                        if isolate and comp:
+                            rate = measure_in_child(store, algo, impl, seeds, batch, seconds, warmup)
+                        else:
+                            rate = measure(data, device, algo, impl, seeds, batch, seconds, warmup, max_steps)
                     except Exception as exc:  # report and go on: one failing mode must not hide the rest
                         print(f"  {algo} {impl} S={seeds} failed: {type(exc).__name__}: {exc}", flush=True)
                         rows.append({"algorithm": algo, "impl": impl, "seeds": seeds, "error": str(exc)[:300]})
                         continue
                     record(algo, impl, seeds, rate)
-                    del agent, runner
 
     def best(algo, seeds, tf32=True):
         rates = [r["steps_per_s"] for r in rows if r["algorithm"] == algo and r["seeds"] == seeds

@@ -2,7 +2,7 @@
 
 Section 5.1 of the GTA paper reports every cell over 8 seeds. Training them one after another wastes a
 GPU on 256-wide MLPs, so every layer here holds its parameters with a leading member dimension
-(``weight [M, in, out]``) and runs as ``torch.baddbmm``. Members are seeds (actors, value nets) or
+(``weight [M, in, out]``) and runs as one batched matmul (:func:`stacked_affine`). Members are seeds (actors, value nets) or
 seed x critic pairs (twin critics). Each member is initialised from its own CPU generator keyed by
 (seed, name, member), so seed k gets the same initial weights whether it is trained alone or stacked
 with others.
@@ -24,6 +24,16 @@ def member_generator(seed: int, name: str, member: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(key)
 
 
+def stacked_affine(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """x [M, B, in] @ weight [M, in, out] + bias [M, 1, out].
+
+    Written as ``bmm`` + add rather than ``torch.baddbmm(bias, x, weight)``: baddbmm first copies the
+    broadcast bias into its [M, B, out] output (one extra full-size copy kernel per layer, 15% of a
+    compiled 8-seed TD3+BC step on an H100), while torch.compile fuses the add into the activation that
+    follows."""
+    return torch.bmm(x, weight) + bias
+
+
 class StackedLinear(nn.Module):
     """M independent affine maps, x [M, B, in] -> [M, B, out]."""
 
@@ -33,7 +43,7 @@ class StackedLinear(nn.Module):
         self.bias = nn.Parameter(bias)  # [M, 1, out]
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.baddbmm(self.bias, x, self.weight)
+        return stacked_affine(x, self.weight, self.bias)
 
 
 def _init_layer(
@@ -112,7 +122,7 @@ class StackedMLP(nn.Module):
             if first_of != 1:
                 w = w.view(-1, first_of, *w.shape[1:])[:, 0]
                 b = b.view(-1, first_of, *b.shape[1:])[:, 0]
-            x = torch.baddbmm(b, x, w)
+            x = stacked_affine(x, w, b)
             if i < len(self.layers) - 1:
                 x = torch.relu(x)
                 if masks is not None:
