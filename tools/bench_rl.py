@@ -166,6 +166,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=None, help="timing window per measurement")
     ap.add_argument("--compile-all", action="store_true", help="also compile IQL/CQL/MCQ (compile time!)")
     ap.add_argument("--budget", type=float, default=200.0, help="skip remaining measurements after this many s")
+    ap.add_argument("--modes", default=None, help=f"comma-separated subset of {', '.join(MODES)} (default: all)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps before each measurement")
     ap.add_argument("--no-isolate", action="store_true",
                     help="time compiled variants in this process instead of one fresh process each")
@@ -181,6 +182,10 @@ def main() -> None:
     max_steps = 20 if quick else 100_000
     warmup = args.warmup if args.warmup is not None else (3 if quick else 30)
     isolate = not args.no_isolate and device.type == "cuda"
+    wanted = args.modes.split(",") if args.modes else list(MODES)
+    unknown = [m for m in wanted if m not in MODES]
+    if unknown:
+        ap.error(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32 like the CORL baseline
     # Every agent of the run is a new module: let dynamo keep one entry per shape instead of silently
@@ -210,8 +215,8 @@ def main() -> None:
             record("td3bc", "corl-eager", 1, timed(CorlTD3BC(data, device, batch), device, warmup, seconds, max_steps))
 
         for algo in args.algos.split(","):
-            modes = [m for m in MODES if m == "eager" or (not quick and (
-                m == "graph" or algo == "td3bc" or args.compile_all))]
+            modes = [m for m in MODES if m in wanted and (m == "eager" or (not quick and (
+                m == "graph" or algo == "td3bc" or args.compile_all)))]
             for impl in modes:
                 comp = MODES[impl][0]
                 for seeds in (1, args.seeds):
@@ -253,13 +258,13 @@ def main() -> None:
     }
     result = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
-        "torch": torch.__version__, "batch_size": batch, "quick": quick, "rows": rows, "summary": summary,
+        "torch": torch.__version__, "blas": str(torch.backends.cuda.preferred_blas_library()), "batch_size": batch, "quick": quick, "rows": rows, "summary": summary,
         "targets": targets, "wall_s": time.perf_counter() - t_start,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
 
-    print(f"\nbatch {batch}, {result['device']}, torch {torch.__version__}, {result['wall_s']:.0f} s")
+    print(f"\nbatch {batch}, {result['device']}, torch {torch.__version__}, {result['blas']}, {result['wall_s']:.0f} s")
     print(f"{'algorithm':9s} {'impl':14s} {'seeds':>5s} {'steps/s':>10s} {'seed-updates/s':>15s}")
     for r in rows:
         if "error" in r:

@@ -113,6 +113,27 @@ def test_compile_paths_match_eager(name, fullgraph, point_store):
     torch._dynamo.reset()
 
 
+@pytest.mark.parametrize(("flags", "expected"), [
+    ({"compile": True}, {"fullgraph": False, "mode": None}),
+    ({"fullgraph": True}, {"fullgraph": True, "mode": None}),
+    ({"autotune": True}, {"fullgraph": False, "mode": "max-autotune-no-cudagraphs"}),
+    ({"fullgraph": True, "autotune": True}, {"fullgraph": True, "mode": "max-autotune-no-cudagraphs"}),
+])
+def test_step_runner_compile_options(flags, expected, point_store, monkeypatch):
+    # max-autotune must not bring inductor's own CUDA graphs: the runner captures the step itself.
+    seen = {}
+
+    def fake_compile(fn, **kwargs):
+        seen.update(kwargs)
+        return fn
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    data, _ = load_training_data([point_store])
+    StepRunner(make_agent("td3bc", [0]), data, 8, **flags)
+    assert {k: seen[k] for k in expected} == expected
+    assert seen["dynamic"] is False
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("name", list(TINY))

@@ -9,7 +9,8 @@ read back only every N steps (:class:`MetricAccumulator`).
 ``compile`` alone lets dynamo break the step's graph at every ``torch.autograd.grad`` (the losses' backward
 passes run between compiled pieces); ``fullgraph`` also traces those calls
 (``torch._dynamo.config.trace_autograd_ops``), so the whole step (sampling, losses, gradients, Adam, Polyak)
-is one inductor graph.
+is one inductor graph. ``autotune`` compiles with inductor's max-autotune (slow to compile: every matmul
+shape is benchmarked).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class StepRunner:
         cuda_graph: bool = False,
         compile_backend: str = "inductor",
         fullgraph: bool = False,
+        autotune: bool = False,
         warmup: int = 3,
     ) -> None:
         if cuda_graph and agent.step.device.type != "cuda":
@@ -41,8 +43,12 @@ class StepRunner:
         if fullgraph and not hasattr(torch._dynamo.config, "trace_autograd_ops"):
             raise ValueError(f"--fullgraph needs a torch whose dynamo traces torch.autograd.grad "
                              f"(torch._dynamo.config.trace_autograd_ops); torch {torch.__version__} has none")
-        if compile or fullgraph:
-            compiled = torch.compile(agent.train_step, backend=compile_backend, fullgraph=fullgraph, dynamic=False)
+        if compile or fullgraph or autotune:
+            # max-autotune times Triton matmul templates (with fused bias/activation epilogues) against cuBLAS
+            # for every matmul shape; "no-cudagraphs" because this runner captures the graphs itself.
+            mode = "max-autotune-no-cudagraphs" if autotune else None
+            compiled = torch.compile(agent.train_step, backend=compile_backend, fullgraph=fullgraph, dynamic=False,
+                                     mode=mode)
             self.fn = compiled
             if fullgraph:
                 def traced(*args, **kwargs):  # the setting must hold while dynamo traces (first calls)

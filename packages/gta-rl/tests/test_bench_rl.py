@@ -1,0 +1,53 @@
+"""tools/bench_rl.py on the CPU: the quick run, the fresh-process measurement and its errors (the full
+benchmark runs on the GPU; BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TOOLS = Path(__file__).resolve().parents[3] / "tools"
+
+
+@pytest.fixture(scope="module")
+def bench_rl():
+    sys.path.insert(0, str(TOOLS))
+    try:
+        import bench_rl
+
+        yield bench_rl
+    finally:
+        sys.path.remove(str(TOOLS))
+
+
+def test_quick_run_writes_every_rate(tmp_path):
+    out = tmp_path / "rl.json"
+    proc = subprocess.run([sys.executable, str(TOOLS / "bench_rl.py"), "--quick", "--algos", "td3bc,iql",
+                           "--seconds", "0.05", "--batch-size", "16", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    impls = [(r["algorithm"], r["impl"], r["seeds"]) for r in result["rows"]]
+    assert impls == [("td3bc", "corl-eager", 1), ("td3bc", "eager", 1), ("td3bc", "eager", 2),
+                     ("iql", "eager", 1), ("iql", "eager", 2)]
+    assert all(r["steps_per_s"] > 0 for r in result["rows"])
+    assert result["summary"]["iql"]["multi_vs_sequential_speedup"] > 0
+
+
+def test_unknown_mode_is_one_line_error(tmp_path):
+    proc = subprocess.run([sys.executable, str(TOOLS / "bench_rl.py"), "--quick", "--modes", "eager,warp",
+                           "--out", str(tmp_path / "x.json")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "unknown mode(s) warp" in proc.stderr
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_measure_in_child_runs_in_a_fresh_process(bench_rl, tmp_path):
+    store = tmp_path / "s.zarr"
+    bench_rl.make_store(store, 3000)
+    assert bench_rl.measure_in_child(store, "td3bc", "eager", 2, 16, 0.05, 1) > 0
+    with pytest.raises(RuntimeError, match="child exited 1: .*no store at"):
+        bench_rl.measure_in_child(tmp_path / "missing.zarr", "td3bc", "eager", 1, 16, 0.05, 1)

@@ -1,0 +1,83 @@
+"""Kernel profile of one gta-rl training step on CUDA (where the time of an update goes).
+
+Builds the step as ``tools/bench_rl.py`` does (synthetic HalfCheetah-shaped data, batch 1024, CUDA graph
+replay), times it, then records 20 steps with ``torch.profiler`` and prints the kernels per step, the GPU
+time per step and the most expensive kernels. Run one variant per process: torch.compile's caches from an
+earlier variant change what a later compile produces.
+
+    python tools/profile_rl.py --impl fullgraph --seeds 8            # the fastest path, 8 stacked seeds
+    python tools/profile_rl.py --impl compile --seeds 1 --no-tf32
+    python tools/profile_rl.py --impl fullgraph --seeds 8 --autotune # inductor max-autotune (minutes)
+    python tools/profile_rl.py --impl fullgraph --seeds 8 --bf16     # bf16 autocast (an experiment)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_rl import ACT, OBS, make_store, timed  # noqa: E402
+
+from gta_rl.algorithms import build_config, get_spec  # noqa: E402
+from gta_rl.buffer import load_training_data  # noqa: E402
+from gta_rl.fast import StepRunner  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--algo", default="td3bc")
+    ap.add_argument("--impl", choices=("graph", "compile", "fullgraph"), default="fullgraph",
+                    help="CUDA graph of the eager step, of the compiled step, or of the one-graph compiled step")
+    ap.add_argument("--seeds", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=1024)
+    ap.add_argument("--no-tf32", action="store_true", help="fp32 matmuls (default: TF32, as gta-rl train --tf32)")
+    ap.add_argument("--autotune", action="store_true", help="inductor max-autotune")
+    ap.add_argument("--bf16", action="store_true", help="run the step under bf16 autocast (not a gta-rl option)")
+    ap.add_argument("--top", type=int, default=16, help="kernels to list")
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("profile_rl.py needs a CUDA device")
+    dev = torch.device("cuda")
+    torch.backends.cuda.matmul.allow_tf32 = not args.no_tf32
+    with tempfile.TemporaryDirectory() as tmp:
+        make_store(Path(tmp) / "s.zarr", 200_000)
+        data, _ = load_training_data([Path(tmp) / "s.zarr"], device=dev)
+        agent = get_spec(args.algo).agent(build_config(args.algo, None, {}), OBS, ACT, list(range(args.seeds)),
+                                          device=dev, total_steps=1_000_000)
+        runner = StepRunner(agent, data, args.batch_size, compile=args.impl != "graph", cuda_graph=True,
+                            fullgraph=args.impl == "fullgraph", autotune=args.autotune)
+
+        def step(s: int):
+            ctx = torch.autocast("cuda", dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext()
+            with ctx:
+                return runner(s)
+
+        t0 = time.perf_counter()
+        for s in range(8):  # warm-up, compile and capture
+            step(s)
+        torch.cuda.synchronize()
+        setup = time.perf_counter() - t0
+        rate = timed(step, dev, 30, 2.0, 100_000)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            for s in range(40, 60):
+                step(s)
+            torch.cuda.synchronize()
+    events = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}: {args.algo} {args.impl}"
+          f"{' autotune' if args.autotune else ''}{' bf16' if args.bf16 else ''}"
+          f"{'' if args.no_tf32 else ' tf32'}, {args.seeds} seed(s), batch {args.batch_size}")
+    print(f"setup {setup:.1f} s; {rate:.1f} steps/s; {sum(e.count for e in events) / 20:.0f} kernels and "
+          f"{sum(e.self_device_time_total for e in events) / 20:.0f} us of GPU time per step")
+    for e in sorted(events, key=lambda e: -e.self_device_time_total)[:args.top]:
+        print(f"  {e.count / 20:5.1f}x {e.self_device_time_total / 20:7.1f} us  {e.key[:110]}")
+
+
+if __name__ == "__main__":
+    main()
