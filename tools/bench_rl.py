@@ -10,10 +10,12 @@ temporary store, for:
   ``fullgraph+graph+tf32`` compiles the whole step, gradients included, as one graph (``--fullgraph``);
 - the same fast path with 8 seeds stacked in one process, against 8 sequential 1-seed runs.
 
-Prints a table last and writes every number to ``--out`` (JSON). ``--quick`` runs a few updates of each
-eager variant on the CPU in seconds (no CUDA graphs, no compile).
+On CUDA every compiled variant is timed in a fresh process (``--no-isolate``: in this one), as a training run
+compiles its step once. Prints a table last and writes every number to ``--out`` (JSON). ``--quick`` runs a
+few updates of each eager variant on the CPU in seconds (no CUDA graphs, no compile).
 
-    python tools/bench_rl.py --out results.json            # CUDA, full size (< 4 min on an H100)
+    python tools/bench_rl.py --out results.json            # CUDA, full size (TD3+BC alone: ~5 min on an H100)
+    python tools/bench_rl.py --algos td3bc --modes eager,fullgraph+graph+tf32 --out r.json
     python tools/bench_rl.py --quick --out /tmp/quick.json  # CPU smoke run
 """
 
@@ -24,6 +26,7 @@ import copy
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -142,6 +145,13 @@ def measure(data, device, algo, impl, seeds, batch, seconds, warmup, max_steps=1
     return timed(runner, device, warmup, seconds, max_steps)
 
 
+def _exception_line(stderr: str) -> str:
+    """The last 'SomeError: message' line of a traceback (torch appends hints after it), else the last line."""
+    lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
+    errors = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception|Interrupt)\b", ln)]
+    return (errors or lines or ["no output"])[-1][:500]
+
+
 def measure_in_child(store, algo, impl, seeds, batch, seconds, warmup) -> float:
     """``measure`` in a fresh Python process: a compiled step is timed as a training run meets it, compiled
     once in its process (torch.compile's caches and recompilations of earlier variants of the same
@@ -151,8 +161,7 @@ def measure_in_child(store, algo, impl, seeds, batch, seconds, warmup) -> float:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("CHILD ")]
     if proc.returncode != 0 or not lines:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"child exited {proc.returncode}: {tail}")
+        raise RuntimeError(f"child exited {proc.returncode}: {_exception_line(proc.stderr)}")
     return float(json.loads(lines[-1][len("CHILD "):])["steps_per_s"])
 
 
@@ -258,26 +267,29 @@ def main() -> None:
     }
     result = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
-        "torch": torch.__version__, "blas": str(torch.backends.cuda.preferred_blas_library()), "batch_size": batch, "quick": quick, "rows": rows, "summary": summary,
+        "torch": torch.__version__, "blas": str(torch.backends.cuda.preferred_blas_library()), "batch_size": batch,
+        "quick": quick, "rows": rows, "summary": summary,
         "targets": targets, "wall_s": time.perf_counter() - t_start,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
 
-    print(f"\nbatch {batch}, {result['device']}, torch {torch.__version__}, {result['blas']}, {result['wall_s']:.0f} s")
+    print(f"\nbatch {batch}, {result['device']}, torch {torch.__version__}, {result['blas']}, "
+          f"{result['wall_s']:.0f} s")
     print(f"{'algorithm':9s} {'impl':14s} {'seeds':>5s} {'steps/s':>10s} {'seed-updates/s':>15s}")
     for r in rows:
         if "error" in r:
-            print(f"{r['algorithm']:9s} {r['impl']:14s} {r['seeds']:5d} {'failed':>10s}")
+            print(f"{r['algorithm']:9s} {r['impl']:14s} {r['seeds']:5d} {'failed' if 'skipped' not in r['error'] else 'skipped':>10s}")
         else:
             print(f"{r['algorithm']:9s} {r['impl']:14s} {r['seeds']:5d} {r['steps_per_s']:10.1f} "
                   f"{r['seed_updates_per_s']:15.1f}")
     for algo, s in summary.items():
         print(f"{algo}: {args.seeds} seeds at once vs {args.seeds} sequential: "
               f"{s['multi_vs_sequential_speedup']:.2f}x")
-    print(f"td3bc best 1-seed {targets['td3bc_best_1_seed']:.0f} updates/s "
-          f"({targets['td3bc_speedup_over_corl_eager']:.1f}x CORL-style eager; target 3000); "
-          f"per seed with {args.seeds} stacked {targets[f'td3bc_per_seed_with_{args.seeds}_stacked']:.0f}")
+    if "td3bc" in summary:
+        print(f"td3bc best 1-seed {targets['td3bc_best_1_seed']:.0f} updates/s "
+              f"({targets['td3bc_speedup_over_corl_eager']:.1f}x CORL-style eager; target 3000); "
+              f"per seed with {args.seeds} stacked {targets[f'td3bc_per_seed_with_{args.seeds}_stacked']:.0f}")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,22 @@ def test_quick_run_writes_every_rate(tmp_path):
     assert result["summary"]["iql"]["multi_vs_sequential_speedup"] > 0
 
 
+def test_run_without_td3bc_prints_its_summary(tmp_path):
+    proc = subprocess.run([sys.executable, str(TOOLS / "bench_rl.py"), "--quick", "--algos", "iql",
+                           "--seconds", "0.05", "--batch-size", "16", "--out", str(tmp_path / "iql.json")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[-1].startswith("iql: 2 seeds at once vs 2 sequential:")
+
+
+def test_child_error_names_the_exception(bench_rl):
+    stderr = ("Traceback (most recent call last):\n  File \"x.py\", line 1\n"
+              "torch._inductor.exc.InductorError: AssertionError: boom\n\n"
+              "Set TORCHDYNAMO_VERBOSE=1 for the internal stack trace\n")
+    assert bench_rl._exception_line(stderr) == "torch._inductor.exc.InductorError: AssertionError: boom"
+    assert bench_rl._exception_line("") == "no output"
+
+
 def test_unknown_mode_is_one_line_error(tmp_path):
     proc = subprocess.run([sys.executable, str(TOOLS / "bench_rl.py"), "--quick", "--modes", "eager,warp",
                            "--out", str(tmp_path / "x.json")], capture_output=True, text=True, timeout=120)

@@ -2,10 +2,10 @@
 
 Section 5.1 of the GTA paper reports every cell over 8 seeds. Training them one after another wastes a
 GPU on 256-wide MLPs, so every layer here holds its parameters with a leading member dimension
-(``weight [M, in, out]``) and runs as one batched matmul (:func:`stacked_affine`). Members are seeds (actors, value nets) or
-seed x critic pairs (twin critics). Each member is initialised from its own CPU generator keyed by
-(seed, name, member), so seed k gets the same initial weights whether it is trained alone or stacked
-with others.
+(``weight [M, in, out]``) and runs as one batched matmul (:func:`stacked_affine`). Members are seeds
+(actors, value nets) or seed x critic pairs (twin critics). Each member is initialised from its own CPU
+generator keyed by (seed, name, member), so seed k gets the same initial weights whether it is trained
+alone or stacked with others.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ def stacked_affine(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """x [M, B, in] @ weight [M, in, out] + bias [M, 1, out].
 
     Written as ``bmm`` + add rather than ``torch.baddbmm(bias, x, weight)``: baddbmm first copies the
-    broadcast bias into its [M, B, out] output (one extra full-size copy kernel per layer, 15% of a
-    compiled 8-seed TD3+BC step on an H100), while torch.compile fuses the add into the activation that
+    broadcast bias into its [M, B, out] output (one extra full-size copy kernel per layer: 82 of 491 us of
+    a compiled 8-seed TD3+BC step on an H100), while torch.compile fuses the add into the activation that
     follows."""
     return torch.bmm(x, weight) + bias
 
