@@ -215,6 +215,28 @@ def test_cli_bad_input_is_one_line(extra, message, point_store, tmp_path):
     assert not (tmp_path / "x" / "checkpoint.safetensors").exists()
 
 
+def test_cli_compile_failure_is_one_line_and_the_out_dir_is_reusable(point_store, tmp_path, monkeypatch):
+    # An inductor failure (seen on an H100 for CQL's one-seed fullgraph step) must not print pages, and the
+    # failed run must leave nothing that a later run of the same --out would take for a checkpoint.
+    import gta_rl.train as train_module
+
+    class FailingRunner(StepRunner):
+        def __call__(self, step):
+            if self.fn != self.agent.train_step:  # compiled
+                raise torch._inductor.exc.InductorError(AssertionError("scheduler fusion"), "x")
+            return super().__call__(step)
+
+    monkeypatch.setattr(train_module, "StepRunner", FailingRunner)
+    args = ["train", "td3bc", "--data", str(point_store), "--out", str(tmp_path / "x"), "--steps", "4",
+            "--batch-size", "8", "--eval-episodes", "0", "--log-every", "2", "--set", "hidden=[8,8]"]
+    res = runner.invoke(app, [*args, "--fullgraph"])
+    assert res.exit_code == 1, res.output
+    assert len(res.output.strip().splitlines()) == 1 and "torch.compile failed" in res.output
+    assert "without --fullgraph" in res.output and not (tmp_path / "x" / "checkpoint.safetensors").exists()
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+
+
 def test_cli_stores_of_different_envs(point_store, tmp_path):
     from gta_rl.toy import write_point_dataset
 

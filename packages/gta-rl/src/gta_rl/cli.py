@@ -60,6 +60,7 @@ def train(
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 ) -> None:
     """Train S seeds of an offline RL algorithm at once on one or more stores."""
+    import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from gta_data import StoreError
@@ -91,6 +92,11 @@ def train(
                                 progress=lambda done, total: bar.update(task, completed=done))
     except (StoreError, ConfigError, SeedSpecError, RunError, ValueError, FileNotFoundError) as exc:
         _fail(exc, debug)
+        return
+    except torch._dynamo.exc.TorchDynamoException as exc:  # inductor/dynamo failures print pages otherwise
+        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        _fail(RunError(f"torch.compile failed ({first}); run again without --fullgraph, or without --compile "
+                       f"(the run directory holds no checkpoint yet, so the same --out can be reused)"), debug)
         return
     for seed, r in results["seeds"].items():
         by_target = "".join(f", target {t}: {v:.2f}" for t, v in (r.get("final_by_target") or {}).items())
