@@ -145,8 +145,17 @@ def measure(data, device, algo, impl, seeds, batch, seconds, warmup, max_steps=1
     return timed(runner, device, warmup, seconds, max_steps)
 
 
+def describe(exc: BaseException) -> str:
+    """'Type: first line' of an exception, unwrapping torch's compiler wrappers (InductorError,
+    BackendCompilerFailed), whose own first line is only a banner."""
+    inner = getattr(exc, "inner_exception", None) or exc
+    first = next((ln.strip() for ln in str(inner).splitlines() if ln.strip()), "")
+    return (f"{type(inner).__name__}: {first}" if first else type(inner).__name__)[:500]
+
+
 def _exception_line(stderr: str) -> str:
-    """The last 'SomeError: message' line of a traceback (torch appends hints after it), else the last line."""
+    """For a child that died without reporting (a crash): the last 'SomeError: message' line of its traceback
+    (torch appends hints after it), else its last line."""
     lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
     errors = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception|Interrupt)\b", ln)]
     return (errors or lines or ["no output"])[-1][:500]
@@ -160,9 +169,12 @@ def measure_in_child(store, algo, impl, seeds, batch, seconds, warmup) -> float:
            "--batch-size", str(batch), "--seconds", str(seconds), "--warmup", str(warmup)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("CHILD ")]
-    if proc.returncode != 0 or not lines:
+    report = json.loads(lines[-1][len("CHILD "):]) if lines else {}
+    if "error" in report:
+        raise RuntimeError(f"child failed: {report['error']}")
+    if proc.returncode != 0 or "steps_per_s" not in report:
         raise RuntimeError(f"child exited {proc.returncode}: {_exception_line(proc.stderr)}")
-    return float(json.loads(lines[-1][len("CHILD "):])["steps_per_s"])
+    return float(report["steps_per_s"])
 
 
 def main() -> None:
@@ -174,7 +186,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--seconds", type=float, default=None, help="timing window per measurement")
     ap.add_argument("--compile-all", action="store_true", help="also compile IQL/CQL/MCQ (compile time!)")
-    ap.add_argument("--budget", type=float, default=200.0, help="skip remaining measurements after this many s")
+    ap.add_argument("--budget", type=float, default=1800.0,
+                    help="skip remaining measurements after this many s (a full TD3+BC run: ~5 min on an H100)")
     ap.add_argument("--modes", default=None, help=f"comma-separated subset of {', '.join(MODES)} (default: all)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps before each measurement")
     ap.add_argument("--no-isolate", action="store_true",
@@ -202,8 +215,12 @@ def main() -> None:
     torch._dynamo.config.cache_size_limit = 64
     if args.child:
         algo, impl, seeds = args.child.split(":")
-        data, _ = load_training_data([args.store], device=device)
-        rate = measure(data, device, algo, impl, int(seeds), batch, seconds, warmup, max_steps)
+        try:
+            data, _ = load_training_data([args.store], device=device)
+            rate = measure(data, device, algo, impl, int(seeds), batch, seconds, warmup, max_steps)
+        except Exception as exc:  # the parent reads this line: torch's tracebacks end in hints, not the error
+            print("CHILD " + json.dumps({"error": describe(exc)}), flush=True)
+            sys.exit(1)
         print("CHILD " + json.dumps({"steps_per_s": rate}), flush=True)
         return
     rows = []
@@ -224,14 +241,19 @@ def main() -> None:
             record("td3bc", "corl-eager", 1, timed(CorlTD3BC(data, device, batch), device, warmup, seconds, max_steps))
 
         for algo in args.algos.split(","):
-            modes = [m for m in MODES if m in wanted and (m == "eager" or (not quick and (
-                m == "graph" or algo == "td3bc" or args.compile_all)))]
-            for impl in modes:
+            for impl in [m for m in MODES if m in wanted]:
                 comp = MODES[impl][0]
+                why_not = ("a --quick / CPU run times only eager" if quick and impl != "eager" else
+                           "compiled IQL/CQL/MCQ need --compile-all" if comp and algo != "td3bc"
+                           and not args.compile_all else None)
+                if why_not and not args.modes:  # the default modes are those that apply
+                    continue
                 for seeds in (1, args.seeds):
-                    if time.perf_counter() - t_start > args.budget:
-                        print(f"  {algo} {impl} S={seeds} skipped: past the {args.budget:.0f} s budget", flush=True)
-                        rows.append({"algorithm": algo, "impl": impl, "seeds": seeds, "error": "skipped (budget)"})
+                    if why_not is None and time.perf_counter() - t_start > args.budget:
+                        why_not = f"past the {args.budget:.0f} s budget"
+                    if why_not:
+                        print(f"  {algo} {impl} S={seeds} skipped: {why_not}", flush=True)
+                        rows.append({"algorithm": algo, "impl": impl, "seeds": seeds, "skipped": why_not})
                         continue
                     try:
                         if isolate and comp:
@@ -240,13 +262,13 @@ def main() -> None:
                             rate = measure(data, device, algo, impl, seeds, batch, seconds, warmup, max_steps)
                     except Exception as exc:  # report and go on: one failing mode must not hide the rest
                         print(f"  {algo} {impl} S={seeds} failed: {type(exc).__name__}: {exc}", flush=True)
-                        rows.append({"algorithm": algo, "impl": impl, "seeds": seeds, "error": str(exc)[:300]})
+                        rows.append({"algorithm": algo, "impl": impl, "seeds": seeds, "error": str(exc)[:500]})
                         continue
                     record(algo, impl, seeds, rate)
 
     def best(algo, seeds, tf32=True):
         rates = [r["steps_per_s"] for r in rows if r["algorithm"] == algo and r["seeds"] == seeds
-                 and "error" not in r and r["impl"] != "corl-eager" and (tf32 or not r["impl"].endswith("tf32"))]
+                 and "steps_per_s" in r and r["impl"] != "corl-eager" and (tf32 or not r["impl"].endswith("tf32"))]
         return max(rates) if rates else float("nan")
 
     summary = {}
@@ -254,7 +276,7 @@ def main() -> None:
         one, many = best(algo, 1), best(algo, args.seeds)
         summary[algo] = {"best_1_seed_steps_per_s": one, f"best_{args.seeds}_seed_steps_per_s": many,
                          "multi_vs_sequential_speedup": many * args.seeds / one}
-    corl = next((r["steps_per_s"] for r in rows if r["impl"] == "corl-eager"), float("nan"))
+    corl = next((r["steps_per_s"] for r in rows if r["impl"] == "corl-eager" and "steps_per_s" in r), float("nan"))
     td3 = summary.get("td3bc", {})
     targets = {
         "td3bc_updates_per_s_per_seed_target": 3000,
@@ -267,19 +289,20 @@ def main() -> None:
     }
     result = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
-        "torch": torch.__version__, "blas": str(torch.backends.cuda.preferred_blas_library()), "batch_size": batch,
+        "torch": torch.__version__, "batch_size": batch,
+        "blas": str(torch.backends.cuda.preferred_blas_library()) if device.type == "cuda" else None,
         "quick": quick, "rows": rows, "summary": summary,
         "targets": targets, "wall_s": time.perf_counter() - t_start,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
 
-    print(f"\nbatch {batch}, {result['device']}, torch {torch.__version__}, {result['blas']}, "
+    print(f"\nbatch {batch}, {result['device']}, torch {torch.__version__}, {result['blas'] or 'CPU'}, "
           f"{result['wall_s']:.0f} s")
     print(f"{'algorithm':9s} {'impl':14s} {'seeds':>5s} {'steps/s':>10s} {'seed-updates/s':>15s}")
     for r in rows:
-        if "error" in r:
-            print(f"{r['algorithm']:9s} {r['impl']:14s} {r['seeds']:5d} {'failed' if 'skipped' not in r['error'] else 'skipped':>10s}")
+        if "steps_per_s" not in r:
+            print(f"{r['algorithm']:9s} {r['impl']:14s} {r['seeds']:5d} {'skipped' if 'skipped' in r else 'failed':>10s}")
         else:
             print(f"{r['algorithm']:9s} {r['impl']:14s} {r['seeds']:5d} {r['steps_per_s']:10.1f} "
                   f"{r['seed_updates_per_s']:15.1f}")

@@ -42,6 +42,8 @@ def main() -> None:
     ap.add_argument("--bf16", action="store_true", help="run the step under bf16 autocast (not a gta-rl option)")
     ap.add_argument("--top", type=int, default=16, help="kernels to list")
     args = ap.parse_args()
+    if args.autotune and args.impl == "graph":
+        ap.error("--autotune is a torch.compile mode: use it with --impl compile or fullgraph")
     if not torch.cuda.is_available():
         sys.exit("profile_rl.py needs a CUDA device")
     dev = torch.device("cuda")
@@ -70,11 +72,13 @@ def main() -> None:
                 step(s)
             torch.cuda.synchronize()
     events = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
+    copies = [e for e in events if e.key.startswith(("Memcpy", "Memset"))]
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}: {args.algo} {args.impl}"
           f"{' autotune' if args.autotune else ''}{' bf16' if args.bf16 else ''}"
           f"{'' if args.no_tf32 else ' tf32'}, {args.seeds} seed(s), batch {args.batch_size}")
-    print(f"setup {setup:.1f} s; {rate:.1f} steps/s; {sum(e.count for e in events) / 20:.0f} kernels and "
-          f"{sum(e.self_device_time_total for e in events) / 20:.0f} us of GPU time per step")
+    print(f"setup {setup:.1f} s; {rate:.1f} steps/s; per step {sum(e.count for e in events) / 20:.0f} kernels "
+          f"(of which {sum(e.count for e in copies) / 20:.0f} memcpy/memset) and "
+          f"{sum(e.self_device_time_total for e in events) / 20:.0f} us of GPU time")
     for e in sorted(events, key=lambda e: -e.self_device_time_total)[:args.top]:
         print(f"  {e.count / 20:5.1f}x {e.self_device_time_total / 20:7.1f} us  {e.key[:110]}")
 

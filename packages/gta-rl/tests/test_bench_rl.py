@@ -54,6 +54,25 @@ def test_child_error_names_the_exception(bench_rl):
     assert bench_rl._exception_line("") == "no output"
 
 
+def test_describe_unwraps_compiler_errors(bench_rl):
+    import torch
+
+    exc = torch._inductor.exc.InductorError(AssertionError("reorder_loops_by_dep_pair\nmore"), None)
+    assert bench_rl.describe(exc) == "AssertionError: reorder_loops_by_dep_pair"
+    assert bench_rl.describe(ValueError()) == "ValueError"
+
+
+def test_requested_modes_that_cannot_run_are_reported(tmp_path):
+    out = tmp_path / "x.json"
+    proc = subprocess.run([sys.executable, str(TOOLS / "bench_rl.py"), "--quick", "--algos", "iql", "--modes",
+                           "eager,graph", "--seconds", "0.05", "--batch-size", "16", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "iql graph S=1 skipped: a --quick / CPU run times only eager" in proc.stdout
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["impl"], "skipped" in r) for r in rows] == [("eager", False)] * 2 + [("graph", True)] * 2
+
+
 def test_unknown_mode_is_one_line_error(tmp_path):
     proc = subprocess.run([sys.executable, str(TOOLS / "bench_rl.py"), "--quick", "--modes", "eager,warp",
                            "--out", str(tmp_path / "x.json")], capture_output=True, text=True, timeout=120)
@@ -65,5 +84,5 @@ def test_measure_in_child_runs_in_a_fresh_process(bench_rl, tmp_path):
     store = tmp_path / "s.zarr"
     bench_rl.make_store(store, 3000)
     assert bench_rl.measure_in_child(store, "td3bc", "eager", 2, 16, 0.05, 1) > 0
-    with pytest.raises(RuntimeError, match="child exited 1: .*no store at"):
+    with pytest.raises(RuntimeError, match="child failed: StoreError: .*no store at"):
         bench_rl.measure_in_child(tmp_path / "missing.zarr", "td3bc", "eager", 1, 16, 0.05, 1)

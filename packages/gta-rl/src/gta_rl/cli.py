@@ -66,7 +66,7 @@ def train(
     from gta_data import StoreError
     from gta_rl.algorithms import ConfigError, parse_override
     from gta_rl.seeds import SeedSpecError, parse_seeds
-    from gta_rl.train import RunConfig, RunError
+    from gta_rl.train import CHECKPOINT, RunConfig, RunError
     from gta_rl.train import train as run_train
 
     is_dt = algorithm.lower() == "dt"
@@ -94,9 +94,16 @@ def train(
         _fail(exc, debug)
         return
     except torch._dynamo.exc.TorchDynamoException as exc:  # inductor/dynamo failures print pages otherwise
-        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
-        _fail(RunError(f"torch.compile failed ({first}); run again without --fullgraph, or without --compile "
-                       f"(the run directory holds no checkpoint yet, so the same --out can be reused)"), debug)
+        # InductorError / BackendCompilerFailed wrap the real failure; their own first line is "backend=... raised:"
+        inner = getattr(exc, "inner_exception", None) or exc
+        first = next((ln.strip() for ln in str(inner).splitlines() if ln.strip()), "")
+        what = f"{type(inner).__name__}: {first}" if first else type(inner).__name__
+        if (out / CHECKPOINT).exists():  # a --resume run: its checkpoint is untouched
+            how = "continue with --resume without --fullgraph (or without --compile); the checkpoint is intact"
+        else:
+            how = ("run again without --fullgraph, or without --compile (the run directory holds no checkpoint "
+                   "yet, so the same --out can be reused)")
+        _fail(RunError(f"torch.compile failed ({what[:300]}); {how}"), debug)
         return
     for seed, r in results["seeds"].items():
         by_target = "".join(f", target {t}: {v:.2f}" for t, v in (r.get("final_by_target") or {}).items())

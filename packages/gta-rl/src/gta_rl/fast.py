@@ -9,8 +9,8 @@ read back only every N steps (:class:`MetricAccumulator`).
 ``compile`` alone lets dynamo break the step's graph at every ``torch.autograd.grad`` (the losses' backward
 passes run between compiled pieces); ``fullgraph`` also traces those calls
 (``torch._dynamo.config.trace_autograd_ops``), so the whole step (sampling, losses, gradients, Adam, Polyak)
-is one inductor graph. ``autotune`` compiles with inductor's max-autotune (slow to compile: every matmul
-shape is benchmarked).
+is one inductor graph. ``autotune`` (which implies ``compile``) compiles with inductor's max-autotune (slow
+to compile: every matmul shape is benchmarked).
 """
 
 from __future__ import annotations
@@ -20,6 +20,21 @@ from torch import Tensor
 
 from gta_rl.base import Agent
 from gta_rl.buffer import OfflineData
+
+
+def inductor_options(autotune: bool = False) -> dict[str, bool]:
+    """Inductor settings of a compiled step.
+
+    Loop reordering after fusion is off: in torch 2.11 on CUDA it fails an assertion
+    (``reorder_loops_by_dep_pair``) while fusing the one-seed CQL and MCQ fullgraph steps, and turning it off
+    left TD3+BC's compiled step as fast (H100: 4,815 vs 4,791 updates/s for one seed, 2,464 vs 2,469 steps/s
+    for 8; BENCHMARKS.md). ``autotune`` is the "max-autotune-no-cudagraphs" mode: Triton matmul templates
+    (with fused bias/activation epilogues) timed against cuBLAS for every matmul shape, without inductor's own
+    CUDA graphs, as the runner captures the step itself."""
+    options = {"loop_ordering_after_fusion": False}
+    if autotune:
+        options |= torch._inductor.list_mode_options("max-autotune-no-cudagraphs")
+    return options
 
 
 class StepRunner:
@@ -43,12 +58,11 @@ class StepRunner:
         if fullgraph and not hasattr(torch._dynamo.config, "trace_autograd_ops"):
             raise ValueError(f"--fullgraph needs a torch whose dynamo traces torch.autograd.grad "
                              f"(torch._dynamo.config.trace_autograd_ops); torch {torch.__version__} has none")
+        if autotune and compile_backend != "inductor":
+            raise ValueError(f"autotune is an inductor mode; the {compile_backend!r} backend has none")
         if compile or fullgraph or autotune:
-            # max-autotune times Triton matmul templates (with fused bias/activation epilogues) against cuBLAS
-            # for every matmul shape; "no-cudagraphs" because this runner captures the graphs itself.
-            mode = "max-autotune-no-cudagraphs" if autotune else None
             compiled = torch.compile(agent.train_step, backend=compile_backend, fullgraph=fullgraph, dynamic=False,
-                                     mode=mode)
+                                     options=inductor_options(autotune) if compile_backend == "inductor" else None)
             self.fn = compiled
             if fullgraph:
                 def traced(*args, **kwargs):  # the setting must hold while dynamo traces (first calls)
