@@ -11,7 +11,7 @@ import torch
 
 from gta_data import StoreError, Transitions, write_store
 from gta_rl.buffer import OfflineData, RewardTransform, load_training_data
-from gta_rl.nets import StackedMLP, mlp_generators
+from gta_rl.nets import StackedMLP, mlp_generators, stacked_affine
 from gta_rl.optim import Adam, cosine_schedule
 from gta_rl.rng import SeedStreams
 from gta_rl.seeds import SeedSpecError, parse_seeds
@@ -66,6 +66,37 @@ def test_stacked_mlp_matches_per_member_linear_and_seed_init():
     torch.testing.assert_close(net(x), torch.stack(ref))
     # nn.Linear's default bound 1/sqrt(fan_in).
     assert net.layers[0].weight.abs().max() <= 0.5
+
+
+@pytest.mark.parametrize("out", [1, 3])
+def test_stacked_affine_compiled_head_matches_bmm_float64(out):
+    # Compiled, a one-output layer is a multiply-and-sum (fusable with the ReLU before it), not a bmm.
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 7, 5, dtype=torch.float64, generator=g)
+    w = torch.randn(3, 5, out, dtype=torch.float64, generator=g)
+    b = torch.randn(3, 1, out, dtype=torch.float64, generator=g)
+    ops = []
+
+    def backend(gm, _inputs):
+        ops.extend(str(n.target) for n in gm.graph.nodes if n.op == "call_function")
+        return gm.forward
+
+    def loss(x, w, b):
+        return (stacked_affine(torch.relu(x), w, b) ** 2).sum()
+
+    leaves = [t.clone().requires_grad_() for t in (x, w, b)]
+    ref = [t.clone().requires_grad_() for t in (x, w, b)]
+    compiled = torch.compile(loss, backend=backend, fullgraph=True)
+    value = compiled(*leaves)
+    value.backward()
+    expected = (torch.bmm(torch.relu(ref[0]), ref[1]) + ref[2]).pow(2).sum()
+    expected.backward()
+    torch.testing.assert_close(value, expected, rtol=1e-12, atol=1e-12)
+    for a, e in zip(leaves, ref, strict=True):
+        torch.testing.assert_close(a.grad, e.grad, rtol=1e-12, atol=1e-12)
+    assert any("bmm" in op for op in ops) == (out != 1), ops
+    torch.testing.assert_close(stacked_affine(x, w, b), torch.bmm(x, w) + b, rtol=0, atol=0)  # eager: bmm
+    torch._dynamo.reset()
 
 
 def test_adam_matches_torch_adam_float64():
