@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -219,6 +220,7 @@ def main() -> None:
             data, _ = load_training_data([args.store], device=device)
             rate = measure(data, device, algo, impl, int(seeds), batch, seconds, warmup, max_steps)
         except Exception as exc:  # the parent reads this line: torch's tracebacks end in hints, not the error
+            traceback.print_exc()  # the whole story stays on the child's stderr
             print("CHILD " + json.dumps({"error": describe(exc)}), flush=True)
             sys.exit(1)
         print("CHILD " + json.dumps({"steps_per_s": rate}), flush=True)
@@ -261,8 +263,8 @@ def main() -> None:
                         else:
                             rate = measure(data, device, algo, impl, seeds, batch, seconds, warmup, max_steps)
                     except Exception as exc:  # report and go on: one failing mode must not hide the rest
-                        print(f"  {algo} {impl} S={seeds} failed: {type(exc).__name__}: {exc}", flush=True)
-                        rows.append({"algorithm": algo, "impl": impl, "seeds": seeds, "error": str(exc)[:500]})
+                        print(f"  {algo} {impl} S={seeds} failed: {describe(exc)}", flush=True)
+                        rows.append({"algorithm": algo, "impl": impl, "seeds": seeds, "error": describe(exc)})
                         continue
                     record(algo, impl, seeds, rate)
 

@@ -80,6 +80,18 @@ def test_unknown_mode_is_one_line_error(tmp_path):
     assert not (tmp_path / "x.json").exists()
 
 
+def test_measurements_past_the_budget_are_skipped(tmp_path):
+    out = tmp_path / "x.json"
+    proc = subprocess.run([sys.executable, str(TOOLS / "bench_rl.py"), "--quick", "--algos", "iql", "--budget", "0",
+                           "--seconds", "0.05", "--batch-size", "16", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["impl"], r["seeds"], r.get("skipped")) for r in rows] == [
+        ("eager", 1, "past the 0 s budget"), ("eager", 2, "past the 0 s budget")]
+    assert "iql: 2 seeds at once vs 2 sequential: nanx" in proc.stdout
+
+
 def test_measure_in_child_runs_in_a_fresh_process(bench_rl, tmp_path):
     store = tmp_path / "s.zarr"
     bench_rl.make_store(store, 3000)

@@ -270,12 +270,15 @@ def test_compiled_forward_traces_and_matches_eager(point_store):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("bf16", [False, True])
-def test_cuda_graph_and_compile_match_eager_on_gpu(bf16, point_store):
+@pytest.mark.parametrize("seeds", [[0], [0, 1]], ids=["1seed", "2seeds"])
+def test_cuda_graph_and_compile_match_eager_on_gpu(bf16, seeds, point_store):
+    # One seed too: its [1, 1, out] biases once met an inductor gradient-shape failure (baddbmm; dt._lin).
     from gta_rl.fast import StepRunner
 
+    torch._dynamo.reset()
     cfg = build_config("dt", None, {**TINY, "bf16": bf16})
     data, _ = load_sequence_data([point_store], context=cfg.context, return_scale=cfg.return_scale, device="cuda")
-    eager, fast = DT(cfg, 2, 2, [0, 1], device="cuda"), DT(cfg, 2, 2, [0, 1], device="cuda")
+    eager, fast = DT(cfg, 2, 2, seeds, device="cuda"), DT(cfg, 2, 2, seeds, device="cuda")
     fast.compile_forward()
     run_e, run_f = StepRunner(eager, data, 64), StepRunner(fast, data, 64, cuda_graph=True)
     for step in range(12):

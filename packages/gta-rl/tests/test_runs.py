@@ -252,6 +252,44 @@ def test_cli_compile_failure_is_one_line_and_the_out_dir_is_reusable(point_store
     assert res.exit_code == 0, res.output
 
 
+def test_compile_failure_message_unwraps_and_names_the_flag(tmp_path):
+    from gta_rl.cli import _compile_failure
+
+    def fn():
+        pass
+
+    banner = torch._dynamo.exc.BackendCompilerFailed(fn, AssertionError("loop reordering\ndetails"), None)
+    assert str(banner).splitlines()[0].startswith("backend=")  # the wrapper's own first line is a banner
+    msg = _compile_failure(banner, tmp_path, fullgraph=False)
+    assert msg.startswith("torch.compile failed (AssertionError: loop reordering); run again without --compile (")
+    assert "fullgraph" not in msg
+    grad = RuntimeError("Function CompiledFunctionBackward returned an invalid gradient at index 13")
+    (tmp_path / "checkpoint.safetensors").write_bytes(b"")
+    msg = _compile_failure(grad, tmp_path, fullgraph=True)
+    assert "(RuntimeError: Function CompiledFunctionBackward" in msg
+    assert msg.endswith("continue with --resume without --fullgraph (or without --compile); the checkpoint is intact")
+
+
+def test_cli_runtime_error_of_a_compiled_step_is_one_line(point_store, tmp_path, monkeypatch):
+    import gta_rl.train as train_module
+
+    class FailingRunner(StepRunner):
+        def __call__(self, step):
+            if self.fn != self.agent.train_step:
+                raise RuntimeError("Function CompiledFunctionBackward returned an invalid gradient at index 13")
+            raise RuntimeError("an ordinary bug")
+
+    monkeypatch.setattr(train_module, "StepRunner", FailingRunner)
+    args = ["train", "td3bc", "--data", str(point_store), "--steps", "4", "--batch-size", "8",
+            "--eval-episodes", "0", "--set", "hidden=[8,8]"]
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "a"), "--compile"])
+    assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1, res.output
+    assert "torch.compile failed (RuntimeError: Function CompiledFunctionBackward" in res.output
+    assert "run again without --compile (" in res.output
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "b")])  # not compiled: not a compile failure
+    assert isinstance(res.exception, RuntimeError) and "ordinary bug" in str(res.exception)
+
+
 def test_cli_stores_of_different_envs(point_store, tmp_path):
     from gta_rl.toy import write_point_dataset
 
@@ -326,15 +364,18 @@ def test_one_seed_fullgraph_compiles_with_inductor_on_gpu(name, tmp_path):
     make = lambda: get_spec(name).agent(build_config(name, None, {}), 17, 6, [0], device="cuda",  # noqa: E731
                                         total_steps=1000)
     eager, fast = make(), make()
-    run_e, run_f = StepRunner(eager, data, 1024), StepRunner(fast, data, 1024, cuda_graph=True, fullgraph=True)
-    for step in range(6):
-        run_e(step)
-        out = run_f(step)
-    torch.cuda.synchronize()
-    assert all(bool(torch.isfinite(v).all()) for v in out.values())
-    for pe, pf in zip(eager.parameters(), fast.parameters(), strict=True):
-        torch.testing.assert_close(pe, pf, rtol=1e-3, atol=1e-4)
-    torch._dynamo.reset()
+    torch._dynamo.reset()  # no cache entries of earlier tests' train_step (the same code object)
+    try:
+        run_e, run_f = StepRunner(eager, data, 1024), StepRunner(fast, data, 1024, cuda_graph=True, fullgraph=True)
+        for step in range(6):
+            run_e(step)
+            out = run_f(step)
+        torch.cuda.synchronize()
+        assert all(bool(torch.isfinite(v).all()) for v in out.values())
+        for pe, pf in zip(eager.parameters(), fast.parameters(), strict=True):
+            torch.testing.assert_close(pe, pf, rtol=1e-3, atol=1e-4)
+    finally:
+        torch._dynamo.reset()
 
 
 def test_unknown_env_fails_before_writing(tmp_path):

@@ -32,6 +32,22 @@ def _fail(exc: Exception, debug: bool) -> None:
     raise typer.Exit(1)
 
 
+def _compile_failure(exc: Exception, out: Path, fullgraph: bool) -> str:
+    """One line for a failed torch.compile: the wrapped error (InductorError / BackendCompilerFailed wrap the
+    real failure; the latter's own first line is "backend=... raised:") and which flag to drop."""
+    from gta_rl.train import CHECKPOINT
+
+    inner = getattr(exc, "inner_exception", None) or exc
+    first = next((ln.strip() for ln in str(inner).splitlines() if ln.strip()), "")
+    what = f"{type(inner).__name__}: {first}" if first else type(inner).__name__
+    without = "without --fullgraph (or without --compile)" if fullgraph else "without --compile"
+    if (out / CHECKPOINT).exists():  # e.g. a --resume run: its checkpoint is untouched
+        how = f"continue with --resume {without}; the checkpoint is intact"
+    else:
+        how = f"run again {without} (the run directory holds no checkpoint yet, so the same --out can be reused)"
+    return f"torch.compile failed ({what[:300]}); {how}"
+
+
 @app.command()
 def train(
     algorithm: str = typer.Argument(..., help="td3bc, iql, cql, mcq or dt"),
@@ -66,7 +82,7 @@ def train(
     from gta_data import StoreError
     from gta_rl.algorithms import ConfigError, parse_override
     from gta_rl.seeds import SeedSpecError, parse_seeds
-    from gta_rl.train import CHECKPOINT, RunConfig, RunError
+    from gta_rl.train import RunConfig, RunError
     from gta_rl.train import train as run_train
 
     is_dt = algorithm.lower() == "dt"
@@ -93,17 +109,13 @@ def train(
     except (StoreError, ConfigError, SeedSpecError, RunError, ValueError, FileNotFoundError) as exc:
         _fail(exc, debug)
         return
-    except torch._dynamo.exc.TorchDynamoException as exc:  # inductor/dynamo failures print pages otherwise
-        # InductorError / BackendCompilerFailed wrap the real failure; their own first line is "backend=... raised:"
-        inner = getattr(exc, "inner_exception", None) or exc
-        first = next((ln.strip() for ln in str(inner).splitlines() if ln.strip()), "")
-        what = f"{type(inner).__name__}: {first}" if first else type(inner).__name__
-        if (out / CHECKPOINT).exists():  # a --resume run: its checkpoint is untouched
-            how = "continue with --resume without --fullgraph (or without --compile); the checkpoint is intact"
-        else:
-            how = ("run again without --fullgraph, or without --compile (the run directory holds no checkpoint "
-                   "yet, so the same --out can be reused)")
-        _fail(RunError(f"torch.compile failed ({what[:300]}); {how}"), debug)
+    except (torch._dynamo.exc.TorchDynamoException, RuntimeError) as exc:
+        # Compiler failures print pages otherwise. A RuntimeError is one only when it comes from a compiled
+        # function (seen on an H100: "Function CompiledFunctionBackward returned an invalid gradient", DT, 1 seed).
+        compiled = isinstance(exc, torch._dynamo.exc.TorchDynamoException) or "CompiledFunction" in str(exc)
+        if not compiled or not (compile or fullgraph):
+            raise
+        _fail(RunError(_compile_failure(exc, out, fullgraph)), debug)
         return
     for seed, r in results["seeds"].items():
         by_target = "".join(f", target {t}: {v:.2f}" for t, v in (r.get("final_by_target") or {}).items())

@@ -107,7 +107,12 @@ class StackedTransformer(nn.Module):
         self.p = p
 
     def _lin(self, name: str, x: Tensor) -> Tensor:
-        return torch.baddbmm(self.p[f"{name}_b"], x, self.p[f"{name}_w"])  # [S, N, in] -> [S, N, out]
+        """[S, N, in] -> [S, N, out]. bmm + add rather than baddbmm: with one seed (bias [1, 1, out]),
+        inductor's compiled baddbmm returned the bias gradient as [out] on the H100 ("CompiledFunctionBackward
+        returned an invalid gradient"); the bias joins in the matmul's dtype (bf16 under autocast, as
+        baddbmm had it)."""
+        y = torch.bmm(x, self.p[f"{name}_w"])
+        return y + self.p[f"{name}_b"].to(y.dtype)
 
     def _ln(self, name: str, x: Tensor) -> Tensor:
         return F.layer_norm(x, x.shape[-1:]) * self.p[f"{name}_g"] + self.p[f"{name}_b"]

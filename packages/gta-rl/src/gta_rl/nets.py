@@ -32,13 +32,16 @@ def stacked_affine(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     a compiled 8-seed TD3+BC step on an H100), while torch.compile fuses the add into the activation that
     follows.
 
-    Under torch.compile a layer with one output (Q and value heads) is a multiply-and-sum over ``in``
-    instead: inductor fuses it with the ReLU that produces x (and its backward with the ReLU's), where a bmm
-    is a separate cuBLAS gemv reading the whole activation again. Compiled TD3+BC step on an H100 (TF32,
-    whole-step graph): 4,782 -> 5,253 updates/s for one seed, 2,440 -> 2,753 steps/s for 8 seeds; IQL
-    3,423 -> 3,800 and 1,773 -> 1,978 (BENCHMARKS.md). Eager keeps the bmm (its gemv is the faster kernel
-    there)."""
+    Under torch.compile any layer with one output (the Q and value heads of every algorithm here, SAC's
+    included) is a multiply-and-sum over ``in`` instead: inductor fuses it with the ReLU that produces x (and
+    its backward with the ReLU's), where a bmm is a separate cuBLAS gemv reading the whole activation again.
+    Compiled TD3+BC step on an H100 (TF32, whole-step graph): 4,782 -> 5,253 updates/s for one seed, 2,440 ->
+    2,753 steps/s for 8 seeds; IQL 3,423 -> 3,800 and 1,773 -> 1,978 (BENCHMARKS.md). Not being a matmul,
+    the head escapes TF32 and bf16 autocast: it is computed in x's dtype (fp32 after the fp32 bias add)
+    where the eager bmm would use TF32 / bf16. Eager keeps the bmm (its gemv is the faster kernel there)."""
     if weight.shape[-1] == 1 and torch.compiler.is_compiling():
+        if x.shape[0] != weight.shape[0] or x.shape[-1] != weight.shape[1]:  # what bmm would refuse (trace time)
+            raise ValueError(f"stacked_affine: x {tuple(x.shape)} does not match weight {tuple(weight.shape)}")
         return (x * weight.transpose(1, 2)).sum(-1, keepdim=True) + bias
     return torch.bmm(x, weight) + bias
 
