@@ -115,7 +115,13 @@ class StackedTransformer(nn.Module):
         return y + self.p[f"{name}_b"].to(y.dtype)
 
     def _ln(self, name: str, x: Tensor) -> Tensor:
-        return F.layer_norm(x, x.shape[-1:]) * self.p[f"{name}_g"] + self.p[f"{name}_b"]
+        g, b = self.p[f"{name}_g"], self.p[f"{name}_b"]  # [S, 1, D]
+        if g.shape[0] == 1:
+            # One seed: the affine goes inside layer_norm (the same values). Compiled on an H100, the one-seed
+            # DT's backward returned the gradient of emb_norm_g, a [1, 1, D] weight of the broadcast form
+            # below, as [D]; whether this form avoids that is not measured yet (BENCHMARKS.md).
+            return F.layer_norm(x, x.shape[-1:], g.view(-1), b.view(-1))
+        return F.layer_norm(x, x.shape[-1:]) * g + b
 
     def forward(self, states: Tensor, actions: Tensor, rtg: Tensor, timesteps: Tensor,
                 seeds: Tensor | None = None, step: Tensor | None = None) -> Tensor:
