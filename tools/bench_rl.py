@@ -42,7 +42,7 @@ from torch import nn
 from gta_data import Transitions, write_store
 from gta_rl.algorithms import build_config, get_spec
 from gta_rl.buffer import load_training_data
-from gta_rl.fast import StepRunner
+from gta_rl.fast import StepRunner, describe_error
 
 OBS, ACT = 17, 6
 
@@ -146,14 +146,6 @@ def measure(data, device, algo, impl, seeds, batch, seconds, warmup, max_steps=1
     return timed(runner, device, warmup, seconds, max_steps)
 
 
-def describe(exc: BaseException) -> str:
-    """'Type: first line' of an exception, unwrapping torch's compiler wrappers (InductorError,
-    BackendCompilerFailed), whose own first line is only a banner."""
-    inner = getattr(exc, "inner_exception", None) or exc
-    first = next((ln.strip() for ln in str(inner).splitlines() if ln.strip()), "")
-    return (f"{type(inner).__name__}: {first}" if first else type(inner).__name__)[:500]
-
-
 def _exception_line(stderr: str) -> str:
     """For a child that died without reporting (a crash): the last 'SomeError: message' line of its traceback
     (torch appends hints after it), else its last line."""
@@ -221,7 +213,7 @@ def main() -> None:
             rate = measure(data, device, algo, impl, int(seeds), batch, seconds, warmup, max_steps)
         except Exception as exc:  # the parent reads this line: torch's tracebacks end in hints, not the error
             traceback.print_exc()  # the whole story stays on the child's stderr
-            print("CHILD " + json.dumps({"error": describe(exc)}), flush=True)
+            print("CHILD " + json.dumps({"error": describe_error(exc)}), flush=True)
             sys.exit(1)
         print("CHILD " + json.dumps({"steps_per_s": rate}), flush=True)
         return
@@ -263,8 +255,8 @@ def main() -> None:
                         else:
                             rate = measure(data, device, algo, impl, seeds, batch, seconds, warmup, max_steps)
                     except Exception as exc:  # report and go on: one failing mode must not hide the rest
-                        print(f"  {algo} {impl} S={seeds} failed: {describe(exc)}", flush=True)
-                        rows.append({"algorithm": algo, "impl": impl, "seeds": seeds, "error": describe(exc)})
+                        print(f"  {algo} {impl} S={seeds} failed: {describe_error(exc)}", flush=True)
+                        rows.append({"algorithm": algo, "impl": impl, "seeds": seeds, "error": describe_error(exc)})
                         continue
                     record(algo, impl, seeds, rate)
 

@@ -58,8 +58,8 @@ def test_describe_unwraps_compiler_errors(bench_rl):
     import torch
 
     exc = torch._inductor.exc.InductorError(AssertionError("reorder_loops_by_dep_pair\nmore"), None)
-    assert bench_rl.describe(exc) == "AssertionError: reorder_loops_by_dep_pair"
-    assert bench_rl.describe(ValueError()) == "ValueError"
+    assert bench_rl.describe_error(exc) == "AssertionError: reorder_loops_by_dep_pair"
+    assert bench_rl.describe_error(ValueError()) == "ValueError"
 
 
 def test_requested_modes_that_cannot_run_are_reported(tmp_path):

@@ -33,19 +33,16 @@ def _fail(exc: Exception, debug: bool) -> None:
 
 
 def _compile_failure(exc: Exception, out: Path, fullgraph: bool) -> str:
-    """One line for a failed torch.compile: the wrapped error (InductorError / BackendCompilerFailed wrap the
-    real failure; the latter's own first line is "backend=... raised:") and which flag to drop."""
+    """One line for a failed torch.compile: the wrapped error and which flag to drop."""
+    from gta_rl.fast import describe_error
     from gta_rl.train import CHECKPOINT
 
-    inner = getattr(exc, "inner_exception", None) or exc
-    first = next((ln.strip() for ln in str(inner).splitlines() if ln.strip()), "")
-    what = f"{type(inner).__name__}: {first}" if first else type(inner).__name__
     without = "without --fullgraph (or without --compile)" if fullgraph else "without --compile"
     if (out / CHECKPOINT).exists():  # e.g. a --resume run: its checkpoint is untouched
         how = f"continue with --resume {without}; the checkpoint is intact"
     else:
         how = f"run again {without} (the run directory holds no checkpoint yet, so the same --out can be reused)"
-    return f"torch.compile failed ({what[:300]}); {how}"
+    return f"torch.compile failed ({describe_error(exc, 300)}); {how}"
 
 
 @app.command()

@@ -107,10 +107,9 @@ class StackedTransformer(nn.Module):
         self.p = p
 
     def _lin(self, name: str, x: Tensor) -> Tensor:
-        """[S, N, in] -> [S, N, out]. bmm + add rather than baddbmm: with one seed (bias [1, 1, out]),
-        inductor's compiled baddbmm returned the bias gradient as [out] on the H100 ("CompiledFunctionBackward
-        returned an invalid gradient"); the bias joins in the matmul's dtype (bf16 under autocast, as
-        baddbmm had it)."""
+        """[S, N, in] -> [S, N, out]. bmm + add rather than baddbmm, which copies the broadcast bias into its
+        output first (as in ``nets.stacked_affine``; compiled 4-seed DT 18.2 -> 21.5 steps/s on two H100
+        machines); the bias joins in the matmul's dtype (bf16 under autocast, as baddbmm had it)."""
         y = torch.bmm(x, self.p[f"{name}_w"])
         return y + self.p[f"{name}_b"].to(y.dtype)
 

@@ -22,6 +22,15 @@ from gta_rl.base import Agent
 from gta_rl.buffer import OfflineData
 
 
+def describe_error(exc: BaseException, limit: int = 500) -> str:
+    """'Type: first line' of an exception, unwrapping torch's compiler wrappers (InductorError,
+    BackendCompilerFailed: their ``inner_exception`` is the real failure, and the latter's own first line is
+    only a "backend=... raised:" banner)."""
+    inner = getattr(exc, "inner_exception", None) or exc
+    first = next((ln.strip() for ln in str(inner).splitlines() if ln.strip()), "")
+    return (f"{type(inner).__name__}: {first}" if first else type(inner).__name__)[:limit]
+
+
 def inductor_options(autotune: bool = False) -> dict[str, bool]:
     """Inductor settings of a compiled step.
 
