@@ -8,6 +8,8 @@ temporary store, for:
 - ``eager`` / ``graph`` / ``compile+graph``: gta-rl's stacked agents, 1 seed, fp32 matmuls as the baseline;
   ``compile+graph+tf32`` the same with TF32 tensor-core matmuls (``gta-rl train --tf32``);
   ``fullgraph+graph+tf32`` compiles the whole step, gradients included, as one graph (``--fullgraph``);
+  ``fullgraph+graph+tf32+bf16`` adds bf16 mixed precision (``--bf16``: hidden-layer matmuls in bf16, output
+  layers, losses and Adam in fp32);
 - the same fast path with 8 seeds stacked in one process, against 8 sequential 1-seed runs.
 
 On CUDA every compiled variant is timed in a fresh process (``--no-isolate``: in this one), as a training run
@@ -132,16 +134,23 @@ MODES = {  # impl -> (torch.compile, CUDA graph)
     "compile+graph": (True, True),
     "compile+graph+tf32": (True, True),
     "fullgraph+graph+tf32": (True, True),
+    "fullgraph+graph+tf32+bf16": (True, True),
 }
+
+
+def _flags(impl: str) -> set[str]:
+    return set(impl.split("+"))
 
 
 def measure(data, device, algo, impl, seeds, batch, seconds, warmup, max_steps=100_000) -> float:
     """Steps/s of one gta-rl training-step variant (``impl`` a key of MODES) with ``seeds`` stacked."""
     comp, graph = MODES[impl]
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = impl.endswith("tf32")
+        torch.backends.cuda.matmul.allow_tf32 = "tf32" in _flags(impl)
     agent = get_spec(algo).agent(build_config(algo, None, {}), OBS, ACT, list(range(seeds)), device=device,
                                  total_steps=1_000_000)
+    if "bf16" in _flags(impl):
+        agent.set_matmul_dtype(torch.bfloat16)
     runner = StepRunner(agent, data, batch, compile=comp, cuda_graph=graph, fullgraph=impl.startswith("fullgraph"))
     return timed(runner, device, warmup, seconds, max_steps)
 
@@ -228,7 +237,7 @@ def main() -> None:
         def record(algo, impl, seeds, rate):
             rows.append({"algorithm": algo, "impl": impl, "seeds": seeds, "steps_per_s": rate,
                          "updates_per_s_per_seed": rate, "seed_updates_per_s": rate * seeds})
-            print(f"  {algo:6s} {impl:14s} S={seeds}: {rate:9.1f} steps/s", flush=True)
+            print(f"  {algo:6s} {impl:26s} S={seeds}: {rate:9.1f} steps/s", flush=True)
 
         if "td3bc" in args.algos:
             torch.manual_seed(0)
@@ -262,14 +271,17 @@ def main() -> None:
 
     def best(algo, seeds, tf32=True):
         rates = [r["steps_per_s"] for r in rows if r["algorithm"] == algo and r["seeds"] == seeds
-                 and "steps_per_s" in r and r["impl"] != "corl-eager" and (tf32 or not r["impl"].endswith("tf32"))]
+                 and "steps_per_s" in r and r["impl"] != "corl-eager" and (tf32 or not _flags(r["impl"]) & {"tf32", "bf16"})]
         return max(rates) if rates else float("nan")
 
     summary = {}
     for algo in args.algos.split(","):
         one, many = best(algo, 1), best(algo, args.seeds)
+        rate = {(r["impl"], r["seeds"]): r["steps_per_s"] for r in rows if r["algorithm"] == algo and "steps_per_s" in r}
+        same_mode = {impl: rate[impl, args.seeds] * args.seeds / rate[impl, 1] for impl in MODES
+                     if (impl, 1) in rate and (impl, args.seeds) in rate}
         summary[algo] = {"best_1_seed_steps_per_s": one, f"best_{args.seeds}_seed_steps_per_s": many,
-                         "multi_vs_sequential_speedup": many * args.seeds / one}
+                         "multi_vs_sequential_speedup": many * args.seeds / one, "same_mode_speedup": same_mode}
     corl = next((r["steps_per_s"] for r in rows if r["impl"] == "corl-eager" and "steps_per_s" in r), float("nan"))
     td3 = summary.get("td3bc", {})
     targets = {
@@ -293,16 +305,17 @@ def main() -> None:
 
     print(f"\nbatch {batch}, {result['device']}, torch {torch.__version__}, {result['blas'] or 'CPU'}, "
           f"{result['wall_s']:.0f} s")
-    print(f"{'algorithm':9s} {'impl':14s} {'seeds':>5s} {'steps/s':>10s} {'seed-updates/s':>15s}")
+    print(f"{'algorithm':9s} {'impl':26s} {'seeds':>5s} {'steps/s':>10s} {'seed-updates/s':>15s}")
     for r in rows:
         if "steps_per_s" not in r:
-            print(f"{r['algorithm']:9s} {r['impl']:14s} {r['seeds']:5d} {'skipped' if 'skipped' in r else 'failed':>10s}")
+            print(f"{r['algorithm']:9s} {r['impl']:26s} {r['seeds']:5d} {'skipped' if 'skipped' in r else 'failed':>10s}")
         else:
-            print(f"{r['algorithm']:9s} {r['impl']:14s} {r['seeds']:5d} {r['steps_per_s']:10.1f} "
+            print(f"{r['algorithm']:9s} {r['impl']:26s} {r['seeds']:5d} {r['steps_per_s']:10.1f} "
                   f"{r['seed_updates_per_s']:15.1f}")
     for algo, s in summary.items():
+        same = ", ".join(f"{impl} {x:.2f}x" for impl, x in s["same_mode_speedup"].items())
         print(f"{algo}: {args.seeds} seeds at once vs {args.seeds} sequential: "
-              f"{s['multi_vs_sequential_speedup']:.2f}x")
+              f"{s['multi_vs_sequential_speedup']:.2f}x (fastest of each; same mode: {same or '-'})")
     if "td3bc" in summary:
         print(f"td3bc best 1-seed {targets['td3bc_best_1_seed']:.0f} updates/s "
               f"({targets['td3bc_speedup_over_corl_eager']:.1f}x CORL-style eager; target 3000); "

@@ -8,13 +8,12 @@ earlier variant change what a later compile produces.
     python tools/profile_rl.py --impl fullgraph --seeds 8            # the fastest path, 8 stacked seeds
     python tools/profile_rl.py --impl compile --seeds 1 --no-tf32
     python tools/profile_rl.py --impl fullgraph --seeds 8 --autotune # inductor max-autotune (minutes)
-    python tools/profile_rl.py --impl fullgraph --seeds 8 --bf16     # bf16 autocast (an experiment)
+    python tools/profile_rl.py --impl fullgraph --seeds 8 --bf16     # bf16 mixed precision (gta-rl train --bf16)
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import tempfile
 import time
@@ -39,7 +38,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=1024)
     ap.add_argument("--no-tf32", action="store_true", help="fp32 matmuls (default: TF32, as gta-rl train --tf32)")
     ap.add_argument("--autotune", action="store_true", help="inductor max-autotune")
-    ap.add_argument("--bf16", action="store_true", help="run the step under bf16 autocast (not a gta-rl option)")
+    ap.add_argument("--bf16", action="store_true", help="bf16 mixed precision (gta-rl train --bf16)")
     ap.add_argument("--top", type=int, default=16, help="kernels to list")
     args = ap.parse_args()
     if args.autotune and args.impl == "graph":
@@ -53,13 +52,13 @@ def main() -> None:
         data, _ = load_training_data([Path(tmp) / "s.zarr"], device=dev)
         agent = get_spec(args.algo).agent(build_config(args.algo, None, {}), OBS, ACT, list(range(args.seeds)),
                                           device=dev, total_steps=1_000_000)
+        if args.bf16:
+            agent.set_matmul_dtype(torch.bfloat16)
         runner = StepRunner(agent, data, args.batch_size, compile=args.impl != "graph", cuda_graph=True,
                             fullgraph=args.impl == "fullgraph", autotune=args.autotune)
 
         def step(s: int):
-            ctx = torch.autocast("cuda", dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext()
-            with ctx:
-                return runner(s)
+            return runner(s)
 
         t0 = time.perf_counter()
         for s in range(8):  # warm-up, compile and capture

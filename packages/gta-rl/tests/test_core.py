@@ -11,7 +11,7 @@ import torch
 
 from gta_data import StoreError, Transitions, write_store
 from gta_rl.buffer import OfflineData, RewardTransform, load_training_data
-from gta_rl.nets import StackedMLP, mlp_generators, stacked_affine
+from gta_rl.nets import StackedMLP, lowp_affine, mlp_generators, set_matmul_dtype, stacked_affine
 from gta_rl.optim import Adam, cosine_schedule
 from gta_rl.rng import SeedStreams
 from gta_rl.seeds import SeedSpecError, parse_seeds
@@ -97,6 +97,48 @@ def test_stacked_affine_compiled_head_matches_bmm_float64(out):
     assert any("bmm" in op for op in ops) == (out != 1), ops
     torch.testing.assert_close(stacked_affine(x, w, b), torch.bmm(x, w) + b, rtol=0, atol=0)  # eager: bmm
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("k", [17, 16])
+def test_lowp_affine_matches_bf16_rounded_float64_reference(k):
+    # bf16 mixed precision: x and w rounded to bf16, the product accumulated exactly (float64 here) and
+    # rounded to bf16 once, the fp32 bias added in fp32; an odd input width is zero-padded to 8's multiple,
+    # which must change nothing, values or gradients (those reach the unpadded fp32 parameters).
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 9, k, generator=g).requires_grad_()
+    w = torch.randn(3, k, 32, generator=g).requires_grad_()
+    b = torch.randn(3, 1, 32, generator=g).requires_grad_()
+    y = lowp_affine(x, w, b, torch.bfloat16)
+    assert y.dtype == torch.float32
+    xr, wr = x.detach().bfloat16().double(), w.detach().bfloat16().double()
+    ref = torch.bmm(xr, wr).bfloat16().double() + b.detach().double()
+    torch.testing.assert_close(y.double(), ref, rtol=0, atol=1e-6)
+    assert (y.double() - (x.double() @ w.double() + b.double())).abs().max() > 1e-4  # it is not fp32
+    gy = torch.randn(3, 9, 32, generator=g)
+    y.backward(gy)
+    assert x.grad.shape == x.shape and w.grad.shape == w.shape and w.grad.dtype == torch.float32
+    gr = gy.bfloat16().double()
+    torch.testing.assert_close(w.grad.double(), xr.transpose(1, 2) @ gr, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(x.grad.double(), gr @ wr.transpose(1, 2), rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(b.grad, gy.sum(1, keepdim=True))
+
+
+def test_bf16_mlp_keeps_its_output_layer_in_fp32():
+    net = StackedMLP(mlp_generators([0, 1], "x"), [5, 32, 32, 3])
+    x = torch.randn(2, 7, 5)
+    fp32 = net(x)
+    set_matmul_dtype(net, torch.bfloat16)
+    mixed = net(x)
+    h = x
+    for layer in net.layers[:-1]:
+        h = torch.relu(lowp_affine(h, layer.weight, layer.bias, torch.bfloat16))
+    expected = torch.bmm(h, net.layers[-1].weight) + net.layers[-1].bias  # fp32 output layer
+    torch.testing.assert_close(mixed, expected, rtol=0, atol=0)
+    torch.testing.assert_close(mixed, fp32, rtol=5e-2, atol=5e-2)
+    set_matmul_dtype(net, None)
+    torch.testing.assert_close(net(x), fp32, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="bfloat16 or None"):
+        set_matmul_dtype(net, torch.float16)
 
 
 def test_adam_matches_torch_adam_float64():

@@ -37,3 +37,13 @@ def test_beats_behaviour_cloning(algorithm, point_store, tmp_path):
     bc = bc_of_noisy_data_score(TrajectoryStore.open(point_store))
     assert bc < 75
     assert score > bc + 15 and score > 80, (score, bc)
+
+
+@pytest.mark.parametrize("algorithm", ["td3bc", "iql"])
+def test_beats_behaviour_cloning_in_bf16(algorithm, point_store, tmp_path):
+    # --bf16 mixed precision learns the task as well (hidden-layer matmuls in bf16, the rest fp32).
+    cfg = RunConfig(algorithm, (str(point_store),), (0,), steps=1500, batch_size=256, eval_every=0,
+                    eval_episodes=50, log_every=500, bf16=True, overrides=SMALL[algorithm])
+    score = train(cfg, tmp_path / "run")["seeds"]["0"]["final_score"]
+    bc = bc_of_noisy_data_score(TrajectoryStore.open(point_store))
+    assert score > bc + 15 and score > 80, (score, bc)

@@ -42,6 +42,25 @@ def test_seed_in_stack_equals_seed_alone(name, point_store):
     assert not torch.allclose(stacked.act(obs.expand(3, 50, 2))[0], alone.act(obs)[0], atol=1e-3)
 
 
+@pytest.mark.parametrize("name", list(TINY))
+def test_bf16_mode_tracks_fp32_and_keeps_seeds_independent(name, point_store):
+    # --bf16 rounds hidden-layer matmul inputs to bf16: the same run, within bf16's ~4e-3, and a seed
+    # trained in a stack still equals the seed trained alone.
+    data, _ = load_training_data([point_store])
+    fp32, stacked, alone = make_agent(name, [1]), make_agent(name, [4, 1]), make_agent(name, [1])
+    for agent in (stacked, alone):
+        agent.set_matmul_dtype(torch.bfloat16)
+    for step in range(20):
+        for agent in (fp32, stacked, alone):
+            agent.train_step(data, 32, actor_step=agent.is_actor_step(step))
+    obs = torch.randn(1, 50, 2)
+    torch.testing.assert_close(stacked.act(obs.expand(2, 50, 2))[1], alone.act(obs)[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(alone.act(obs), fp32.act(obs), rtol=0.05, atol=0.05)
+    assert not torch.equal(alone.act(obs), fp32.act(obs))
+    for p_fp32, p_mixed in zip(fp32.parameters(), alone.parameters(), strict=True):
+        assert p_mixed.dtype == torch.float32 and p_mixed.shape == p_fp32.shape
+
+
 def test_multi_seed_run_equals_single_seed_runs(point_store, tmp_path):
     common = dict(steps=60, batch_size=32, eval_every=30, eval_episodes=4, log_every=30, overrides=TINY["td3bc"])
     both = train(RunConfig("td3bc", (str(point_store),), (0, 2), **common), tmp_path / "both")
@@ -96,12 +115,16 @@ def test_resume_refuses_a_changed_config(point_store, tmp_path):
 
 @pytest.mark.parametrize("fullgraph", [False, True], ids=["compile", "fullgraph"])
 @pytest.mark.parametrize("name", list(TINY))
-def test_compile_paths_match_eager(name, fullgraph, point_store):
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
+def test_compile_paths_match_eager(name, fullgraph, bf16, point_store):
     # inductor needs a C++ toolchain and minutes on this CPU; aot_eager traces the same graphs (dynamo +
     # AOTAutograd) and checks the plumbing: `compile` breaks the step's graph at each autograd.grad,
     # `fullgraph` traces those too (fullgraph=True would raise at any break); inductor runs on the GPU below.
     data, _ = load_training_data([point_store])
     eager, compiled = make_agent(name, [0, 1]), make_agent(name, [0, 1])
+    if bf16:
+        eager.set_matmul_dtype(torch.bfloat16)
+        compiled.set_matmul_dtype(torch.bfloat16)
     run_e = StepRunner(eager, data, 32)
     run_c = StepRunner(compiled, data, 32, compile=True, fullgraph=fullgraph, compile_backend="aot_eager")
     for step in range(4):
@@ -185,13 +208,14 @@ def test_cli_train_evaluate_summary(point_store, tmp_path):
     args = ["train", "td3bc", "--data", str(point_store), "--data", str(point_store), "--seeds", "0-1",
             "--steps", "40", "--batch-size", "16", "--eval-every", "20", "--eval-episodes", "3",
             "--log-every", "20", "--set", "hidden=[16,16]", "--mix-ratio", "0.5"]
-    res = runner.invoke(app, [*args, "--out", str(tmp_path / "a")])
+    res = runner.invoke(app, [*args, "--bf16", "--out", str(tmp_path / "a")])
     assert res.exit_code == 0, res.output
     assert "seed 1: final" in res.output
     res = runner.invoke(app, [*args[:-2], "--out", str(tmp_path / "b")])
     assert res.exit_code == 0, res.output
     cfg = json.loads((tmp_path / "a" / "config.json").read_text())
     assert cfg["algorithm_config"]["hidden"] == [16, 16] and cfg["mix_ratio"] == 0.5 and cfg["seeds"] == [0, 1]
+    assert cfg["bf16"] is True and json.loads((tmp_path / "b" / "config.json").read_text())["bf16"] is False
     res = runner.invoke(app, ["evaluate", str(tmp_path / "a"), "--episodes", "2", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert "seed 0: step 40" in res.output
@@ -202,7 +226,8 @@ def test_cli_train_evaluate_summary(point_store, tmp_path):
     res = runner.invoke(app, ["summary", str(tmp_path / "a"), str(tmp_path / "b")])
     assert res.exit_code == 0 and "average (F.2)" in res.output and "+-" in res.output
     run, agent, meta = load_run(tmp_path / "a", "cpu")
-    assert meta["step"] == 40 and agent.num_seeds == 2
+    assert meta["step"] == 40 and agent.num_seeds == 2 and agent.matmul_dtype == torch.bfloat16
+    assert load_run(tmp_path / "b", "cpu")[1].matmul_dtype is None
 
 
 @pytest.mark.parametrize(
@@ -374,6 +399,46 @@ def test_one_seed_fullgraph_compiles_with_inductor_on_gpu(name, tmp_path):
         assert all(bool(torch.isfinite(v).all()) for v in out.values())
         for pe, pf in zip(eager.parameters(), fast.parameters(), strict=True):
             torch.testing.assert_close(pe, pf, rtol=1e-3, atol=1e-4)
+    finally:
+        torch._dynamo.reset()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", ["td3bc", "cql"])
+def test_bf16_fullgraph_matches_eager_bf16_on_gpu(name, tmp_path):
+    # --bf16 --fullgraph --cuda-graph at HalfCheetah's sizes (the padded 17- and 23-wide first layers, the
+    # fused fp32 heads) against the eager bf16 step; bf16 rounding differs between the two kernel sets.
+    from gta_data import Transitions, write_store
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    obs = rng.normal(size=(n, 17)).astype(np.float32)
+    write_store(tmp_path / "s.zarr", Transitions(obs, rng.uniform(-1, 1, (n, 6)), rng.normal(size=n),
+                                                 obs + 0.1 * rng.normal(size=(n, 17)), np.zeros(n, bool),
+                                                 np.zeros(n, bool)), np.arange(1000, n + 1, 1000),
+                env_id="HalfCheetah-v5")
+    data, _ = load_training_data([tmp_path / "s.zarr"], device="cuda")
+
+    def make():
+        agent = get_spec(name).agent(build_config(name, None, {}), 17, 6, [0, 1], device="cuda", total_steps=1000)
+        agent.set_matmul_dtype(torch.bfloat16)
+        return agent
+
+    eager, fast = make(), make()
+    torch._dynamo.reset()
+    try:
+        run_e, run_f = StepRunner(eager, data, 1024), StepRunner(fast, data, 1024, cuda_graph=True, fullgraph=True)
+        for step in range(6):
+            me = run_e(step)
+            mf = run_f(step)
+            if step == 0:  # same parameters, same batch: the losses agree to bf16 precision
+                for key in me:
+                    torch.testing.assert_close(mf[key], me[key], rtol=2e-2, atol=1e-2)
+        torch.cuda.synchronize()
+        assert all(bool(torch.isfinite(v).all()) for v in mf.values())
+        for pe, pf in zip(eager.parameters(), fast.parameters(), strict=True):
+            torch.testing.assert_close(pe, pf, rtol=1e-2, atol=5e-3)
     finally:
         torch._dynamo.reset()
 

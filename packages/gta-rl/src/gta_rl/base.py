@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from gta_rl.buffer import Batch, OfflineData
+from gta_rl.nets import set_matmul_dtype
 from gta_rl.optim import Adam
 from gta_rl.rng import SeedStreams
 
@@ -32,6 +33,13 @@ class Agent(nn.Module):
         self.register_buffer("seeds", torch.tensor(self.seed_list, dtype=torch.int64))
         self.register_buffer("step", torch.zeros((), dtype=torch.int64))
         self.optimizers: dict[str, Adam] = {}
+        self.matmul_dtype: torch.dtype | None = None
+
+    def set_matmul_dtype(self, dtype: torch.dtype | None) -> None:
+        """bf16 mixed precision (``gta-rl train --bf16``): hidden layers multiply in bf16 with fp32
+        accumulation; output layers, losses, parameters, gradients and Adam stay fp32. ``None``: fp32."""
+        set_matmul_dtype(self, dtype)
+        self.matmul_dtype = dtype
 
     def rng(self) -> SeedStreams:
         return SeedStreams(self.seeds, self.step)

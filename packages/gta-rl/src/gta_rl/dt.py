@@ -186,7 +186,7 @@ class DT(Agent):
 
     def _predict(self, states, actions, rtg, timesteps, training: bool) -> Tensor:
         extra = (self.seeds, self.step) if training else ()
-        if self.cfg.bf16 and states.device.type == "cuda":
+        if (self.cfg.bf16 or self.matmul_dtype == torch.bfloat16) and states.device.type == "cuda":
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 return self.forward_fn(states, actions, rtg, timesteps, *extra).float()
         return self.forward_fn(states, actions, rtg, timesteps, *extra)

@@ -63,6 +63,7 @@ class RunConfig:
     cuda_graph: bool = False
     tf32: bool = False  # TF32 tensor-core matmuls on CUDA (10-bit mantissa inputs, fp32 accumulation)
     fullgraph: bool = False  # compile the whole step as one graph, gradients included (implies compile)
+    bf16: bool = False  # bf16 mixed precision: hidden-layer matmuls in bf16 (fp32 outputs, losses, Adam)
     preset: str | None = "auto"  # per-family settings ('auto' matches the store's dataset name)
     overrides: dict[str, Any] = field(default_factory=dict)
     eval_seed: int = 0  # env seed of evaluation episode 0
@@ -95,8 +96,10 @@ def _check(cfg: RunConfig) -> None:
 def build_agent(run: dict[str, Any], device: torch.device) -> Agent:
     spec = get_spec(run["algorithm"])
     algo_cfg = build_config(run["algorithm"], None, run["algorithm_config"])
-    return spec.agent(algo_cfg, run["obs_dim"], run["act_dim"], run["seeds"], max_action=run["max_action"],
-                      device=device, total_steps=run["steps"])
+    agent = spec.agent(algo_cfg, run["obs_dim"], run["act_dim"], run["seeds"], max_action=run["max_action"],
+                       device=device, total_steps=run["steps"])
+    agent.set_matmul_dtype(torch.bfloat16 if run.get("bf16") else None)  # runs written before --bf16 have none
+    return agent
 
 
 class _SeedLogs:
@@ -191,7 +194,7 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     if resume:
         old = json.loads((out / "config.json").read_text())
-        differs = [k for k in run if k not in ("steps", "device", "compile", "cuda_graph", "tf32", "fullgraph", "eval_async") and old.get(k) != run[k]]
+        differs = [k for k in run if k not in ("steps", "device", "compile", "cuda_graph", "tf32", "bf16", "fullgraph", "eval_async") and old.get(k) != run[k]]
         if differs:
             raise RunError(f"cannot resume {out}: the config differs in {', '.join(differs)}")
     write_json(out / "config.json", run)
