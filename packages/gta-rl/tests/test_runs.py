@@ -370,12 +370,8 @@ def test_inductor_compile_and_graph_match_eager_on_gpu(point_store, fullgraph):
         torch.testing.assert_close(pe, pf, rtol=1e-3, atol=1e-4)
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("name", ["cql", "mcq"])
-def test_one_seed_fullgraph_compiles_with_inductor_on_gpu(name, tmp_path):
-    # At HalfCheetah's sizes (obs 17, act 6, 256-wide nets, batch 1024), torch 2.11's inductor failed an
-    # assertion in loop reordering while fusing these steps (inductor_options turns it off).
+def _halfcheetah_sized_data(tmp_path):
+    """4,000 random transitions of HalfCheetah's sizes (obs 17, act 6) on the GPU."""
     from gta_data import Transitions, write_store
 
     rng = np.random.default_rng(0)
@@ -385,7 +381,16 @@ def test_one_seed_fullgraph_compiles_with_inductor_on_gpu(name, tmp_path):
                                                  obs + 0.1 * rng.normal(size=(n, 17)), np.zeros(n, bool),
                                                  np.zeros(n, bool)), np.arange(1000, n + 1, 1000),
                 env_id="HalfCheetah-v5")
-    data, _ = load_training_data([tmp_path / "s.zarr"], device="cuda")
+    return load_training_data([tmp_path / "s.zarr"], device="cuda")[0]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", ["cql", "mcq"])
+def test_one_seed_fullgraph_compiles_with_inductor_on_gpu(name, tmp_path):
+    # At HalfCheetah's sizes (obs 17, act 6, 256-wide nets, batch 1024), torch 2.11's inductor failed an
+    # assertion in loop reordering while fusing these steps (inductor_options turns it off).
+    data = _halfcheetah_sized_data(tmp_path)
     make = lambda: get_spec(name).agent(build_config(name, None, {}), 17, 6, [0], device="cuda",  # noqa: E731
                                         total_steps=1000)
     eager, fast = make(), make()
@@ -409,16 +414,7 @@ def test_one_seed_fullgraph_compiles_with_inductor_on_gpu(name, tmp_path):
 def test_bf16_fullgraph_matches_eager_bf16_on_gpu(name, tmp_path):
     # --bf16 --fullgraph --cuda-graph at HalfCheetah's sizes (the padded 17- and 23-wide first layers, the
     # fused fp32 heads) against the eager bf16 step; bf16 rounding differs between the two kernel sets.
-    from gta_data import Transitions, write_store
-
-    rng = np.random.default_rng(0)
-    n = 4000
-    obs = rng.normal(size=(n, 17)).astype(np.float32)
-    write_store(tmp_path / "s.zarr", Transitions(obs, rng.uniform(-1, 1, (n, 6)), rng.normal(size=n),
-                                                 obs + 0.1 * rng.normal(size=(n, 17)), np.zeros(n, bool),
-                                                 np.zeros(n, bool)), np.arange(1000, n + 1, 1000),
-                env_id="HalfCheetah-v5")
-    data, _ = load_training_data([tmp_path / "s.zarr"], device="cuda")
+    data = _halfcheetah_sized_data(tmp_path)
 
     def make():
         agent = get_spec(name).agent(build_config(name, None, {}), 17, 6, [0, 1], device="cuda", total_steps=1000)
