@@ -5,11 +5,12 @@ temporary store, for:
 
 - ``corl-eager``: a plain, CORL-style TD3+BC update (nn.Sequential nets, torch.optim.Adam, .backward(),
   a Python Polyak loop, numpy batch indices), 1 seed: the baseline;
-- ``eager`` / ``graph`` / ``compile+graph``: gta-rl's stacked agents, 1 seed, fp32 matmuls as the baseline;
+- ``eager`` / ``graph`` / ``compile+graph``: gta-rl's stacked agents, 1 seed, fp32 matmuls as the baseline
+  (``eager+bf16``: eager with ``--bf16``);
   ``compile+graph+tf32`` the same with TF32 tensor-core matmuls (``gta-rl train --tf32``);
   ``fullgraph+graph+tf32`` compiles the whole step, gradients included, as one graph (``--fullgraph``);
   ``fullgraph+graph+tf32+bf16`` adds bf16 mixed precision (``--bf16``: hidden-layer matmuls in bf16, output
-  layers, losses and Adam in fp32);
+  layers (TF32 here), losses and Adam in fp32);
 - the same fast path with 8 seeds stacked in one process, against 8 sequential 1-seed runs.
 
 On CUDA every compiled variant is timed in a fresh process (``--no-isolate``: in this one), as a training run
@@ -130,6 +131,7 @@ def timed(step_fn, device, warmup: int, seconds: float, max_steps: int, chunk: i
 
 MODES = {  # impl -> (torch.compile, CUDA graph)
     "eager": (False, False),
+    "eager+bf16": (False, False),
     "graph": (False, True),
     "compile+graph": (True, True),
     "compile+graph+tf32": (True, True),
@@ -246,7 +248,7 @@ def main() -> None:
         for algo in args.algos.split(","):
             for impl in [m for m in MODES if m in wanted]:
                 comp = MODES[impl][0]
-                why_not = ("a --quick / CPU run times only eager" if quick and impl != "eager" else
+                why_not = ("a --quick / CPU run times only the eager modes" if quick and any(MODES[impl]) else
                            "compiled IQL/CQL/MCQ need --compile-all" if comp and algo != "td3bc"
                            and not args.compile_all else None)
                 if why_not and not args.modes:  # the default modes are those that apply
@@ -269,25 +271,28 @@ def main() -> None:
                         continue
                     record(algo, impl, seeds, rate)
 
-    def best(algo, seeds, tf32=True):
-        rates = [r["steps_per_s"] for r in rows if r["algorithm"] == algo and r["seeds"] == seeds
-                 and "steps_per_s" in r and r["impl"] != "corl-eager" and (tf32 or not _flags(r["impl"]) & {"tf32", "bf16"})]
-        return max(rates) if rates else float("nan")
+    def best(algo, seeds, lowp=True):
+        """(steps/s, impl) of the fastest measured mode; ``lowp=False``: of the fp32 ones (no TF32, no bf16)."""
+        found = [r for r in rows if r["algorithm"] == algo and r["seeds"] == seeds and "steps_per_s" in r
+                 and r["impl"] != "corl-eager" and (lowp or not _flags(r["impl"]) & {"tf32", "bf16"})]
+        top = max(found, key=lambda r: r["steps_per_s"], default=None)
+        return (top["steps_per_s"], top["impl"]) if top else (float("nan"), None)
 
     summary = {}
     for algo in args.algos.split(","):
-        one, many = best(algo, 1), best(algo, args.seeds)
+        (one, one_impl), (many, many_impl) = best(algo, 1), best(algo, args.seeds)
         rate = {(r["impl"], r["seeds"]): r["steps_per_s"] for r in rows if r["algorithm"] == algo and "steps_per_s" in r}
         same_mode = {impl: rate[impl, args.seeds] * args.seeds / rate[impl, 1] for impl in MODES
                      if (impl, 1) in rate and (impl, args.seeds) in rate}
-        summary[algo] = {"best_1_seed_steps_per_s": one, f"best_{args.seeds}_seed_steps_per_s": many,
+        summary[algo] = {"best_1_seed_steps_per_s": one, "best_1_seed_impl": one_impl,
+                         f"best_{args.seeds}_seed_steps_per_s": many, f"best_{args.seeds}_seed_impl": many_impl,
                          "multi_vs_sequential_speedup": many * args.seeds / one, "same_mode_speedup": same_mode}
     corl = next((r["steps_per_s"] for r in rows if r["impl"] == "corl-eager" and "steps_per_s" in r), float("nan"))
     td3 = summary.get("td3bc", {})
     targets = {
         "td3bc_updates_per_s_per_seed_target": 3000,
         "td3bc_best_1_seed": td3.get("best_1_seed_steps_per_s"),
-        "td3bc_best_1_seed_fp32": best("td3bc", 1, tf32=False) if "td3bc" in summary else None,
+        "td3bc_best_1_seed_fp32": best("td3bc", 1, lowp=False)[0] if "td3bc" in summary else None,
         f"td3bc_per_seed_with_{args.seeds}_stacked": td3.get(f"best_{args.seeds}_seed_steps_per_s"),
         "td3bc_speedup_over_corl_eager": (td3.get("best_1_seed_steps_per_s") or float("nan")) / corl,
         "multi_seed_speedup_target": 5.0,
@@ -315,7 +320,8 @@ def main() -> None:
     for algo, s in summary.items():
         same = ", ".join(f"{impl} {x:.2f}x" for impl, x in s["same_mode_speedup"].items())
         print(f"{algo}: {args.seeds} seeds at once vs {args.seeds} sequential: "
-              f"{s['multi_vs_sequential_speedup']:.2f}x (fastest of each; same mode: {same or '-'})")
+              f"{s['multi_vs_sequential_speedup']:.2f}x (fastest of each: {s[f'best_{args.seeds}_seed_impl']} vs "
+              f"{s['best_1_seed_impl']}; same mode: {same or '-'})")
     if "td3bc" in summary:
         print(f"td3bc best 1-seed {targets['td3bc_best_1_seed']:.0f} updates/s "
               f"({targets['td3bc_speedup_over_corl_eager']:.1f}x CORL-style eager; target 3000); "

@@ -57,9 +57,7 @@ def main() -> None:
         runner = StepRunner(agent, data, args.batch_size, compile=args.impl != "graph", cuda_graph=True,
                             fullgraph=args.impl == "fullgraph", autotune=args.autotune)
 
-        def step(s: int):
-            return runner(s)
-
+        step = runner
         t0 = time.perf_counter()
         for s in range(8):  # warm-up, compile and capture
             step(s)

@@ -33,9 +33,22 @@ def test_quick_run_writes_every_rate(tmp_path):
     result = json.loads(out.read_text())
     impls = [(r["algorithm"], r["impl"], r["seeds"]) for r in result["rows"]]
     assert impls == [("td3bc", "corl-eager", 1), ("td3bc", "eager", 1), ("td3bc", "eager", 2),
-                     ("iql", "eager", 1), ("iql", "eager", 2)]
+                     ("td3bc", "eager+bf16", 1), ("td3bc", "eager+bf16", 2),
+                     ("iql", "eager", 1), ("iql", "eager", 2), ("iql", "eager+bf16", 1), ("iql", "eager+bf16", 2)]
     assert all(r["steps_per_s"] > 0 for r in result["rows"])
-    assert result["summary"]["iql"]["multi_vs_sequential_speedup"] > 0
+    iql = result["summary"]["iql"]
+    rate = {(r["impl"], r["seeds"]): r["steps_per_s"] for r in result["rows"] if r["algorithm"] == "iql"}
+    assert iql["same_mode_speedup"] == pytest.approx(
+        {m: 2 * rate[m, 2] / rate[m, 1] for m in ("eager", "eager+bf16")})
+    assert iql["best_1_seed_impl"] in ("eager", "eager+bf16")
+    assert iql["multi_vs_sequential_speedup"] == pytest.approx(
+        2 * iql["best_2_seed_steps_per_s"] / iql["best_1_seed_steps_per_s"])
+    assert result["targets"]["td3bc_best_1_seed_fp32"] == rate_fp32(result, "td3bc")
+
+
+def rate_fp32(result, algo):
+    return max(r["steps_per_s"] for r in result["rows"] if r["algorithm"] == algo and r["seeds"] == 1
+               and r["impl"] == "eager")
 
 
 def test_run_without_td3bc_prints_its_summary(tmp_path):
@@ -68,7 +81,7 @@ def test_requested_modes_that_cannot_run_are_reported(tmp_path):
                            "eager,graph", "--seconds", "0.05", "--batch-size", "16", "--out", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "iql graph S=1 skipped: a --quick / CPU run times only eager" in proc.stdout
+    assert "iql graph S=1 skipped: a --quick / CPU run times only the eager modes" in proc.stdout
     rows = json.loads(out.read_text())["rows"]
     assert [(r["impl"], "skipped" in r) for r in rows] == [("eager", False)] * 2 + [("graph", True)] * 2
 
@@ -88,7 +101,7 @@ def test_measurements_past_the_budget_are_skipped(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(out.read_text())["rows"]
     assert [(r["impl"], r["seeds"], r.get("skipped")) for r in rows] == [
-        ("eager", 1, "past the 0 s budget"), ("eager", 2, "past the 0 s budget")]
+        (impl, seeds, "past the 0 s budget") for impl in ("eager", "eager+bf16") for seeds in (1, 2)]
     assert "iql: 2 seeds at once vs 2 sequential: nanx" in proc.stdout
 
 

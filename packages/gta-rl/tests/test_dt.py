@@ -18,7 +18,7 @@ from gta_rl.cli import app
 from gta_rl.dt import DT, DTConfig, StackedTransformer
 from gta_rl.rng import SeedStreams
 from gta_rl.sequences import load_sequence_data, relabel_segments, returns_to_go
-from gta_rl.train import RunConfig, RunError, train
+from gta_rl.train import RunConfig, RunError, load_run, train
 
 TINY = {"embedding_dim": 16, "num_layers": 2, "num_heads": 2, "context": 4, "episode_len": 16,
         "warmup_steps": 5, "return_scale": 0.5, "target_returns": [-1.0, -3.0]}
@@ -227,12 +227,13 @@ def test_cli_train_dt(point_store, gta_pair, tmp_path):
     out = tmp_path / "run"
     res = runner.invoke(app, ["train", "dt", "--data", str(point_store), "--out", str(out), "--seeds", "0-1",
                               "--steps", "6", "--batch-size", "8", "--eval-episodes", "2", "--log-every", "3",
-                              "--target-return", "-2", "--target-return", "-4",
+                              "--target-return", "-2", "--target-return", "-4", "--bf16",
                               *[f"--set={k}={json.dumps(v)}" for k, v in TINY.items() if k != "target_returns"]])
     assert res.exit_code == 0, res.output
     assert "target -2" in res.output and "target -4" in res.output
     config = json.loads((out / "config.json").read_text())
-    assert config["algorithm_config"]["target_returns"] == [-2.0, -4.0]
+    assert config["algorithm_config"]["target_returns"] == [-2.0, -4.0] and config["bf16"] is True
+    assert load_run(out, "cpu")[1].matmul_dtype == torch.bfloat16  # the DT's CUDA autocast (test below)
     res = runner.invoke(app, ["evaluate", str(out), "--episodes", "2", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert "target -2" in res.output and "target -4" in res.output
@@ -305,3 +306,20 @@ def test_bench_quick_runs(tmp_path):
     assert [r["impl"] for r in rows] == ["eager-fp32", "compile", "compile"]
     assert all(r["steps_per_s"] > 0 for r in rows) and rows[-1]["seeds"] == 2
     assert "vs eager" in proc.stdout.splitlines()[-4]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_bf16_flag_is_the_dt_autocast_on_gpu(point_store):
+    # gta-rl train dt --bf16 (Agent.set_matmul_dtype) is the DT's own bf16 setting: the same updates.
+    cfg = build_config("dt", None, TINY)
+    data, _ = load_sequence_data([point_store], context=cfg.context, return_scale=cfg.return_scale, device="cuda")
+    own = DT(build_config("dt", None, {**TINY, "bf16": True}), 2, 2, [0, 1], device="cuda")
+    flag, fp32 = DT(cfg, 2, 2, [0, 1], device="cuda"), DT(cfg, 2, 2, [0, 1], device="cuda")
+    flag.set_matmul_dtype(torch.bfloat16)
+    for _ in range(3):
+        for agent in (own, flag, fp32):
+            agent.train_step(data, 64, actor_step=True)
+    for po, pf in zip(own.parameters(), flag.parameters(), strict=True):
+        assert torch.equal(po, pf)
+    assert any(not torch.equal(pf, p32) for pf, p32 in zip(flag.parameters(), fp32.parameters(), strict=True))

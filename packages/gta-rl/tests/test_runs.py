@@ -15,6 +15,7 @@ from gta_rl.buffer import load_training_data
 from gta_rl.checkpoint import load_checkpoint
 from gta_rl.cli import app
 from gta_rl.fast import StepRunner
+from gta_rl.nets import StackedMLP
 from gta_rl.train import RunConfig, RunError, load_run, train
 
 TINY = {
@@ -57,8 +58,8 @@ def test_bf16_mode_tracks_fp32_and_keeps_seeds_independent(name, point_store):
     torch.testing.assert_close(stacked.act(obs.expand(2, 50, 2))[1], alone.act(obs)[0], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(alone.act(obs), fp32.act(obs), rtol=0.05, atol=0.05)
     assert not torch.equal(alone.act(obs), fp32.act(obs))
-    for p_fp32, p_mixed in zip(fp32.parameters(), alone.parameters(), strict=True):
-        assert p_mixed.dtype == torch.float32 and p_mixed.shape == p_fp32.shape
+    nets = [m for m in alone.modules() if isinstance(m, StackedMLP)]
+    assert nets and all(m.matmul_dtype == torch.bfloat16 for m in nets)  # target networks included
 
 
 def test_multi_seed_run_equals_single_seed_runs(point_store, tmp_path):
@@ -73,10 +74,10 @@ def _strip(path):
     return [{k: v for k, v in json.loads(x).items() if k != "updates_per_s"} for x in path.read_text().splitlines()]
 
 
-@pytest.mark.parametrize("name", ["td3bc", "iql"])
-def test_resume_continues_exactly(name, point_store, tmp_path):
+@pytest.mark.parametrize(("name", "bf16"), [("td3bc", False), ("iql", False), ("td3bc", True)])
+def test_resume_continues_exactly(name, bf16, point_store, tmp_path):
     common = dict(steps=60, batch_size=32, eval_every=30, eval_episodes=3, log_every=10, checkpoint_every=20,
-                  overrides=TINY[name])
+                  overrides=TINY[name], bf16=bf16)
     cfg = RunConfig(name, (str(point_store),), (0, 1), **common)
     full = train(cfg, tmp_path / "full")
     train(cfg, tmp_path / "cut", stop_after=50)  # interrupted after step 50; last checkpoint at 40
@@ -111,6 +112,10 @@ def test_resume_refuses_a_changed_config(point_store, tmp_path):
                      overrides=TINY["td3bc"], tf32=True)
     assert train(fast, tmp_path / "r", resume=True) is not None
     assert load_checkpoint(tmp_path / "r" / "checkpoint.safetensors")[1]["step"] == 15
+    mixed = RunConfig("td3bc", (str(point_store),), (0,), steps=20, batch_size=8, eval_episodes=0, log_every=5,
+                      overrides=TINY["td3bc"], bf16=True)
+    assert train(mixed, tmp_path / "r", resume=True) is not None
+    assert load_run(tmp_path / "r", "cpu")[1].actor.matmul_dtype == torch.bfloat16
 
 
 @pytest.mark.parametrize("fullgraph", [False, True], ids=["compile", "fullgraph"])
@@ -226,8 +231,8 @@ def test_cli_train_evaluate_summary(point_store, tmp_path):
     res = runner.invoke(app, ["summary", str(tmp_path / "a"), str(tmp_path / "b")])
     assert res.exit_code == 0 and "average (F.2)" in res.output and "+-" in res.output
     run, agent, meta = load_run(tmp_path / "a", "cpu")
-    assert meta["step"] == 40 and agent.num_seeds == 2 and agent.matmul_dtype == torch.bfloat16
-    assert load_run(tmp_path / "b", "cpu")[1].matmul_dtype is None
+    assert meta["step"] == 40 and agent.num_seeds == 2 and agent.critic.matmul_dtype == torch.bfloat16
+    assert load_run(tmp_path / "b", "cpu")[1].critic.matmul_dtype is None
 
 
 @pytest.mark.parametrize(
@@ -410,7 +415,7 @@ def test_one_seed_fullgraph_compiles_with_inductor_on_gpu(name, tmp_path):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("name", ["td3bc", "cql"])
+@pytest.mark.parametrize("name", ["td3bc", "cql", "mcq"])
 def test_bf16_fullgraph_matches_eager_bf16_on_gpu(name, tmp_path):
     # --bf16 --fullgraph --cuda-graph at HalfCheetah's sizes (the padded 17- and 23-wide first layers, the
     # fused fp32 heads) against the eager bf16 step; bf16 rounding differs between the two kernel sets.
@@ -422,19 +427,25 @@ def test_bf16_fullgraph_matches_eager_bf16_on_gpu(name, tmp_path):
         return agent
 
     eager, fast = make(), make()
+    start = [p.detach().clone() for p in eager.parameters()]
     torch._dynamo.reset()
     try:
         run_e, run_f = StepRunner(eager, data, 1024), StepRunner(fast, data, 1024, cuda_graph=True, fullgraph=True)
         for step in range(6):
-            me = run_e(step)
+            me = {k: v.clone() for k, v in run_e(step).items()}
             mf = run_f(step)
-            if step == 0:  # same parameters, same batch: the losses agree to bf16 precision
-                for key in me:
-                    torch.testing.assert_close(mf[key], me[key], rtol=2e-2, atol=1e-2)
+            # The same batches: the losses agree to bf16 precision (every metric on the first step, before
+            # the two runs' parameters drift apart by rounding; the critic loss at every step).
+            for key in me if step == 0 else ["critic_loss"]:
+                torch.testing.assert_close(mf[key], me[key], rtol=2e-2, atol=1e-2)
         torch.cuda.synchronize()
         assert all(bool(torch.isfinite(v).all()) for v in mf.values())
-        for pe, pf in zip(eager.parameters(), fast.parameters(), strict=True):
-            torch.testing.assert_close(pe, pf, rtol=1e-2, atol=5e-3)
+        for p0, pe, pf in zip(start, eager.parameters(), fast.parameters(), strict=True):
+            # Each update moves a weight by at most ~lr: compare the moves, not the weights (CQL's Lagrange
+            # multiplier is unused with its defaults and stays put in both runs).
+            moved = (pe - p0).norm()
+            assert (pf - pe).norm() <= 0.25 * moved or torch.equal(pf, p0) and torch.equal(pe, p0), (
+                float(moved), float((pf - pe).norm()))
     finally:
         torch._dynamo.reset()
 

@@ -37,7 +37,8 @@ class Agent(nn.Module):
 
     def set_matmul_dtype(self, dtype: torch.dtype | None) -> None:
         """bf16 mixed precision (``gta-rl train --bf16``): hidden layers multiply in bf16 with fp32
-        accumulation; output layers, losses, parameters, gradients and Adam stay fp32. ``None``: fp32."""
+        accumulation (their backward products too); output layers, losses, parameters, the stored
+        gradients and Adam stay fp32. ``None``: fp32."""
         set_matmul_dtype(self, dtype)
         self.matmul_dtype = dtype
 

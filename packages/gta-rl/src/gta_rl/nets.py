@@ -52,7 +52,10 @@ LOWP_ALIGN = 8  # bf16 tensor-core GEMMs want K a multiple of 8 elements (16 byt
 def lowp_affine(x: Tensor, weight: Tensor, bias: Tensor, dtype: torch.dtype) -> Tensor:
     """``stacked_affine`` with the matmul in a low-precision dtype (bf16): x and weight are rounded to
     ``dtype``, the product is accumulated in fp32 by the tensor cores and returned in ``dtype``, and the
-    fp32 bias is added in fp32 (the result is fp32). Parameters, gradients and optimizer state stay fp32.
+    fp32 bias is added in fp32 (the result is fp32). The backward products (gradients of x and of the
+    weight) run in ``dtype`` as well; the gradients reach the fp32 parameters, and the optimizer, as fp32.
+    (cuBLAS may still reduce split-K partial sums in bf16 under PyTorch's default
+    ``torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction``.)
 
     An input width that is not a multiple of 8 (17 observations, 23 = observations + actions) is padded
     with zero columns of x and zero rows of the weight, which leaves the product unchanged: unpadded, cuBLAS
