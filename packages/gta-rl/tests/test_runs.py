@@ -45,8 +45,9 @@ def test_seed_in_stack_equals_seed_alone(name, point_store):
 
 @pytest.mark.parametrize("name", list(TINY))
 def test_bf16_mode_tracks_fp32_and_keeps_seeds_independent(name, point_store):
-    # --bf16 rounds hidden-layer matmul inputs to bf16: the same run, within bf16's ~4e-3, and a seed
-    # trained in a stack still equals the seed trained alone.
+    # --bf16 rounds hidden-layer matmul inputs to bf16: after 20 updates the policy is still close to the
+    # fp32 run's (5%; a loose check, the learning tests and BENCHMARKS.md's halfcheetah run are the real
+    # ones) but not equal to it, and a seed trained in a bf16 stack still equals the seed trained alone.
     data, _ = load_training_data([point_store])
     fp32, stacked, alone = make_agent(name, [1]), make_agent(name, [4, 1]), make_agent(name, [1])
     for agent in (stacked, alone):
