@@ -153,7 +153,7 @@ def measure(data, device, algo, impl, seeds, batch, seconds, warmup, max_steps=1
                                  total_steps=1_000_000)
     if "bf16" in _flags(impl):
         agent.set_matmul_dtype(torch.bfloat16)
-    runner = StepRunner(agent, data, batch, compile=comp, cuda_graph=graph, fullgraph=impl.startswith("fullgraph"))
+    runner = StepRunner(agent, data, batch, compile=comp, cuda_graph=graph, fullgraph="fullgraph" in _flags(impl))
     return timed(runner, device, warmup, seconds, max_steps)
 
 

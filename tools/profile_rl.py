@@ -57,16 +57,15 @@ def main() -> None:
         runner = StepRunner(agent, data, args.batch_size, compile=args.impl != "graph", cuda_graph=True,
                             fullgraph=args.impl == "fullgraph", autotune=args.autotune)
 
-        step = runner
         t0 = time.perf_counter()
         for s in range(8):  # warm-up, compile and capture
-            step(s)
+            runner(s)
         torch.cuda.synchronize()
         setup = time.perf_counter() - t0
-        rate = timed(step, dev, 30, 2.0, 100_000)
+        rate = timed(runner, dev, 30, 2.0, 100_000)
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
             for s in range(40, 60):
-                step(s)
+                runner(s)
             torch.cuda.synchronize()
     events = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
     copies = [e for e in events if e.key.startswith(("Memcpy", "Memset"))]

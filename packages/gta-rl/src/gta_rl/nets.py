@@ -169,11 +169,12 @@ class StackedMLP(nn.Module):
             if first_of != 1:
                 w = w.view(-1, first_of, *w.shape[1:])[:, 0]
                 b = b.view(-1, first_of, *b.shape[1:])[:, 0]
-            if self.matmul_dtype is not None and i < len(self.layers) - 1:
+            hidden = i < len(self.layers) - 1
+            if hidden and self.matmul_dtype is not None:
                 x = lowp_affine(x, w, b, self.matmul_dtype)
             else:
                 x = stacked_affine(x, w, b)
-            if i < len(self.layers) - 1:
+            if hidden:
                 x = torch.relu(x)
                 if masks is not None:
                     x = x * masks[i]
