@@ -12,7 +12,7 @@ import torch
 from gta_data import StoreError, Transitions, write_store
 from gta_rl.buffer import OfflineData, RewardTransform, load_training_data
 from gta_rl.nets import StackedMLP, lowp_affine, mlp_generators, set_matmul_dtype, stacked_affine
-from gta_rl.optim import Adam, cosine_schedule
+from gta_rl.optim import Adam, bias_correction, cosine_schedule
 from gta_rl.rng import SeedStreams
 from gta_rl.seeds import SeedSpecError, parse_seeds
 from gta_rl.summary import summarize
@@ -103,7 +103,8 @@ def test_stacked_affine_compiled_head_matches_bmm_float64(out):
 def test_lowp_affine_matches_bf16_rounded_float64_reference(k):
     # bf16 mixed precision: x and w rounded to bf16, the product accumulated (exactly here, in fp32 by the
     # BLAS) and rounded to bf16, the fp32 bias added in fp32; an odd input width is zero-padded to 8's multiple,
-    # which must change nothing, values or gradients (those reach the unpadded fp32 parameters).
+    # which must change nothing, values or gradients (those reach the unpadded fp32 parameters). Backward:
+    # the bf16-rounded output gradient times bf16 operands, and its fp32 sum over the batch for the bias.
     g = torch.Generator().manual_seed(1)
     x = torch.randn(3, 9, k, generator=g).requires_grad_()
     w = torch.randn(3, k, 32, generator=g).requires_grad_()
@@ -120,7 +121,10 @@ def test_lowp_affine_matches_bf16_rounded_float64_reference(k):
     gr = gy.bfloat16().double()
     torch.testing.assert_close(w.grad.double(), xr.transpose(1, 2) @ gr, rtol=2e-2, atol=2e-2)
     torch.testing.assert_close(x.grad.double(), gr @ wr.transpose(1, 2), rtol=2e-2, atol=2e-2)
-    torch.testing.assert_close(b.grad, gy.sum(1, keepdim=True))
+    assert b.grad.dtype == torch.float32
+    torch.testing.assert_close(b.grad.double(), gr.sum(1, keepdim=True), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="bias must be"):
+        lowp_affine(x, w, b[:, 0], torch.bfloat16)
 
 
 def test_bf16_mlp_keeps_its_output_layer_in_fp32():
@@ -153,6 +157,25 @@ def test_adam_matches_torch_adam_float64():
         ref.step()
         ours.step([grad])
     torch.testing.assert_close(p, p_ref.detach(), rtol=1e-12, atol=1e-12)
+
+
+def test_adam_bias_correction_and_float32_steps_match_torch_adam():
+    t = torch.arange(1, 5001, dtype=torch.float64)
+    for beta in (0.0, 0.9, 0.999):
+        torch.testing.assert_close(bias_correction(beta, t), 1 - beta**t, rtol=1e-13, atol=0)
+    # float32 parameters: the corrections are computed in float32 (torch.optim.Adam: float64 on the host)
+    g = torch.Generator().manual_seed(2)
+    p_ref = torch.randn(64, generator=g, requires_grad=True)
+    p = p_ref.detach().clone()
+    ref, ours = torch.optim.Adam([p_ref], lr=1e-3), Adam([p], lr=1e-3)
+    for _ in range(300):
+        grad = torch.randn(64, generator=g)
+        p_ref.grad = grad.clone()
+        ref.step()
+        ours.step([grad])
+    torch.testing.assert_close(p, p_ref.detach(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="betas"):
+        Adam([p], lr=1e-3, betas=(0.9, 1.0))
 
 
 def test_adam_cosine_schedule_matches_torch():

@@ -110,9 +110,9 @@ class MCQ(Agent):
         log_prob = log_prob - torch.log(self.max_action * (1 - squashed.square()) + 1e-6).sum(-1)
         return self.max_action * squashed, log_prob
 
-    def q_twin(self, net: StackedMLP, obs: Tensor, act: Tensor) -> Tensor:
+    def q_twin(self, net: StackedMLP, obs: Tensor, act: Tensor, frozen: bool = False) -> Tensor:
         s, b, _ = obs.shape
-        return net(twin_input(torch.cat([obs, act], -1))).view(s, 2, b)  # [S, 2, B]
+        return net(twin_input(torch.cat([obs, act], -1)), frozen=frozen).view(s, 2, b)  # [S, 2, B]
 
     def decode(self, obs: Tensor, z: Tensor) -> Tensor:
         return self.max_action * torch.tanh(self.decoder(torch.cat([obs, z], -1)))
@@ -162,7 +162,7 @@ class MCQ(Agent):
 
         # Actor (sees the updated critics) and temperature.
         new_a, logp = self.policy(obs, rng.normal(_PI_STREAM, (b, a_dim)), self._dropout_masks(rng, 2, b))
-        q_new = self.q_twin(self.critic, obs, new_a).amin(1)
+        q_new = self.q_twin(self.critic, obs, new_a, frozen=True).amin(1)  # no gradient to Q
         actor_loss = (-q_new + alpha[:, None] * logp).mean(-1)  # [S]
         opt["actor"].step(grads(actor_loss.sum(), self.actor.parameters()))
         metrics = {

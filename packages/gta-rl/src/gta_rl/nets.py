@@ -53,8 +53,9 @@ def lowp_affine(x: Tensor, weight: Tensor, bias: Tensor, dtype: torch.dtype) -> 
     """``stacked_affine`` with the matmul in a low-precision dtype (bf16): x and weight are rounded to
     ``dtype``, the product is accumulated in fp32 by the tensor cores and returned in ``dtype``, and the
     fp32 bias is added in fp32 (the result is fp32). The backward products (gradients of x and of the
-    weight) run in ``dtype`` as well; the gradients reach the fp32 parameters, and the optimizer, as fp32.
-    (cuBLAS may still reduce split-K partial sums in bf16 under PyTorch's default
+    weight) run in ``dtype`` as well, from the output gradient rounded to ``dtype``; the bias gradient is
+    that same rounded gradient summed over the batch in fp32. The gradients reach the fp32 parameters, and
+    the optimizer, as fp32. (cuBLAS may still reduce split-K partial sums in bf16 under PyTorch's default
     ``torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction``.)
 
     An input width that is not a multiple of 8 (17 observations, 23 = observations + actions) is padded
@@ -62,11 +63,42 @@ def lowp_affine(x: Tensor, weight: Tensor, bias: Tensor, dtype: torch.dtype) -> 
     falls back to slow align-1 / align-2 bf16 kernels for these skinny products (H100: the 8-seed TD3+BC
     step's first-layer GEMMs took 40 of its 269 us of GPU time). The padding is made at use time, so the
     parameters (and checkpoints) keep their shapes."""
-    pad = -x.shape[-1] % LOWP_ALIGN
-    if pad:
-        x = torch.nn.functional.pad(x, (0, pad))
-        weight = torch.nn.functional.pad(weight, (0, 0, 0, pad))
-    return torch.bmm(x.to(dtype), weight.to(dtype)) + bias
+    return _LowpAffine.apply(x, weight, bias, dtype)
+
+
+class _LowpAffine(torch.autograd.Function):
+    """:func:`lowp_affine` with its backward written out. It is what autograd derives for
+    ``bmm(x.to(dtype), weight.to(dtype)) + bias`` except for the bias gradient, summed here from the
+    bf16-rounded output gradient that the weight gradient uses, not from the fp32 one: compiled, the
+    derived version had inductor write each hidden layer's [M, B, out] fp32 output gradient to memory only
+    to sum it over the batch (H100, 8-seed TD3+BC step: BENCHMARKS.md, sixth session)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, dtype: torch.dtype) -> Tensor:
+        if bias.dim() != 3 or bias.shape[1] != 1:
+            raise ValueError(f"lowp_affine: bias must be [M, 1, out], not {tuple(bias.shape)}")
+        ctx.k, ctx.dtypes = x.shape[-1], (x.dtype, weight.dtype, bias.dtype)
+        pad = -x.shape[-1] % LOWP_ALIGN
+        if pad:
+            x = torch.nn.functional.pad(x, (0, pad))
+            weight = torch.nn.functional.pad(weight, (0, 0, 0, pad))
+        x_low, w_low = x.to(dtype), weight.to(dtype)
+        ctx.save_for_backward(x_low, w_low)
+        return torch.bmm(x_low, w_low) + bias
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
+        x_low, w_low = ctx.saved_tensors
+        x_dtype, w_dtype, b_dtype = ctx.dtypes
+        g = grad.to(x_low.dtype)
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = torch.bmm(g, w_low.transpose(1, 2))[..., :ctx.k].to(x_dtype)
+        if ctx.needs_input_grad[1]:
+            gw = torch.bmm(x_low.transpose(1, 2), g)[:, :ctx.k].to(w_dtype)
+        if ctx.needs_input_grad[2]:
+            gb = g.sum(1, keepdim=True, dtype=b_dtype)
+        return gx, gw, gb, None
 
 
 def set_matmul_dtype(module: nn.Module, dtype: torch.dtype | None) -> None:

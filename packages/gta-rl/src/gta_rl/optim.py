@@ -27,6 +27,8 @@ class Adam:
         self.params = list(params)
         if not self.params:
             raise ValueError("Adam got no parameters")
+        if not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"Adam betas must lie in [0, 1), got {betas}")
         device = self.params[0].device
         self.base_lr = float(lr)
         self.beta1, self.beta2 = betas
@@ -39,20 +41,24 @@ class Adam:
 
     @torch.no_grad()
     def step(self, grads: Sequence[Tensor]) -> None:
-        lr = self.base_lr if self.schedule is None else self.base_lr * self.schedule(self.t)
+        # Scalars in the parameters' dtype: compiled, inductor recomputes them for every element of the
+        # fused update, and float64 powers there cost the 8-seed TD3+BC step ~5 us on an H100 (BENCHMARKS.md).
+        dtype = self.params[0].dtype
+        lr = self.base_lr if self.schedule is None else self.base_lr * self.schedule(self.t.to(dtype))
         self.t.add_(1.0)
+        t = self.t.to(dtype)  # exact for 2**24 updates in fp32; by then both corrections are 1
         grads = list(grads)
         torch._foreach_lerp_(self.m, grads, 1.0 - self.beta1)  # m <- b1 m + (1 - b1) g
         torch._foreach_mul_(self.v, self.beta2)
         torch._foreach_addcmul_(self.v, grads, grads, value=1.0 - self.beta2)  # v <- b2 v + (1 - b2) g^2
-        bc1 = 1.0 - torch.pow(self.beta1, self.t)
-        bc2 = 1.0 - torch.pow(self.beta2, self.t)
+        bc1 = bias_correction(self.beta1, t)
+        bc2 = bias_correction(self.beta2, t)
         # theta <- theta - lr / bc1 * m / (sqrt(v / bc2) + eps), written as torch.optim.Adam does it.
         denom = torch._foreach_sqrt(self.v)
-        torch._foreach_div_(denom, torch.sqrt(bc2).to(self.params[0].dtype).reshape(()))
+        torch._foreach_div_(denom, torch.sqrt(bc2).reshape(()))
         torch._foreach_add_(denom, self.eps)
         update = torch._foreach_div(self.m, denom)
-        torch._foreach_mul_(update, (lr / bc1).to(self.params[0].dtype).reshape(()))
+        torch._foreach_mul_(update, (lr / bc1).reshape(()))
         torch._foreach_sub_(self.params, update)
 
     def state_dict(self) -> dict[str, Tensor]:
@@ -67,6 +73,13 @@ class Adam:
             for i in range(len(self.params)):
                 self.m[i].copy_(state[f"m.{i}"])
                 self.v[i].copy_(state[f"v.{i}"])
+
+
+def bias_correction(beta: float, t: Tensor) -> Tensor:
+    """1 - beta^t, as -expm1(t log beta): accurate for small t, and no float64 power."""
+    if beta == 0.0:
+        return torch.ones_like(t)
+    return -torch.expm1(t * math.log(beta))
 
 
 def cosine_schedule(total_updates: int) -> Callable[[Tensor], Tensor]:

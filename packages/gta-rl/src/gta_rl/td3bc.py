@@ -78,8 +78,8 @@ class TD3BC(Agent):
         s, b, _ = obs.shape
         return net(twin_input(torch.cat([obs, act], -1))).view(s, 2, b)  # [S, 2, B]
 
-    def q_first(self, net: StackedMLP, obs: Tensor, act: Tensor) -> Tensor:
-        return net(torch.cat([obs, act], -1), first_of=2).squeeze(-1)  # [S, B]
+    def q_first(self, net: StackedMLP, obs: Tensor, act: Tensor, frozen: bool = False) -> Tensor:
+        return net(torch.cat([obs, act], -1), first_of=2, frozen=frozen).squeeze(-1)  # [S, B]
 
     def update(self, batch: Batch, *, actor_step: bool = True) -> dict[str, Tensor]:
         cfg, m = self.config, self.max_action
@@ -98,7 +98,7 @@ class TD3BC(Agent):
         if actor_step:
             # CORL steps the critic first, so the actor sees the updated critic.
             pi = self.policy(self.actor, batch.observations)
-            q1 = self.q_first(self.critic, batch.observations, pi)  # [S, B]
+            q1 = self.q_first(self.critic, batch.observations, pi, frozen=True)  # [S, B], no gradient to Q
             lmbda = cfg.alpha / q1.abs().mean(-1).detach()  # [S]
             bc = (pi - batch.actions).square().mean((1, 2))  # [S]
             actor_loss = -lmbda * q1.mean(-1) + bc
