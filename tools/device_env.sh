@@ -7,3 +7,11 @@ export PYTHONPATH=/tmp/site:$_root/packages/gta-data/src:$_root/packages/gta-dif
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda)"
+# Command shims for the packages' CLIs (not installed here), for scripts that take GTA_BIN (tools/pipeline.sh,
+# tools/e2e_locomotion.sh).
+mkdir -p /tmp/gta-bin
+for _pkg in data diffusion rl eval pixel; do
+  printf '#!/bin/sh\nexec python3 -c "from gta_%s.cli import app; app()" "$@"\n' "$_pkg" > /tmp/gta-bin/gta-$_pkg
+  chmod +x /tmp/gta-bin/gta-$_pkg
+done
+export GTA_BIN=/tmp/gta-bin

@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from gta_diffusion.augment import AugmentConfig, Augmenter, amplify, augment, choose_sources, window_seeds
+from gta_diffusion.augment import (
+    AugmentConfig,
+    Augmenter,
+    amplify,
+    augment,
+    choose_sources,
+    clip_actions,
+    window_seeds,
+)
 from gta_diffusion.data import WindowConfig, WindowSet
 from gta_diffusion.errors import DiffusionError
 from gta_diffusion.train import TrainConfig, Trainer, load_model
@@ -77,6 +85,38 @@ def test_penalty_never_reaches_the_augmented_store(tmp_path, model):
     assert gen.rewards.min() > -50 and data.rewards.min() > -2
     # Terminal rows of the generated data look like ordinary rewards, not like r - 100.
     assert np.abs(gen.rewards[gen.terminals]).max() < 10
+
+
+def test_clip_actions_counts_and_clips_per_dimension():
+    from gta_data import Transitions
+
+    acts = np.array([[0.5, 2.0], [-3.0, 0.0], [0.1, 0.2], [1.0, -1.0]], dtype=np.float32)
+    tr = Transitions(np.zeros((4, 1)), acts.copy(), np.zeros(4), np.zeros((4, 1)), np.zeros(4), np.zeros(4))
+    frac = clip_actions(tr, np.array([-1.0, -0.5]), np.array([1.0, 1.0]))
+    assert frac == 0.75  # rows 0 (dim 1 high), 1 (dim 0 low) and 3 (dim 1 low)
+    np.testing.assert_array_equal(tr.actions, np.float32([[0.5, 1.0], [-1.0, 0.0], [0.1, 0.2], [1.0, -0.5]]))
+    assert tr.actions.dtype == np.float32
+
+
+def test_generated_actions_are_clipped_to_the_source_range(tmp_path, model):
+    run, store_path = model
+    from gta_data import TrajectoryStore
+
+    src = TrajectoryStore.open(store_path).load()
+    low, high = src.actions.min(0), src.actions.max(0)
+    # From pure noise with 8 steps, the 20-step model leaves actions outside the data's range.
+    raw = augment(run, store_path, tmp_path / "raw.zarr", _quick(mu=1.0, clip_actions=False))
+    clipped = augment(run, store_path, tmp_path / "clipped.zarr", _quick(mu=1.0))
+    assert raw.provenance["action_clip"] is None
+    outside = ((raw.load().actions < low) | (raw.load().actions > high)).any(1)
+    assert outside.any(), "the test needs generated actions outside the source range"
+    info = clipped.provenance["action_clip"]
+    np.testing.assert_allclose(info["low"], low)
+    np.testing.assert_allclose(info["high"], high)
+    assert info["fraction_clipped"] == pytest.approx(outside.mean())
+    # Same seeds, same windows: clipping is the only difference.
+    np.testing.assert_array_equal(clipped.load().actions, np.clip(raw.load().actions, low, high))
+    np.testing.assert_array_equal(clipped.load().observations, raw.load().observations)
 
 
 def test_store_metadata_and_per_window_seeds(tmp_path, model):

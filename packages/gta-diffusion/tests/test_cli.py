@@ -34,6 +34,13 @@ def test_train_resume_augment(tmp_path, toy_store):
     aug = TrajectoryStore.open(out).provenance["augment"]
     # Preset fills mu and the reweighting (Table 9: N_B = 50), the explicit --alpha wins, --guidance 2 -> s = 3.
     assert (aug["mu"], aug["alpha"], aug["reweight"], aug["num_bins"], aug["guidance_scale"]) == (0.5, 1.2, "bins", 50, 3.0)
+    assert aug["clip_actions"] is True and TrajectoryStore.open(out).provenance["action_clip"]["fraction_clipped"] >= 0
+    res = runner.invoke(app, ["augment", "--model", str(run), "--data", str(toy_store.path), "--out",
+                              str(tmp_path / "raw.zarr"), "--num-transitions", "20", "--batch-size", "8",
+                              "--num-steps", "6", "--device", "cpu", "--no-clip-actions"])
+    assert res.exit_code == 0, res.output
+    raw = TrajectoryStore.open(tmp_path / "raw.zarr").provenance
+    assert raw["augment"]["clip_actions"] is False and raw["action_clip"] is None
 
 
 def test_errors_are_one_line_with_exit_code_1(tmp_path, toy_store):

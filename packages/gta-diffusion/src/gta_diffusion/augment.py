@@ -65,6 +65,7 @@ class AugmentConfig:
     bf16: bool = False  # bf16 autocast in the denoiser
     compile: bool = False  # torch.compile the denoiser
     compile_mode: str | None = None  # torch.compile mode, e.g. "reduce-overhead" (CUDA graphs)
+    clip_actions: bool = True  # clip generated actions to the per-dimension range of the source data's
 
     def check(self) -> None:
         if not 0.0 < self.mu <= 1.0:
@@ -223,6 +224,17 @@ def segment_conditions(windows: WindowSet, starts: np.ndarray, cfg: AugmentConfi
     return out
 
 
+def clip_actions(tr: Transitions, low: np.ndarray, high: np.ndarray) -> float:
+    """Clip ``tr.actions`` in place to [low, high] per dimension; returns the fraction of transitions that
+    had an action entry outside. The sampler knows nothing of action bounds: on the locally made
+    halfcheetah-medium (a SAC policy that often saturates its tanh), 37.5% of GTA-generated transitions had an
+    action outside [-1, 1] (BENCHMARKS.md, sixth session), which the environment would clip and which a
+    tanh policy cannot produce. The source data's own range lies inside the environment's bounds."""
+    outside = (tr.actions < low) | (tr.actions > high)
+    tr.actions = np.clip(tr.actions, low, high).astype(np.float32)
+    return float(outside.any(1).mean()) if len(tr.actions) else 0.0
+
+
 def _segments(gen: np.ndarray, norm: Normalizer, wcfg: WindowConfig, terminals: np.ndarray,
               num_transitions: int) -> tuple[Transitions, np.ndarray]:
     """Generated windows -> transitions and segment ends, the last segment truncated to the exact count."""
@@ -289,6 +301,11 @@ def augment(model_dir: str | Path, data_path: str | Path, out_path: str | Path, 
             shutil.rmtree(shard_dir, ignore_errors=True)
 
     tr, ends = _segments(gen, norm, wcfg, terminals, cfg.num_transitions)
+    action_clip = None
+    if cfg.clip_actions:
+        low, high = data.actions.min(0), data.actions.max(0)
+        fraction = clip_actions(tr, low, high)
+        action_clip = {"low": low.tolist(), "high": high.tolist(), "fraction_clipped": fraction}
     lo_score, hi_score = store.ref_scores or (None, None)
     provenance: dict[str, Any] = {
         "producer": f"gta-diffusion {__version__}",
@@ -303,6 +320,7 @@ def augment(model_dir: str | Path, data_path: str | Path, out_path: str | Path, 
         "num_windows": count,
         "world_size": dist.world_size,
         "model_train_steps": config["train"]["steps"],
+        "action_clip": action_clip,  # the source data's action range and the fraction of transitions clipped
     }
     with StoreWriter(out_path, env_id=store.env_id, obs_dim=norm.obs_dim, act_dim=norm.act_dim,
                      ref_min_score=lo_score, ref_max_score=hi_score, provenance=provenance,

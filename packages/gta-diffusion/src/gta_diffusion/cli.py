@@ -158,6 +158,8 @@ def augment(
     bf16: bool = typer.Option(False, "--bf16", help="bf16 autocast."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the denoiser."),
     compile_mode: str = typer.Option(None, help="torch.compile mode, e.g. reduce-overhead (CUDA graphs)."),
+    clip_actions: bool = typer.Option(True, "--clip-actions/--no-clip-actions",
+                                      help="gta: clip generated actions to the source data's range per dimension."),
     device: str = typer.Option(None, help="cpu, cuda ... (default: cuda if available)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output store."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
@@ -191,7 +193,7 @@ def augment(
         cfg = AugmentConfig(**fields, guidance_scale=guidance + 1.0, conditioning=conditioning,
                             fixed_return=fixed_return, num_transitions=num_transitions, batch_size=batch_size,
                             num_steps=num_steps, seed=seed, bf16=bf16, compile=compile,
-                            compile_mode=compile_mode)
+                            compile_mode=compile_mode, clip_actions=clip_actions)
         cfg.check()
         if out.exists() and not overwrite:
             raise DiffusionError(f"{out} already exists (use --overwrite to replace it)")

@@ -3,9 +3,11 @@
 What is read (the minimal contract with gta-rl, documented in the package README):
 
 * a run directory holds ``config.json`` and ``seed_<k>/metrics.jsonl``; each JSONL line is an object
-  like ``{"step": int, "normalized_score": float, ...}``; the last line carrying ``normalized_score``
-  is the seed's final evaluation, all such lines form its learning curve. Labels come from
-  ``config.json``: task (``task`` | ``dataset`` | ``env_id``), method (``augmentation`` | ``method``,
+  like ``{"step": int, "normalized_score": float, ...}`` or, as gta-rl writes its evaluations,
+  ``{"step": int, "kind": "eval", "score_mean": float, ...}``; the last such line is the seed's final
+  evaluation, all of them form its learning curve. Labels come from ``config.json``: task (``task`` |
+  ``dataset`` | ``env_id``), method (``augmentation`` | ``method``; for a gta-rl run, which records its
+  training stores under ``data``, the provenance ``method`` of its augmented stores, e.g. ``GTA``;
   default ``none``), algorithm (``algorithm`` | ``algo``), and optional ``mu``/``alpha`` (top level or
   under ``augmentation_config``/``gta``) for the sensitivity heat map;
 * or a plain per-seed file: CSV with columns ``seed,normalized_score`` (optional ``task``, ``method``,
@@ -95,9 +97,14 @@ def _read_jsonl(path: Path) -> tuple[np.ndarray, np.ndarray]:
             rec = json.loads(line)
         except json.JSONDecodeError:
             raise EvalError(f"{path}:{lineno} is not valid JSON") from None
-        if isinstance(rec, dict) and rec.get("normalized_score") is not None:
+        if not isinstance(rec, dict):
+            continue
+        score = rec.get("normalized_score")
+        if score is None and rec.get("kind") == "eval":
+            score = rec.get("score_mean")  # gta-rl: mean normalized score of the evaluation episodes
+        if score is not None:
             steps.append(int(rec.get("step", len(steps))))
-            scores.append(float(rec["normalized_score"]))
+            scores.append(float(score))
     return np.asarray(steps, dtype=np.int64), np.asarray(scores, dtype=np.float64)
 
 
@@ -120,7 +127,27 @@ def read_run_dir(path: str | Path) -> RunResult:
             scores[seed], curves[seed] = float(vals[-1]), (steps, vals)
     if not scores:
         raise EvalError(f"{path} has no results (expected seed_<k>/metrics.jsonl lines with normalized_score)")
-    return RunResult(scores=scores, curves=curves, source=str(path), **_labels(config, path.name))
+    labels = _labels(config, path.name)
+    if _first(config, "augmentation", "method") is None and isinstance(config.get("data"), list):
+        labels["method"] = _method_from_stores(config["data"])
+    return RunResult(scores=scores, curves=curves, source=str(path), **labels)
+
+
+def _method_from_stores(paths: list[Any]) -> str:
+    """The method of a run trained on these stores (gta-rl's ``data``): the provenance ``method`` of each
+    augmented store (GTA, S4RL, SynthER), joined with '+', or ``none``. A store that can no longer be opened
+    is named by its file, unless it is the first one (by convention the original data)."""
+    from gta_data import StoreError, TrajectoryStore
+
+    methods = []
+    for i, p in enumerate(paths):
+        try:
+            method = TrajectoryStore.open(p).provenance.get("method")
+        except (StoreError, OSError):
+            method = None if i == 0 else Path(str(p)).name.removesuffix(".zarr")
+        if method:
+            methods.append(str(method))
+    return "+".join(dict.fromkeys(methods)) or "none"
 
 
 def read_score_file(path: str | Path) -> list[RunResult]:
