@@ -65,7 +65,7 @@ class AugmentConfig:
     bf16: bool = False  # bf16 autocast in the denoiser
     compile: bool = False  # torch.compile the denoiser
     compile_mode: str | None = None  # torch.compile mode, e.g. "reduce-overhead" (CUDA graphs)
-    clip_actions: bool = True  # clip generated actions to the per-dimension range of the source data's
+    clip_actions: bool = True  # clip generated actions to the per-dimension range of the source data's actions
 
     def check(self) -> None:
         if not 0.0 < self.mu <= 1.0:
