@@ -19,7 +19,7 @@ if [ "$DEVICE" = cpu ]; then
   FAST=(--device cpu); DFAST=(--device cpu); AFAST=(--device cpu --batch-size 256)
 else
   FAST=(--fullgraph --cuda-graph --tf32 --bf16 --eval-async --device "$DEVICE")
-  DFAST=(--bf16 --compile --device "$DEVICE"); AFAST=("${DFAST[@]}")
+  DFAST=(--bf16 --compile --cuda-graph --device "$DEVICE"); AFAST=(--bf16 --compile --device "$DEVICE")
 fi
 mkdir -p "$OUT"
 T0=$(date +%s)
@@ -30,8 +30,7 @@ stage "A. dataset $DATASET"
 stage "B. denoiser: $PRESET preset, $DIFF_STEPS steps"
 rm -rf "$OUT/diffusion"
 "$BIN/gta-diffusion" train --data "$OUT/original.zarr" --out "$OUT/diffusion" --preset "$PRESET" \
-  --steps "$DIFF_STEPS" --log-every 5000 --checkpoint-every "$DIFF_STEPS" "${DFAST[@]}" \
-  $([ "$DEVICE" = cpu ] || echo --cuda-graph)
+  --steps "$DIFF_STEPS" --log-every 5000 --checkpoint-every "$DIFF_STEPS" "${DFAST[@]}"
 stage "C. augmentation: $AUG transitions, preset $DATASET"
 "$BIN/gta-diffusion" augment --model "$OUT/diffusion" --data "$OUT/original.zarr" --out "$OUT/augmented.zarr" \
   --dataset-preset "$DATASET" --num-transitions "$AUG" "${AFAST[@]}" --overwrite

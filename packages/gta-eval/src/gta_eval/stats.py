@@ -67,7 +67,9 @@ def _labels(config: dict[str, Any], fallback_task: str) -> dict[str, Any]:
     for key in ("augmentation_config", "gta", "augment"):
         if isinstance(config.get(key), dict):
             nested = config[key]
-    method = _first(config, "augmentation", "method", default="none")
+    method = _first(config, "augmentation", "method")
+    if method is None:  # a gta-rl run records the stores it trained on
+        method = _method_from_stores(config["data"]) if isinstance(config.get("data"), list) else "none"
     if isinstance(method, dict):
         nested = method
         method = _first(method, "name", "method", default="augmented")
@@ -126,11 +128,9 @@ def read_run_dir(path: str | Path) -> RunResult:
             seed = int(m.group(1))
             scores[seed], curves[seed] = float(vals[-1]), (steps, vals)
     if not scores:
-        raise EvalError(f"{path} has no results (expected seed_<k>/metrics.jsonl lines with normalized_score)")
-    labels = _labels(config, path.name)
-    if _first(config, "augmentation", "method") is None and isinstance(config.get("data"), list):
-        labels["method"] = _method_from_stores(config["data"])
-    return RunResult(scores=scores, curves=curves, source=str(path), **labels)
+        raise EvalError(f"{path} has no results (expected seed_<k>/metrics.jsonl lines with normalized_score, "
+                        "or gta-rl evaluation lines with score_mean)")
+    return RunResult(scores=scores, curves=curves, source=str(path), **_labels(config, path.name))
 
 
 def _method_from_stores(paths: list[Any]) -> str:
