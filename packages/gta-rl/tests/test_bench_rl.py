@@ -111,3 +111,39 @@ def test_measure_in_child_runs_in_a_fresh_process(bench_rl, tmp_path):
     assert bench_rl.measure_in_child(store, "td3bc", "eager", 2, 16, 0.05, 1) > 0
     with pytest.raises(RuntimeError, match="child failed: StoreError: .*no store at"):
         bench_rl.measure_in_child(tmp_path / "missing.zarr", "td3bc", "eager", 1, 16, 0.05, 1)
+
+
+def test_bench_runs_window_stats(tmp_path):
+    sys.path.insert(0, str(TOOLS))
+    try:
+        from bench_runs import window_stats
+    finally:
+        sys.path.remove(str(TOOLS))
+    # log every 10 steps, evaluations at 20 and 40 (and at the end, 60): windows 30 and 50 hold one each;
+    # the first window holds the compile. Steady 100 updates/s = 0.1 s per window; the two evaluation windows
+    # took 0.6 and 0.4 s, i.e. 0.5 and 0.3 s of evaluation.
+    rates = {10: 1.0, 20: 100.0, 30: 10 / 0.6, 40: 100.0, 50: 10 / 0.4, 60: 100.0}
+    lines = [json.dumps({"step": s, "kind": "train", "updates_per_s": r}) for s, r in rates.items()]
+    lines.insert(2, json.dumps({"step": 20, "kind": "eval", "score_mean": 1.0}))
+    (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
+    stats = window_stats(tmp_path / "m.jsonl", steps=60, log_every=10, eval_every=20)
+    assert stats["steady_updates_per_s"] == pytest.approx(100.0)
+    assert stats["eval_cost_s"] == pytest.approx(0.4)
+    assert stats["timed_evals"] == 2
+
+
+def test_bench_runs_quick(tmp_path):
+    out = tmp_path / "runs.json"
+    proc = subprocess.run([sys.executable, str(TOOLS / "bench_runs.py"), "--quick", "--modes", "in-process,workers+overlap",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert [(r["mode"], r["seeds"]) for r in result["rows"]] == [
+        ("in-process", 1), ("in-process", 2), ("workers+overlap", 1), ("workers+overlap", 2)]
+    assert all(r["wall_s"] > 0 and r["steady_updates_per_s"] > 0 and r["evaluations"] == 2 for r in result["rows"])
+    for mode, s in result["summary"].items():
+        one, two = (next(r for r in result["rows"] if r["mode"] == mode and r["seeds"] == k) for k in (1, 2))
+        assert s["stacked_vs_sequential"] == pytest.approx(2 * one["wall_s"] / two["wall_s"])
+    bad = subprocess.run([sys.executable, str(TOOLS / "bench_runs.py"), "--quick", "--modes", "nope", "--out",
+                          str(tmp_path / "x.json")], capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "unknown mode" in bad.stderr

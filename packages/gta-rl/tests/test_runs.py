@@ -98,6 +98,122 @@ def test_resume_continues_exactly(name, bf16, point_store, tmp_path):
         assert _strip(tmp_path / "full" / path) == _strip(tmp_path / "cut" / path)
 
 
+def _checkpoint(path):
+    return load_checkpoint(path / "checkpoint.safetensors")
+
+
+def _assert_same_checkpoint(a_dir, b_dir, same_scores=True):
+    (a, meta_a), (b, meta_b) = _checkpoint(a_dir), _checkpoint(b_dir)
+    if same_scores:
+        assert meta_a == meta_b  # step and the evaluation history
+    else:
+        assert meta_a["step"] == meta_b["step"]
+        assert [e["step"] for e in meta_a["history"]["evals"]] == [e["step"] for e in meta_b["history"]["evals"]]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("name", ["td3bc", "cql"])
+def test_background_evaluation_equals_foreground(name, point_store, tmp_path):
+    # Evaluations every 20 steps, a checkpoint with each: in the background the checkpoint of step 20 is
+    # written from the evaluated copy once its scores are in (at step 40), so an interruption after step
+    # 50 leaves the checkpoint of step 40 in both runs, with the same state and evaluation history.
+    common = dict(steps=60, batch_size=32, eval_every=20, eval_episodes=3, log_every=10, overrides=TINY[name])
+    fg = RunConfig(name, (str(point_store),), (0, 1), eval_overlap=False, **common)
+    bg = RunConfig(name, (str(point_store),), (0, 1), eval_overlap=True, **common)
+    train(fg, tmp_path / "fg", stop_after=50)
+    train(bg, tmp_path / "bg", stop_after=50)
+    assert _checkpoint(tmp_path / "bg")[1]["step"] == 40
+    assert [e["step"] for e in _checkpoint(tmp_path / "bg")[1]["history"]["evals"]] == [20, 40]
+    _assert_same_checkpoint(tmp_path / "fg", tmp_path / "bg")
+    # resumed (either way), both end where an uninterrupted run ends
+    res_fg = train(fg, tmp_path / "fg", resume=True)
+    res_bg = train(bg, tmp_path / "bg", resume=True)
+    whole = train(bg, tmp_path / "whole")
+    assert res_fg["seeds"] == res_bg["seeds"] == whole["seeds"]
+    _assert_same_checkpoint(tmp_path / "fg", tmp_path / "bg")
+    _assert_same_checkpoint(tmp_path / "fg", tmp_path / "whole")
+    for seed in (0, 1):
+        path = f"seed_{seed}/metrics.jsonl"
+        fg_lines, bg_lines = _strip(tmp_path / "fg" / path), _strip(tmp_path / "bg" / path)
+        # the same records; a background evaluation's lines follow the train lines written meanwhile
+        key = lambda r: (r["step"], r["kind"])  # noqa: E731
+        assert sorted(fg_lines, key=key) == sorted(bg_lines, key=key) == sorted(_strip(tmp_path / "whole" / path), key=key)
+        evals = [r["step"] for r in bg_lines if r["kind"] == "eval"]
+        assert evals == [20, 40, 60]
+    assert bg_lines != fg_lines  # the evaluation of step 20 was written after the train line of step 30
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_policy_state_is_all_that_act_reads(name):
+    agent = make_agent(name, [0, 1])
+    agent.register_buffer("obs_mean", torch.tensor([0.5, -0.5]))
+    agent.register_buffer("obs_std", torch.tensor([2.0, 3.0]))
+    obs = torch.randn(2, 5, 2, generator=torch.Generator().manual_seed(0))
+    before = agent.act(obs)
+    policy = agent.policy_state()
+    assert "obs_mean" in policy and all(not k.startswith(("critic", "actor_target")) for k in policy)
+    with torch.no_grad():  # everything else may change without changing the actions
+        for key, value in agent.state_dict().items():
+            if key not in policy and value.is_floating_point():
+                value.add_(1.0)
+    torch.testing.assert_close(agent.act(obs), before, rtol=0, atol=0)
+
+
+def test_cpu_policies_act_per_row_as_the_agent_does(point_store, tmp_path):
+    from gta_rl.train import CpuPolicies
+
+    train(RunConfig("td3bc", (str(point_store),), (0, 3), steps=20, batch_size=16, eval_episodes=0, log_every=10,
+                    overrides=TINY["td3bc"]), tmp_path / "r")
+    run, agent, _ = load_run(tmp_path / "r", "cpu")
+    policies = CpuPolicies(run)
+    policies.load({k: v.numpy() for k, v in agent.policy_state().items()})
+    raw = np.random.default_rng(0).uniform(-1, 1, (5, 2)).astype(np.float32)
+    rows = np.array([1, 0, 0, 1, 1])
+    got = policies(raw, rows)
+    x = (torch.from_numpy(raw) - agent.obs_mean) / agent.obs_std
+    want = agent.act(x.expand(2, 5, 2))  # every policy on every row
+    np.testing.assert_allclose(got, want[torch.as_tensor(rows), torch.arange(5)].numpy(), rtol=1e-6, atol=1e-7)
+    assert not np.allclose(want[0].numpy(), want[1].numpy())  # the two seeds act differently
+
+
+@pytest.mark.parametrize("overlap", [False, True], ids=["foreground", "background"])
+def test_worker_rollouts_match_in_process_evaluation(overlap, point_store, tmp_path):
+    common = dict(steps=40, batch_size=32, eval_every=20, eval_episodes=3, log_every=20, overrides=TINY["td3bc"])
+    here = train(RunConfig("td3bc", (str(point_store),), (0, 1), eval_overlap=False, **common), tmp_path / "here")
+    there = train(RunConfig("td3bc", (str(point_store),), (0, 1), eval_async=True, eval_overlap=overlap, **common),
+                  tmp_path / "there")
+    for seed in ("0", "1"):
+        for key in ("final_score", "best_score"):
+            # the same policies, their actions computed by another process (rounding may differ)
+            assert there["seeds"][seed][key] == pytest.approx(here["seeds"][seed][key], abs=1e-4)
+    _assert_same_checkpoint(tmp_path / "here", tmp_path / "there", same_scores=False)
+
+
+def test_background_evaluation_error_reaches_the_run(point_store, tmp_path, monkeypatch):
+    import gta_rl.train as train_mod
+
+    real = train_mod.evaluate_agent
+    calls = []
+
+    def flaky(agent, evaluator, run):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("env exploded")
+        return real(agent, evaluator, run)
+
+    monkeypatch.setattr(train_mod, "evaluate_agent", flaky)
+    cfg = RunConfig("td3bc", (str(point_store),), (0,), steps=40, batch_size=16, eval_every=10, eval_episodes=2,
+                    log_every=10, overrides=TINY["td3bc"])
+    with pytest.raises(RuntimeError, match="env exploded"):
+        train(cfg, tmp_path / "r")
+    # the checkpoint written is the one of the evaluation that succeeded (step 10), not a later one
+    (_, meta) = _checkpoint(tmp_path / "r")
+    assert meta["step"] == 10 and [e["step"] for e in meta["history"]["evals"]] == [10]
+    assert not (tmp_path / "r" / "results.json").exists()
+
+
 def test_resume_refuses_a_changed_config(point_store, tmp_path):
     cfg = RunConfig("td3bc", (str(point_store),), (0,), steps=10, batch_size=8, eval_episodes=0,
                     log_every=5, overrides=TINY["td3bc"])
@@ -349,6 +465,59 @@ def test_pointmaze_dict_observations_are_flattened():
     returns = ev.run(lambda o: seen.append(o.shape) or np.zeros((1, 2, 2)))
     ev.close()
     assert seen[0] == (1, 2, 6) and len(seen) == 20 and returns.shape == (1, 2)
+    # the same through worker processes, which flatten the dict observations themselves
+    sharded = Evaluator("PointMaze_UMaze-v3", 1, 2, layout=layout, asynchronous=True, workers=2,
+                        env_kwargs={"continuing_task": True, "reset_target": False, "max_episode_steps": 20})
+    seen_sharded = []
+    again = sharded.run(lambda o: seen_sharded.append(o.copy()) or np.zeros((1, 2, 2)))
+    sharded.close()
+    np.testing.assert_array_equal(again, returns)
+    assert seen_sharded[0].shape == (1, 2, 6)
+
+
+class _ScaledExpert:
+    """Policy row j acts scale[j] x the toy expert (a policy factory for worker processes)."""
+
+    def load(self, state):
+        self.scale = np.asarray(state["scale"])
+
+    def __call__(self, obs, rows):
+        from gta_rl import toy
+
+        return self.scale[rows, None] * toy.expert_action(obs)
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+def test_worker_rollouts_equal_per_step_evaluation(workers):
+    from gta_rl import toy
+    from gta_rl.evaluation import Evaluator
+
+    scale = np.array([0.3, 0.9])
+    plain = Evaluator(toy.ENV_ID, 2, 3, seed_base=5)
+    want = plain.run(lambda o: scale[:, None, None] * toy.expert_action(o))
+    plain.close()
+    ev = Evaluator(toy.ENV_ID, 2, 3, seed_base=5, asynchronous=True, workers=workers, policy_factory=_ScaledExpert)
+    np.testing.assert_array_equal(ev.rollout({"scale": scale}), want)  # 6 copies over 4 workers: rows 0,0 | 0,1 | 1 | 1
+    np.testing.assert_array_equal(ev.rollout({"scale": scale[::-1].copy()}), want[::-1])  # reloaded each time
+    ev.close()
+    assert not np.allclose(want[0], want[1])
+    with pytest.raises(ValueError, match="asynchronous=True"):
+        Evaluator(toy.ENV_ID, 2, 3, policy_factory=_ScaledExpert)
+
+
+def test_sharded_env_worker_errors_are_one_line():
+    from gta_rl import toy
+    from gta_rl.evaluation import ShardedVectorEnv
+
+    envs = ShardedVectorEnv(toy.ENV_ID, 3, 2)
+    obs, _ = envs.reset(seed=[0, 1, 2])
+    assert obs.shape == (3, 2) and obs.dtype == np.float32
+    with pytest.raises(RuntimeError, match="evaluation env worker failed: .*Error"):
+        envs.step(np.zeros((3, 5)))  # wrong action width
+    envs.close()
+    assert envs.procs == []
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        ShardedVectorEnv(toy.ENV_ID, 3, 0)
 
 
 def test_fullgraph_is_not_for_dt(point_store, tmp_path):
@@ -374,6 +543,19 @@ def test_inductor_compile_and_graph_match_eager_on_gpu(point_store, fullgraph):
     torch.cuda.synchronize()
     for pe, pf in zip(eager.parameters(), fast.parameters(), strict=True):
         torch.testing.assert_close(pe, pf, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_background_evaluation_on_gpu_equals_foreground(point_store, tmp_path):
+    # On CUDA the evaluation thread runs on its own stream while the graphs replay on the training stream;
+    # the first evaluations (steps 5) come before both graphs are captured and run in the foreground.
+    common = dict(steps=60, batch_size=64, eval_every=5, eval_episodes=4, log_every=10, cuda_graph=True,
+                  overrides=TINY["td3bc"], device="cuda")
+    fg = train(RunConfig("td3bc", (str(point_store),), (0, 1), eval_overlap=False, **common), tmp_path / "fg")
+    bg = train(RunConfig("td3bc", (str(point_store),), (0, 1), eval_overlap=True, **common), tmp_path / "bg")
+    assert fg["seeds"] == bg["seeds"]
+    _assert_same_checkpoint(tmp_path / "fg", tmp_path / "bg")
 
 
 def _halfcheetah_sized_data(tmp_path):
@@ -469,10 +651,11 @@ def test_async_evaluation_matches_sync():
     from gta_rl.evaluation import Evaluator
 
     out = []
-    for asynchronous in (False, True):
-        ev = Evaluator(toy.ENV_ID, 2, 3, seed_base=5, asynchronous=asynchronous)
+    for asynchronous, workers in ((False, None), (True, None), (True, 1), (True, 4)):  # 6 copies on 4 workers: 2,2,1,1
+        ev = Evaluator(toy.ENV_ID, 2, 3, seed_base=5, asynchronous=asynchronous, workers=workers)
         out.append(ev.run(lambda o: 0.5 * toy.expert_action(o)))
         ev.close()
-    np.testing.assert_allclose(out[0], out[1])
+    for other in out[1:]:
+        np.testing.assert_array_equal(out[0], other)
     assert np.allclose(out[0][0], out[0][1])  # same start states for every policy
     assert len(set(np.round(out[0][0], 6))) == 3  # episodes differ

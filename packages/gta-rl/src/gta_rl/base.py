@@ -21,6 +21,7 @@ class Agent(nn.Module):
 
     name = "agent"
     update_period = 1  # actor (and target) updates happen on every ``update_period``-th step
+    policy_prefixes: tuple[str, ...] = ("actor.",)  # the state that :meth:`act` reads (see policy_state)
 
     def __init__(self, seeds: Sequence[int], max_action: float, device: torch.device | str) -> None:
         super().__init__()
@@ -57,6 +58,12 @@ class Agent(nn.Module):
     def act(self, obs: Tensor) -> Tensor:
         """Deterministic actions for z-scored observations, [S, N, obs] -> [S, N, act]."""
         raise NotImplementedError
+
+    def policy_state(self) -> dict[str, Tensor]:
+        """The tensors :meth:`act` reads, and the observation statistics if registered: what an evaluation
+        worker process needs to act (``Evaluator(policy_factory=...)``); views, not copies."""
+        return {k: v for k, v in self.state_dict().items()
+                if k.startswith(self.policy_prefixes) or k in ("obs_mean", "obs_std")}
 
     def train_step(self, data: OfflineData, batch_size: int, *, actor_step: bool) -> dict[str, Tensor]:
         """Sample a batch per seed, update, advance the step counter; no host synchronisation."""

@@ -68,7 +68,11 @@ def train(
                               "losses and Adam in fp32 (faster on tensor cores, ~4e-3 relative)"),
     fullgraph: bool = typer.Option(False, "--fullgraph",
                                    help="compile the whole step, gradients included, as one graph (implies --compile)"),
-    eval_async: bool = typer.Option(False, "--eval-async", help="evaluation envs in worker processes"),
+    eval_async: bool = typer.Option(False, "--eval-async",
+                                    help="evaluation envs sharded over worker processes (one per CPU, less two)"),
+    eval_overlap: bool = typer.Option(True, "--eval-overlap/--no-eval-overlap",
+                                      help="evaluate a copy of the policies in a background thread while training "
+                                      "goes on (same scores; not for dt)"),
     preset: str = typer.Option("auto", "--preset", help="per-family settings: auto, none or a preset name"),
     set_: list[str] = typer.Option([], "--set", help="algorithm setting key=value (JSON value), repeatable"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its checkpoint"),
@@ -97,8 +101,8 @@ def train(
             algorithm=algorithm, data=tuple(str(p) for p in data), seeds=tuple(parse_seeds(seeds)), steps=steps,
             batch_size=batch_size, eval_every=eval_every, eval_episodes=eval_episodes, log_every=log_every,
             checkpoint_every=checkpoint_every, mix_ratio=mix_ratio, device=device, compile=compile,
-            cuda_graph=cuda_graph, tf32=tf32, bf16=bf16, fullgraph=fullgraph, eval_async=eval_async, preset=None if preset == "none" else preset,
-            overrides=overrides,
+            cuda_graph=cuda_graph, tf32=tf32, bf16=bf16, fullgraph=fullgraph, eval_async=eval_async,
+            eval_overlap=eval_overlap, preset=None if preset == "none" else preset, overrides=overrides,
         )
         with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                       TimeRemainingColumn(), transient=True) as bar:

@@ -84,6 +84,13 @@ class StepRunner:
         self._eager_runs: dict[bool, int] = {}
         self._graphs: dict[bool, tuple[torch.cuda.CUDAGraph, dict[str, Tensor]]] = {}
 
+    @property
+    def captured(self) -> bool:
+        """No graph capture is left to do (always, without --cuda-graph). A capture records the work of
+        every thread on the device, so other threads must not launch kernels until then."""
+        kinds = {self.agent.is_actor_step(s) for s in range(max(1, self.agent.update_period))}
+        return not self.cuda_graph or kinds <= self._graphs.keys()
+
     def __call__(self, step: int) -> dict[str, Tensor]:
         actor = self.agent.is_actor_step(step)
         if not self.cuda_graph:

@@ -13,10 +13,13 @@ Resume is exact: the random streams depend only on (seed, step), and the checkpo
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,7 +70,8 @@ class RunConfig:
     preset: str | None = "auto"  # per-family settings ('auto' matches the store's dataset name)
     overrides: dict[str, Any] = field(default_factory=dict)
     eval_seed: int = 0  # env seed of evaluation episode 0
-    eval_async: bool = False  # evaluation envs in worker processes (AsyncVectorEnv)
+    eval_async: bool = False  # evaluation envs sharded over worker processes
+    eval_overlap: bool = True  # evaluate a copy of the agent in a background thread while training goes on
 
 
 def resolve_device(name: str) -> torch.device:
@@ -188,20 +192,31 @@ def train(
     }
     evaluator = None
     if cfg.eval_episodes > 0:  # before anything is written: an unknown env fails the run up front
+        # --eval-async: the policies act on the CPU inside the env workers (the DT's rollouts need its agent)
+        workers_act = cfg.eval_async and algorithm != "dt"
         evaluator = Evaluator(env_id, len(cfg.seeds), cfg.eval_episodes,
                               layout=run["observation_layout"], seed_base=cfg.eval_seed, env_kwargs=env_kwargs,
-                              asynchronous=cfg.eval_async)
+                              asynchronous=cfg.eval_async,
+                              policy_factory=functools.partial(CpuPolicies, run) if workers_act else None)
     out.mkdir(parents=True, exist_ok=True)
     if resume:
         old = json.loads((out / "config.json").read_text())
-        differs = [k for k in run if k not in ("steps", "device", "compile", "cuda_graph", "tf32", "bf16", "fullgraph", "eval_async") and old.get(k) != run[k]]
+        free = ("steps", "device", "compile", "cuda_graph", "tf32", "bf16", "fullgraph", "eval_async", "eval_overlap")
+        differs = [k for k in run if k not in free and old.get(k) != run[k]]
         if differs:
             raise RunError(f"cannot resume {out}: the config differs in {', '.join(differs)}")
     write_json(out / "config.json", run)
 
-    agent = build_agent(run, device)
-    agent.register_buffer("obs_mean", torch.as_tensor(data.obs_mean, device=device))
-    agent.register_buffer("obs_std", torch.as_tensor(data.obs_std, device=device))
+    def new_agent() -> Agent:
+        agent = build_agent(run, device)
+        agent.register_buffer("obs_mean", torch.as_tensor(data.obs_mean, device=device))
+        agent.register_buffer("obs_std", torch.as_tensor(data.obs_std, device=device))
+        return agent
+
+    agent = new_agent()
+    background = None
+    if evaluator is not None and cfg.eval_overlap and algorithm != "dt":  # the DT's rollouts keep context state
+        background = _BackgroundEvaluation(new_agent(), evaluator, run)
     logs = _SeedLogs(out, list(cfg.seeds))
     history: dict[str, Any] = {"evals": []}
     start = 0
@@ -221,39 +236,114 @@ def train(
     acc = MetricAccumulator()
     ckpt_every = cfg.checkpoint_every or cfg.eval_every or cfg.steps
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
+
+    def record_eval(step: int, scores: dict[str, Any]) -> None:
+        entry = {"step": step, "scores": scores["score_mean"]}
+        if "targets" in scores:
+            entry["targets"] = {t: v["score_mean"] for t, v in scores["targets"].items()}
+        history["evals"].append(entry)
+        logs.write({s: {"step": step, "kind": "eval", "return_mean": scores["return_mean"][i],
+                        "score_mean": scores["score_mean"][i], "scores": scores["scores"][i],
+                        **({"targets": {t: {"return_mean": v["return_mean"][i], "score_mean": v["score_mean"][i]}
+                                        for t, v in scores["targets"].items()}} if "targets" in scores else {})}
+                    for i, s in enumerate(cfg.seeds)})
+
+    def save(step: int, source: Agent) -> None:
+        save_checkpoint(ckpt_path, source.full_state_dict(), {"step": step, "history": history})
+
+    def collect() -> None:
+        """Record the background evaluation, if one is out, and write the checkpoint that waited for it."""
+        done_eval = background.collect() if background is not None else None
+        if done_eval is not None:
+            step, checkpoint, scores = done_eval
+            record_eval(step, scores)
+            if checkpoint:
+                save(step, background.shadow)
+
     t0, t_last, last_step = time.perf_counter(), time.perf_counter(), start
-    for step in range(start, end):
-        acc.add(runner(step))
-        done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            means = acc.pop()
-            now = time.perf_counter()
-            rate = (done - last_step) / max(now - t_last, 1e-9)
-            t_last, last_step = now, done
-            logs.write({s: {"step": done, "kind": "train", "updates_per_s": rate,
-                            **{k: v[i] for k, v in means.items()}} for i, s in enumerate(cfg.seeds)})
-        if evaluator is not None and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps):
-            scores = evaluate_agent(agent, evaluator, run)
-            entry = {"step": done, "scores": scores["score_mean"]}
-            if "targets" in scores:
-                entry["targets"] = {t: v["score_mean"] for t, v in scores["targets"].items()}
-            history["evals"].append(entry)
-            logs.write({s: {"step": done, "kind": "eval", "return_mean": scores["return_mean"][i],
-                            "score_mean": scores["score_mean"][i], "scores": scores["scores"][i],
-                            **({"targets": {t: {"return_mean": v["return_mean"][i], "score_mean": v["score_mean"][i]}
-                                            for t, v in scores["targets"].items()}} if "targets" in scores else {})}
-                        for i, s in enumerate(cfg.seeds)})
-        if done % ckpt_every == 0 or done == cfg.steps:
-            save_checkpoint(ckpt_path, agent.full_state_dict(), {"step": done, "history": history})
-        if progress is not None:
-            progress(done, cfg.steps)
-    if evaluator is not None:
-        evaluator.close()
+    try:
+        for step in range(start, end):
+            acc.add(runner(step))
+            done = step + 1
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                means = acc.pop()
+                now = time.perf_counter()
+                rate = (done - last_step) / max(now - t_last, 1e-9)
+                t_last, last_step = now, done
+                logs.write({s: {"step": done, "kind": "train", "updates_per_s": rate,
+                                **{k: v[i] for k, v in means.items()}} for i, s in enumerate(cfg.seeds)})
+            checkpoint = done % ckpt_every == 0 or done == cfg.steps
+            if evaluator is not None and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps):
+                collect()
+                # In the background unless nothing is left to overlap with, or a CUDA graph is still to be
+                # captured (a capture would record the evaluation's kernels too).
+                if background is not None and done < end and runner.captured:
+                    background.submit(agent, done, checkpoint)
+                    checkpoint = False  # written with the evaluation's scores, from the copy of this step
+                else:
+                    record_eval(done, evaluate_agent(agent, evaluator, run))
+            if checkpoint:
+                collect()  # a checkpoint holds every evaluation up to its step
+                save(done, agent)
+            if progress is not None:
+                progress(done, cfg.steps)
+        collect()
+    finally:
+        if evaluator is not None:
+            evaluator.close()
     results = summarize_history(run, history, end)
     results["wall_s_this_call"] = time.perf_counter() - t0
     if end == cfg.steps:
         write_json(out / "results.json", results)
     return results
+
+
+class _BackgroundEvaluation:
+    """Evaluates a copy of the agent in a worker thread while training goes on.
+
+    The paper's protocol evaluates every 5k of 1M updates (200 evaluations of 10 episodes per seed); in
+    the foreground, on an H100, HalfCheetah evaluations took longer than the updates between them. The
+    copy (``shadow``, an agent of the same config) is loaded on the training stream right after the
+    evaluated step, so its scores equal a foreground evaluation's; on CUDA the thread runs on its own
+    stream and waits only for that copy. A checkpoint due at the evaluated step is written from the copy
+    once the scores are recorded, so every checkpoint holds its own evaluation and resume stays exact."""
+
+    def __init__(self, shadow: Agent, evaluator: Evaluator, run: dict[str, Any]) -> None:
+        self.shadow, self.evaluator, self.run = shadow, evaluator, run
+        self.device = shadow.step.device
+        self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+        self.pending: tuple[int, bool, Future] | None = None
+
+    def submit(self, agent: Agent, step: int, checkpoint: bool) -> None:
+        if self.pending is not None:
+            raise RuntimeError("collect the previous evaluation first")
+        self.shadow.load_full_state_dict(agent.full_state_dict())  # device copies, queued after this step
+        ready = None
+        if self.stream is not None:
+            ready = torch.cuda.Event()
+            ready.record()
+        future: Future = Future()
+        threading.Thread(target=self._work, args=(future, ready), name=f"gta-rl-eval-{step}", daemon=True).start()
+        self.pending = (step, checkpoint, future)
+
+    def _work(self, future: Future, ready: torch.cuda.Event | None) -> None:
+        try:
+            if self.stream is None:
+                future.set_result(evaluate_agent(self.shadow, self.evaluator, self.run))
+                return
+            with torch.cuda.device(self.device), torch.cuda.stream(self.stream):
+                self.stream.wait_event(ready)
+                future.set_result(evaluate_agent(self.shadow, self.evaluator, self.run))
+        except BaseException as exc:  # noqa: BLE001 - raised again in the training thread by collect()
+            future.set_exception(exc)
+
+    def collect(self) -> tuple[int, bool, dict[str, Any]] | None:
+        """(step, checkpoint due, scores) of the evaluation out, waiting for it; None if none is out."""
+        if self.pending is None:
+            return None
+        step, checkpoint, future = self.pending
+        self.pending = None
+        return step, checkpoint, future.result()
 
 
 def _load_dt_data(algo_cfg, paths: list[str], device: torch.device, mix_ratio: float | None):
@@ -296,19 +386,80 @@ def evaluate_agent(agent: Agent, evaluator: Evaluator, run: dict[str, Any]) -> d
     """Deterministic rollouts of every seed; returns per-seed returns and normalized scores."""
     if run["algorithm"] == "dt":
         return _evaluate_dt(agent, evaluator, run)
-    device = agent.step.device
+    if evaluator.policy_factory is not None:  # the policies act in the evaluator's worker processes
+        returns = evaluator.rollout({k: v.detach().to("cpu").numpy() for k, v in agent.policy_state().items()})
+    else:
+        device = agent.step.device
 
-    def policy(obs: np.ndarray) -> np.ndarray:  # [S, E, obs] raw
-        x = (torch.as_tensor(obs, device=device) - agent.obs_mean) / agent.obs_std
-        return agent.act(x).cpu().numpy()
+        def policy(obs: np.ndarray) -> np.ndarray:  # [S, E, obs] raw
+            x = (torch.as_tensor(obs, device=device) - agent.obs_mean) / agent.obs_std
+            return agent.act(x).cpu().numpy()
 
-    was_training = agent.training
-    agent.eval()
-    returns = evaluator.run(policy)  # [S, E]
-    agent.train(was_training)
+        was_training = agent.training
+        agent.eval()
+        returns = evaluator.run(policy)  # [S, E]
+        agent.train(was_training)
     scores = _normalize(run, returns)
     return {"return_mean": returns.mean(1).tolist(), "score_mean": scores.mean(1).tolist(),
             "returns": returns.tolist(), "scores": scores.tolist()}
+
+
+class CpuPolicies:
+    """A run's policies on the CPU, for evaluation worker processes (``Evaluator(policy_factory=...)``,
+    built there as ``functools.partial(CpuPolicies, run)``): loaded from :meth:`Agent.policy_state` as numpy
+    arrays at every evaluation. A worker acts with the networks of the seeds its env copies belong to
+    only (a one-seed slice of the stacked weights where it serves one seed: at these sizes reading the
+    weights is the cost of a CPU forward pass). The actions are those of the run's networks and precision
+    (``bf16`` included) computed by the CPU, so they can differ from the training device's by rounding."""
+
+    def __init__(self, run: dict[str, Any]) -> None:
+        torch.set_num_threads(1)  # one core per worker process (and no OpenMP pool in a forked child)
+        self.run = run
+        self.state: dict[str, np.ndarray] = {}
+        self._agents: dict[tuple[int, ...], tuple[Agent, bool]] = {}  # seed positions -> (agent, loaded)
+        self._layout: tuple | None = None  # (rows, seed positions, row -> (policy, slot) index, batch shape)
+
+    def load(self, state: dict[str, np.ndarray]) -> None:
+        self.state = state
+        self._agents = {k: (agent, False) for k, (agent, _) in self._agents.items()}
+
+    def _agent(self, positions: tuple[int, ...]) -> Agent:
+        agent, loaded = self._agents.get(positions, (None, False))
+        if agent is None:
+            agent = build_agent({**self.run, "seeds": [self.run["seeds"][i] for i in positions]}, torch.device("cpu"))
+            agent.register_buffer("obs_mean", torch.zeros(self.run["obs_dim"]))
+            agent.register_buffer("obs_std", torch.ones(self.run["obs_dim"]))
+            agent.eval()
+        if not loaded:
+            own, index = agent.state_dict(), list(positions)
+            with torch.no_grad():
+                for key, value in self.state.items():
+                    value = torch.from_numpy(value)
+                    # stacked per seed ([S, ...]) unless it is one of the shared observation statistics
+                    own[key].copy_(value if key in ("obs_mean", "obs_std") else value[index])
+            self._agents[positions] = (agent, True)
+        return agent
+
+    @torch.no_grad()
+    def __call__(self, obs: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Actions [N, act] for raw observations [N, obs], observation i acted on by policy ``rows[i]``."""
+        rows = np.asarray(rows)
+        key = rows.tobytes()
+        if self._layout is None or self._layout[0] != key:  # the same rows at every step of a rollout
+            positions, local = np.unique(rows, return_inverse=True)
+            # Row i goes to slot i' of its policy's batch (its rank among that policy's rows): [S', rows per policy]
+            order = np.argsort(local, kind="stable")
+            counts = np.bincount(local, minlength=len(positions))
+            slots = np.empty(len(local), dtype=np.int64)
+            slots[order] = np.arange(len(local)) - np.repeat(np.cumsum(counts) - counts, counts)
+            index = (torch.from_numpy(local.astype(np.int64)), torch.from_numpy(slots))
+            self._layout = (key, tuple(int(p) for p in positions), index, (len(positions), int(counts.max())))
+        _, positions, index, shape = self._layout
+        agent = self._agent(positions)
+        x = torch.zeros(*shape, obs.shape[1])
+        x[index] = torch.from_numpy(np.ascontiguousarray(obs, dtype=np.float32))
+        actions = agent.act((x - agent.obs_mean) / agent.obs_std)
+        return actions[index].numpy()
 
 
 def _normalize(run: dict[str, Any], returns: np.ndarray) -> np.ndarray:
