@@ -341,6 +341,15 @@ def test_cli_train_evaluate_summary(point_store, tmp_path):
     res = runner.invoke(app, ["evaluate", str(tmp_path / "a"), "--episodes", "2", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert "seed 0: step 40" in res.output
+    # evaluate reproduces the run's last evaluation, in the way the run evaluated (here in env workers)
+    res = runner.invoke(app, [*args[:-2], "--eval-async", "--out", str(tmp_path / "c")])
+    assert res.exit_code == 0, res.output
+    final = json.loads((tmp_path / "c" / "results.json").read_text())["seeds"]
+    for flags in ([], ["--in-process"]):
+        res = runner.invoke(app, ["evaluate", str(tmp_path / "c"), "--episodes", "3", "--device", "cpu", *flags])
+        assert res.exit_code == 0, res.output
+        printed = [float(line.rsplit("score ", 1)[1]) for line in res.output.splitlines() if " score " in line]
+        assert printed == pytest.approx([final[s]["final_score"] for s in ("0", "1")], abs=5e-3 if not flags else 0.1)
     res = runner.invoke(app, ["summary", str(tmp_path / "a"), str(tmp_path / "b"), "--json"])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.output)

@@ -130,18 +130,22 @@ def evaluate(
     run_dir: Path = typer.Argument(..., help="run directory"),
     episodes: int = typer.Option(10, "--episodes"),
     device: str = typer.Option("auto", "--device"),
+    eval_async: Optional[bool] = typer.Option(  # noqa: UP045
+        None, "--eval-async/--in-process",
+        help="policies acting in env worker processes on the CPU, or in this process on --device (default: as "
+        "the run evaluated while training, so its last evaluation is reproduced)"),
     debug: bool = typer.Option(False, "--debug"),
 ) -> None:
     """Evaluate the checkpointed policies of a run and print each seed's normalized score."""
-    from gta_rl.evaluation import Evaluator
-    from gta_rl.train import RunError, evaluate_agent, load_run
+    from gta_rl.train import RunError, evaluate_agent, load_run, make_evaluator
 
     try:
         run, agent, meta = load_run(run_dir, device)
-        evaluator = Evaluator(run["env_id"], len(run["seeds"]), episodes, layout=run.get("observation_layout"),
-                              seed_base=run.get("eval_seed", 0), env_kwargs=run.get("env_kwargs"))
-        scores = evaluate_agent(agent, evaluator, run)
-        evaluator.close()
+        evaluator = make_evaluator(run, episodes, run.get("eval_async", False) if eval_async is None else eval_async)
+        try:
+            scores = evaluate_agent(agent, evaluator, run)
+        finally:
+            evaluator.close()
     except (RunError, ValueError, FileNotFoundError) as exc:
         _fail(exc, debug)
         return

@@ -192,12 +192,7 @@ def train(
     }
     evaluator = None
     if cfg.eval_episodes > 0:  # before anything is written: an unknown env fails the run up front
-        # --eval-async: the policies act on the CPU inside the env workers (the DT's rollouts need its agent)
-        workers_act = cfg.eval_async and algorithm != "dt"
-        evaluator = Evaluator(env_id, len(cfg.seeds), cfg.eval_episodes,
-                              layout=run["observation_layout"], seed_base=cfg.eval_seed, env_kwargs=env_kwargs,
-                              asynchronous=cfg.eval_async,
-                              policy_factory=functools.partial(CpuPolicies, run) if workers_act else None)
+        evaluator = make_evaluator(run, cfg.eval_episodes, cfg.eval_async)
     out.mkdir(parents=True, exist_ok=True)
     if resume:
         old = json.loads((out / "config.json").read_text())
@@ -296,6 +291,16 @@ def train(
     if end == cfg.steps:
         write_json(out / "results.json", results)
     return results
+
+
+def make_evaluator(run: dict[str, Any], episodes: int, asynchronous: bool) -> Evaluator:
+    """The evaluator of a run: ``episodes`` episodes per seed in copies of its env from env seed ``eval_seed``
+    on. ``asynchronous`` (``--eval-async``) shards the copies over worker processes in which CPU copies of the
+    policies act (:class:`CpuPolicies`); the Decision Transformer's rollouts act in this process."""
+    workers_act = asynchronous and run["algorithm"] != "dt"
+    return Evaluator(run["env_id"], len(run["seeds"]), episodes, layout=run.get("observation_layout"),
+                     seed_base=run.get("eval_seed", 0), env_kwargs=run.get("env_kwargs"), asynchronous=asynchronous,
+                     policy_factory=functools.partial(CpuPolicies, run) if workers_act else None)
 
 
 class _BackgroundEvaluation:
