@@ -65,6 +65,18 @@ def test_extras_round_trip_and_episode_writer(tmp_path, make_transitions):
     np.testing.assert_array_equal(store.meta("source_start"), [0, 100, 200])
 
 
+def test_provenance_known_only_after_writing(tmp_path, make_transitions):
+    writer = StoreWriter(tmp_path / "p.zarr", env_id="Hopper-v5", obs_dim=3, act_dim=2, provenance={"method": "X"})
+    with writer:
+        writer.add_episode(make_transitions(5, seed=0))
+        assert not (tmp_path / "p.zarr").exists()
+        writer.update_provenance(fraction_clipped=0.25)
+    prov = TrajectoryStore.open(tmp_path / "p.zarr").provenance
+    assert prov["method"] == "X" and prov["fraction_clipped"] == 0.25
+    with pytest.raises(StoreError):
+        writer.update_provenance(late=True)  # the store is committed
+
+
 def test_write_episodes_and_append(tmp_path, make_transitions):
     eps = [make_transitions(n, seed=n) for n in (5, 8)]
     write_episodes(tmp_path / "a.zarr", eps, env_id="Hopper-v5", obs_dim=3, act_dim=2)

@@ -5,6 +5,7 @@ exact resume, bad input and the CLI."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -142,6 +143,38 @@ def test_store_layout_and_provenance(trained, tmp_path):
     prov = out.provenance
     assert prov["method"] == "SynthER" and prov["transition_level"] is True and prov["num_steps"] == 8
     assert prov["sample"]["num_transitions"] == 700 and prov["model_train_steps"] == 3000
+
+
+def test_generated_actions_are_clipped_to_the_data_range(trained, tmp_path):
+    store, _, root = trained
+    data = store.load()
+    low, high = data.actions.min(0), data.actions.max(0)
+    cfg = SampleConfig(num_transitions=600, batch_size=250, num_steps=8, seed=3)
+    raw = generate_synther(root / "run", tmp_path / "raw.zarr", SampleConfig(**{**cfg.__dict__, "clip_actions": False}))
+    out = generate_synther(root / "run", tmp_path / "clip.zarr", cfg)
+    a, b = raw.load(), out.load()
+    outside = ((a.actions < low) | (a.actions > high)).any(1)
+    assert outside.any()  # 8 sampler steps leave some actions beyond tanh's range
+    np.testing.assert_array_equal(b.actions, np.clip(a.actions, low, high))
+    np.testing.assert_array_equal(b.observations, a.observations)  # nothing else changes
+    clip = out.provenance["action_clip"]
+    assert clip["fraction_clipped"] == pytest.approx(outside.mean())
+    np.testing.assert_allclose(clip["low"], low)
+    np.testing.assert_allclose(clip["high"], high)
+    assert raw.provenance["action_clip"] is None
+    # A run made before the range was recorded reads it from its training store, if that still exists.
+    old = tmp_path / "old-run"
+    shutil.copytree(root / "run", old)
+    config = json.loads((old / "config.json").read_text())
+    del config["data"]["action_range"]
+    (old / "config.json").write_text(json.dumps(config))
+    again = generate_synther(old, tmp_path / "again.zarr", cfg).load()
+    np.testing.assert_array_equal(again.actions, b.actions)
+    config["data"]["path"] = str(tmp_path / "gone.zarr")
+    (old / "config.json").write_text(json.dumps(config))
+    with pytest.raises(DiffusionError, match="no-clip-actions"):
+        generate_synther(old, tmp_path / "never.zarr", cfg)
+    assert not (tmp_path / "never.zarr").exists()
 
 
 def test_samples_do_not_depend_on_batch_size(trained, tmp_path):

@@ -295,6 +295,12 @@ class StoreWriter:
         self._rows += self._pending_rows
         self._pending, self._pending_meta, self._pending_rows = [], {}, 0
 
+    def update_provenance(self, **items: Any) -> None:
+        """Add provenance known only once the data is written (e.g. how many generated actions were
+        clipped); recorded at :meth:`commit`."""
+        self._check_open()
+        self._attrs["provenance"].update(items)
+
     def commit(self) -> TrajectoryStore:
         """Write the episode index and attributes, then rename the store into place."""
         self._check_open()

@@ -159,7 +159,8 @@ def augment(
     compile: bool = typer.Option(False, "--compile", help="torch.compile the denoiser."),
     compile_mode: str = typer.Option(None, help="torch.compile mode, e.g. reduce-overhead (CUDA graphs)."),
     clip_actions: bool = typer.Option(True, "--clip-actions/--no-clip-actions",
-                                      help="gta: clip generated actions to the source data's range per dimension."),
+                                      help="gta, synther: clip generated actions to the source (training) data's "
+                                      "range per dimension."),
     device: str = typer.Option(None, help="cpu, cuda ... (default: cuda if available)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output store."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
@@ -177,7 +178,8 @@ def augment(
 
         return augment_synther_command(model=model, out=out, num_transitions=num_transitions,
                                        batch_size=batch_size or 100_000, num_steps=num_steps, seed=seed, bf16=bf16,
-                                       compile=compile, device=device, overwrite=overwrite, debug=debug)
+                                       compile=compile, clip_actions=clip_actions, device=device, overwrite=overwrite,
+                                       debug=debug)
     batch_size = batch_size or 8192
     with _errors(debug):
         from gta_diffusion.augment import AugmentConfig

@@ -99,6 +99,8 @@ def augment_synther_command(
     seed: int = typer.Option(0, help="Transition j has seed seed * 2**32 + j."),
     bf16: bool = typer.Option(False, "--bf16", help="bf16 autocast."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the denoiser."),
+    clip_actions: bool = typer.Option(True, "--clip-actions/--no-clip-actions",
+                                      help="Clip generated actions to the training data's range per dimension."),
     device: str = typer.Option(None, help="cpu, cuda ... (default: cuda if available)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output store."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
@@ -111,7 +113,7 @@ def augment_synther_command(
         from gta_diffusion.baselines.synther import SampleConfig, generate_synther
 
         cfg = SampleConfig(num_transitions=num_transitions, batch_size=batch_size, num_steps=num_steps, seed=seed,
-                           bf16=bf16, compile=compile)
+                           bf16=bf16, compile=compile, clip_actions=clip_actions)
         cfg.check()
         dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
         with _progress(True) as bar:

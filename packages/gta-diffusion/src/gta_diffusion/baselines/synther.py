@@ -40,8 +40,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from gta_data import StoreWriter, TrajectoryStore, Transitions
+from gta_data import StoreError, StoreWriter, TrajectoryStore, Transitions
 from gta_diffusion import __version__
+from gta_diffusion.augment import clip_actions
 from gta_diffusion.checkpoint import (
     CONFIG_NAME,
     latest_checkpoint,
@@ -250,13 +251,31 @@ def create_synther_trainer(run_dir: str | Path, data_path: str | Path | None, cf
         "world_size": 1,
         "data": {"path": str(Path(data_path).resolve()), "env_id": store.env_id,
                  "num_transitions": store.num_transitions, "num_episodes": store.num_episodes,
-                 "ref_scores": store.ref_scores},
+                 "ref_scores": store.ref_scores, "action_range": _action_range(data)},
     }
     trainer = SynthERTrainer(run_dir, config, TransitionSet(data, norm, device), device=device)
     config["network"]["parameters"] = count_parameters(trainer.denoiser)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / CONFIG_NAME, config)
     return trainer
+
+
+def _action_range(data: Transitions) -> dict[str, list[float]]:
+    return {"low": data.actions.min(0).tolist(), "high": data.actions.max(0).tolist()}
+
+
+def run_action_range(config: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) of the training data's actions per dimension: recorded in the run's config, or (runs
+    made before it was recorded) read from the training store, which must then still exist."""
+    recorded = config["data"].get("action_range")
+    if recorded is None:
+        path = config["data"]["path"]
+        try:
+            recorded = _action_range(_open_data(path)[1])
+        except (StoreError, OSError) as exc:
+            raise DiffusionError(f"this SynthER run does not record its data's action range and its training "
+                                 f"store {path} cannot be read ({exc}); pass --no-clip-actions") from None
+    return np.asarray(recorded["low"], np.float32), np.asarray(recorded["high"], np.float32)
 
 
 def load_synther(run_dir: str | Path, device: str | torch.device = "cpu", *, ema: bool = True
@@ -293,6 +312,7 @@ class SampleConfig:
     segment_length: int = 1000  # longest segment written (see the module docstring)
     bf16: bool = False  # bf16 autocast in the denoiser
     compile: bool = False  # torch.compile the denoiser
+    clip_actions: bool = True  # clip generated actions to the training data's per-dimension range (as GTA's)
 
     def check(self) -> None:
         for name in ("num_transitions", "batch_size", "segment_length"):
@@ -348,6 +368,7 @@ def generate_synther(model_dir: str | Path, out_path: str | Path, cfg: SampleCon
     mean = torch.as_tensor(norm.mean, dtype=torch.float32, device=device)
     std = torch.as_tensor(norm.std, dtype=torch.float32, device=device)
     lo_score, hi_score = config["data"].get("ref_scores") or (None, None)
+    action_range = run_action_range(config) if cfg.clip_actions else None
     provenance: dict[str, Any] = {
         "producer": f"gta-diffusion {__version__}",
         "method": "SynthER",
@@ -361,6 +382,7 @@ def generate_synther(model_dir: str | Path, out_path: str | Path, cfg: SampleCon
         "segments": f"independent transitions in sampling order, cut after terminals and every "
                     f"{cfg.segment_length} rows; boundaries carry no temporal meaning",
     }
+    clipped = 0.0  # transitions with an action entry outside the range
     with StoreWriter(out_path, env_id=norm.env_id, obs_dim=norm.obs_dim, act_dim=norm.act_dim,
                      ref_min_score=lo_score, ref_max_score=hi_score, provenance=provenance,
                      overwrite=overwrite) as writer:
@@ -372,10 +394,17 @@ def generate_synther(model_dir: str | Path, out_path: str | Path, cfg: SampleCon
             x = sample_normalized(net, norm.transition_dim, edm, seeds, bf16=cfg.bf16) * std + mean  # [bs, D]
             x = x[: hi - lo].cpu().numpy()
             tr = vectors_to_transitions(x, norm, cfg.terminal_threshold)
+            if action_range is not None:
+                clipped += clip_actions(tr, *action_range) * len(tr.actions)
             ends = segment_ends(tr.terminals, cfg.segment_length)
             tr.timeouts[ends - 1] = ~tr.terminals[ends - 1]
             first = np.concatenate([[0], ends[:-1]])
             writer.add_transitions(tr, ends, seed=base + lo + first)
             if progress is not None:
                 progress(hi - lo)
+        if action_range is not None:  # the training data's action range and the fraction of transitions clipped
+            writer.update_provenance(action_clip={"low": action_range[0].tolist(), "high": action_range[1].tolist(),
+                                                  "fraction_clipped": clipped / n})
+        else:
+            writer.update_provenance(action_clip=None)
     return TrajectoryStore.open(out_path)
