@@ -41,15 +41,15 @@ MODES = {
 
 def window_stats(metrics: Path, steps: int, log_every: int, eval_every: int) -> dict[str, float]:
     """Steady rate, per-evaluation cost and number of timed evaluations from one seed's log."""
-    windows = [(r["step"], r["updates_per_s"]) for r in map(json.loads, metrics.read_text().splitlines())
-               if r.get("kind") == "train"]
+    records = [json.loads(line) for line in metrics.read_text().splitlines() if line]
+    windows = [(r["step"], r["updates_per_s"]) for r in records if r.get("kind") == "train"]
     # An evaluation at step e runs after the log line of step e: its time is in the window that ends next.
     after_eval = {e + log_every for e in range(eval_every, steps, eval_every)} if eval_every else set()
     plain = [rate for i, (step, rate) in enumerate(windows) if i > 0 and step not in after_eval]
     steady = statistics.median(plain) if plain else float("nan")
     extra = [log_every / rate - log_every / steady for step, rate in windows if step in after_eval]
     return {"steady_updates_per_s": steady, "eval_cost_s": statistics.mean(extra) if extra else 0.0,
-            "timed_evals": len(extra)}
+            "timed_evals": len(extra), "evaluations": sum(r.get("kind") == "eval" for r in records)}
 
 
 def run_one(store: Path, out: Path, algo: str, seeds: int, mode: str, args, fast: list[str]) -> dict:
@@ -67,9 +67,8 @@ def run_one(store: Path, out: Path, algo: str, seeds: int, mode: str, args, fast
     if proc.returncode != 0:
         raise SystemExit(f"{mode}, {seeds} seed(s) failed: {proc.stderr.strip().splitlines()[-1:]}")
     stats = window_stats(out / "seed_0" / "metrics.jsonl", args.steps, args.log_every, args.eval_every)
-    evals = -(-args.steps // args.eval_every) if args.eval_every else 1  # the last step is always evaluated
-    rest = wall - args.steps / stats["steady_updates_per_s"] - evals * stats["eval_cost_s"]
-    return {"mode": mode, "seeds": seeds, "wall_s": wall, **stats, "evaluations": evals, "rest_s": rest}
+    rest = wall - args.steps / stats["steady_updates_per_s"] - stats["evaluations"] * stats["eval_cost_s"]
+    return {"mode": mode, "seeds": seeds, "wall_s": wall, **stats, "rest_s": rest}
 
 
 def main() -> None:

@@ -114,35 +114,66 @@ def _assert_same_checkpoint(a_dir, b_dir, same_scores=True):
         assert torch.equal(a[key], b[key]), key
 
 
+def _assert_same_run(a_dir, b_dir, seeds=(0, 1)):
+    """The same final checkpoint and the same log records (a background evaluation's lines may follow
+    the train lines written meanwhile, so the records are compared in (step, kind) order)."""
+    _assert_same_checkpoint(a_dir, b_dir)
+    key = lambda r: (r["step"], r["kind"])  # noqa: E731
+    for seed in seeds:
+        path = f"seed_{seed}/metrics.jsonl"
+        assert sorted(_strip(a_dir / path), key=key) == sorted(_strip(b_dir / path), key=key)
+
+
 @pytest.mark.parametrize("name", ["td3bc", "cql"])
 def test_background_evaluation_equals_foreground(name, point_store, tmp_path):
-    # Evaluations every 20 steps, a checkpoint with each: in the background the checkpoint of step 20 is
-    # written from the evaluated copy once its scores are in (at step 40), so an interruption after step
-    # 50 leaves the checkpoint of step 40 in both runs, with the same state and evaluation history.
+    # Evaluations every 20 steps, a checkpoint with each. In the background the checkpoint of step 40 is
+    # written at step 40, before its evaluation is in, and says so (pending_eval); a resume from it
+    # evaluates step 40 again. Interrupted after step 50, both runs leave the same state at step 40.
     common = dict(steps=60, batch_size=32, eval_every=20, eval_episodes=3, log_every=10, overrides=TINY[name])
     fg = RunConfig(name, (str(point_store),), (0, 1), eval_overlap=False, **common)
     bg = RunConfig(name, (str(point_store),), (0, 1), eval_overlap=True, **common)
     train(fg, tmp_path / "fg", stop_after=50)
     train(bg, tmp_path / "bg", stop_after=50)
-    assert _checkpoint(tmp_path / "bg")[1]["step"] == 40
-    assert [e["step"] for e in _checkpoint(tmp_path / "bg")[1]["history"]["evals"]] == [20, 40]
-    _assert_same_checkpoint(tmp_path / "fg", tmp_path / "bg")
+    (a, meta_fg), (b, meta_bg) = _checkpoint(tmp_path / "fg"), _checkpoint(tmp_path / "bg")
+    assert meta_fg["step"] == meta_bg["step"] == 40
+    assert meta_fg["pending_eval"] is None and [e["step"] for e in meta_fg["history"]["evals"]] == [20, 40]
+    assert meta_bg["pending_eval"] == 40 and meta_bg["history"]["evals"] == meta_fg["history"]["evals"][:1]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # resumed (either way), both end where an uninterrupted run ends
     res_fg = train(fg, tmp_path / "fg", resume=True)
     res_bg = train(bg, tmp_path / "bg", resume=True)
     whole = train(bg, tmp_path / "whole")
     assert res_fg["seeds"] == res_bg["seeds"] == whole["seeds"]
-    _assert_same_checkpoint(tmp_path / "fg", tmp_path / "bg")
-    _assert_same_checkpoint(tmp_path / "fg", tmp_path / "whole")
-    for seed in (0, 1):
-        path = f"seed_{seed}/metrics.jsonl"
-        fg_lines, bg_lines = _strip(tmp_path / "fg" / path), _strip(tmp_path / "bg" / path)
-        # the same records; a background evaluation's lines follow the train lines written meanwhile
-        key = lambda r: (r["step"], r["kind"])  # noqa: E731
-        assert sorted(fg_lines, key=key) == sorted(bg_lines, key=key) == sorted(_strip(tmp_path / "whole" / path), key=key)
-        evals = [r["step"] for r in bg_lines if r["kind"] == "eval"]
-        assert evals == [20, 40, 60]
-    assert bg_lines != fg_lines  # the evaluation of step 20 was written after the train line of step 30
+    _assert_same_run(tmp_path / "fg", tmp_path / "bg")
+    _assert_same_run(tmp_path / "fg", tmp_path / "whole")
+    lines = _strip(tmp_path / "whole" / "seed_0/metrics.jsonl")
+    assert [r["step"] for r in lines if r["kind"] == "eval"] == [20, 40, 60]
+    assert lines != sorted(lines, key=lambda r: (r["step"], r["kind"]))  # eval 20 was written after train 30
+
+
+@pytest.mark.parametrize("crash_at", [25, 45])
+def test_a_crash_during_a_background_evaluation_resumes_exactly(crash_at, point_store, tmp_path, monkeypatch):
+    # Killed (here: KeyboardInterrupt) while the evaluation of step 20 (or 40) runs in the background: the
+    # checkpoint of that step is on disk, and the resumed run evaluates it again.
+    cfg = RunConfig("td3bc", (str(point_store),), (0, 1), steps=60, batch_size=32, eval_every=20, eval_episodes=3,
+                    log_every=10, overrides=TINY["td3bc"])
+    whole = train(cfg, tmp_path / "whole")
+    real = StepRunner.__call__
+
+    def crashing(self, step):
+        if step == crash_at:
+            raise KeyboardInterrupt
+        return real(self, step)
+
+    monkeypatch.setattr(StepRunner, "__call__", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "cut")
+    monkeypatch.setattr(StepRunner, "__call__", real)
+    meta = _checkpoint(tmp_path / "cut")[1]
+    assert meta["step"] == crash_at // 20 * 20 and meta["pending_eval"] == meta["step"]
+    resumed = train(cfg, tmp_path / "cut", resume=True)
+    assert resumed["seeds"] == whole["seeds"]
+    _assert_same_run(tmp_path / "whole", tmp_path / "cut")
 
 
 @pytest.mark.parametrize("name", list(TINY))
@@ -205,12 +236,15 @@ def test_background_evaluation_error_reaches_the_run(point_store, tmp_path, monk
 
     monkeypatch.setattr(train_mod, "evaluate_agent", flaky)
     cfg = RunConfig("td3bc", (str(point_store),), (0,), steps=40, batch_size=16, eval_every=10, eval_episodes=2,
-                    log_every=10, overrides=TINY["td3bc"])
+                    log_every=5, overrides=TINY["td3bc"])
     with pytest.raises(RuntimeError, match="env exploded"):
         train(cfg, tmp_path / "r")
-    # the checkpoint written is the one of the evaluation that succeeded (step 10), not a later one
-    (_, meta) = _checkpoint(tmp_path / "r")
-    assert meta["step"] == 10 and [e["step"] for e in meta["history"]["evals"]] == [10]
+    # the evaluation of step 20 ran in the background and failed; training went on until the error was seen
+    lines = _strip(tmp_path / "r" / "seed_0/metrics.jsonl")
+    assert [r["step"] for r in lines if r["kind"] == "eval"] == [10]
+    assert max(r["step"] for r in lines if r["kind"] == "train") > 20
+    meta = _checkpoint(tmp_path / "r")[1]  # written at step 20 while its evaluation was out
+    assert meta["step"] == 20 and meta["pending_eval"] == 20 and [e["step"] for e in meta["history"]["evals"]] == [10]
     assert not (tmp_path / "r" / "results.json").exists()
 
 
@@ -523,8 +557,22 @@ def test_sharded_env_worker_errors_are_one_line():
     assert obs.shape == (3, 2) and obs.dtype == np.float32
     with pytest.raises(RuntimeError, match="evaluation env worker failed: .*Error"):
         envs.step(np.zeros((3, 5)))  # wrong action width
+    with pytest.raises(RuntimeError, match="cannot be used any more"):
+        envs.step(np.zeros((3, 2)))
     envs.close()
     assert envs.procs == []
+    # a worker killed from outside: a one-line error, not a BrokenPipeError, and close() still works
+    import os
+    import signal
+
+    envs = ShardedVectorEnv(toy.ENV_ID, 3, 2)
+    envs.reset(seed=[0, 1, 2])
+    os.kill(envs.procs[1].pid, signal.SIGKILL)
+    envs.procs[1].join(timeout=10)
+    with pytest.raises(RuntimeError, match="evaluation env worker failed: the worker process died"):
+        for _ in range(3):  # the first send may still be buffered by the pipe
+            envs.step(np.zeros((3, 2)))
+    envs.close()
     with pytest.raises(ValueError, match="workers must be >= 1"):
         ShardedVectorEnv(toy.ENV_ID, 3, 0)
 

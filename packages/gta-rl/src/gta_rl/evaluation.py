@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import time
 from collections.abc import Callable, Sequence
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
@@ -75,10 +76,14 @@ def default_workers(num_envs: int) -> int:
 
 
 def _shard_worker(conn, env_id: str, env_kwargs: dict, count: int, layout: Sequence[dict] | None,
-                  policy_factory: Callable[[], Any] | None) -> None:
+                  policy_factory: Callable[[], Any] | None, inherited: Sequence[Any] = ()) -> None:
     """Worker process of :class:`ShardedVectorEnv`: steps ``count`` copies in a SyncVectorEnv and answers
     every command with ("ok", payload) or ("error", message). With a ``policy_factory`` it also runs whole
-    episodes itself ("policy" loads the policies' state, "rollout" plays its copies to the end)."""
+    episodes itself ("policy" loads the policies' state, "rollout" plays its copies to the end).
+    ``inherited``: the parent's ends of earlier workers' pipes, which a forked child holds and closes (else
+    those workers would not see their pipe close when the parent goes away)."""
+    for other in inherited:
+        other.close()
     envs = policies = None
     try:
         import gymnasium as gym
@@ -150,15 +155,19 @@ class ShardedVectorEnv:
         counts = [len(c) for c in np.array_split(np.arange(num_envs), min(workers, num_envs))]
         self.num_envs = num_envs
         self.bounds = np.cumsum([0, *counts])
+        self.broken = False
         # fork where there is one (as gymnasium's AsyncVectorEnv on Linux): spawn would re-import the caller's
         # main module, which breaks scripts without a __main__ guard; the workers never touch torch or CUDA.
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        fork = "fork" in mp.get_all_start_methods()
+        ctx = mp.get_context("fork" if fork else "spawn")
         self.conns, self.procs = [], []
         try:
             for count in counts:
                 parent, child = ctx.Pipe()
+                inherited = list(self.conns) if fork else []
                 proc = ctx.Process(target=_shard_worker, daemon=True,
-                                   args=(child, env_id, dict(env_kwargs or {}), count, layout, policy_factory))
+                                   args=(child, env_id, dict(env_kwargs or {}), count, layout, policy_factory,
+                                         inherited))
                 proc.start()
                 child.close()
                 self.conns.append(parent)
@@ -173,16 +182,29 @@ class ShardedVectorEnv:
         for conn in self.conns:
             try:
                 status, payload = conn.recv()
-            except EOFError:
+            except (EOFError, OSError):
                 status, payload = "error", "the worker process died"
             (out if status == "ok" else errors).append(payload)
         if errors:
+            self.broken = True  # replies of this exchange may be left unread: no further commands
             raise RuntimeError(f"evaluation env worker failed: {errors[0]}")
         return out
 
+    def _send(self, conn, message: Any = None, raw: bytes | None = None) -> None:
+        if self.broken:
+            raise RuntimeError("evaluation env worker failed earlier; these envs cannot be used any more")
+        try:
+            if raw is not None:
+                conn.send_bytes(raw)
+            else:
+                conn.send(message)
+        except OSError:  # BrokenPipeError, ConnectionResetError: the worker is gone
+            self.broken = True
+            raise RuntimeError("evaluation env worker failed: the worker process died") from None
+
     def _scatter(self, cmd: str, values) -> None:
         for i, conn in enumerate(self.conns):
-            conn.send((cmd, values[self.bounds[i]:self.bounds[i + 1]]))
+            self._send(conn, (cmd, values[self.bounds[i]:self.bounds[i + 1]]))
 
     def reset(self, seed: Sequence[int]) -> tuple[np.ndarray, dict]:
         self._scatter("reset", list(seed))
@@ -199,21 +221,25 @@ class ShardedVectorEnv:
         env seed ``seeds[i]`` and is driven by policy row ``rows[i]``); the undiscounted returns [num_envs]."""
         message = ForkingPickler.dumps(("policy", state))  # pickled once, sent to every worker
         for conn in self.conns:
-            conn.send_bytes(message)
+            self._send(conn, raw=message)
         self._gather()
         for i, conn in enumerate(self.conns):
             lo, hi = self.bounds[i], self.bounds[i + 1]
-            conn.send(("rollout", (list(seeds[lo:hi]), np.asarray(rows[lo:hi]))))
+            self._send(conn, ("rollout", (list(seeds[lo:hi]), np.asarray(rows[lo:hi]))))
         return np.concatenate(self._gather())
 
-    def close(self) -> None:
+    def close(self, timeout: float = 5.0) -> None:
+        """Ask every worker to stop; those still busy after ``timeout`` seconds (all together, e.g. in a
+        rollout) are terminated."""
         for conn in self.conns:
             try:
                 conn.send(("close", None))
-            except (BrokenPipeError, OSError):
+            except OSError:
                 pass
+        deadline = time.monotonic() + timeout
         for proc in self.procs:
-            proc.join(timeout=5)
+            proc.join(timeout=max(0.0, deadline - time.monotonic()))
+        for proc in self.procs:
             if proc.is_alive():
                 proc.terminate()
                 proc.join(timeout=5)

@@ -8,7 +8,9 @@ then augmented), evaluates every ``eval_every`` steps, and keeps a self-describi
     out/seed_<k>/metrics.jsonl    append-only per-seed log: train metrics and evaluations
     out/results.json              final and best normalized score of every seed (written at the end)
 
-Resume is exact: the random streams depend only on (seed, step), and the checkpoint holds all state.
+Resume is exact: the random streams depend only on (seed, step), and the checkpoint holds all state
+(and ``pending_eval``, the step whose background evaluation had not finished when it was written: a
+resume evaluates that step again).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from gta_rl.algorithms import (
 from gta_rl.base import Agent
 from gta_rl.buffer import RewardTransform, load_training_data
 from gta_rl.checkpoint import load_checkpoint, save_checkpoint, write_json
-from gta_rl.evaluation import Evaluator, action_bound
+from gta_rl.evaluation import Evaluator, action_bound, make_env
 from gta_rl.fast import MetricAccumulator, StepRunner
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -112,11 +114,15 @@ class _SeedLogs:
         for p in self.paths.values():
             p.parent.mkdir(parents=True, exist_ok=True)
 
-    def truncate_after(self, step: int) -> None:
-        """Drop records written after the checkpoint we resume from (they will be written again)."""
+    def truncate_after(self, step: int, drop_evals_at: int | None = None) -> None:
+        """Drop records written after the checkpoint we resume from, and the evaluation of step
+        ``drop_evals_at`` (one that ran in the background when the checkpoint was written): they will be
+        written again."""
         for p in self.paths.values():
             if p.exists():
-                keep = [line for line in p.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+                records = [(line, json.loads(line)) for line in p.read_text().splitlines() if line]
+                keep = [line for line, r in records if r["step"] <= step
+                        and not (r["kind"] == "eval" and r["step"] == drop_evals_at)]
                 p.write_text("".join(line + "\n" for line in keep))
 
     def write(self, per_seed: dict[int, dict[str, Any]]) -> None:
@@ -190,9 +196,8 @@ def train(
         "num_transitions": data.sizes,
         "reward_factor": data.reward_factor,
     }
-    evaluator = None
     if cfg.eval_episodes > 0:  # before anything is written: an unknown env fails the run up front
-        evaluator = make_evaluator(run, cfg.eval_episodes, cfg.eval_async)
+        make_env(env_id, **env_kwargs).close()
     out.mkdir(parents=True, exist_ok=True)
     if resume:
         old = json.loads((out / "config.json").read_text())
@@ -209,18 +214,17 @@ def train(
         return agent
 
     agent = new_agent()
-    background = None
-    if evaluator is not None and cfg.eval_overlap and algorithm != "dt":  # the DT's rollouts keep context state
-        background = _BackgroundEvaluation(new_agent(), evaluator, run)
     logs = _SeedLogs(out, list(cfg.seeds))
     history: dict[str, Any] = {"evals": []}
-    start = 0
+    start, pending_at_start = 0, None
     if resume:
         state, meta = load_checkpoint(ckpt_path, device)
         agent.load_full_state_dict(state)
         start = int(meta["step"])
         history = meta["history"]
-        logs.truncate_after(start)
+        # A checkpoint written while its step's evaluation ran in the background: evaluate that step again.
+        pending_at_start = meta.get("pending_eval")
+        logs.truncate_after(start, drop_evals_at=pending_at_start)
 
     compile_step = cfg.compile
     if algorithm == "dt" and cfg.compile:
@@ -231,6 +235,7 @@ def train(
     acc = MetricAccumulator()
     ckpt_every = cfg.checkpoint_every or cfg.eval_every or cfg.steps
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
+    evaluator = background = None
 
     def record_eval(step: int, scores: dict[str, Any]) -> None:
         entry = {"step": step, "scores": scores["score_mean"]}
@@ -243,20 +248,21 @@ def train(
                                         for t, v in scores["targets"].items()}} if "targets" in scores else {})}
                     for i, s in enumerate(cfg.seeds)})
 
-    def save(step: int, source: Agent) -> None:
-        save_checkpoint(ckpt_path, source.full_state_dict(), {"step": step, "history": history})
-
-    def collect() -> None:
-        """Record the background evaluation, if one is out, and write the checkpoint that waited for it."""
-        done_eval = background.collect() if background is not None else None
-        if done_eval is not None:
-            step, checkpoint, scores = done_eval
-            record_eval(step, scores)
-            if checkpoint:
-                save(step, background.shadow)
+    def collect(wait: bool = True) -> None:
+        """Record the background evaluation if one is out (``wait=False``: only if it has finished)."""
+        if background is not None and (wait or background.finished()):
+            done_eval = background.collect()
+            if done_eval is not None:
+                record_eval(*done_eval)
 
     t0, t_last, last_step = time.perf_counter(), time.perf_counter(), start
     try:
+        if cfg.eval_episodes > 0:
+            evaluator = make_evaluator(run, cfg.eval_episodes, cfg.eval_async)
+            if cfg.eval_overlap and algorithm != "dt":  # the DT's rollouts keep context state
+                background = _BackgroundEvaluation(new_agent(), evaluator, run)
+            if pending_at_start is not None and pending_at_start == start:
+                record_eval(start, evaluate_agent(agent, evaluator, run))
         for step in range(start, end):
             acc.add(runner(step))
             done = step + 1
@@ -267,19 +273,23 @@ def train(
                 t_last, last_step = now, done
                 logs.write({s: {"step": done, "kind": "train", "updates_per_s": rate,
                                 **{k: v[i] for k, v in means.items()}} for i, s in enumerate(cfg.seeds)})
-            checkpoint = done % ckpt_every == 0 or done == cfg.steps
+                collect(wait=False)  # a finished background evaluation is logged without waiting for the next
+            pending = None
             if evaluator is not None and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps):
                 collect()
                 # In the background unless nothing is left to overlap with, or a CUDA graph is still to be
                 # captured (a capture would record the evaluation's kernels too).
                 if background is not None and done < end and runner.captured:
-                    background.submit(agent, done, checkpoint)
-                    checkpoint = False  # written with the evaluation's scores, from the copy of this step
+                    background.submit(agent, done)
+                    pending = done
                 else:
                     record_eval(done, evaluate_agent(agent, evaluator, run))
-            if checkpoint:
-                collect()  # a checkpoint holds every evaluation up to its step
-                save(done, agent)
+            if done % ckpt_every == 0 or done == cfg.steps:
+                if pending is None:
+                    collect()  # the checkpoint holds every evaluation up to its step
+                # else: written now without this step's evaluation; a resume from it evaluates the step again
+                save_checkpoint(ckpt_path, agent.full_state_dict(),
+                                {"step": done, "history": history, "pending_eval": pending})
             if progress is not None:
                 progress(done, cfg.steps)
         collect()
@@ -310,26 +320,25 @@ class _BackgroundEvaluation:
     the foreground, on an H100, HalfCheetah evaluations took longer than the updates between them. The
     copy (``shadow``, an agent of the same config) is loaded on the training stream right after the
     evaluated step, so its scores equal a foreground evaluation's; on CUDA the thread runs on its own
-    stream and waits only for that copy. A checkpoint due at the evaluated step is written from the copy
-    once the scores are recorded, so every checkpoint holds its own evaluation and resume stays exact."""
+    stream and waits only for that copy."""
 
     def __init__(self, shadow: Agent, evaluator: Evaluator, run: dict[str, Any]) -> None:
         self.shadow, self.evaluator, self.run = shadow, evaluator, run
         self.device = shadow.step.device
         self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
-        self.pending: tuple[int, bool, Future] | None = None
+        self.pending: tuple[int, Future] | None = None
 
-    def submit(self, agent: Agent, step: int, checkpoint: bool) -> None:
+    def submit(self, agent: Agent, step: int) -> None:
         if self.pending is not None:
             raise RuntimeError("collect the previous evaluation first")
         self.shadow.load_full_state_dict(agent.full_state_dict())  # device copies, queued after this step
         ready = None
         if self.stream is not None:
             ready = torch.cuda.Event()
-            ready.record()
+            ready.record(torch.cuda.current_stream(self.device))  # the training device's stream, not cuda:0's
         future: Future = Future()
         threading.Thread(target=self._work, args=(future, ready), name=f"gta-rl-eval-{step}", daemon=True).start()
-        self.pending = (step, checkpoint, future)
+        self.pending = (step, future)
 
     def _work(self, future: Future, ready: torch.cuda.Event | None) -> None:
         try:
@@ -342,13 +351,16 @@ class _BackgroundEvaluation:
         except BaseException as exc:  # noqa: BLE001 - raised again in the training thread by collect()
             future.set_exception(exc)
 
-    def collect(self) -> tuple[int, bool, dict[str, Any]] | None:
-        """(step, checkpoint due, scores) of the evaluation out, waiting for it; None if none is out."""
+    def finished(self) -> bool:
+        return self.pending is not None and self.pending[1].done()
+
+    def collect(self) -> tuple[int, dict[str, Any]] | None:
+        """(step, scores) of the evaluation out, waiting for it; None if none is out."""
         if self.pending is None:
             return None
-        step, checkpoint, future = self.pending
+        step, future = self.pending
         self.pending = None
-        return step, checkpoint, future.result()
+        return step, future.result()
 
 
 def _load_dt_data(algo_cfg, paths: list[str], device: torch.device, mix_ratio: float | None):
