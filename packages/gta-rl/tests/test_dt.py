@@ -163,6 +163,9 @@ def test_multi_seed_run_and_exact_resume(point_store, tmp_path):
     assert set(full["seeds"]["0"]["final_by_target"]) == {"-1", "-3"}
     one = train(RunConfig("dt", (str(point_store),), (2,), **common), tmp_path / "one")
     assert full["seeds"]["2"]["final_score"] == pytest.approx(one["seeds"]["2"]["final_score"], abs=1e-3)
+    # --eval-async: the DT's rollouts stay in this process and drive env copies in worker processes
+    sharded = train(RunConfig("dt", (str(point_store),), (0, 2), eval_async=True, **common), tmp_path / "sharded")
+    assert sharded["seeds"] == full["seeds"]
     train(cfg, tmp_path / "cut", stop_after=25)  # interrupted; last checkpoint at step 20
     assert load_checkpoint(tmp_path / "cut" / "checkpoint.safetensors")[1]["step"] == 20
     resumed = train(cfg, tmp_path / "cut", resume=True)
