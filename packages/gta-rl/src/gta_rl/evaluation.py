@@ -157,7 +157,8 @@ class ShardedVectorEnv:
         self.bounds = np.cumsum([0, *counts])
         self.broken = False
         # fork where there is one (as gymnasium's AsyncVectorEnv on Linux): spawn would re-import the caller's
-        # main module, which breaks scripts without a __main__ guard; the workers never touch torch or CUDA.
+        # main module, which breaks scripts without a __main__ guard. The workers never touch CUDA; CPU
+        # policies (policy_factory) run torch on one thread there.
         fork = "fork" in mp.get_all_start_methods()
         ctx = mp.get_context("fork" if fork else "spawn")
         self.conns, self.procs = [], []
