@@ -62,6 +62,26 @@ def action_bound(env_id: str, env_kwargs: dict | None = None) -> float:
         env.close()
 
 
+def play_episodes(envs, seeds: Sequence[int], act: Callable[[np.ndarray], np.ndarray], low: np.ndarray,
+                  high: np.ndarray, layout: Sequence[dict] | None = None,
+                  observe: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
+    """One episode in every copy of a vector env with next-step autoreset (copy i from env seed
+    ``seeds[i]``): ``act(obs [N, obs]) -> actions [N, act]`` (clipped to [low, high]), ``observe(rewards
+    [N])`` after every step; the undiscounted returns [N]."""
+    n = len(seeds)
+    obs, _ = envs.reset(seed=list(seeds))
+    done = np.zeros(n, dtype=bool)
+    returns = np.zeros(n, dtype=np.float64)
+    while not done.all():
+        actions = act(flatten_observation(obs, layout, n))
+        obs, reward, terminated, truncated, _ = envs.step(np.clip(actions, low, high))
+        returns += np.where(done, 0.0, reward)  # copies that already finished are being auto-reset
+        if observe is not None:
+            observe(np.asarray(reward, dtype=np.float32))
+        done |= np.asarray(terminated) | np.asarray(truncated)
+    return returns
+
+
 def available_cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -111,14 +131,8 @@ def _shard_worker(conn, env_id: str, env_kwargs: dict, count: int, layout: Seque
                 conn.send(("ok", None))
             elif cmd == "rollout":
                 seeds, rows = arg
-                obs, _ = envs.reset(seed=list(seeds))
-                done = np.zeros(count, dtype=bool)
-                returns = np.zeros(count, dtype=np.float64)
-                while not done.all():
-                    actions = policies(flatten_observation(obs, layout, count), rows)
-                    obs, reward, terminated, truncated, _ = envs.step(np.clip(actions, space.low, space.high))
-                    returns += np.where(done, 0.0, reward)  # finished copies are being auto-reset
-                    done |= np.asarray(terminated) | np.asarray(truncated)
+                act = lambda obs, acting=policies, rows=rows: acting(obs, rows)  # noqa: E731
+                returns = play_episodes(envs, seeds, act, space.low, space.high, layout)
                 conn.send(("ok", returns))
             else:  # "close"
                 return
@@ -286,21 +300,16 @@ class Evaluator:
         """``policy(obs [P, E, obs]) -> actions [P, E, act]``; returns undiscounted returns [P, E].
         ``observe(rewards [P, E])`` is called after every step (the Decision Transformer's returns-to-go)."""
         p, e = self.num_policies, self.episodes
-        n = p * e
-        seeds = [self.seed_base + i for _ in range(p) for i in range(e)]
-        obs, _ = self.envs.reset(seed=seeds)
-        done = np.zeros(n, dtype=bool)
-        returns = np.zeros(n, dtype=np.float64)
-        while not done.all():
-            flat = flatten_observation(obs, self.layout, n)
-            actions = np.asarray(policy(flat.reshape(p, e, -1)), dtype=np.float32).reshape(n, -1)
-            obs, reward, terminated, truncated, _ = self.envs.step(np.clip(actions, self.low, self.high))
-            # Envs that already finished are being auto-reset: ignore their rewards.
-            returns += np.where(done, 0.0, reward)
-            if observe is not None:
-                observe(np.asarray(reward, dtype=np.float32).reshape(p, e))
-            done |= np.asarray(terminated) | np.asarray(truncated)
-        return returns.reshape(p, e)
+
+        def act(flat: np.ndarray) -> np.ndarray:
+            return np.asarray(policy(flat.reshape(p, e, -1)), dtype=np.float32).reshape(p * e, -1)
+
+        seen = None if observe is None else (lambda rewards: observe(rewards.reshape(p, e)))
+        return play_episodes(self.envs, self._env_seeds(), act, self.low, self.high, self.layout, seen).reshape(p, e)
+
+    def _env_seeds(self) -> list[int]:
+        """Env seed of every copy: episode i of every policy starts from ``seed_base + i``."""
+        return [self.seed_base + i for _ in range(self.num_policies) for i in range(self.episodes)]
 
     def rollout(self, state: Any) -> np.ndarray:
         """The policies of ``state`` (loaded into each worker's ``policy_factory()`` object) played in the
@@ -308,9 +317,8 @@ class Evaluator:
         if self.policy_factory is None:
             raise ValueError("this evaluator has no policy_factory")
         p, e = self.num_policies, self.episodes
-        seeds = [self.seed_base + i for _ in range(p) for i in range(e)]
         rows = [j for j in range(p) for _ in range(e)]
-        return self.envs.rollout(state, seeds, rows).reshape(p, e)
+        return self.envs.rollout(state, self._env_seeds(), rows).reshape(p, e)
 
     def close(self) -> None:
         self.envs.close()

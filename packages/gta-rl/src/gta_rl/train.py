@@ -261,7 +261,7 @@ def train(
             evaluator = make_evaluator(run, cfg.eval_episodes, cfg.eval_async)
             if cfg.eval_overlap and algorithm != "dt":  # the DT's rollouts keep context state
                 background = _BackgroundEvaluation(new_agent(), evaluator, run)
-            if pending_at_start is not None and pending_at_start == start:
+            if pending_at_start == start:
                 record_eval(start, evaluate_agent(agent, evaluator, run))
         for step in range(start, end):
             acc.add(runner(step))
@@ -432,30 +432,30 @@ class CpuPolicies:
     def __init__(self, run: dict[str, Any]) -> None:
         torch.set_num_threads(1)  # one core per worker process (and no OpenMP pool in a forked child)
         self.run = run
-        self.state: dict[str, np.ndarray] = {}
-        self._agents: dict[tuple[int, ...], tuple[Agent, bool]] = {}  # seed positions -> (agent, loaded)
+        self._state: dict[str, np.ndarray] = {}
+        self._agents: dict[tuple[int, ...], Agent] = {}  # seed positions -> their policies
         self._layout: tuple | None = None  # (rows, seed positions, row -> (policy, slot) index, batch shape)
 
     def load(self, state: dict[str, np.ndarray]) -> None:
-        self.state = state
-        self._agents = {k: (agent, False) for k, (agent, _) in self._agents.items()}
+        self._state = state
+        for positions, agent in self._agents.items():
+            self._fill(agent, positions)
+
+    def _fill(self, agent: Agent, positions: tuple[int, ...]) -> None:
+        own, index = agent.state_dict(), list(positions)
+        with torch.no_grad():
+            for key, value in self._state.items():
+                value = torch.from_numpy(value)
+                # stacked per seed ([S, ...]) unless it is one of the shared observation statistics
+                own[key].copy_(value if key in ("obs_mean", "obs_std") else value[index])
 
     def _agent(self, positions: tuple[int, ...]) -> Agent:
-        agent, loaded = self._agents.get(positions, (None, False))
-        if agent is None:
-            agent = build_agent({**self.run, "seeds": [self.run["seeds"][i] for i in positions]}, torch.device("cpu"))
-            agent.register_buffer("obs_mean", torch.zeros(self.run["obs_dim"]))
-            agent.register_buffer("obs_std", torch.ones(self.run["obs_dim"]))
-            agent.eval()
-        if not loaded:
-            own, index = agent.state_dict(), list(positions)
-            with torch.no_grad():
-                for key, value in self.state.items():
-                    value = torch.from_numpy(value)
-                    # stacked per seed ([S, ...]) unless it is one of the shared observation statistics
-                    own[key].copy_(value if key in ("obs_mean", "obs_std") else value[index])
-            self._agents[positions] = (agent, True)
-        return agent
+        if positions not in self._agents:
+            run = {**self.run, "seeds": [self.run["seeds"][i] for i in positions]}
+            agent = _agent_with_stats(run, torch.device("cpu")).eval()
+            self._fill(agent, positions)
+            self._agents[positions] = agent
+        return self._agents[positions]
 
     @torch.no_grad()
     def __call__(self, obs: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -505,6 +505,14 @@ def summarize_history(run: dict[str, Any], history: dict[str, Any], step: int) -
             "seeds": per_seed}
 
 
+def _agent_with_stats(run: dict[str, Any], device: torch.device) -> Agent:
+    """:func:`build_agent` with the observation statistics registered (zeros and ones: to be loaded)."""
+    agent = build_agent(run, device)
+    agent.register_buffer("obs_mean", torch.zeros(run["obs_dim"], device=device))
+    agent.register_buffer("obs_std", torch.ones(run["obs_dim"], device=device))
+    return agent
+
+
 def load_run(out: str | Path, device: str = "auto") -> tuple[dict[str, Any], Agent, dict]:
     """The run's config and its agent restored from the checkpoint."""
     out = Path(out)
@@ -513,11 +521,9 @@ def load_run(out: str | Path, device: str = "auto") -> tuple[dict[str, Any], Age
     run = json.loads((out / "config.json").read_text())
     dev = resolve_device(device)
     try:
-        agent = build_agent(run, dev)
+        agent = _agent_with_stats(run, dev)
     except ConfigError as exc:
         raise RunError(f"{out}: {exc}") from None
-    agent.register_buffer("obs_mean", torch.zeros(run["obs_dim"], device=dev))
-    agent.register_buffer("obs_std", torch.ones(run["obs_dim"], device=dev))
     state, meta = load_checkpoint(out / CHECKPOINT, dev)
     agent.load_full_state_dict(state)
     return run, agent, meta
