@@ -9,11 +9,13 @@ earlier variant change what a later compile produces.
     python tools/profile_rl.py --impl compile --seeds 1 --no-tf32
     python tools/profile_rl.py --impl fullgraph --seeds 8 --autotune # inductor max-autotune (minutes)
     python tools/profile_rl.py --impl fullgraph --seeds 8 --bf16     # bf16 mixed precision (gta-rl train --bf16)
+    python tools/profile_rl.py --impl fullgraph --seeds 8 --inductor coordinate_descent_tuning=True
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
 import tempfile
 import time
@@ -29,6 +31,21 @@ from gta_rl.buffer import load_training_data  # noqa: E402
 from gta_rl.fast import StepRunner  # noqa: E402
 
 
+def set_inductor_config(item: str) -> None:
+    """'KEY=VALUE' -> torch._inductor.config.KEY = VALUE (a Python literal; KEY may be dotted, e.g. triton.X)."""
+    key, sep, value = item.partition("=")
+    *parents, name = key.split(".")
+    target = torch._inductor.config
+    for part in parents:
+        target = getattr(target, part, None)
+    if not sep or target is None or not hasattr(target, name):
+        raise ValueError(f"--inductor {item!r}: not KEY=VALUE with KEY a setting of torch._inductor.config")
+    try:
+        setattr(target, name, ast.literal_eval(value))
+    except (ValueError, SyntaxError):
+        raise ValueError(f"--inductor {item!r}: {value!r} is not a Python literal") from None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--algo", default="td3bc")
@@ -40,6 +57,9 @@ def main() -> None:
     ap.add_argument("--autotune", action="store_true", help="inductor max-autotune")
     ap.add_argument("--bf16", action="store_true", help="bf16 mixed precision (gta-rl train --bf16)")
     ap.add_argument("--top", type=int, default=16, help="kernels to list")
+    ap.add_argument("--inductor", action="append", default=[], metavar="KEY=VALUE",
+                    help="set torch._inductor.config.KEY (Python literal VALUE) before compiling, e.g. "
+                         "coordinate_descent_tuning=True; repeatable")
     args = ap.parse_args()
     if args.autotune and args.impl == "graph":
         ap.error("--autotune is a torch.compile mode: use it with --impl compile or fullgraph")
@@ -47,6 +67,11 @@ def main() -> None:
         sys.exit("profile_rl.py needs a CUDA device")
     dev = torch.device("cuda")
     torch.backends.cuda.matmul.allow_tf32 = not args.no_tf32
+    for item in args.inductor:
+        try:
+            set_inductor_config(item)
+        except ValueError as exc:
+            ap.error(str(exc))
     with tempfile.TemporaryDirectory() as tmp:
         make_store(Path(tmp) / "s.zarr", 200_000)
         data, _ = load_training_data([Path(tmp) / "s.zarr"], device=dev)
@@ -71,7 +96,8 @@ def main() -> None:
     copies = [e for e in events if e.key.startswith(("Memcpy", "Memset"))]
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}: {args.algo} {args.impl}"
           f"{' autotune' if args.autotune else ''}{' bf16' if args.bf16 else ''}"
-          f"{'' if args.no_tf32 else ' tf32'}, {args.seeds} seed(s), batch {args.batch_size}")
+          f"{'' if args.no_tf32 else ' tf32'}{''.join(' ' + i for i in args.inductor)}, {args.seeds} seed(s), "
+          f"batch {args.batch_size}")
     print(f"setup {setup:.1f} s; {rate:.1f} steps/s; per step {sum(e.count for e in events) / 20:.0f} kernels "
           f"(of which {sum(e.count for e in copies) / 20:.0f} memcpy/memset) and "
           f"{sum(e.self_device_time_total for e in events) / 20:.0f} us of GPU time")

@@ -149,3 +149,20 @@ def test_bench_runs_quick(tmp_path):
     bad = subprocess.run([sys.executable, str(TOOLS / "bench_runs.py"), "--quick", "--modes", "nope", "--out",
                           str(tmp_path / "x.json")], capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "unknown mode" in bad.stderr
+
+
+def test_profile_rl_sets_inductor_config(bench_rl):
+    import profile_rl
+    import torch._inductor.config as config
+
+    before = (config.coordinate_descent_tuning, config.triton.cudagraphs)
+    try:
+        profile_rl.set_inductor_config("coordinate_descent_tuning=True")
+        profile_rl.set_inductor_config("triton.cudagraphs=False")
+        assert (config.coordinate_descent_tuning, config.triton.cudagraphs) == (True, False)
+        for bad, says in [("no_such_setting=1", "not KEY=VALUE"), ("coordinate_descent_tuning", "not KEY=VALUE"),
+                          ("triton.no_such=1", "not KEY=VALUE"), ("coordinate_descent_tuning=yes", "not a Python literal")]:
+            with pytest.raises(ValueError, match=says):
+                profile_rl.set_inductor_config(bad)
+    finally:
+        config.coordinate_descent_tuning, config.triton.cudagraphs = before
