@@ -357,6 +357,24 @@ def test_presets_match_dataset_names():
     assert match_preset("td3bc", "halfcheetah-medium") is None
 
 
+@pytest.mark.parametrize("dataset, normalize, beta, expectile, deterministic", [
+    # CORL configs/offline/iql/<env>/<dataset>.yaml: normalize_reward, beta, iql_tau, iql_deterministic
+    ("halfcheetah-medium-v2", False, 3.0, 0.7, False),
+    ("mujoco/halfcheetah/medium-expert-v0", False, 3.0, 0.7, False),
+    ("walker2d-medium-replay.zarr", False, 3.0, 0.7, False),
+    ("hopper-medium-expert-v2", False, 6.0, 0.5, False),
+    ("hopper-expert-v2", False, 3.0, 0.7, False),
+    ("hopper-medium-v2", True, 3.0, 0.7, True),
+    ("hopper_medium_replay.zarr", True, 3.0, 0.7, True),
+])
+def test_iql_presets_are_corl_configs(dataset, normalize, beta, expectile, deterministic):
+    from gta_rl.algorithms import match_preset
+
+    cfg = build_config("iql", match_preset("iql", dataset), {})
+    assert (cfg.normalize_reward, cfg.beta, cfg.expectile, cfg.deterministic_actor) == \
+        (normalize, beta, expectile, deterministic)
+
+
 runner = CliRunner()
 
 

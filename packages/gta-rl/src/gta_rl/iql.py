@@ -37,19 +37,18 @@ class IQLConfig:
     log_std_min: float = -20.0  # clamp of the state-independent log std (Gaussian actor)
     log_std_max: float = 2.0
     cosine_actor_lr: bool = True  # CORL: CosineAnnealingLR(actor, max_timesteps)
-    normalize_reward: bool = False  # r * 1000 / (max return - min return); on for Gym via presets
+    normalize_reward: bool = False  # r * 1000 / (max return - min return); on for hopper-medium(-replay) only
     reward_scale: float = 1.0  # r <- scale * r + bias (antmaze: bias -1)
     reward_bias: float = 0.0
 
 
-# Per-family settings from CORL's configs/offline/iql/* (matched against the dataset name).
+# Per-dataset settings from CORL's configs/offline/iql/* (matched against the dataset name, first match wins,
+# so the more specific names come first). Every other Gym config there (halfcheetah-*, walker2d-*,
+# hopper-expert/-random) is the defaults: normalize_reward false, beta 3, iql_tau 0.7, tau 0.005.
 PRESETS: dict[str, dict] = {
-    "halfcheetah": {"normalize_reward": True},
-    "walker2d": {"normalize_reward": True},
-    "hopper-medium-expert": {"normalize_reward": True, "beta": 6.0, "expectile": 0.5},
+    "hopper-medium-expert": {"beta": 6.0, "expectile": 0.5},  # hopper/medium_expert_v2.yaml
     "hopper-medium-replay": {"normalize_reward": True, "deterministic_actor": True, "tau": 0.001},
-    "hopper-medium": {"normalize_reward": True, "deterministic_actor": True, "tau": 0.001},
-    "hopper": {"normalize_reward": True},
+    "hopper-medium": {"normalize_reward": True, "deterministic_actor": True, "tau": 0.001},  # medium_v2.yaml
     "antmaze": {"beta": 10.0, "expectile": 0.9, "reward_bias": -1.0},
 }
 
