@@ -53,6 +53,32 @@ def test_quality_of_original_windows_is_exact(cheetah, tmp_path):
     assert (out / "quality.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_quality_compares_like_with_like_at_the_velocity_clip(envdata, tmp_path):
+    # Walker2d clips velocities to +-10 in the observation; random play has many such rows. The data judged
+    # against itself: over the exactly known states the oracle reproduces the original reward (the baseline
+    # taken over the original's own such rows), and the headline metrics count every row as the paper does.
+    from gta_data import write_store
+
+    tr, ends = envdata.collect("Walker2d-v5", 400, max_episode_steps=100)
+    store = write_store(tmp_path / "walker.zarr", tr, ends, env_id="Walker2d-v5")
+    out = tmp_path / "report"
+    res = runner.invoke(app, ["quality", "--original", str(store.path), "--augmented", str(store.path),
+                              "--samples", "400", "--device", "cpu", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    m = json.loads((out / "quality.json").read_text())
+    clipped = np.any(np.abs(tr.observations[:, 8:]) >= 10.0, axis=1)
+    assert 0 < clipped.sum() < 400
+    assert m["valid_samples"] == 400 and m["flags"]["clipped_state"] == int(clipped.sum())
+    ex = m["exact_states"]
+    assert ex["samples"] == ex["original_transitions"] == int((~clipped).sum())
+    assert ex["original_reward"] == pytest.approx(float(tr.rewards[~clipped].mean()), abs=1e-6)
+    assert ex["oracle_reward"] == pytest.approx(ex["original_reward"], abs=1e-4)
+    assert ex["dynamic_mse"] < 1e-8
+    assert m["original_reward"] == pytest.approx(float(tr.rewards.mean()), abs=1e-6)
+    assert m["dynamic_mse"] > ex["dynamic_mse"]  # the clipped rows were stepped from another state
+    assert "exactly known" in (out / "README.md").read_text()
+
+
 def test_quality_grows_with_noise_and_handles_missing_condition(cheetah, tmp_path):
     values = []
     for i, noise in enumerate((0.01, 0.1)):

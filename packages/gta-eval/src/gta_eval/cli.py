@@ -100,7 +100,8 @@ def quality(
     except _known_errors() as exc:
         _fail(exc)
     typer.echo(f"dynamic MSE {m['dynamic_mse']:.4g}  oracle reward {m['oracle_reward']:.4g}  "
-               f"novelty(s,a) {m['novelty_state_action']:.4g}  ({m['valid_samples']}/{m['samples']} valid)")
+               f"novelty(s,a) {m['novelty_state_action']:.4g}  ({m['valid_samples']}/{m['samples']} valid, "
+               f"{m['exact_states']['samples']} with exactly known states)")
     typer.echo(f"report written to {out}")
 
 

@@ -2,8 +2,12 @@
 
 ``evaluate_quality`` samples transitions of the augmented store uniformly (the paper samples 1M of
 5M), steps the true environment from them (``oracle.run_oracle``) and computes dynamic MSE, oracle
-reward and novelty against the FULL original data; rows the oracle cannot reconstruct are counted and
-left out of the oracle metrics (novelty needs no simulator and uses every sampled row). It also
+reward and novelty against the FULL original data. The oracle metrics average over every sampled row with
+a usable outcome, as the paper defines them (D.1, D.3), Hopper/Walker2d states with a velocity at the
+observation's clip bound included (stepped from the clipped velocity, as the authors' code does);
+``exact_states`` repeats them over the rows whose state is exactly known, with the original data's reward
+over its own such rows as the baseline (never one side filtered and the other not: the clipped rows are
+the fast ones, with higher rewards). Novelty needs no simulator and uses every sampled row. It also
 computes the reward-sum distributions of F.7 on whole generated segments and, when the augmented store
 carries ``meta/condition``, the F.6 correlation between condition and generated return.
 """
@@ -18,7 +22,7 @@ import numpy as np
 
 from gta_eval import metrics as M
 from gta_eval.errors import EvalError
-from gta_eval.oracle import OracleSpec, run_oracle
+from gta_eval.oracle import OracleSpec, clipped_states, run_oracle
 
 Progress = Callable[[str, int, int], None]  # (stage, advance, total)
 
@@ -92,7 +96,7 @@ def evaluate_quality(
 
     batch = run_oracle(spec, a_obs[all_rows], a_act[all_rows], workers=workers, progress=tick("oracle", len(all_rows)))
     pos = np.searchsorted(all_rows, rows)
-    valid = batch.valid[pos]
+    valid, exact = batch.valid[pos], batch.exact[pos]
     if not valid.any():
         raise EvalError("the oracle could reconstruct none of the sampled transitions (all flagged)")
     obs_z, act_z = M.ZScore.fit(o_obs), M.ZScore.fit(o_act)
@@ -116,6 +120,15 @@ def evaluate_quality(
         "reward_abs_error": float(np.abs(a_rew[rows] - true_rew)[valid].mean()),
         "original_reward": float(o_rew.mean()),
         "terminal_disagreement": float((a_term[rows] != batch.terminated[pos])[valid].mean()),
+    }
+    o_exact = ~clipped_states(spec, o_obs)
+    out["exact_states"] = {
+        "samples": int(exact.sum()),
+        "dynamic_mse": M.dynamic_mse(a_next[rows], true_next, obs_z, exact) if exact.any() else None,
+        "oracle_reward": float(true_rew[exact].mean()) if exact.any() else None,
+        "generated_reward": float(a_rew[rows][exact].mean()) if exact.any() else None,
+        "original_transitions": int(o_exact.sum()),
+        "original_reward": float(o_rew[o_exact].mean()) if o_exact.any() else None,
     }
     nov = M.novelty(a_obs[rows], a_act[rows], o_obs, o_act, obs_z=obs_z, act_z=act_z, device=device,
                     progress=tick("novelty", 3 * len(rows)))

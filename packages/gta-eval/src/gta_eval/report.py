@@ -88,12 +88,22 @@ def quality_markdown(m: dict[str, Any], images: list[str]) -> str:
         f"| novelty (s, a), mean squared | {_fmt(m['novelty_state_action_sq'])} |",
         f"| terminal flag disagreement | {_fmt(m['terminal_disagreement'])} |",
         "",
-        f"Oracle: {m['valid_samples']:,} of {m['samples']:,} sampled transitions reconstructed; flags: "
+        f"Oracle: {m['valid_samples']:,} of {m['samples']:,} sampled transitions with a usable outcome; flags: "
         + ", ".join(f"{k} {v:,}" for k, v in m["flags"].items())
-        + ". Flagged states (clipped velocities, non-finite simulation, resampled goals) are excluded from "
-        "dynamic MSE and oracle reward; out-of-range actions are stepped as the environment would.",
+        + ". Non-finite simulations and resampled goals are left out of dynamic MSE and oracle reward; states "
+        "with a velocity at the observation's clip bound are stepped from the clipped velocity (as the authors' "
+        "code does) and counted; out-of-range actions are stepped as the environment would.",
         "",
     ]
+    ex = m.get("exact_states")
+    if ex and ex["samples"] < m["valid_samples"]:
+        lines += [
+            f"Over the {ex['samples']:,} sampled transitions whose state is exactly known (no clipped velocity): "
+            f"dynamic MSE {_fmt(ex['dynamic_mse'])}, oracle reward {_fmt(ex['oracle_reward'])}, generated reward "
+            f"{_fmt(ex['generated_reward'])}; original reward over the original data's "
+            f"{ex['original_transitions']:,} such transitions {_fmt(ex['original_reward'])}.",
+            "",
+        ]
     seg = m.get("segment_reward_sums", {})
     if "horizon" in seg:
         lines += [
