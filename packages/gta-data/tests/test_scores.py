@@ -10,6 +10,9 @@ from gta_data.scores import env_family
     ("halfcheetah-medium-v2", "halfcheetah"), ("Hopper-v5", "hopper"), ("Walker2d-v5", "walker2d"),
     ("Ant-v5", "ant"), ("PointMaze_UMaze-v3", "maze2d-umaze"), ("D4RL/pointmaze/medium-v2", "maze2d-medium"),
     ("maze2d-large-v1", "maze2d-large"), ("CartPole-v1", None),
+    ("AntMaze_UMaze-v5", "antmaze"), ("antmaze-umaze-v2", "antmaze"), ("D4RL/antmaze/large-diverse-v1", "antmaze"),
+    ("PointMaze_UMazeDense-v3", "maze2d-umaze-dense"), ("D4RL/pointmaze/medium-dense-v2", "maze2d-medium-dense"),
+    ("maze2d-large-dense-v1", "maze2d-large-dense"), ("PointMaze_LargeDense-v3", "maze2d-large-dense"),
 ])
 def test_families(name, family):
     assert env_family(name) == family
@@ -21,6 +24,9 @@ def test_normalized_score_d4rl_table():
     # hopper-medium returns around 1,600 give about 49.5 (D4RL paper's behaviour score range).
     assert normalized_score("Hopper-v5", 1600.0) == pytest.approx(100 * (1600 + 20.272305) / (3234.3 + 20.272305))
     np.testing.assert_allclose(normalized_score("Walker2d-v5", np.array([1.629008, 4592.3])), [0, 100])
+    # AntMaze scores are success rates; dense mazes have their own D4RL references.
+    assert normalized_score("AntMaze_Medium-v5", 0.5) == pytest.approx(50.0)
+    assert normalized_score("PointMaze_UMazeDense-v3", 193.66285642381482) == pytest.approx(100.0)
     with pytest.raises(StoreError, match="no reference scores"):
         reference_scores("CartPole-v1")
 

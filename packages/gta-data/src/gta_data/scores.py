@@ -24,6 +24,12 @@ D4RL_REFERENCE_SCORES: dict[str, tuple[float, float]] = {
     "maze2d-umaze": (23.85, 161.86),
     "maze2d-medium": (13.13, 277.39),
     "maze2d-large": (6.7, 273.99),
+    # Dense-reward mazes and AntMaze: D4RL's env registrations (maze2d-*-dense-v1 ref_min/max_score; AntMaze
+    # scores are success rates, 0 to 1).
+    "maze2d-umaze-dense": (68.537689, 193.66285642381482),
+    "maze2d-medium-dense": (44.264742, 297.4552547777125),
+    "maze2d-large-dense": (30.569041, 303.4857382709002),
+    "antmaze": (0.0, 1.0),
 }
 
 # Statistics of D4RL's own MuJoCo datasets (v2), to compare the locally made ones with (docs/datasets.md) and
@@ -49,11 +55,15 @@ D4RL_DATASET_STATS: dict[str, dict[str, float]] = {
     "walker2d-medium-expert": {"transitions": 1999995, "episodes": 2191, "mean_return": 3796.57, "min_return": -6.61, "max_return": 5011.69},
 }
 
-_FAMILY_PATTERNS: list[tuple[str, str]] = [
+_FAMILY_PATTERNS: list[tuple[str, str]] = [  # first match wins: specific names before their prefixes
     (r"halfcheetah", "halfcheetah"),
     (r"hopper", "hopper"),
     (r"walker2d", "walker2d"),
+    (r"antmaze", "antmaze"),
     (r"^ant|[-/_]ant[-_]", "ant"),
+    (r"(pointmaze|maze2d)[-_/]?umaze[-_]?dense", "maze2d-umaze-dense"),
+    (r"(pointmaze|maze2d)[-_/]?medium[-_]?dense", "maze2d-medium-dense"),
+    (r"(pointmaze|maze2d)[-_/]?large[-_]?dense", "maze2d-large-dense"),
     (r"(pointmaze|maze2d)[-_/]?umaze", "maze2d-umaze"),
     (r"(pointmaze|maze2d)[-_/]?medium", "maze2d-medium"),
     (r"(pointmaze|maze2d)[-_/]?large", "maze2d-large"),
