@@ -38,7 +38,7 @@ def test_gta_rl_runs_are_read_by_gta_eval_compare(tmp_path):
     for name, method in (("original", "none"), ("gta", "GTA")):
         result = read_run_dir(runs[name])
         final = json.loads((runs[name] / "results.json").read_text())["seeds"]
-        assert result.method == method and result.algorithm == "td3bc" and result.task == src.env_id
+        assert result.method == method and result.algorithm == "td3bc" and result.task == "maze2d-umaze"  # the store's dataset name
         assert result.scores == {int(k): v["final_score"] for k, v in final.items()}
         assert [list(result.curves[k][0]) for k in (0, 1)] == [[10, 20], [10, 20]]  # both evaluations
 

@@ -120,3 +120,49 @@ def test_sensitivity_grid(tmp_path):
     mus, alphas, grid = grids[("hc", "td3bc", "gta")]
     assert mus == [0.25, 0.5] and alphas == [1.1, 1.3]
     np.testing.assert_allclose(grid, [[27.1, 27.3], [52.1, 52.3]])  # mean of x and x + 2
+
+
+def test_runs_with_recorded_settings_stay_in_the_table(tmp_path):
+    # A GTA run that records its (mu, alpha) next to a baseline without them: both are table rows.
+    _write_run(tmp_path, "none", {"task": "hc", "algorithm": "td3bc"}, {0: [40.0], 1: [42.0]})
+    _write_run(tmp_path, "gta", {"task": "hc", "algorithm": "td3bc", "augmentation": "gta", "mu": 0.5, "alpha": 1.3},
+               {0: [50.0], 1: [54.0]})
+    results = S.load_results([tmp_path])
+    table = S.score_table(results)
+    assert set(table.rows) == {("td3bc", "none"), ("td3bc", "gta")} and table.sweeps == []
+    assert table.cells[("td3bc", "gta", "hc")][0] == 52.0
+    assert [t["method"] for t in S.compare_methods(results) if t["task"] == "average"] == ["gta"]
+
+
+def test_sweeps_are_left_out_of_the_table_and_named(tmp_path):
+    _write_run(tmp_path, "none", {"task": "hc", "algorithm": "td3bc"}, {0: [40.0], 1: [42.0]})
+    for mu in (0.25, 0.5):
+        _write_run(tmp_path, f"gta{mu}", {"task": "hc", "algorithm": "td3bc", "augmentation": "gta", "mu": mu,
+                                         "alpha": 1.3}, {0: [50.0 + mu], 1: [54.0]})
+    table = S.score_table(S.load_results([tmp_path]))
+    assert table.rows == [("td3bc", "none")] and table.sweeps == [("hc", "gta", "td3bc", 2)]
+    # ... unless exactly one run of the configuration records no setting: that one is the table's.
+    _write_run(tmp_path, "gta_main", {"task": "hc", "algorithm": "td3bc", "augmentation": "gta"}, {0: [60.0], 1: [62.0]})
+    table = S.score_table(S.load_results([tmp_path]))
+    assert table.cells[("td3bc", "gta", "hc")][0] == 61.0 and table.sweeps == []
+
+
+def test_gta_rl_runs_are_labelled_by_their_stores(tmp_path):
+    from gta_data import Transitions, write_store
+
+    rng = np.random.default_rng(0)
+    n = 20
+    tr = Transitions(observations=rng.normal(size=(n, 3)).astype(np.float32), actions=np.zeros((n, 1), np.float32),
+                     rewards=np.zeros(n, np.float32), next_observations=rng.normal(size=(n, 3)).astype(np.float32),
+                     terminals=np.zeros(n, bool), timeouts=np.arange(n) == n - 1)
+    stores = {}
+    for name, prov in (("medium", {"d4rl_name": "hopper-medium"}), ("replay", {"d4rl_name": "hopper-medium-replay"}),
+                       ("gta", {"method": "GTA", "augment": {"mu": 0.5, "alpha": 1.3}})):
+        stores[name] = str(write_store(tmp_path / f"{name}.zarr", tr, np.array([n]), env_id="Hopper-v5",
+                                       provenance=prov).path)
+    # Same env, same seeds: two datasets are two tasks, not one (their seeds would collide).
+    for name, data in (("a", [stores["medium"]]), ("b", [stores["replay"]]), ("c", [stores["medium"], stores["gta"]])):
+        _write_run(tmp_path, name, {"algorithm": "td3bc", "env_id": "Hopper-v5", "data": data}, {0: [1.0], 1: [2.0]})
+    labels = {(r.task, r.method, r.mu, r.alpha) for r in S.load_results([tmp_path])}
+    assert labels == {("hopper-medium", "none", None, None), ("hopper-medium-replay", "none", None, None),
+                      ("hopper-medium", "GTA", 0.5, 1.3)}

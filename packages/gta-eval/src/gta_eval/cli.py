@@ -146,11 +146,16 @@ def compare(
                 "welch": tests,
                 "sensitivity": [{"task": t, "algorithm": a, "method": m, "mu": mu, "alpha": al, "grid": g.tolist()}
                                 for (t, a, m), (mu, al, g) in grids.items()],
+                "sweeps_left_out": [{"task": t, "method": m, "algorithm": a, "settings": n}
+                                    for t, m, a, n in table.sweeps],
             })
-            (tmp / "README.md").write_text(report.compare_markdown(table_md, tests, images, len(results)))
+            (tmp / "README.md").write_text(report.compare_markdown(table_md, tests, images, len(results),
+                                                                   table.sweeps))
     except _known_errors() as exc:
         _fail(exc)
     typer.echo(table_md, nl=False)
+    if table.sweeps:
+        typer.echo(report.sweep_note(table.sweeps))
     typer.echo(f"report written to {out}")
 
 

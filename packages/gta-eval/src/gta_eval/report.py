@@ -124,10 +124,22 @@ def quality_markdown(m: dict[str, Any], images: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def compare_markdown(table_md: str, tests: list[dict[str, Any]], images: list[str], n_results: int) -> str:
+def sweep_note(sweeps: list[tuple[str, str, str, int]]) -> str:
+    """One line naming the (task, method, algorithm) configurations run with several (mu, alpha) settings."""
+    if not sweeps:
+        return ""
+    names = ", ".join(f"{t} {a}/{m} ({n} settings)" for t, m, a, n in sweeps)
+    return (f"Left out of the table and tests, as mu x alpha sweeps (see the sensitivity heat maps): {names}. "
+            "Compare the run of the chosen setting alone to put it in the table.")
+
+
+def compare_markdown(table_md: str, tests: list[dict[str, Any]], images: list[str], n_results: int,
+                     sweeps: list[tuple[str, str, str, int]] = ()) -> str:
     lines = ["# Offline RL results", "", f"{n_results} configurations. Mean ± sample std over seeds; "
              "the average column is the per-seed mean across tasks, std over those means (GTA F.2).", "",
              table_md]
+    if sweeps:
+        lines += ["", sweep_note(list(sweeps)), ""]
     if tests:
         lines += ["## Welch's t-test (GTA Table 20)", "",
                   "| algorithm | task | method | baseline | mean | baseline mean | t | df | p |", "|---|" * 1 + "---|" * 8]

@@ -6,17 +6,22 @@ What is read (the minimal contract with gta-rl, documented in the package README
   like ``{"step": int, "normalized_score": float, ...}`` or, as gta-rl writes its evaluations,
   ``{"step": int, "kind": "eval", "score_mean": float, ...}``; the last such line is the seed's final
   evaluation, all of them form its learning curve. Labels come from ``config.json``: task (``task`` |
-  ``dataset`` | ``env_id``), method (``augmentation`` | ``method``; for a gta-rl run, which records its
-  training stores under ``data``, the provenance ``method`` of its augmented stores, e.g. ``GTA``;
-  default ``none``), algorithm (``algorithm`` | ``algo``), and optional ``mu``/``alpha`` (top level or
-  under ``augmentation_config``/``gta``) for the sensitivity heat map;
+  ``dataset``; for a gta-rl run, which records its training stores under ``data``, the dataset name of
+  the first store (provenance ``d4rl_name`` | ``dataset_id`` | ``recipe``, else its file name), so
+  hopper-medium and hopper-medium-replay runs are two tasks; else ``env_id``), method (``augmentation`` |
+  ``method``; for a gta-rl run the provenance ``method`` of its augmented stores, e.g. ``GTA``; default
+  ``none``), algorithm (``algorithm`` | ``algo``), and optional ``mu``/``alpha`` (top level or under
+  ``augmentation_config``/``gta``; for a gta-rl run on one GTA store, that store's ``augment`` settings)
+  for the sensitivity heat map;
 * or a plain per-seed file: CSV with columns ``seed,normalized_score`` (optional ``task``, ``method``,
   ``algorithm``), or JSON: ``{"seed_0": 51.2, ...}``, ``[{"seed": 0, "normalized_score": 51.2}, ...]``
   or ``{"task": ..., "method": ..., "algorithm": ..., "scores": {...} | [...]}``.
 
 Tables: mean +- std over seeds per (algorithm, method) x task; the "average" column follows F.2: the
 mean across tasks is taken per seed, and the std is that of these per-seed means (over the seeds every
-task has). Standard deviations use ddof=1 (sample std), as the Welch test does.
+task has). Standard deviations use ddof=1 (sample std), as the Welch test does. A (task, method,
+algorithm) run with several (mu, alpha) settings is a sensitivity sweep (Table 29): it is left out of the
+tables and tests, which have one cell per method, and listed in ``ScoreTable.sweeps``.
 """
 
 from __future__ import annotations
@@ -67,19 +72,24 @@ def _labels(config: dict[str, Any], fallback_task: str) -> dict[str, Any]:
     for key in ("augmentation_config", "gta", "augment"):
         if isinstance(config.get(key), dict):
             nested = config[key]
-    method = _first(config, "augmentation", "method")
-    if method is None:  # a gta-rl run records the stores it trained on
-        method = _method_from_stores(config["data"]) if isinstance(config.get("data"), list) else "none"
+    stores = _store_labels(config["data"]) if isinstance(config.get("data"), list) else {}  # a gta-rl run
+    method = _first(config, "augmentation", "method", default=stores.get("method"))
+    if method is None:
+        method = "none"
     if isinstance(method, dict):
         nested = method
         method = _first(method, "name", "method", default="augmented")
-    task = _first(config, "task", "dataset", "env_id", default=fallback_task)
+    task = _first(config, "task", "dataset")
+    if task is not None:
+        task = Path(str(task)).name.removesuffix(".zarr") if "/" in str(task) else str(task)
+    else:
+        task = str(stores.get("task") or _first(config, "env_id", default=fallback_task))
     return {
-        "task": Path(str(task)).name.removesuffix(".zarr") if "/" in str(task) else str(task),
+        "task": task,
         "method": str(method),
         "algorithm": str(_first(config, "algorithm", "algo", default="unknown")),
-        "mu": _float_or_none(_first(config, "mu", default=_first(nested, "mu"))),
-        "alpha": _float_or_none(_first(config, "alpha", default=_first(nested, "alpha"))),
+        "mu": _float_or_none(_first(config, "mu", default=_first(nested, "mu", default=stores.get("mu")))),
+        "alpha": _float_or_none(_first(config, "alpha", default=_first(nested, "alpha", default=stores.get("alpha")))),
     }
 
 
@@ -133,21 +143,33 @@ def read_run_dir(path: str | Path) -> RunResult:
     return RunResult(scores=scores, curves=curves, source=str(path), **_labels(config, path.name))
 
 
-def _method_from_stores(paths: list[Any]) -> str:
-    """The method of a run trained on these stores (gta-rl's ``data``): the provenance ``method`` of each
-    augmented store (GTA, S4RL, SynthER), joined with '+', or ``none``. A store that can no longer be opened
-    is named by its file, unless it is the first one (by convention the original data)."""
+def _store_labels(paths: list[Any]) -> dict[str, Any]:
+    """Labels of a run trained on these stores (gta-rl's ``data``; by convention the first one is the original
+    data). ``task``: the first store's dataset name (provenance ``d4rl_name``, ``dataset_id`` or ``recipe``,
+    else its file name). ``method``: the provenance ``method`` of each augmented store (GTA, S4RL, SynthER),
+    joined with '+', or ``none``; an augmented store that can no longer be opened is named by its file.
+    ``mu``/``alpha``: the ``augment`` settings of the augmented stores when exactly one setting is found."""
     from gta_data import StoreError, TrajectoryStore
 
-    methods = []
+    task, methods, settings = None, [], set()
     for i, p in enumerate(paths):
         try:
-            method = TrajectoryStore.open(p).provenance.get("method")
+            prov = TrajectoryStore.open(p).provenance
         except (StoreError, OSError):
-            method = None if i == 0 else Path(str(p)).name.removesuffix(".zarr")
+            prov = None
+        if i == 0:
+            named = [prov.get(k) for k in ("d4rl_name", "dataset_id", "recipe")] if prov else []
+            task = next((str(v) for v in named if isinstance(v, str) and v), None)
+            task = task or Path(str(p)).name.removesuffix(".zarr")
+            continue
+        method = prov.get("method") if prov is not None else Path(str(p)).name.removesuffix(".zarr")
         if method:
             methods.append(str(method))
-    return "+".join(dict.fromkeys(methods)) or "none"
+        augment = prov.get("augment") if prov is not None else None
+        if isinstance(augment, dict) and augment.get("mu") is not None and augment.get("alpha") is not None:
+            settings.add((float(augment["mu"]), float(augment["alpha"])))
+    mu, alpha = next(iter(settings)) if len(settings) == 1 else (None, None)
+    return {"task": task, "method": "+".join(dict.fromkeys(methods)) or "none", "mu": mu, "alpha": alpha}
 
 
 def read_score_file(path: str | Path) -> list[RunResult]:
@@ -283,6 +305,7 @@ class ScoreTable:
     rows: list[tuple[str, str]]  # (algorithm, method)
     cells: dict[tuple[str, str, str], tuple[float, float, int]]  # (algo, method, task) -> mean, std, n
     average: dict[tuple[str, str], tuple[float, float, int]]  # F.2 average column
+    sweeps: list[tuple[str, str, str, int]] = field(default_factory=list)  # (task, method, algo, settings) left out
 
     def to_markdown(self, digits: int = 2) -> str:
         def fmt(cell):
@@ -308,9 +331,30 @@ class ScoreTable:
         return "\n".join(lines) + "\n"
 
 
+def main_runs(results: list[RunResult]) -> tuple[list[RunResult], list[tuple[str, str, str, int]]]:
+    """The runs of the score tables and tests: one per (task, method, algorithm). Where a configuration was
+    run with several (mu, alpha) settings (a Table 29 sweep), the one without recorded settings is taken if
+    there is exactly one such, else the configuration is left out; the left-out ones are returned as
+    (task, method, algorithm, number of settings)."""
+    groups: dict[tuple[str, str, str], list[RunResult]] = defaultdict(list)
+    for r in results:
+        groups[(r.task, r.method, r.algorithm)].append(r)
+    kept, sweeps = [], []
+    for key, group in groups.items():
+        if len(group) == 1:
+            kept.extend(group)
+            continue
+        unset = [r for r in group if r.mu is None and r.alpha is None]
+        if len(unset) == 1:
+            kept.extend(unset)
+        else:
+            sweeps.append((*key, len(group)))
+    return kept, sorted(sweeps)
+
+
 def score_table(results: list[RunResult]) -> ScoreTable:
     """Tables 1-2: mean +- std over seeds; average column per F.2 (over seeds shared by all tasks)."""
-    plain = [r for r in results if r.mu is None and r.alpha is None] or results
+    plain, sweeps = main_runs(results)
     tasks = sorted({r.task for r in plain})
     rows = sorted({(r.algorithm, r.method) for r in plain})
     cells, average = {}, {}
@@ -323,13 +367,13 @@ def score_table(results: list[RunResult]) -> ScoreTable:
         if per_seed:
             m, s = mean_std(np.array(list(per_seed.values())))
             average[(algo, method)] = (m, s, len(per_seed))
-    return ScoreTable(tasks, rows, cells, average)
+    return ScoreTable(tasks, rows, cells, average, sweeps)
 
 
 def compare_methods(results: list[RunResult], baseline: str | None = None) -> list[dict[str, Any]]:
     """Table 20: per algorithm, Welch's t-test of each method against the baseline method on the per-seed
-    averages across tasks (F.2); also per task on the per-seed scores."""
-    plain = [r for r in results if r.mu is None and r.alpha is None] or results
+    averages across tasks (F.2); also per task on the per-seed scores. Sweeps are left out (:func:`main_runs`)."""
+    plain, _ = main_runs(results)
     out = []
     for algo in sorted({r.algorithm for r in plain}):
         group = [r for r in plain if r.algorithm == algo]
