@@ -64,10 +64,11 @@ def test_mu_to_zero_returns_the_source_windows(tmp_path, model):
     np.testing.assert_allclose(gen.rewards, src.rewards[rows], atol=0.15)
     np.testing.assert_array_equal(gen.terminals, src.terminals[rows])
     # F.6 metadata: the condition of each segment is alpha x its source window's return (Eq. 8).
-    from gta_diffusion.data import WindowConfig, condition_rewards, discounted_returns
+    from gta_diffusion.data import WindowConfig, condition_rewards, discounted_returns, resolve_window
 
-    returns = discounted_returns(condition_rewards(src, WindowConfig()), TrajectoryStore.open(store_path).episode_ends,
-                                 0.99)
+    source = TrajectoryStore.open(store_path)
+    returns = discounted_returns(condition_rewards(src, resolve_window(WindowConfig(), source.env_id)),
+                                 source.episode_ends, 0.99)
     np.testing.assert_allclose(out.meta("source_return"), returns[starts], rtol=1e-6)
     expected = np.where(returns[starts] > 0, 1.3 * returns[starts], 0.7 * returns[starts])
     np.testing.assert_allclose(out.meta("condition"), expected, rtol=1e-6)

@@ -10,9 +10,11 @@ from gta_data import TrajectoryStore, Transitions, gather_windows
 from gta_diffusion.data import (
     WindowConfig,
     WindowSet,
+    condition_rewards,
     discounted_returns,
     fit_normalizer,
     loss_mask,
+    resolve_window,
     windows_to_transitions,
 )
 from gta_diffusion.errors import DiffusionError
@@ -49,6 +51,29 @@ def test_condition_uses_terminal_penalty_and_scale(toy_store):
     # A window starting 3 rows before a terminal sees the penalty discounted by 0.99^3.
     term = int(np.flatnonzero(data.terminals)[0])
     assert ws.cond_np[term - 3] < -0.9
+
+
+@pytest.mark.parametrize("env_id, penalty", [
+    ("Hopper-v5", -100.0), ("walker2d-medium-v2", -100.0), ("HalfCheetah-v5", -100.0),
+    ("PointMaze_UMaze-v3", 0.0), ("AntMaze_Medium-v5", 0.0), ("antmaze-umaze-v2", 0.0), ("FrankaKitchen-v1", 0.0),
+])
+def test_terminal_penalty_only_where_a_terminal_is_a_failure(env_id, penalty):
+    # A.1's trick is for falls (Hopper, Walker2d); a maze or kitchen episode ends at its goal (the authors' code
+    # turns the penalty off for mazes). An explicit value is kept.
+    assert resolve_window(WindowConfig(), env_id).terminal_penalty == penalty
+    assert resolve_window(WindowConfig(terminal_penalty=-5.0), env_id).terminal_penalty == -5.0
+    assert resolve_window(WindowConfig(terminal_penalty=0.0), "Hopper-v5").terminal_penalty == 0.0
+
+
+def test_goal_task_conditions_carry_no_penalty(toy_store):
+    data = toy_store.load()
+    norm = fit_normalizer(data, toy_store.episode_ends, WindowConfig(horizon=4), "PointMaze_UMaze-v3")
+    ws = WindowSet(data, toy_store.episode_ends, norm, WindowConfig(horizon=4))
+    assert ws.cfg.terminal_penalty == 0.0
+    np.testing.assert_allclose(ws.cond_np, 0.01 * _reference_returns(data.rewards, toy_store.episode_ends, 0.99),
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(DiffusionError, match="resolve_window"):
+        condition_rewards(data, WindowConfig())
 
 
 def test_windows_round_trip_to_transitions(toy_store):

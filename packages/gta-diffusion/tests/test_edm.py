@@ -115,6 +115,10 @@ def test_start_index():
     assert start_index(0.5, 128) == 64
     assert start_index(0.25, 128) == 96
     assert start_index(1e-6, 128) == 127
+    # mu = k / N exactly in floating point or not: the start is N - k (10 x (1 - 0.9) = 0.99999... in float64)
+    assert [start_index(k / 10, 10) for k in range(1, 11)] == list(range(9, -1, -1))
+    assert [start_index(round(0.1 * k, 10), 10) for k in range(1, 11)] == list(range(9, -1, -1))
+    assert start_index(0.9, 10) == 1 and start_index(0.7, 10) == 3
     for bad in (0.0, -0.1, 1.5):
         with pytest.raises(ValueError):
             start_index(bad, 128)

@@ -65,6 +65,8 @@ def train(
     warmup_steps: int = typer.Option(1000, help="Linear warm-up steps."),
     horizon: int = typer.Option(31, help="H: transitions per window (H+1 rows are modelled)."),
     cond_scale: float = typer.Option(0.01, help="Condition = cond_scale x discounted return."),
+    terminal_penalty: float = typer.Option(None, help="Added to terminal rewards for the condition (A.1). "
+                                           "Default: -100, or 0 for goal-reaching tasks (mazes, kitchen)."),
     ema_decay: float = typer.Option(0.999, help="EMA decay of the weights used for sampling."),
     bf16: bool = typer.Option(False, "--bf16", help="bf16 autocast."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the network."),
@@ -107,7 +109,8 @@ def train(
                             ema_decay=ema_decay, bf16=bf16, compile=compile, compile_mode=compile_mode,
                             cuda_graph=cuda_graph, seed=seed, log_every=log_every,
                             checkpoint_every=checkpoint_every),
-                WindowConfig(horizon=horizon, cond_scale=cond_scale), device=dev, dist=dist,
+                WindowConfig(horizon=horizon, cond_scale=cond_scale, terminal_penalty=terminal_penalty),
+                device=dev, dist=dist,
             )
             if dist.is_main:
                 facts = trainer.config["data"]

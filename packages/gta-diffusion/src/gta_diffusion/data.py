@@ -16,7 +16,9 @@ episode -- for an episode cut by a time limit, to the end of the stored data, wi
 multiplied by ``cond_scale`` (0.01 as in the authors' code). Terminal trick (A.1): ``terminal_penalty``
 (-100) is added to the reward of a true terminal step before the returns are computed, for the
 condition only: the modelled reward channel holds the true rewards, so generated rewards carry no
-penalty. (With ``penalty_in_reward_channel`` the authors' variant is available; :func:`windows_to_transitions`
+penalty. A.1 gives the trick for tasks where a terminal is a failure (a fallen Hopper or Walker2d); in
+goal-reaching tasks (mazes, kitchen) an episode ends at its success, so by default (``None``,
+:func:`resolve_window`) the penalty is 0 there, as the authors' code turns it off for mazes. (With ``penalty_in_reward_channel`` the authors' variant is available; :func:`windows_to_transitions`
 then removes the penalty from generated terminal rewards, so it never reaches an augmented store.)
 
 All features are z-scored per dimension with statistics kept in :class:`Normalizer` (saved with the model).
@@ -24,7 +26,8 @@ All features are z-scored per dimension with statistics kept in :class:`Normaliz
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import re
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -38,8 +41,24 @@ class WindowConfig:
     horizon: int = 31  # H transitions per window (paper A.1: 31 transitions = 32 rows)
     gamma: float = 0.99  # discount of the conditioning return (paper Eq. 8)
     cond_scale: float = 0.01  # condition = cond_scale * return (authors' code: x0.01)
-    terminal_penalty: float = -100.0  # added to true terminal rewards before computing returns (A.1)
+    # Added to true terminal rewards before computing returns (A.1). None: -100, or 0 for goal-reaching tasks
+    # (resolve_window, at model creation; the model's config records the number).
+    terminal_penalty: float | None = None
     penalty_in_reward_channel: bool = False  # authors' variant: the model also sees the penalised reward
+
+
+FAILURE_TERMINAL_PENALTY = -100.0  # A.1
+_GOAL_TASK = re.compile(r"maze|kitchen", re.IGNORECASE)  # PointMaze, AntMaze, maze2d, antmaze, FrankaKitchen
+
+
+def resolve_window(cfg: WindowConfig, env_id: str) -> WindowConfig:
+    """``cfg`` with its terminal penalty decided for ``env_id`` when it is None: A.1's -100 where a terminal
+    is a failure, 0 where episodes end at their goal (mazes, kitchen: penalising those terminals would
+    condition the successful windows on the lowest returns, and amplified guidance would steer away from
+    the goal)."""
+    if cfg.terminal_penalty is not None:
+        return cfg
+    return replace(cfg, terminal_penalty=0.0 if _GOAL_TASK.search(env_id) else FAILURE_TERMINAL_PENALTY)
 
 
 @dataclass
@@ -97,7 +116,10 @@ def discounted_returns(rewards: np.ndarray, episode_ends: np.ndarray, gamma: flo
 
 
 def condition_rewards(data: Transitions, cfg: WindowConfig) -> np.ndarray:
-    """Rewards with the terminal penalty (A.1) added on true terminal steps, float64."""
+    """Rewards with the terminal penalty (A.1) added on true terminal steps, float64 (``cfg`` resolved by
+    :func:`resolve_window`)."""
+    if cfg.terminal_penalty is None:
+        raise DiffusionError("the window config's terminal penalty is undecided: resolve_window(cfg, env_id) first")
     return data.rewards.astype(np.float64) + cfg.terminal_penalty * data.terminals
 
 
@@ -113,6 +135,7 @@ def row_features(data: Transitions, cfg: WindowConfig) -> tuple[np.ndarray, np.n
 
 def fit_normalizer(data: Transitions, episode_ends: np.ndarray, cfg: WindowConfig, env_id: str) -> Normalizer:
     """Statistics over the rows that windows use (the episodes with at least H transitions)."""
+    cfg = resolve_window(cfg, env_id)
     ends = np.asarray(episode_ends, dtype=np.int64)
     lengths = np.diff(np.concatenate([[0], ends]))
     keep = lengths >= cfg.horizon
@@ -154,6 +177,7 @@ class WindowSet:
                 f"data has obs_dim {data.obs_dim}, act_dim {data.act_dim}; the model expects "
                 f"{norm.obs_dim}, {norm.act_dim}"
             )
+        cfg = resolve_window(cfg, norm.env_id)
         self.cfg, self.norm, self.device = cfg, norm, torch.device(device)
         self.episode_ends = np.asarray(episode_ends, dtype=np.int64)
         self.starts_np = window_starts(self.episode_ends, cfg.horizon)  # [W]
@@ -201,7 +225,7 @@ def windows_to_transitions(windows: np.ndarray, norm: Normalizer, cfg: WindowCon
     o, a = norm.obs_dim, norm.act_dim
     rewards = windows[:, :h, o + a].copy()  # [B, H]
     if cfg.penalty_in_reward_channel:
-        rewards -= np.float32(cfg.terminal_penalty) * terminals
+        rewards -= np.float32(resolve_window(cfg, norm.env_id).terminal_penalty) * terminals
     timeouts = np.zeros((b, h), dtype=bool)
     timeouts[:, -1] = ~terminals[:, -1]
     return Transitions(

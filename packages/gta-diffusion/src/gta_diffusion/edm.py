@@ -92,7 +92,9 @@ def start_index(mu: float, num_steps: int) -> int:
         raise ValueError(f"noising ratio mu must satisfy 0 < mu <= 1, got {mu}")
     if int(num_steps) != num_steps or num_steps < 1:
         raise ValueError(f"num_steps must be a positive int, got {num_steps}")
-    return int(num_steps * (1.0 - mu))
+    # floor of N (1 - mu), tolerant of rounding: 10 x (1 - 0.9) is 0.99999... in floating point, and a plain
+    # int() would start at step 0 (pure noise) instead of step 1.
+    return int(math.floor(num_steps * (1.0 - mu) + 1e-9))
 
 
 class Denoiser(nn.Module):

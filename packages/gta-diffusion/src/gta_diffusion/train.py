@@ -48,7 +48,7 @@ from gta_diffusion.checkpoint import (
     truncate_metrics,
     write_json_atomic,
 )
-from gta_diffusion.data import Normalizer, WindowConfig, WindowSet, fit_normalizer, loss_mask
+from gta_diffusion.data import Normalizer, WindowConfig, WindowSet, fit_normalizer, loss_mask, resolve_window
 from gta_diffusion.distributed import DistInfo, barrier, broadcast_object, gather_objects
 from gta_diffusion.edm import Denoiser, EDMConfig, edm_loss
 from gta_diffusion.errors import DiffusionError
@@ -201,6 +201,7 @@ class Trainer:
         if wcfg.horizon < 1:
             raise DiffusionError(f"horizon must be >= 1, got {wcfg.horizon}")
         store, data = _load_store(data_path)
+        wcfg = resolve_window(wcfg, store.env_id)  # the config records the terminal penalty used
         norm = fit_normalizer(data, store.episode_ends, wcfg, store.env_id)
         windows = WindowSet(data, store.episode_ends, norm, wcfg, device)
         network = {
