@@ -734,3 +734,15 @@ def test_async_evaluation_matches_sync():
         np.testing.assert_array_equal(out[0], other)
     assert np.allclose(out[0][0], out[0][1])  # same start states for every policy
     assert len(set(np.round(out[0][0], 6))) == 3  # episodes differ
+
+
+def test_evaluation_episodes_default_to_100_for_mazes(point_store, tmp_path):
+    from gta_rl.train import default_eval_episodes
+
+    assert [default_eval_episodes(e) for e in ("PointMaze_UMaze-v3", "AntMaze_Medium-v5", "maze2d-large-v1",
+                                               "HalfCheetah-v5", "Hopper-v5")] == [100, 100, 100, 10, 10]
+    # The number is decided from the store's env and recorded (the toy task is no maze: 10).
+    train(RunConfig("td3bc", (str(point_store),), (0,), steps=2, batch_size=8, eval_every=0,
+                    overrides=TINY["td3bc"]), tmp_path / "run")
+    run = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert "maze" not in run["env_id"].lower() and run["eval_episodes"] == 10

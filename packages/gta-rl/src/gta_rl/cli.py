@@ -56,7 +56,9 @@ def train(
     target_return: list[float] = typer.Option([], "--target-return",
                                               help="dt: evaluation target return (raw), repeatable; default per env"),
     eval_every: int = typer.Option(5000, "--eval-every", help="0: evaluate only at the end"),
-    eval_episodes: int = typer.Option(10, "--eval-episodes", help="0: no evaluation"),
+    eval_episodes: int = typer.Option(None, "--eval-episodes",
+                                      help="episodes per seed and evaluation (default: 100 for mazes, 10 otherwise, "
+                                      "as CORL); 0: no evaluation"),
     log_every: int = typer.Option(1000, "--log-every"),
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="0: at every evaluation"),
     mix_ratio: Optional[float] = typer.Option(None, "--mix-ratio", help="fraction of each batch from the first store"),  # noqa: UP045
@@ -128,7 +130,7 @@ def train(
 @app.command()
 def evaluate(
     run_dir: Path = typer.Argument(..., help="run directory"),
-    episodes: int = typer.Option(10, "--episodes"),
+    episodes: int = typer.Option(None, "--episodes", help="default: as many as the run evaluated"),
     device: str = typer.Option("auto", "--device"),
     eval_async: Optional[bool] = typer.Option(  # noqa: UP045
         None, "--eval-async/--in-process",
@@ -141,6 +143,8 @@ def evaluate(
 
     try:
         run, agent, meta = load_run(run_dir, device)
+        if episodes is None:
+            episodes = run.get("eval_episodes") or 10
         evaluator = make_evaluator(run, episodes, run.get("eval_async", False) if eval_async is None else eval_async)
         try:
             scores = evaluate_agent(agent, evaluator, run)

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,7 @@ class RunConfig:
     steps: int = 1_000_000  # gradient steps per seed (CORL, GTA: 1M)
     batch_size: int = 1024  # GTA appendix: 1024 for every Q-learning method
     eval_every: int = 5000  # CORL eval_freq
-    eval_episodes: int = 10  # CORL: 10 locomotion, 100 maze
+    eval_episodes: int | None = None  # None: 100 for mazes, 10 otherwise (CORL; paper C.3); 0: no evaluation
     log_every: int = 1000  # train metrics are reduced on the device and written every N steps
     checkpoint_every: int = 0  # 0: at every evaluation
     mix_ratio: float | None = None  # fraction of each batch from the first store; None = uniform union
@@ -90,10 +90,16 @@ def _dataset_name(store) -> str:
     return " ".join([*prov, store.path.name, store.env_id])
 
 
+def default_eval_episodes(env_id: str) -> int:
+    """Evaluation episodes per seed: 100 for the sparse mazes (PointMaze / maze2d, AntMaze), whose success
+    rates are noisy, 10 for locomotion (CORL's n_episodes; GTA paper C.3)."""
+    return 100 if "maze" in env_id.lower() else 10
+
+
 def _check(cfg: RunConfig) -> None:
     if cfg.steps < 1 or cfg.batch_size < 1:
         raise RunError("steps and batch size must be positive")
-    if cfg.eval_every < 0 or cfg.eval_episodes < 0 or cfg.log_every < 1:
+    if cfg.eval_every < 0 or (cfg.eval_episodes is not None and cfg.eval_episodes < 0) or cfg.log_every < 1:
         raise RunError("eval_every and eval_episodes must be >= 0 and log_every >= 1")
     if not cfg.seeds:
         raise RunError("no seeds")
@@ -174,6 +180,8 @@ def train(
         data, stores = load_training_data(stores_probe, device=device, reward_transform=reward,
                                           mix_ratio=cfg.mix_ratio)
     env_id = stores[0].env_id
+    if cfg.eval_episodes is None:  # recorded in config.json as the number
+        cfg = replace(cfg, eval_episodes=default_eval_episodes(env_id))
     env_kwargs = dict(stores[0].attrs.get("env_kwargs") or {})
     try:
         max_action = action_bound(env_id, env_kwargs)
