@@ -267,6 +267,14 @@ def test_resume_refuses_a_changed_config(point_store, tmp_path):
                       overrides=TINY["td3bc"], bf16=True)
     assert train(mixed, tmp_path / "r", resume=True) is not None
     assert load_run(tmp_path / "r", "cpu")[1].actor.matmul_dtype == torch.bfloat16
+    # Episodes left to their default on resume keep the run's recorded number (a run from before the
+    # per-env default, or one that chose its own); a different explicit number is refused.
+    later = RunConfig("td3bc", (str(point_store),), (0,), steps=25, batch_size=8, log_every=5, overrides=TINY["td3bc"])
+    assert train(later, tmp_path / "r", resume=True) is not None
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["eval_episodes"] == 0
+    with pytest.raises(RunError, match="eval_episodes"):
+        train(RunConfig("td3bc", (str(point_store),), (0,), steps=30, batch_size=8, log_every=5, eval_episodes=3,
+                        overrides=TINY["td3bc"]), tmp_path / "r", resume=True)
 
 
 @pytest.mark.parametrize("fullgraph", [False, True], ids=["compile", "fullgraph"])

@@ -180,8 +180,9 @@ def train(
         data, stores = load_training_data(stores_probe, device=device, reward_transform=reward,
                                           mix_ratio=cfg.mix_ratio)
     env_id = stores[0].env_id
-    if cfg.eval_episodes is None:  # recorded in config.json as the number
-        cfg = replace(cfg, eval_episodes=default_eval_episodes(env_id))
+    if cfg.eval_episodes is None:  # recorded in config.json as the number; a resumed run keeps its own
+        recorded = json.loads((out / "config.json").read_text()).get("eval_episodes") if resume else None
+        cfg = replace(cfg, eval_episodes=default_eval_episodes(env_id) if recorded is None else int(recorded))
     env_kwargs = dict(stores[0].attrs.get("env_kwargs") or {})
     try:
         max_action = action_bound(env_id, env_kwargs)
