@@ -77,8 +77,13 @@ def test_paper_preset_size_matches_gta():
 
 def test_small_and_synther_preset_sizes():
     assert 100_000 <= count_parameters(build_network("small", 24, 32)) <= 500_000
-    assert count_parameters(build_network("synther", 42, 1)) == 25_566_890  # SynthER: ~25.6M
-    assert count_parameters(build_network("synther-small", 42, 1)) == 235_882
+    # SynthER's ResidualMLPDenoiser with resmlp_denoiser.gin for D = 42, counted by hand from its code:
+    # proj 42*128+128, time MLP (16+1)*128+128 + 128*128+128, trunk 128*2048+2048, 6 x (2048^2+2048),
+    # out 2048*42+42 (its 8 random frequencies are a frozen parameter there, a buffer here).
+    synther = 5504 + (17 * 128 + 128 + 128 * 128 + 128) + (128 * 2048 + 2048) + 6 * (2048**2 + 2048) + 2048 * 42 + 42
+    assert count_parameters(build_network("synther", 42, 1)) == synther == 25_552_682
+    assert count_parameters(build_network("synther", 42, 1, style="silu-rff128")) == 25_566_890  # first version
+    assert count_parameters(build_network("synther-small", 42, 1)) == 232_874
 
 
 def test_build_network_overrides_and_errors():
@@ -200,6 +205,33 @@ def test_small_mixer_unet_learns_a_toy_distribution():
         opt.step()
     after = eval_loss()
     assert after < 0.5 * before
+
+
+def test_residual_mlp_follows_synther():
+    import math
+
+    net = build_network("synther-small", 6, 1)
+    assert net.style == "synther"
+    assert all(isinstance(b[0], torch.nn.ReLU) for b in net.blocks) and isinstance(net.output_proj[0], torch.nn.ReLU)
+    fourier = net.embed.fourier
+    c = torch.tensor([-1.2, 0.0, 0.7])
+    w = fourier.freqs  # 8 frequencies ~ N(0, 1)
+    expected = torch.cat([c[:, None], torch.sin(2 * math.pi * c[:, None] * w), torch.cos(2 * math.pi * c[:, None] * w)], 1)
+    torch.testing.assert_close(fourier(c), expected)
+    assert w.shape == (8,) and net.embed.noise_mlp[0].in_features == 17
+    legacy = build_network("synther-small", 6, 1, style="silu-rff128")
+    assert isinstance(legacy.blocks[0][0], torch.nn.SiLU) and legacy.embed.fourier.freqs.shape == (32,)
+    with pytest.raises(ValueError, match="unknown residual MLP style"):
+        build_network("synther-small", 6, 1, style="relu")
+
+
+def test_models_without_a_style_load_as_the_first_version():
+    from gta_diffusion.train import build_denoiser
+
+    network = {"preset": "synther-small", "overrides": {}, "transition_dim": 6, "horizon_rows": 1}
+    assert build_denoiser(network, 1.0).net.style == "silu-rff128"
+    assert build_denoiser({**network, "style": "synther"}, 1.0).net.style == "synther"
+    assert build_denoiser({"preset": "small", "overrides": {}, "transition_dim": 4, "horizon_rows": 8}, 1.0) is not None
 
 
 def test_residual_mlp_denoiser():

@@ -68,17 +68,24 @@ class FourierEmbedding(nn.Module):
 
 
 class RandomFourierEmbedding(nn.Module):
-    """Random Fourier features of a scalar (SynthER / EDM NCSN++ style, frequencies ~ N(0, scale^2))."""
+    """Random Fourier features of a scalar, frequencies ~ N(0, scale^2). ``with_input`` is SynthER's
+    ``RandomOrLearnedSinusoidalPosEmb`` (random): [t, sin(2 pi w t), cos(2 pi w t)], dim + 1 features;
+    without it, [cos, sin] (EDM NCSN++ style)."""
 
-    def __init__(self, dim: int, scale: float = 16.0) -> None:
+    def __init__(self, dim: int, scale: float = 16.0, with_input: bool = False) -> None:
         super().__init__()
         if dim % 2:
             raise ValueError(f"Fourier embedding dim must be even, got {dim}")
         # Persistent buffer: the frequencies are part of the model and travel with its state_dict.
         self.register_buffer("freqs", torch.randn(dim // 2) * scale)
+        self.with_input = with_input
+        self.out_dim = dim + int(with_input)
 
-    def forward(self, t: Tensor) -> Tensor:  # [B] -> [B, dim]
-        arg = (2 * math.pi) * t.to(self.freqs.dtype)[:, None] * self.freqs[None, :]
+    def forward(self, t: Tensor) -> Tensor:  # [B] -> [B, out_dim]
+        t = t.to(self.freqs.dtype)[:, None]
+        arg = (2 * math.pi) * t * self.freqs[None, :]
+        if self.with_input:
+            return torch.cat([t, torch.sin(arg), torch.cos(arg)], dim=-1)
         return torch.cat([torch.cos(arg), torch.sin(arg)], dim=-1)
 
 
@@ -90,7 +97,7 @@ class ConditionEmbedding(nn.Module):
     ) -> None:
         super().__init__()
         self.fourier = FourierEmbedding(fourier_dim) if fourier is None else fourier
-        fourier_dim = self.fourier.freqs.numel() * 2
+        fourier_dim = getattr(self.fourier, "out_dim", self.fourier.freqs.numel() * 2)
         self.noise_mlp = nn.Sequential(
             nn.Linear(fourier_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
         )
@@ -245,13 +252,19 @@ class MixerUnet(nn.Module):
         return self.output_proj(h[:, :t])  # [B, T, D]
 
 
+RESIDUAL_MLP_STYLES = ("synther", "silu-rff128")
+
+
 class ResidualMLPDenoiser(nn.Module):
     """SynthER's residual MLP denoiser (transition vectors as [B, 1, D]); unconditional by default.
 
-    The input is projected to ``input_dim`` and the noise embedding (random Fourier features of
-    c_noise, ``emb_dim`` of them, through an MLP) is added, then a Linear to ``width`` and
-    ``num_blocks`` residual blocks h + Linear(SiLU(h)) without normalisation (SynthER: 128 / 2048 / 6,
-    ~25.6M parameters for halfcheetah). ``conditional=True`` adds a return embedding with a null
+    The input is projected to ``input_dim`` and the noise embedding (features of c_noise through an MLP)
+    is added, then a Linear to ``width`` and ``num_blocks`` residual blocks h + Linear(act(h)) without
+    normalisation, and Linear(act(h)) out (SynthER: 128 / 2048 / 6, ~25.6M parameters for halfcheetah).
+    ``style`` "synther" is SynthER's ``ResidualMLPDenoiser`` with its ``resmlp_denoiser.gin``: ReLU, and
+    c_noise as [c, sin(2 pi w c), cos(2 pi w c)] with ``fourier_dim`` / 2 = 8 frequencies w ~ N(0, 1).
+    "silu-rff128" is this package's first version (SiLU, ``emb_dim`` / 2 = 64 frequencies ~ N(0, 16^2)),
+    kept to load the models trained with it. ``conditional=True`` adds a return embedding with a null
     embedding, as in MixerUnet.
     """
 
@@ -264,24 +277,31 @@ class ResidualMLPDenoiser(nn.Module):
         num_blocks: int = 6,
         input_dim: int = 128,
         emb_dim: int = 128,
+        fourier_dim: int = 16,
         conditional: bool = False,
+        style: str = "synther",
     ) -> None:
         super().__init__()
         if horizon_rows != 1:
             raise ValueError(
                 f"ResidualMLPDenoiser models single transitions (horizon_rows=1), got {horizon_rows}"
             )
+        if style not in RESIDUAL_MLP_STYLES:
+            raise ValueError(f"unknown residual MLP style {style!r}; choose one of {RESIDUAL_MLP_STYLES}")
         self.transition_dim = transition_dim
         self.horizon_rows = 1
+        self.style = style
+        if style == "synther":
+            fourier, act = RandomFourierEmbedding(fourier_dim, scale=1.0, with_input=True), nn.ReLU
+        else:
+            fourier, act = RandomFourierEmbedding(emb_dim), nn.SiLU
         self.input_proj = nn.Linear(transition_dim, input_dim)
-        self.embed = ConditionEmbedding(
-            input_dim, fourier=RandomFourierEmbedding(emb_dim), conditional=conditional
-        )
+        self.embed = ConditionEmbedding(input_dim, fourier=fourier, conditional=conditional)
         self.trunk_in = nn.Linear(input_dim, width)
         self.blocks = nn.ModuleList(
-            nn.Sequential(nn.SiLU(), nn.Linear(width, width)) for _ in range(num_blocks)
+            nn.Sequential(act(), nn.Linear(width, width)) for _ in range(num_blocks)
         )
-        self.output_proj = nn.Sequential(nn.SiLU(), nn.Linear(width, transition_dim))
+        self.output_proj = nn.Sequential(act(), nn.Linear(width, transition_dim))
 
     def forward(self, x: Tensor, c_noise: Tensor, cond: Tensor | None, cond_dropped: Tensor | None) -> Tensor:
         # x [B, 1, D]; c_noise [B]
@@ -322,8 +342,9 @@ PRESETS: dict[str, dict] = {
 paper: GTA's size (App. B.1: ~29.6M parameters): 29,497,688 parameters for halfcheetah (D = 24,
     32 rows), widths 96/192/384/768 at 32/16/8/4 rows, ~0.26 GFLOP per forward pass per window;
 small: 383,552 parameters for D = 24, 32 rows; trains on CPU in minutes;
-synther: SynthER's residual MLP, 25,566,890 parameters for halfcheetah's [s, a, r, s', done]
-    (D = 42; SynthER reports ~25.6M); synther-small: 235,882 parameters for D = 42, for CPU tests.
+synther: SynthER's residual MLP, 25,552,682 parameters for halfcheetah's [s, a, r, s', done]
+    (D = 42; SynthER reports ~25.6M; the same count as its code with resmlp_denoiser.gin);
+    synther-small: for CPU tests.
 Exact counts are asserted in tests/test_networks.py.
 """
 
@@ -337,5 +358,5 @@ def build_network(preset: str, transition_dim: int, horizon_rows: int, **overrid
     if kind == "mixer":
         return MixerUnet(transition_dim, horizon_rows, **cfg)
     if kind == "residual_mlp":
-        return ResidualMLPDenoiser(transition_dim, horizon_rows, **cfg)
+        return ResidualMLPDenoiser(transition_dim, horizon_rows, **cfg)  # style: see build_denoiser
     raise ValueError(f"unknown network kind {kind!r} in preset {preset!r}")

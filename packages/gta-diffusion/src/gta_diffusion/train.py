@@ -52,7 +52,7 @@ from gta_diffusion.data import Normalizer, WindowConfig, WindowSet, fit_normaliz
 from gta_diffusion.distributed import DistInfo, barrier, broadcast_object, gather_objects
 from gta_diffusion.edm import Denoiser, EDMConfig, edm_loss
 from gta_diffusion.errors import DiffusionError
-from gta_diffusion.networks import build_network, count_parameters
+from gta_diffusion.networks import PRESETS, build_network, count_parameters
 
 
 @dataclass(frozen=True)
@@ -89,8 +89,12 @@ def config_from_dict(cls: type, d: dict[str, Any]) -> Any:
 
 
 def build_denoiser(network: dict[str, Any], sigma_data: float) -> Denoiser:
-    net = build_network(network["preset"], network["transition_dim"], network["horizon_rows"],
-                        **network.get("overrides", {}))
+    """The denoiser a model's ``config["network"]`` describes. A residual-MLP (SynthER) model records its
+    ``style``; models written before it existed used "silu-rff128"."""
+    extra = dict(network.get("overrides", {}))
+    if PRESETS.get(network["preset"], {}).get("kind") == "residual_mlp":
+        extra.setdefault("style", network.get("style", "silu-rff128"))
+    net = build_network(network["preset"], network["transition_dim"], network["horizon_rows"], **extra)
     return Denoiser(net, sigma_data=sigma_data)
 
 

@@ -243,7 +243,7 @@ def create_synther_trainer(run_dir: str | Path, data_path: str | Path | None, cf
         raise DiffusionError(f"SynthER needs a residual-MLP preset ({', '.join(synther_presets)}), got {cfg.preset!r}")
     norm = fit_transition_normalizer(data, store.env_id)
     network = {"preset": cfg.preset, "overrides": dict(cfg.network_overrides),
-               "transition_dim": norm.transition_dim, "horizon_rows": 1}
+               "transition_dim": norm.transition_dim, "horizon_rows": 1, "style": "synther"}
     config = {
         "model": MODEL_KIND,
         "gta_diffusion_version": __version__,
