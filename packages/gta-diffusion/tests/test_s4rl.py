@@ -42,7 +42,8 @@ def _source_rows(aug: TrajectoryStore) -> np.ndarray:
 @pytest.mark.parametrize("sigma", [3e-4, 0.05])
 def test_noise_scale_and_untouched_fields(tmp_path, source, sigma):
     n = 3 * source.num_transitions
-    aug = augment_s4rl(source.path, tmp_path / "aug.zarr", S4RLConfig(sigma=sigma, num_transitions=n, seed=1))
+    aug = augment_s4rl(source.path, tmp_path / "aug.zarr",
+                       S4RLConfig(sigma=sigma, num_transitions=n, seed=1, scale="absolute"))
     a, s = aug.validate().load(), source.load()
     rows = _source_rows(aug)
     d_obs = a.observations.astype(np.float64) - s.observations[rows]
@@ -56,6 +57,25 @@ def test_noise_scale_and_untouched_fields(tmp_path, source, sigma):
     np.testing.assert_array_equal(a.rewards, s.rewards[rows])
     np.testing.assert_array_equal(a.terminals, s.terminals[rows])
     np.testing.assert_array_equal(a.timeouts, s.timeouts[rows])
+
+
+def test_default_noise_is_sigma_in_z_scored_units(tmp_path):
+    # The authors add the noise to z-scored states: in raw units its std is sigma (std_i + 1e-3) per dimension.
+    src = _source(tmp_path / "src.zarr", obs_dim=3)
+    s = src.load()
+    s.observations[:, 1] *= 50.0  # dimensions of very different spread
+    s.next_observations[:, 1] *= 50.0
+    src = write_store(tmp_path / "wide.zarr", s, src.episode_ends, env_id="Walk-v0")
+    n = 3 * src.num_transitions
+    aug = augment_s4rl(src.path, tmp_path / "aug.zarr", S4RLConfig(sigma=0.05, num_transitions=n, seed=1))
+    rows = _source_rows(aug)
+    d_obs = aug.load().observations.astype(np.float64) - s.observations[rows]
+    expected = 0.05 * (s.observations.astype(np.float64).std(0) + 1e-3)
+    np.testing.assert_allclose(d_obs.std(0), expected, rtol=0.04)
+    np.testing.assert_allclose(aug.provenance["noise_std"], expected, rtol=1e-12)
+    assert expected[1] > 20 * expected[0]
+    with pytest.raises(DiffusionError, match="scale must be one of"):
+        S4RLConfig(scale="z").check()
 
 
 def test_segments_stay_trajectories(tmp_path, source):
@@ -83,7 +103,8 @@ def test_upsampling_is_exact_and_balanced(tmp_path, source):
     # Terminals only ever sit at segment ends (the store checks it on load; count them here too).
     assert set(np.flatnonzero(a.terminals) + 1) <= set(aug.episode_ends.tolist())
     prov = aug.provenance
-    assert prov["method"] == "S4RL" and prov["s4rl"] == {"sigma": 3e-4, "num_transitions": n, "seed": 3}
+    assert prov["method"] == "S4RL" and prov["s4rl"] == {"sigma": 3e-4, "num_transitions": n, "seed": 3,
+                                                        "scale": "state_std"}
     assert prov["source_env_id"] == "Walk-v0" and aug.ref_scores == (0.0, 1.0)
     seeds = aug.meta("seed")
     np.testing.assert_array_equal(seeds, (3 << 32) + np.arange(aug.num_episodes))

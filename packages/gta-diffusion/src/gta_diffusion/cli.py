@@ -145,6 +145,8 @@ def augment(
     model: Path = typer.Option(None, "--model", help="Run directory of a trained model (gta, synther)."),
     data: Path = typer.Option(None, "--data", help="Source store, the original data (gta, s4rl)."),
     sigma: float = typer.Option(3e-4, help="s4rl: std of the Gaussian state noise (C.1: 3e-4)."),
+    noise_scale: str = typer.Option("state_std", help="s4rl: state_std (sigma in z-scored state units, as the "
+                                    "authors' code) | absolute (raw units)."),
     dataset_preset: str = typer.Option(None, help="Fill mu/alpha/reweighting from the paper (see `presets`)."),
     mu: float = typer.Option(None, help="Partial noising ratio, 0 < mu <= 1 (default 0.5)."),
     alpha: float = typer.Option(None, help="Return multiplier of the amplified condition (default 1.3)."),
@@ -175,7 +177,7 @@ def augment(
         from gta_diffusion.baselines.cli import augment_s4rl_command
 
         return augment_s4rl_command(data=data, out=out, num_transitions=num_transitions, sigma=sigma, seed=seed,
-                                    overwrite=overwrite, debug=debug)
+                                    noise_scale=noise_scale, overwrite=overwrite, debug=debug)
     if method == "synther":
         from gta_diffusion.baselines.cli import augment_synther_command
 

@@ -31,6 +31,8 @@ def augment_s4rl_command(
     num_transitions: int = typer.Option(5_000_000, help="Transitions to write (passes over the source)."),
     sigma: float = typer.Option(3e-4, help="Std of the Gaussian state noise (GTA C.1: 3e-4)."),
     seed: int = typer.Option(0, help="Seed of the episode order and of the per-segment noise."),
+    noise_scale: str = typer.Option("state_std", help="state_std: sigma in z-scored state units (the authors' "
+                                    "code) | absolute: raw units."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output store."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
@@ -39,7 +41,7 @@ def augment_s4rl_command(
     with _errors(debug):
         from gta_diffusion.baselines.s4rl import S4RLConfig, augment_s4rl
 
-        cfg = S4RLConfig(sigma=sigma, num_transitions=num_transitions, seed=seed)
+        cfg = S4RLConfig(sigma=sigma, num_transitions=num_transitions, seed=seed, scale=noise_scale)
         cfg.check()
         with _progress(True) as bar:
             task = bar.add_task("s4rl", total=num_transitions, info=f"sigma={sigma:g}")

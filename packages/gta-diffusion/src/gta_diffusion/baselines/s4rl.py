@@ -1,7 +1,11 @@
 """S4RL baseline (GTA appendix C.1; Sinha et al. 2022): states plus zero-mean Gaussian noise.
 
-s~_t = s_t + eps, eps ~ N(0, sigma^2 I) with sigma = 3e-4 (GTA C.1, "following the original paper"; sigma
-is the standard deviation). Actions, rewards, terminals and timeouts are copied unchanged.
+s~_t = s_t + eps with sigma = 3e-4 (GTA C.1, "following the original paper"; sigma is the standard
+deviation). The offline RL algorithms see z-scored states, and the authors' code adds the noise to those
+(``corl/shared/buffer.py``: augmentation after the state normaliser), so by default (``scale="state_std"``)
+sigma is in z-scored units: eps_i ~ N(0, (sigma (std_i + 1e-3))^2) in raw units, std_i the source
+observations' std of dimension i and 1e-3 CORL's normaliser epsilon. ``scale="absolute"``: eps ~
+N(0, sigma^2 I) in raw units. Actions, rewards, terminals and timeouts are copied unchanged.
 
 Next states. C.1 only says "add noise to input states"; a transition has two states and a trajectory
 shares them (s'_t is s_{t+1}). We draw ONE noise vector per state of a trajectory: eps_t perturbs both
@@ -36,15 +40,22 @@ from gta_diffusion.errors import DiffusionError
 __all__ = ["S4RLConfig", "segment_plan", "noisy_segment", "augment_s4rl"]
 
 
+SCALES = ("state_std", "absolute")
+STD_EPS = 1e-3  # CORL's state normaliser: (s - mean) / (std + 1e-3)
+
+
 @dataclass(frozen=True)
 class S4RLConfig:
-    sigma: float = 3e-4  # std of the state noise (GTA C.1 / S4RL: 0.0003)
+    sigma: float = 3e-4  # std of the state noise (GTA C.1 / S4RL: 0.0003), in units of ``scale``
     num_transitions: int = 5_000_000  # output size (GTA Sec. 5: 5M augmented transitions per method)
     seed: int = 0  # run seed: episode order of each pass and the per-segment noise seeds
+    scale: str = "state_std"  # state_std: sigma in z-scored units, as the authors' code; absolute: raw units
 
     def check(self) -> None:
         if not (np.isfinite(self.sigma) and self.sigma > 0):
             raise DiffusionError(f"sigma must be a positive number, got {self.sigma}")
+        if self.scale not in SCALES:
+            raise DiffusionError(f"scale must be one of {', '.join(SCALES)}, got {self.scale!r}")
         if int(self.num_transitions) != self.num_transitions or self.num_transitions < 1:
             raise DiffusionError(f"num_transitions must be a positive integer, got {self.num_transitions}")
         if int(self.seed) != self.seed or not (0 <= self.seed < 2**31):
@@ -79,11 +90,19 @@ def segment_seed(seed: int, index: int) -> int:
     return (int(seed) << 32) + int(index)
 
 
-def noisy_segment(data: Transitions, start: int, stop: int, sigma: float, seg_seed: int,
+def noise_std(data: Transitions, cfg: S4RLConfig) -> np.ndarray:
+    """[obs_dim] float64: the raw-unit std of the noise on each state dimension."""
+    if cfg.scale == "absolute":
+        return np.full(data.obs_dim, float(cfg.sigma))
+    return cfg.sigma * (data.observations.astype(np.float64).std(0) + STD_EPS)
+
+
+def noisy_segment(data: Transitions, start: int, stop: int, sigma: float | np.ndarray, seg_seed: int,
                   episode_end: bool) -> Transitions:
-    """Source rows [start, stop) with noisy states: one N(0, sigma^2) vector per state of the segment
-    (L transitions have L + 1 states), shared between s'_t and s_{t+1}. ``episode_end`` False marks a
-    cut segment: its last step becomes a timeout (segment end) and is never terminal."""
+    """Source rows [start, stop) with noisy states: one N(0, diag(sigma^2)) vector per state of the segment
+    (L transitions have L + 1 states; ``sigma`` a scalar or one std per dimension), shared between s'_t and
+    s_{t+1}. ``episode_end`` False marks a cut segment: its last step becomes a timeout (segment end) and is
+    never terminal."""
     src = data.slice(start, stop)
     length = stop - start
     eps = np.random.default_rng(seg_seed).standard_normal((length + 1, data.obs_dim))  # [L+1, obs] float64
@@ -103,9 +122,10 @@ def _segments(data: Transitions, episode_ends: np.ndarray, cfg: S4RLConfig
               ) -> Iterator[tuple[Transitions, int, int]]:
     seg_starts, seg_stops = segment_plan(episode_ends, cfg.num_transitions, cfg.seed)
     is_end = np.isin(seg_stops, episode_ends)
+    std = noise_std(data, cfg)
     for k, (a, b) in enumerate(zip(seg_starts.tolist(), seg_stops.tolist(), strict=True)):
         seed_k = segment_seed(cfg.seed, k)
-        yield noisy_segment(data, a, b, cfg.sigma, seed_k, bool(is_end[k])), a, seed_k
+        yield noisy_segment(data, a, b, std, seed_k, bool(is_end[k])), a, seed_k
 
 
 def augment_s4rl(data_path: str | Path, out_path: str | Path, cfg: S4RLConfig, *, overwrite: bool = False,
@@ -123,7 +143,8 @@ def augment_s4rl(data_path: str | Path, out_path: str | Path, cfg: S4RLConfig, *
         "producer": f"gta-diffusion {__version__}",
         "method": "S4RL",
         "s4rl": asdict(cfg),
-        "noise": "one N(0, sigma^2 I) vector per state, shared by s'_t and s_{t+1}; actions/rewards unchanged",
+        "noise": "one Gaussian vector per state, shared by s'_t and s_{t+1}; actions/rewards unchanged",
+        "noise_std": noise_std(data, cfg).tolist(),  # raw units, per state dimension
         "source_store": str(Path(data_path).resolve()),
         "source_env_id": store.env_id,
         "source_transitions": store.num_transitions,
