@@ -11,10 +11,10 @@ initialised from its own generator and takes its dropout masks from its own coun
 seed trained in a stack equals the seed trained alone and resume is exact. AdamW (decoupled weight
 decay), the linear warm-up and the gradient-norm clipping are applied per seed.
 
-Deliberate differences from CORL's dt.py: attention-probability dropout is 0 by default (SDPA draws it
+Deliberate difference from CORL's dt.py: attention-probability dropout is 0 by default (SDPA draws it
 from the global generator, which would break exact resume and seed independence; embedding and
-residual dropout are kept); during evaluation the reward is multiplied by the return scale before it is
-subtracted from the (scaled) return-to-go (CORL subtracts the raw reward from the scaled target).
+residual dropout are kept). During evaluation the reward is multiplied by the return scale before it is
+subtracted from the (scaled) return-to-go, as in CORL, whose evaluation env wrapper scales the rewards.
 """
 
 from __future__ import annotations
