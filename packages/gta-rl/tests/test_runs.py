@@ -363,6 +363,10 @@ def test_presets_match_dataset_names():
     assert match_preset("cql", "D4RL/pointmaze/large-v2 PointMaze_Large-v3") == "maze2d" or \
         match_preset("cql", "D4RL/pointmaze/large-v2 PointMaze_Large-v3") == "pointmaze"
     assert match_preset("td3bc", "halfcheetah-medium") is None
+    # CORL configs/offline/cql/antmaze/umaze_v2.yaml (the settings gta-rl's CQL has)
+    cql = build_config("cql", match_preset("cql", "D4RL/antmaze/umaze-v1"), {})
+    assert (cql.reward_scale, cql.reward_bias, cql.lagrange, cql.target_action_gap, cql.cql_alpha, cql.clip_diff_min,
+            cql.critic_hidden, cql.policy_lr) == (10.0, -5.0, True, 0.8, 5.0, -200.0, (256,) * 5, 1e-4)
 
 
 @pytest.mark.parametrize("dataset, normalize, beta, expectile, deterministic", [

@@ -48,14 +48,17 @@ class CQLConfig:
     clip_diff_min: float = -math.inf  # clamp of the conservative gap
     clip_diff_max: float = math.inf
     normalize_reward: bool = False  # CORL CQL: off for Gym
-    reward_scale: float = 1.0  # r <- scale * r + bias (CORL antmaze: 5, -1)
+    reward_scale: float = 1.0  # r <- scale * r + bias (CORL antmaze: 10, -5)
     reward_bias: float = 0.0
 
 
 PRESETS: dict[str, dict] = {
     "maze2d": {"lagrange": True, "target_action_gap": 5.0},
     "pointmaze": {"lagrange": True, "target_action_gap": 5.0},
-    "antmaze": {"reward_scale": 5.0, "reward_bias": -1.0},
+    # CORL configs/offline/cql/antmaze/*.yaml, less two settings gta-rl's CQL lacks: its max-target backup
+    # (cql_max_target_backup) and training on raw states (normalize: false; gta-rl z-scores states).
+    "antmaze": {"reward_scale": 10.0, "reward_bias": -5.0, "lagrange": True, "target_action_gap": 0.8,
+                "cql_alpha": 5.0, "clip_diff_min": -200.0, "critic_hidden": (256,) * 5, "policy_lr": 1e-4},
 }
 
 
