@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -65,6 +67,36 @@ def test_errors_are_one_line_with_exit_code_1(tmp_path, toy_store):
                                   "--steps", "2", "--cuda-graph", "--device", "cpu", *SMALL])
         assert res.exit_code == 1 and "--cuda-graph needs a CUDA device" in res.output
         assert not (tmp_path / "g").exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--steps", "0"], "must be positive"),  # 0 is an error, not the default
+    (["--batch-size", "0"], "must be positive"),
+    (["--ema-decay", "2"], "ema_decay must be in [0, 1)"),
+    (["--warmup-steps", "-5"], "warmup_steps >= 0"),
+    (["--stop-after", "-3"], "--stop-after must be a positive step"),
+    (["--model", "synther", "--steps", "0"], "must be positive"),
+])
+def test_training_settings_out_of_range_are_refused(tmp_path, toy_store, extra, message):
+    res = runner.invoke(app, ["train", "--data", str(toy_store.path), "--out", str(tmp_path / "r"), "--device", "cpu",
+                              *(["--steps", "3"] if "--steps" not in extra else []), *extra])
+    assert res.exit_code == 1 and message in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"guidance_scale": -4.0}, "guidance scale must be a number >= 0"),  # --guidance -5
+    ({"alpha": float("inf")}, "alpha must be a positive number"),
+    ({"conditioning": "fixed", "fixed_return": float("nan")}, "fixed return must be a finite number"),
+    ({"num_steps": 0}, "num_steps must be an integer >= 2"),  # --num-steps 0 was the model's 128
+    ({"batch_size": 0}, "must be positive"),
+])
+def test_augment_settings_out_of_range_are_refused(fields, message):
+    from gta_diffusion.augment import AugmentConfig
+    from gta_diffusion.errors import DiffusionError
+
+    with pytest.raises(DiffusionError, match=re.escape(message)):
+        AugmentConfig(**fields).check()
 
 
 def test_presets_and_help():

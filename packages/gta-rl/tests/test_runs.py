@@ -758,3 +758,34 @@ def test_evaluation_episodes_default_to_100_for_mazes(point_store, tmp_path):
                     overrides=TINY["td3bc"]), tmp_path / "run")
     run = json.loads((tmp_path / "run" / "config.json").read_text())
     assert "maze" not in run["env_id"].lower() and run["eval_episodes"] == 10
+
+
+def test_out_must_be_a_new_or_own_run_directory(point_store, tmp_path):
+    cfg = RunConfig("td3bc", (str(point_store),), (0,), steps=4, batch_size=8, eval_episodes=0, log_every=2,
+                    overrides=TINY["td3bc"])
+    # Someone else's directory (e.g. a diffusion model run) is never written into.
+    other = tmp_path / "model"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"train": {}, "edm": {}}))
+    with pytest.raises(RunError, match="holds no gta-rl run"):
+        train(cfg, other)
+    assert json.loads((other / "config.json").read_text()) == {"train": {}, "edm": {}}
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(RunError, match="is a file"):
+        train(cfg, afile)
+    # A run stopped before its first checkpoint starts again (its logs are not appended to).
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"algorithm": "td3bc", "seeds": [0], "data": [str(point_store)]}))
+    (run / "seed_0").mkdir()
+    (run / "seed_0" / "metrics.jsonl").write_text(json.dumps({"step": 99, "kind": "train"}) + "\n")
+    with pytest.raises(RunError, match="without --resume a run that never reached"):
+        train(cfg, run, resume=True)
+    train(cfg, run)
+    steps = [json.loads(x)["step"] for x in (run / "seed_0" / "metrics.jsonl").read_text().splitlines()]
+    assert 99 not in steps and steps == sorted(steps)
+    # A finished run whose checkpoint was removed is not started again over its results.
+    (run / "checkpoint.safetensors").unlink()
+    with pytest.raises(RunError, match="finished run"):
+        train(cfg, run)

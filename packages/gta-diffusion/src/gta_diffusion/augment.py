@@ -23,6 +23,7 @@ rank generates a contiguous share of the windows; rank 0 merges the shares into 
 
 from __future__ import annotations
 
+import math
 import shutil
 import uuid
 from collections.abc import Callable
@@ -80,8 +81,14 @@ class AugmentConfig:
             raise DiffusionError("num_transitions and batch_size must be positive")
         if not 0 <= self.seed < 2**31:
             raise DiffusionError(f"seed must be in [0, 2^31), got {self.seed}")
-        if self.alpha <= 0:
-            raise DiffusionError(f"alpha must be positive, got {self.alpha}")
+        if not (math.isfinite(self.alpha) and self.alpha > 0):
+            raise DiffusionError(f"alpha must be a positive number, got {self.alpha}")
+        if not (math.isfinite(self.guidance_scale) and self.guidance_scale >= 0):
+            raise DiffusionError(f"the guidance scale must be a number >= 0 (--guidance >= -1), got {self.guidance_scale}")
+        if self.fixed_return is not None and not math.isfinite(self.fixed_return):
+            raise DiffusionError(f"the fixed return must be a finite number, got {self.fixed_return}")
+        if self.num_steps is not None and (int(self.num_steps) != self.num_steps or self.num_steps < 2):
+            raise DiffusionError(f"num_steps must be an integer >= 2, got {self.num_steps}")
 
 
 def amplify(y: torch.Tensor | np.ndarray, alpha: float):
@@ -135,7 +142,7 @@ class Augmenter:
                  cfg: AugmentConfig, device: torch.device | str = "cpu") -> None:
         cfg.check()
         self.norm, self.wcfg, self.cfg, self.device = norm, wcfg, cfg, torch.device(device)
-        self.edm = EDMConfig(**{**asdict(edm), "num_steps": cfg.num_steps or edm.num_steps})
+        self.edm = EDMConfig(**{**asdict(edm), "num_steps": edm.num_steps if cfg.num_steps is None else cfg.num_steps})
         self.denoiser = denoiser.to(self.device).eval().requires_grad_(False)
         self.net = self.denoiser
         if cfg.compile:

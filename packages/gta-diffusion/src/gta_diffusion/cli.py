@@ -85,7 +85,7 @@ def train(
         from gta_diffusion.baselines.cli import train_synther_command
 
         return train_synther_command(
-            data=data, out=out, preset=preset or "synther", steps=steps or 100_000, batch_size=batch_size, lr=lr,
+            data=data, out=out, preset=preset or "synther", steps=100_000 if steps is None else steps, batch_size=batch_size, lr=lr,
             bf16=bf16, compile=compile, device=device, seed=seed, log_every=log_every,
             checkpoint_every=checkpoint_every, debug=debug,
         )
@@ -97,9 +97,13 @@ def train(
 
         if model != "gta":
             raise DiffusionError(f"unknown model {model!r} (choose gta or synther)")
-        preset, steps, batch_size = preset or "paper", steps or 1_000_000, batch_size or 256
+        preset = preset or "paper"
+        steps = 1_000_000 if steps is None else steps
+        batch_size = 256 if batch_size is None else batch_size
         if steps < 1 or batch_size < 1 or log_every < 1 or checkpoint_every < 1:
             raise DiffusionError("steps, batch size, log and checkpoint intervals must be positive")
+        if stop_after is not None and stop_after < 1:
+            raise DiffusionError(f"--stop-after must be a positive step, got {stop_after}")
         dist, dev = init_distributed(device)
         try:
             resuming = (out / "config.json").exists()
@@ -182,10 +186,10 @@ def augment(
         from gta_diffusion.baselines.cli import augment_synther_command
 
         return augment_synther_command(model=model, out=out, num_transitions=num_transitions,
-                                       batch_size=batch_size or 100_000, num_steps=num_steps, seed=seed, bf16=bf16,
-                                       compile=compile, clip_actions=clip_actions, device=device, overwrite=overwrite,
+                                       batch_size=100_000 if batch_size is None else batch_size,
+                                       num_steps=num_steps, seed=seed, bf16=bf16, compile=compile, clip_actions=clip_actions, device=device, overwrite=overwrite,
                                        debug=debug)
-    batch_size = batch_size or 8192
+    batch_size = 8192 if batch_size is None else batch_size
     with _errors(debug):
         from gta_diffusion.augment import AugmentConfig
         from gta_diffusion.augment import augment as run_augment

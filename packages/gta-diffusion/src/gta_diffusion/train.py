@@ -79,6 +79,21 @@ class TrainConfig:
     keep_checkpoints: int = 2
 
 
+def check_train_config(cfg: TrainConfig) -> None:
+    """One-line errors for settings no training can use (GTA's and SynthER's runs)."""
+    if cfg.steps < 1 or cfg.batch_size < 1:
+        raise DiffusionError(f"steps and batch size must be positive, got {cfg.steps} and {cfg.batch_size}")
+    if cfg.log_every < 1 or cfg.checkpoint_every < 1:
+        raise DiffusionError("log and checkpoint intervals must be positive")
+    if not (math.isfinite(cfg.lr) and cfg.lr > 0) or cfg.warmup_steps < 0 or not 0.0 <= cfg.min_lr_ratio <= 1.0:
+        raise DiffusionError(f"need lr > 0, warmup_steps >= 0 and 0 <= min_lr_ratio <= 1, got {cfg.lr}, "
+                             f"{cfg.warmup_steps}, {cfg.min_lr_ratio}")
+    if not 0.0 <= cfg.ema_decay < 1.0:
+        raise DiffusionError(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
+    if not 0.0 <= cfg.cond_drop_prob < 1.0:
+        raise DiffusionError(f"cond_drop_prob must be in [0, 1), got {cfg.cond_drop_prob}")
+
+
 def config_from_dict(cls: type, d: dict[str, Any]) -> Any:
     """Rebuild a frozen config dataclass from JSON (unknown keys refused; lists back to tuples)."""
     names = {f.name: f for f in fields(cls)}
@@ -200,8 +215,7 @@ class Trainer:
         if broadcast_object(dist, run_dir.exists() and any(run_dir.iterdir())):
             raise DiffusionError(f"{run_dir} exists and is not a gta-diffusion run directory")
         cfg, wcfg, edm = cfg or TrainConfig(), wcfg or WindowConfig(), edm or EDMConfig()
-        if cfg.steps < 1 or cfg.batch_size < 1:
-            raise DiffusionError(f"steps and batch size must be positive, got {cfg.steps} and {cfg.batch_size}")
+        check_train_config(cfg)
         if wcfg.horizon < 1:
             raise DiffusionError(f"horizon must be >= 1, got {wcfg.horizon}")
         store, data = _load_store(data_path)

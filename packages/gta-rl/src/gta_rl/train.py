@@ -114,6 +114,23 @@ def build_agent(run: dict[str, Any], device: torch.device) -> Agent:
     return agent
 
 
+def _is_run_dir(out: Path) -> bool:
+    """Whether ``out`` holds a gta-rl run (its config.json names an algorithm and the training stores)."""
+    try:
+        config = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and "algorithm" in config and "seeds" in config and "data" in config
+
+
+def _clear_unstarted_run(out: Path) -> None:
+    """Remove what a run that never reached its first checkpoint wrote (its logs and config), nothing else."""
+    for log in out.glob("seed_*/metrics.jsonl"):
+        log.unlink()
+    for name in ("results.json", "config.json"):
+        (out / name).unlink(missing_ok=True)
+
+
 class _SeedLogs:
     def __init__(self, out: Path, seeds: list[int]) -> None:
         self.paths = {s: out / f"seed_{s}" / "metrics.jsonl" for s in seeds}
@@ -158,10 +175,19 @@ def train(
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
     ckpt_path = out / CHECKPOINT
+    if out.exists() and not out.is_dir():
+        raise RunError(f"--out {out} is a file, not a run directory")
     if ckpt_path.exists() and not resume:
         raise RunError(f"{out} already holds a run (pass --resume to continue it, or choose another --out)")
     if resume and not ckpt_path.exists():
-        raise RunError(f"nothing to resume in {out} (no {CHECKPOINT})")
+        raise RunError(f"nothing to resume in {out} (no {CHECKPOINT}; without --resume a run that never reached "
+                       "its first checkpoint starts again)")
+    if not resume and out.exists() and any(out.iterdir()):
+        if not _is_run_dir(out):
+            raise RunError(f"{out} is not empty and holds no gta-rl run: choose another --out")
+        if (out / "results.json").exists():
+            raise RunError(f"{out} holds a finished run (results.json, no checkpoint): choose another --out")
+        _clear_unstarted_run(out)  # an earlier start that never reached its first checkpoint: start again
 
     data_cfg = get_spec(algorithm)  # validates the name before any data is read
     del data_cfg

@@ -54,7 +54,7 @@ from gta_diffusion.edm import EDMConfig, edm_sampler
 from gta_diffusion.errors import DiffusionError
 from gta_diffusion.networks import PRESETS, count_parameters
 from gta_diffusion.noise import SeededNoise
-from gta_diffusion.train import TrainConfig, Trainer, build_denoiser, check_run_data
+from gta_diffusion.train import TrainConfig, Trainer, build_denoiser, check_run_data, check_train_config
 
 __all__ = [
     "MODEL_KIND",
@@ -234,10 +234,7 @@ def create_synther_trainer(run_dir: str | Path, data_path: str | Path | None, cf
     store, data = _open_data(data_path)
     cfg = cfg or synther_train_config(store.num_transitions)
     edm = edm or EDMConfig()
-    if cfg.steps < 1 or cfg.batch_size < 1:
-        raise DiffusionError(f"steps and batch size must be positive, got {cfg.steps} and {cfg.batch_size}")
-    if cfg.log_every < 1 or cfg.checkpoint_every < 1:
-        raise DiffusionError("log and checkpoint intervals must be positive")
+    check_train_config(cfg)
     if PRESETS.get(cfg.preset, {}).get("kind") != "residual_mlp":
         synther_presets = sorted(k for k, v in PRESETS.items() if v["kind"] == "residual_mlp")
         raise DiffusionError(f"SynthER needs a residual-MLP preset ({', '.join(synther_presets)}), got {cfg.preset!r}")
