@@ -166,6 +166,18 @@ def test_overwrite_is_explicit_and_atomic(tmp_path, transitions, make_transition
     store = _write(tmp_path, other, overwrite=True)
     np.testing.assert_array_equal(store.load().observations, other.observations)
     assert os.listdir(tmp_path) == ["s.zarr"]
+    # overwrite replaces a store (or an empty folder), never another folder or file.
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    for target in (folder, afile):
+        with pytest.raises(StoreError, match="is not a trajectory store: overwrite replaces stores only"):
+            write_store(target, transitions, np.array([len(transitions.rewards)]), env_id="Toy-v0", overwrite=True)
+    assert (folder / "keep.txt").read_text() == "mine" and afile.read_text() == "mine"
+    (tmp_path / "empty").mkdir()
+    write_store(tmp_path / "empty", transitions, np.array([len(transitions.rewards)]), env_id="Toy-v0", overwrite=True)
 
 
 # ---- validation: every malformed store fails with a one-line error naming the problem -------------

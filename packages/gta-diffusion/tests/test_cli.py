@@ -9,6 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from gta_data import TrajectoryStore
 from gta_diffusion.cli import app
 
 runner = CliRunner()
@@ -62,6 +63,11 @@ def test_errors_are_one_line_with_exit_code_1(tmp_path, toy_store):
     res = runner.invoke(app, ["augment", "--model", str(tmp_path), "--data", str(toy_store.path),
                               "--out", str(toy_store.path)])
     assert res.exit_code == 1 and res.output.strip() == f"error: {toy_store.path} already exists (use --overwrite to replace it)"
+    for method in ("s4rl",):  # never over its own source, even with --overwrite
+        res = runner.invoke(app, ["augment", "--method", method, "--data", str(toy_store.path),
+                                  "--out", str(toy_store.path), "--overwrite", "--num-transitions", "10"])
+        assert res.exit_code == 1 and "is the source store" in res.output
+    assert TrajectoryStore.open(toy_store.path).num_transitions == toy_store.num_transitions
     if not torch.cuda.is_available():
         res = runner.invoke(app, ["train", "--data", str(toy_store.path), "--out", str(tmp_path / "g"),
                                   "--steps", "2", "--cuda-graph", "--device", "cpu", *SMALL])

@@ -96,6 +96,20 @@ def test_quality_grows_with_noise_and_handles_missing_condition(cheetah, tmp_pat
     res = runner.invoke(app, ["chart", str(tmp_path / "r0"), str(tmp_path / "r1"), "--labels", "small,big", "--out", str(chart)])
     assert res.exit_code == 0, res.output
     assert chart.stat().st_size > 1000
+    args = ["chart", str(tmp_path / "r0"), str(tmp_path / "r1")]
+    res = runner.invoke(app, [*args, "--out", str(chart)])
+    assert res.exit_code == 1 and "already exists (pass --overwrite" in res.output
+    assert runner.invoke(app, [*args, "--out", str(chart), "--overwrite"]).exit_code == 0
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "chart")])
+    assert res.exit_code == 1 and "must name a .png file" in res.output
+    # --overwrite replaces reports only, never another folder.
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    res = runner.invoke(app, ["quality", "--original", str(cheetah.path), "--augmented", str(tmp_path / "aug0.zarr"),
+                              "--samples", "20", "--device", "cpu", "--out", str(mine), "--overwrite"])
+    assert res.exit_code == 1 and "not a gta-eval report" in res.output and (mine / "notes.txt").exists()
+    assert list(tmp_path.glob(".chart*")) == []
 
 
 def test_quality_bad_input(cheetah, tmp_path, envdata):

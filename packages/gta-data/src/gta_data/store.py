@@ -13,6 +13,7 @@ an interrupted write never leaves anything at the target path that opens as a st
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import shutil
 import uuid
@@ -179,6 +180,8 @@ class StoreWriter:
         self.path = Path(path)
         if self.path.exists() and not overwrite:
             raise StoreError(f"{self.path} already exists (pass overwrite to replace it)")
+        if self.path.exists() and not _replaceable(self.path):
+            raise StoreError(f"{self.path} is not a trajectory store: overwrite replaces stores only")
         if not self.path.parent.exists():
             raise StoreError(f"parent directory {self.path.parent} does not exist")
         if obs_dim <= 0 or act_dim <= 0:
@@ -338,6 +341,20 @@ class StoreWriter:
                 raise
         elif not self._closed:
             self.abort()
+
+
+def _replaceable(path: Path) -> bool:
+    """Whether ``overwrite`` may replace ``path``: an empty directory or a trajectory store (complete or not),
+    never another file or folder."""
+    if not path.is_dir():
+        return False
+    if not any(path.iterdir()):
+        return True
+    try:
+        attrs = json.loads((path / "zarr.json").read_text()).get("attributes", {})
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(attrs, dict) and attrs.get("format") == FORMAT_NAME
 
 
 def _replace_dir(src: Path, dst: Path, *, overwrite: bool) -> None:

@@ -265,6 +265,8 @@ def augment(model_dir: str | Path, data_path: str | Path, out_path: str | Path, 
 
     cfg.check()
     out_path = Path(out_path)
+    if out_path.resolve() == Path(data_path).resolve():
+        raise DiffusionError(f"{out_path} is the source store: write the augmented store elsewhere")
     if out_path.exists() and not overwrite:
         raise DiffusionError(f"{out_path} already exists (pass overwrite to replace it)")
     if not out_path.parent.is_dir():

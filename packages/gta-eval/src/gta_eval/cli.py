@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import typer
@@ -162,8 +163,9 @@ def compare(
 @app.command()
 def chart(
     reports: list[Path] = typer.Argument(..., help="quality.json files (or report directories) of several methods."),
-    out: Path = typer.Option(..., "--out", help="PNG to write."),
+    out: Path = typer.Option(..., "--out", help="PNG to write (.png)."),
     labels: str = typer.Option("", "--labels", help="Comma-separated names (default: augmented store names)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing PNG."),
 ) -> None:
     """Figure 5 equivalent: one panel per quality metric, a bar per method."""
     from gta_eval import plots
@@ -185,9 +187,18 @@ def chart(
             if "dynamic_mse" not in m:
                 raise EvalError(f"{p} is not a gta-eval quality report")
             metrics[names[i] if names else Path(m["augmented"]).stem] = m
+        if out.suffix.lower() != ".png":
+            raise EvalError(f"--out {out} must name a .png file")
+        if out.exists() and (not overwrite or not out.is_file()):
+            raise EvalError(f"{out} already exists" + (" (pass --overwrite to replace it)" if out.is_file() else ""))
         if not out.parent.exists():
             raise EvalError(f"parent directory {out.parent} does not exist")
-        plots.quality_chart(metrics, out)
+        tmp = out.parent / f".{out.stem}.tmp-{os.getpid()}.png"  # never a half-written PNG at --out
+        try:
+            plots.quality_chart(metrics, tmp)
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
     except _known_errors() as exc:
         _fail(exc)
     typer.echo(f"chart written to {out}")

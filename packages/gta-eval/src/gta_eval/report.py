@@ -31,12 +31,19 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
+REPORT_MARKERS = ("quality.json", "results.json")  # written by `quality` and `compare`
+
+
 @contextmanager
 def report_dir(out: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary directory; on success it replaces ``out``."""
     out = Path(out)
     if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
         raise EvalError(f"{out} already exists and is not empty (pass --overwrite to replace it)")
+    if out.exists() and out.is_dir() and any(out.iterdir()) and not any((out / m).is_file() for m in REPORT_MARKERS):
+        raise EvalError(f"{out} is not a gta-eval report: --overwrite replaces reports only")
+    if out.exists() and not out.is_dir():
+        raise EvalError(f"{out} is a file, not a report directory")
     if not out.parent.exists():
         raise EvalError(f"parent directory {out.parent} does not exist")
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"

@@ -134,6 +134,8 @@ def augment_s4rl(data_path: str | Path, out_path: str | Path, cfg: S4RLConfig, *
     (atomically: nothing appears at ``out_path`` if anything fails)."""
     cfg.check()
     out_path = Path(out_path)
+    if out_path.resolve() == Path(data_path).resolve():
+        raise DiffusionError(f"{out_path} is the source store: write the augmented store elsewhere")
     if out_path.exists() and not overwrite:
         raise DiffusionError(f"{out_path} already exists (pass overwrite to replace it)")
     store = TrajectoryStore.open(data_path)
