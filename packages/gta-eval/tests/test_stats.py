@@ -166,3 +166,16 @@ def test_gta_rl_runs_are_labelled_by_their_stores(tmp_path):
     labels = {(r.task, r.method, r.mu, r.alpha) for r in S.load_results([tmp_path])}
     assert labels == {("hopper-medium", "none", None, None), ("hopper-medium-replay", "none", None, None),
                       ("hopper-medium", "GTA", 0.5, 1.3)}
+
+
+def test_unfinished_gta_rl_runs_are_not_final_results(tmp_path):
+    run = _write_run(tmp_path, "r", {"algorithm": "td3bc", "env_id": "E", "data": ["x.zarr"], "seeds": [0, 1],
+                                     "steps": 100000}, {0: [1.0, 2.0], 1: [3.0, 4.0]})
+    with pytest.raises(EvalError, match=r"unfinished gta-rl run \(2 of 2 seeds evaluated, last at step 2000 of 100000"):
+        S.load_results([run])
+    assert S.load_results([run], allow_unfinished=True)[0].scores == {0: 2.0, 1: 4.0}
+    (run / "results.json").write_text("{}")
+    assert S.load_results([run])[0].scores == {0: 2.0, 1: 4.0}
+    (run / "seed_1" / "metrics.jsonl").unlink()  # a seed without evaluations
+    with pytest.raises(EvalError, match="1 of 2 seeds evaluated"):
+        S.load_results([run])

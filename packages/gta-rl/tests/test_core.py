@@ -269,6 +269,7 @@ def test_summary_follows_appendix_f2(tmp_path):
             lines = [{"step": 1, "kind": "eval", "score_mean": score + 5}, {"step": 2, "kind": "train"},
                      {"step": 2, "kind": "eval", "score_mean": score}]
             (run / f"seed_{seed}" / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+        (run / "results.json").write_text("{}")
     out = summarize([tmp_path / "x", tmp_path / "y"])
     assert out["rows"][0]["mean"] == pytest.approx(30.0)
     assert out["rows"][0]["std"] == pytest.approx(np.std([10, 20, 60]))
@@ -279,3 +280,13 @@ def test_summary_follows_appendix_f2(tmp_path):
     best = summarize([tmp_path / "x"], which="best")
     assert best["rows"][0]["mean"] == pytest.approx(35.0)
     assert math.isnan(summarize([tmp_path / "x"], ddof=3)["rows"][0]["std"])
+    with pytest.raises(ValueError, match="ddof must be >= 0"):
+        summarize([tmp_path / "x"], ddof=-1)
+    # A run stopped early (no results.json) or missing a seed's log is not a final result unless asked for.
+    (tmp_path / "y" / "results.json").unlink()
+    with pytest.raises(ValueError, match="unfinished .*3 of 3 seeds evaluated, last at step 2"):
+        summarize([tmp_path / "x", tmp_path / "y"])
+    assert summarize([tmp_path / "y"], allow_unfinished=True)["rows"][0]["finished"] is False
+    (tmp_path / "x" / "seed_2" / "metrics.jsonl").unlink()
+    with pytest.raises(ValueError, match="2 of 3 seeds evaluated"):
+        summarize([tmp_path / "x"])

@@ -112,12 +112,15 @@ def compare(
     out: Path = typer.Option(..., "--out", help="Report directory to create."),
     baseline: str = typer.Option(None, "--baseline", help="Method the t-tests compare against (default: 'none' or the first)."),
     overwrite: bool = typer.Option(False, "--overwrite"),
+    allow_unfinished: bool = typer.Option(False, "--allow-unfinished",
+                                          help="Include gta-rl runs stopped before their last step (their last "
+                                          "evaluation counts as final)."),
 ) -> None:
     """Score tables (mean ± std, F.2 average), Welch's t-tests, learning curves and the mu x alpha heat map."""
     from gta_eval import plots, report, stats
 
     try:
-        results = stats.load_results(runs)
+        results = stats.load_results(runs, allow_unfinished)
         table = stats.score_table(results)
         tests = stats.compare_methods(results, baseline)
         grids = stats.sensitivity_grid(results)

@@ -120,7 +120,7 @@ def _read_jsonl(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(steps, dtype=np.int64), np.asarray(scores, dtype=np.float64)
 
 
-def read_run_dir(path: str | Path) -> RunResult:
+def read_run_dir(path: str | Path, allow_unfinished: bool = False) -> RunResult:
     path = Path(path)
     config: dict[str, Any] = {}
     if (path / "config.json").is_file():
@@ -140,6 +140,13 @@ def read_run_dir(path: str | Path) -> RunResult:
     if not scores:
         raise EvalError(f"{path} has no results (expected seed_<k>/metrics.jsonl lines with normalized_score, "
                         "or gta-rl evaluation lines with score_mean)")
+    if isinstance(config.get("data"), list) and isinstance(config.get("seeds"), list) and not allow_unfinished:
+        # a gta-rl run: finished when it wrote results.json, with every seed's evaluations
+        if not (path / "results.json").exists() or len(scores) < len(config["seeds"]):
+            last = max(int(c[0][-1]) for c in curves.values())
+            raise EvalError(f"{path} is an unfinished gta-rl run ({len(scores)} of {len(config['seeds'])} seeds "
+                            f"evaluated, last at step {last} of {config.get('steps')}): resume it, or pass "
+                            "--allow-unfinished")
     return RunResult(scores=scores, curves=curves, source=str(path), **_labels(config, path.name))
 
 
@@ -216,9 +223,10 @@ def read_score_file(path: str | Path) -> list[RunResult]:
     return [RunResult(task=t, method=m, algorithm=a, scores=s, source=str(path)) for (t, m, a), s in groups.items()]
 
 
-def load_results(paths: list[str | Path]) -> list[RunResult]:
+def load_results(paths: list[str | Path], allow_unfinished: bool = False) -> list[RunResult]:
     """Read run directories and score files; a directory without seed_* dirs is searched one level down
-    (so ``runs/`` holding many run directories works as well as ``runs/*``)."""
+    (so ``runs/`` holding many run directories works as well as ``runs/*``). An unfinished gta-rl run is an
+    error unless ``allow_unfinished``."""
     out: list[RunResult] = []
     for p in map(Path, paths):
         if not p.exists():
@@ -226,12 +234,12 @@ def load_results(paths: list[str | Path]) -> list[RunResult]:
         if p.is_file():
             out.extend(read_score_file(p))
         elif any(_SEED_DIR.match(c.name) for c in p.iterdir()):
-            out.append(read_run_dir(p))
+            out.append(read_run_dir(p, allow_unfinished))
         else:
             subs = [c for c in sorted(p.iterdir()) if c.is_dir() and any(_SEED_DIR.match(s.name) for s in c.iterdir())]
             if not subs:
                 raise EvalError(f"{p} has no results (no seed_<k>/metrics.jsonl in it or its subdirectories)")
-            out.extend(read_run_dir(s) for s in subs)
+            out.extend(read_run_dir(s, allow_unfinished) for s in subs)
     if not out:
         raise EvalError("no results given")
     return merge_results(out)

@@ -166,6 +166,8 @@ def summary(
     which: str = typer.Option("final", "--which", help="final or best evaluation of each seed"),
     ddof: int = typer.Option(0, "--ddof", help="delta degrees of freedom of the std"),
     as_json: bool = typer.Option(False, "--json"),
+    allow_unfinished: bool = typer.Option(False, "--allow-unfinished",
+                                          help="include runs stopped before their last step (marked)"),
     debug: bool = typer.Option(False, "--debug"),
 ) -> None:
     """Mean +- std over seeds per run; over several runs, the appendix F.2 average."""
@@ -177,7 +179,7 @@ def summary(
     if which not in ("final", "best"):
         _fail(ValueError("--which must be final or best"), debug)
     try:
-        result = summarize(run_dirs, which, ddof)
+        result = summarize(run_dirs, which, ddof, allow_unfinished)
     except (FileNotFoundError, KeyError, ValueError) as exc:
         _fail(exc, debug)
         return
@@ -188,7 +190,8 @@ def summary(
     for col in ("run", "algorithm", "env", "seeds", "score"):
         table.add_column(col)
     for r in result["rows"]:
-        table.add_row(r["name"], r["algorithm"], r["env_id"], str(r["n"]), f"{r['mean']:.1f} +- {r['std']:.1f}")
+        name = r["name"] if r["finished"] else f"{r['name']} (unfinished)"
+        table.add_row(name, r["algorithm"], r["env_id"], str(r["n"]), f"{r['mean']:.1f} +- {r['std']:.1f}")
     if "average" in result:
         a = result["average"]
         table.add_row("average (F.2)", "", "", str(len(a["seeds"])), f"{a['mean']:.1f} +- {a['std']:.1f}")

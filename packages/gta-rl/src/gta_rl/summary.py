@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 
 
-def read_scores(run_dir: str | Path, which: str = "final") -> dict[str, Any]:
-    """{'name', 'algorithm', 'env_id', 'scores': {seed: score}} from results.json, or from the per-seed
-    logs of an unfinished run."""
+def read_scores(run_dir: str | Path, which: str = "final", allow_unfinished: bool = False) -> dict[str, Any]:
+    """{'name', 'algorithm', 'env_id', 'scores': {seed: score}, 'finished'} from the per-seed logs. A run
+    without results.json (stopped before its last step) or without scores for all its seeds is refused
+    unless ``allow_unfinished``: its last evaluation is not a final score."""
     run_dir = Path(run_dir)
     config_path = run_dir / "config.json"
     if not config_path.exists():
@@ -32,11 +33,20 @@ def read_scores(run_dir: str | Path, which: str = "final") -> dict[str, Any]:
         if evals:
             values = [e["score_mean"] for e in evals]
             scores[int(seed)] = values[-1] if which == "final" else max(values)
-    return {"name": run_dir.name, "algorithm": run["algorithm"], "env_id": run["env_id"], "scores": scores}
+    finished = (run_dir / "results.json").exists() and len(scores) == len(run["seeds"])
+    if not finished and not allow_unfinished:
+        last = max((e["step"] for e in evals), default=0) if run["seeds"] else 0
+        raise ValueError(f"{run_dir} is unfinished ({len(scores)} of {len(run['seeds'])} seeds evaluated, last at step "
+                         f"{last} of {run.get('steps')}, no results.json): resume it, or pass --allow-unfinished")
+    return {"name": run_dir.name, "algorithm": run["algorithm"], "env_id": run["env_id"], "scores": scores,
+            "finished": finished}
 
 
-def summarize(run_dirs: Sequence[str | Path], which: str = "final", ddof: int = 0) -> dict[str, Any]:
-    runs = [read_scores(d, which) for d in run_dirs]
+def summarize(run_dirs: Sequence[str | Path], which: str = "final", ddof: int = 0,
+              allow_unfinished: bool = False) -> dict[str, Any]:
+    if ddof < 0:
+        raise ValueError(f"ddof must be >= 0, got {ddof}")
+    runs = [read_scores(d, which, allow_unfinished) for d in run_dirs]
     rows = []
     for r in runs:
         vals = np.array(list(r["scores"].values()), dtype=np.float64)
