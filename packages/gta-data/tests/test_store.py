@@ -309,3 +309,31 @@ def test_bulk_add_transitions_with_one_step_segments(tmp_path, make_transitions)
         with StoreWriter(tmp_path / "c.zarr", env_id="E", obs_dim=3, act_dim=2) as w:
             w.add_transitions(data.slice(0, 10), np.array([5, 10]), seed=np.arange(3))
     assert not (tmp_path / "c.zarr").exists()
+
+
+def test_damaged_copies_are_one_line_errors_not_zeros(tmp_path, transitions):
+    import shutil
+
+    store = _write(tmp_path, transitions)
+    assert store.attrs["every_chunk_written"] is True
+    chunks = sorted(p for p in (store.path / "data" / "terminals").rglob("*") if p.is_file() and p.name != "zarr.json")
+    assert chunks  # all-False terminals still have their chunk files (Zarr skips fill-value chunks by default)
+
+    missing = tmp_path / "missing.zarr"
+    shutil.copytree(store.path, missing)
+    shutil.rmtree(missing / "data" / "observations" / "c")
+    with pytest.raises(StoreError, match="data/observations lacks .* chunk files"):
+        TrajectoryStore.open(missing).validate()
+
+    truncated = tmp_path / "truncated.zarr"
+    shutil.copytree(store.path, truncated)
+    chunk = next(p for p in (truncated / "data" / "actions").rglob("*") if p.is_file() and p.name != "zarr.json")
+    chunk.write_bytes(chunk.read_bytes()[:7])
+    with pytest.raises(StoreError, match="cannot read data/actions"):
+        TrajectoryStore.open(truncated).load()
+
+    bad_meta = tmp_path / "badmeta.zarr"
+    shutil.copytree(store.path, bad_meta)
+    (bad_meta / "data" / "rewards" / "zarr.json").write_text("{not json")
+    with pytest.raises(StoreError, match="badmeta.zarr"):
+        TrajectoryStore.open(bad_meta)

@@ -29,6 +29,9 @@ from gta_data import __version__
 from gta_data.errors import StoreError
 
 FORMAT_NAME = "gta-trajectory-store"
+# Chunks equal to the fill value are written too (Zarr skips them by default), so a missing chunk file means
+# a damaged copy, not zeros; stores say so with the attribute every_chunk_written.
+_EVERY_CHUNK = {"write_empty_chunks": True}
 FORMAT_VERSION = 1
 
 # Per-row arrays every store has: name -> (dtype, trailing shape key).
@@ -277,6 +280,7 @@ class StoreWriter:
                     shape=(0, *arr.shape[1:]),
                     dtype=arr.dtype,
                     chunks=(_chunk_rows(arr.shape[1:], arr.dtype.itemsize), *arr.shape[1:]),
+                    config=_EVERY_CHUNK,
                 )
                 self._arrays[name] = target
             elif target.shape[1:] != arr.shape[1:] or target.dtype != arr.dtype:
@@ -289,7 +293,7 @@ class StoreWriter:
             if target is None:
                 target = self._group.create_array(
                     f"meta/{key}", shape=(0, *stacked.shape[1:]), dtype=stacked.dtype,
-                    chunks=(1 << 16, *stacked.shape[1:]),
+                    chunks=(1 << 16, *stacked.shape[1:]), config=_EVERY_CHUNK,
                 )
                 self._meta_arrays[key] = target
             n = target.shape[0]
@@ -311,10 +315,12 @@ class StoreWriter:
         if self._rows == 0:
             raise StoreError("refusing to write a store with no transitions")
         ends = np.asarray(self._episode_ends, dtype=np.int64)
-        self._group.create_array("meta/episode_ends", shape=ends.shape, dtype="int64", chunks=(1 << 16,))
+        self._group.create_array("meta/episode_ends", shape=ends.shape, dtype="int64", chunks=(1 << 16,),
+                                 config=_EVERY_CHUNK)
         self._group["meta/episode_ends"][:] = ends
         attrs = _clean_meta(
-            {**self._attrs, "num_transitions": self._rows, "num_episodes": len(ends), "complete": True}
+            {**self._attrs, "num_transitions": self._rows, "num_episodes": len(ends), "complete": True,
+             "every_chunk_written": True}
         )
         self._group.attrs.put(attrs)
         self._closed = True
@@ -499,20 +505,25 @@ class TrajectoryStore:
                 raise StoreError(f"{path}: data/{name} has shape {arr.shape}, expected {expected} (lengths disagree)")
             if arr.dtype != np.dtype(dtype):
                 raise StoreError(f"{path}: data/{name} has dtype {arr.dtype}, expected {dtype}")
-        for name, arr in group["data"].arrays():
-            if arr.shape[0] != n:
+        try:
+            extra = list(group["data"].arrays()) + [(f"meta/{k}", a) for k, a in group["meta"].arrays()]
+            ends = np.asarray(_get_array(group, "meta/episode_ends", path)[:], dtype=np.int64)
+        except StoreError:
+            raise
+        except Exception as exc:  # damaged metadata or chunks
+            raise StoreError(f"{path}: cannot read its arrays ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+        for name, arr in extra:
+            if not name.startswith("meta/") and arr.shape[0] != n:
                 raise StoreError(f"{path}: data/{name} has {arr.shape[0]} rows, expected {n} (lengths disagree)")
-        ends_arr = _get_array(group, "meta/episode_ends", path)
-        ends = np.asarray(ends_arr[:], dtype=np.int64)
         if len(ends) != int(attrs["num_episodes"]):
             raise StoreError(f"{path}: {len(ends)} episode ends but num_episodes is {attrs['num_episodes']}")
         try:
             _check_episode_ends(ends, n, where="meta/episode_ends")
         except StoreError as exc:
             raise StoreError(f"{path}: {exc}") from None
-        for name, arr in group["meta"].arrays():
-            if arr.shape[0] != len(ends):
-                raise StoreError(f"{path}: meta/{name} has {arr.shape[0]} entries for {len(ends)} episodes")
+        for name, arr in extra:
+            if name.startswith("meta/") and arr.shape[0] != len(ends):
+                raise StoreError(f"{path}: {name} has {arr.shape[0]} entries for {len(ends)} episodes")
         return cls(path, group, attrs, ends)
 
     def validate(self) -> TrajectoryStore:
@@ -568,7 +579,7 @@ class TrajectoryStore:
     def meta(self, name: str) -> np.ndarray:
         if name not in self.meta_keys():
             raise StoreError(f"{self.path} has no meta array {name!r}")
-        return np.asarray(self._group[f"meta/{name}"][:])
+        return self._read(f"meta/{name}")
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -576,7 +587,19 @@ class TrajectoryStore:
         """One per-row array, read in full."""
         if name not in CORE_ARRAYS and name not in self.extra_keys():
             raise StoreError(f"{self.path} has no array {name!r}")
-        return np.asarray(self._group[f"data/{name}"][:])
+        return self._read(f"data/{name}")
+
+    def _read(self, key: str) -> np.ndarray:
+        """An array in full, with one-line errors for damaged files (a missing chunk of a store that wrote
+        every chunk, an undecodable chunk)."""
+        arr = self._group[key]
+        if self.attrs.get("every_chunk_written") and arr.nchunks_initialized != arr.nchunks:
+            raise StoreError(f"{self.path}: {key} lacks {arr.nchunks - arr.nchunks_initialized} of its {arr.nchunks} "
+                             "chunk files (a damaged or partial copy)")
+        try:
+            return np.asarray(arr[:])
+        except Exception as exc:  # codecs and zarr raise many types for damaged chunks
+            raise StoreError(f"{self.path}: cannot read {key} ({type(exc).__name__}: {exc})".splitlines()[0]) from None
 
     def load(self, names: Iterable[str] | None = None) -> Transitions:
         """Every transition in one read (core arrays plus extras; ``names`` limits the extras).
@@ -617,6 +640,8 @@ def _get_array(group: zarr.Group, name: str, path: Path) -> zarr.Array:
         arr = group[name]
     except KeyError:
         raise StoreError(f"{path} is missing the array {name}") from None
+    except Exception as exc:  # damaged array metadata
+        raise StoreError(f"{path}: cannot open {name} ({type(exc).__name__}: {exc})".splitlines()[0]) from None
     if not isinstance(arr, zarr.Array):
         raise StoreError(f"{path}: {name} is not an array")
     return arr

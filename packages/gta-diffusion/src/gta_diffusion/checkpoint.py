@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from gta_diffusion.errors import DiffusionError
@@ -114,7 +115,7 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
             "rng": load_file(str(path / "rng.safetensors")),
             "state": json.loads((path / "state.json").read_text()),
         }
-    except (OSError, RuntimeError, json.JSONDecodeError) as exc:
+    except (OSError, RuntimeError, ValueError, SafetensorError) as exc:  # truncated or foreign files
         raise DiffusionError(f"cannot read checkpoint {path} ({type(exc).__name__}: {exc})".splitlines()[0]) from None
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 
@@ -48,8 +49,11 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    with safe_open(str(path), framework="pt", device=str(device)) as f:
-        meta = json.loads((f.metadata() or {}).get("meta", "{}"))
-        if keys is not None:
-            return {k: f.get_tensor(k) for k in keys}, meta
-    return load_file(str(path), device=str(device)), meta
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            meta = json.loads((f.metadata() or {}).get("meta", "{}"))
+            if keys is not None:
+                return {k: f.get_tensor(k) for k in keys}, meta
+        return load_file(str(path), device=str(device)), meta
+    except (SafetensorError, OSError, ValueError) as exc:  # a truncated or foreign file
+        raise ValueError(f"cannot read checkpoint {path} ({type(exc).__name__}: {exc})".splitlines()[0]) from None

@@ -81,7 +81,10 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RunError(f"device {name!r} requested but CUDA is not available")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise RunError(f"unknown device {name!r} (auto, cpu, cuda, cuda:N)") from None
 
 
 def _dataset_name(store) -> str:

@@ -67,10 +67,9 @@ def train_synther_command(
     """Train (or resume) SynthER's unconditional transition diffusion model on a store."""
     _errors, _progress = _shared()
     with _errors(debug):
-        import torch
-
         from gta_data import TrajectoryStore
         from gta_diffusion.baselines.synther import create_synther_trainer, synther_train_config
+        from gta_diffusion.distributed import resolve_device
 
         resuming = (out / "config.json").exists()
         cfg = None
@@ -79,7 +78,7 @@ def train_synther_command(
                 TrajectoryStore.open(data).num_transitions, batch_size=batch_size, preset=preset, steps=steps,
                 lr=lr, bf16=bf16, compile=compile, seed=seed, log_every=log_every, checkpoint_every=checkpoint_every,
             )
-        dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dev = resolve_device(device)
         trainer = create_synther_trainer(out, data, cfg, device=dev)
         facts = trainer.config["data"]
         verb = f"resuming at step {trainer.step_count} (saved config is used)" if resuming else "new run"
@@ -110,14 +109,13 @@ def augment_synther_command(
     """SynthER: sample transitions from pure noise with the trained model and write them as a store."""
     _errors, _progress = _shared()
     with _errors(debug):
-        import torch
-
         from gta_diffusion.baselines.synther import SampleConfig, generate_synther
+        from gta_diffusion.distributed import resolve_device
 
         cfg = SampleConfig(num_transitions=num_transitions, batch_size=batch_size, num_steps=num_steps, seed=seed,
                            bf16=bf16, compile=compile, clip_actions=clip_actions)
         cfg.check()
-        dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dev = resolve_device(device)
         with _progress(True) as bar:
             task = bar.add_task("synther", total=num_transitions, info="")
             store = generate_synther(model, out, cfg, device=dev, overwrite=overwrite,
