@@ -1,5 +1,7 @@
 """Minari -> store -> Minari, on Minari datasets created locally (no network)."""
 
+from pathlib import Path
+
 import minari
 import numpy as np
 import pytest
@@ -104,3 +106,31 @@ def test_missing_dataset_and_existing_target(tmp_path):
     with pytest.raises(StoreError, match="already exists"):
         export_minari(tmp_path / "x.zarr", "test/halfcheetah/out-v0")
     TrajectoryStore.open(tmp_path / "x.zarr")
+
+
+def test_overwrite_keeps_the_old_dataset_until_the_new_one_is_written(tmp_path):
+    import shutil
+
+    from minari.storage import get_dataset_path
+
+    from gta_data.errors import RecipeError
+    from gta_data.recipes import make_dataset
+
+    rng = np.random.default_rng(1)
+    minari.create_dataset_from_buffers("test/halfcheetah/keep-v0", buffer=_box_buffers(rng, [7]),
+                                       env="HalfCheetah-v5", author="t", description="t",
+                                       code_permalink="t", author_email="t")
+    import_minari("test/halfcheetah/keep-v0", tmp_path / "src.zarr")
+    damaged = tmp_path / "damaged.zarr"
+    shutil.copytree(tmp_path / "src.zarr", damaged)
+    chunk = next(p for p in (damaged / "data" / "actions").rglob("*") if p.is_file() and p.name != "zarr.json")
+    chunk.write_bytes(b"junk")
+    with pytest.raises(StoreError, match="cannot read data/actions"):
+        export_minari(damaged, "test/halfcheetah/keep-v0", overwrite=True)
+    assert minari.load_dataset("test/halfcheetah/keep-v0").total_steps == 7  # the old one is intact
+    assert not any(p.name.startswith(".") for p in Path(get_dataset_path("test/halfcheetah/keep-v0")).parent.iterdir())
+    # make --minari-id checks the id before any work: no store is left behind by a taken or bad id.
+    for bad in ("test/halfcheetah/keep-v0", "not an id"):
+        with pytest.raises((StoreError, RecipeError)):
+            make_dataset("pointmaze-umaze", tmp_path / "pm.zarr", size=200, minari_id=bad)
+        assert not (tmp_path / "pm.zarr").exists()

@@ -15,6 +15,8 @@ the flat vector in a Box space.
 from __future__ import annotations
 
 import os
+import shutil
+import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -199,18 +201,12 @@ def export_minari(
     import gymnasium as gym
 
     store = TrajectoryStore.open(store_path)
-    from minari.dataset.minari_dataset import parse_dataset_id
-    from minari.storage import get_dataset_path
-
-    try:
-        parse_dataset_id(dataset_id)
-    except Exception as exc:
-        raise StoreError(f"invalid Minari dataset id {dataset_id!r}: {exc}") from None
-    target = Path(get_dataset_path(dataset_id))
-    if target.exists():
-        if not overwrite:
-            raise StoreError(f"Minari dataset {dataset_id!r} already exists at {target}")
-        minari.delete_dataset(dataset_id)
+    target = check_export_target(dataset_id, overwrite=overwrite)
+    buffers = store_to_episode_buffers(store)  # read (and check) everything before an old dataset is touched
+    aside = None
+    if target.exists():  # moved aside, deleted only once the new dataset is written
+        aside = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(target, aside)
     register_robotics_envs()
     spec = None
     try:
@@ -220,7 +216,6 @@ def export_minari(
     obs_space = gym.spaces.Box(-np.inf, np.inf, shape=(store.obs_dim,), dtype=np.float32)
     act_space = _action_space(spec, store.act_dim)
     lo_hi = store.ref_scores
-    buffers = store_to_episode_buffers(store)
     try:
         with warnings.catch_warnings():
             # Minari warns about every optional metadata field left empty (permalink, e-mail, eval env).
@@ -240,8 +235,29 @@ def export_minari(
             )
     except BaseException:
         if target.exists():
-            minari.delete_dataset(dataset_id)
+            shutil.rmtree(target, ignore_errors=True)
+        if aside is not None:
+            os.replace(aside, target)
         raise
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+    return target
+
+
+def check_export_target(dataset_id: str, *, overwrite: bool = False) -> Path:
+    """The local path of Minari dataset ``dataset_id``, after checking the id and that it is free (or that
+    ``overwrite`` allows replacing it)."""
+    _require_minari()
+    from minari.dataset.minari_dataset import parse_dataset_id
+    from minari.storage import get_dataset_path
+
+    try:
+        parse_dataset_id(dataset_id)
+    except Exception as exc:
+        raise StoreError(f"invalid Minari dataset id {dataset_id!r}: {exc}".splitlines()[0]) from None
+    target = Path(get_dataset_path(dataset_id))
+    if target.exists() and not overwrite:
+        raise StoreError(f"Minari dataset {dataset_id!r} already exists at {target} (pass --overwrite to replace it)")
     return target
 
 

@@ -55,6 +55,12 @@ def make_dataset(
     size = recipe.default_size if size is None else int(size)
     if size <= 0:
         raise RecipeError(f"size must be positive, got {size}")
+    if not 0 <= int(seed) < 2**32:
+        raise RecipeError(f"seed must be in [0, 2^32), got {seed}")
+    if minari_id is not None:  # before any work: a bad or taken id fails now, not after the store is written
+        from gta_data.minari_bridge import check_export_target
+
+        check_export_target(minari_id, overwrite=overwrite)
     episodes, meta = recipe.build(size, seed, options)
     provenance = {"source": "recipe", "recipe": name, "seed": seed, "size": size, **meta.pop("provenance", {})}
     with StoreWriter(out, provenance=provenance, overwrite=overwrite, **meta) as writer:
