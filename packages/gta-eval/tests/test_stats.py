@@ -179,3 +179,21 @@ def test_unfinished_gta_rl_runs_are_not_final_results(tmp_path):
     (run / "seed_1" / "metrics.jsonl").unlink()  # a seed without evaluations
     with pytest.raises(EvalError, match="1 of 2 seeds evaluated"):
         S.load_results([run])
+
+
+def test_score_files_with_non_numbers_are_one_line_errors(tmp_path):
+    (tmp_path / "bad.csv").write_text("seed,normalized_score\n0,fifty\n")
+    with pytest.raises(EvalError, match="not a number"):
+        S.load_results([tmp_path / "bad.csv"])
+    (tmp_path / "bad.json").write_text(json.dumps({"seed_0": "x"}))
+    with pytest.raises(EvalError, match="not a number"):
+        S.load_results([tmp_path / "bad.json"])
+
+
+def test_quality_refuses_bad_counts_before_any_work(tmp_path):
+    from gta_eval.quality import evaluate_quality
+
+    for kw, message in (({"segments": -1}, "segments >= 0"), ({"seed": -1}, "seed must be in"),
+                        ({"samples": 0}, "samples must be >= 1")):
+        with pytest.raises(EvalError, match=message):
+            evaluate_quality(str(tmp_path / "none.zarr"), str(tmp_path / "none.zarr"), **kw)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -789,3 +790,17 @@ def test_out_must_be_a_new_or_own_run_directory(point_store, tmp_path):
     (run / "checkpoint.safetensors").unlink()
     with pytest.raises(RunError, match="finished run"):
         train(cfg, run)
+
+
+def test_settings_of_the_wrong_type_fail_before_training(point_store, tmp_path):
+    for overrides, message in (({"alpha": "abc"}, "alpha='abc' is not a number"),
+                               ({"policy_freq": 2.5}, "policy_freq=2.5 is not an integer"),
+                               ({"hidden": [64, 0]}, "not a list of positive integers"),
+                               ({"normalize_reward": 1}, "is not true or false")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            train(RunConfig("td3bc", (str(point_store),), (0,), steps=4, batch_size=8, overrides=overrides),
+                  tmp_path / "r")
+        assert not (tmp_path / "r").exists()
+    assert build_config("td3bc", None, {"alpha": 2}).alpha == 2.0 and isinstance(build_config("td3bc", None, {"alpha": 2}).alpha, float)
+    with pytest.raises(RunError, match="checkpoint_every must be >= 0"):
+        train(RunConfig("td3bc", (str(point_store),), (0,), steps=4, batch_size=8, checkpoint_every=-1), tmp_path / "c")

@@ -64,8 +64,10 @@ def evaluate_quality(
     env_kwargs: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
 ) -> QualityResult:
-    if samples < 1:
-        raise EvalError("samples must be >= 1")
+    if samples < 1 or segments < 0:
+        raise EvalError(f"samples must be >= 1 and segments >= 0, got {samples} and {segments}")
+    if not 0 <= seed < 2**32:
+        raise EvalError(f"seed must be in [0, 2^32), got {seed}")
     orig, aug = _open_pair(original, augmented)
     kwargs = dict(orig.attrs.get("env_kwargs") or {}) | dict(env_kwargs or {})
     spec = OracleSpec.create(aug.env_id, aug.obs_dim, aug.act_dim, orig.attrs.get("observation_layout"), kwargs)

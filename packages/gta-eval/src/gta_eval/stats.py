@@ -181,7 +181,15 @@ def _store_labels(paths: list[Any]) -> dict[str, Any]:
 
 def read_score_file(path: str | Path) -> list[RunResult]:
     """A plain CSV or JSON of per-seed final scores (see the module docstring)."""
-    path = Path(path)
+    try:
+        return _read_score_file(Path(path))
+    except (ValueError, TypeError, KeyError) as exc:
+        if isinstance(exc, EvalError):
+            raise
+        raise EvalError(f"{path}: a seed or score that is not a number ({type(exc).__name__}: {exc})") from None
+
+
+def _read_score_file(path: Path) -> list[RunResult]:
     groups: dict[tuple[str, str, str], dict[int, float]] = defaultdict(dict)
     default = {"task": path.stem, "method": "none", "algorithm": "unknown"}
     if path.suffix.lower() == ".csv":

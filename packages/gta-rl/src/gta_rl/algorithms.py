@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,12 +83,48 @@ def build_config(name: str, preset: str | None = None, overrides: dict[str, Any]
         values.update(spec.presets[preset])
     values.update(overrides or {})
     fields = {f.name: f for f in dataclasses.fields(spec.config)}
+    defaults = spec.config()
     for key, value in list(values.items()):
         if key not in fields:
             raise ConfigError(f"{name} has no setting {key!r} (known: {', '.join(fields)})")
         if isinstance(value, list):
-            values[key] = tuple(value)
+            values[key] = value = tuple(value)
+        values[key] = _checked(name, key, value, getattr(defaults, key))
     return spec.config(**values)
+
+
+def _checked(algo: str, key: str, value: Any, default: Any) -> Any:
+    """``value`` of the type of the setting's default (an int where a float is expected is a float); a
+    one-line ConfigError otherwise, before anything runs. Learning rates, discounts and the like that must be
+    positive numbers are not judged here (negative ones are legitimate for some settings, e.g. biases)."""
+    def bad(want: str) -> ConfigError:
+        return ConfigError(f"{algo} setting {key}={value!r} is not {want}")
+
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise bad("true or false")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        value = float(value)
+        if math.isnan(value):
+            raise bad("a number")
+    elif isinstance(default, tuple):
+        if not isinstance(value, tuple) or any(isinstance(v, bool) for v in value):
+            raise bad("a list")
+        if default and all(isinstance(v, int) for v in default):  # layer widths
+            if not all(isinstance(v, int) and v > 0 for v in value):
+                raise bad("a list of positive integers")
+        elif not all(isinstance(v, (int, float)) and math.isfinite(v) for v in value):
+            raise bad("a list of numbers")
+        else:
+            value = tuple(float(v) for v in value)
+    elif isinstance(default, str) and not isinstance(value, str):
+        raise bad("a string")
+    return value
 
 
 def config_to_dict(config) -> dict[str, Any]:

@@ -145,6 +145,8 @@ def evaluate(
         run, agent, meta = load_run(run_dir, device)
         if episodes is None:
             episodes = run.get("eval_episodes") or 10
+        if episodes < 1:
+            raise RunError(f"--episodes must be >= 1, got {episodes}")
         evaluator = make_evaluator(run, episodes, run.get("eval_async", False) if eval_async is None else eval_async)
         try:
             scores = evaluate_agent(agent, evaluator, run)

@@ -104,6 +104,8 @@ def _check(cfg: RunConfig) -> None:
         raise RunError("steps and batch size must be positive")
     if cfg.eval_every < 0 or (cfg.eval_episodes is not None and cfg.eval_episodes < 0) or cfg.log_every < 1:
         raise RunError("eval_every and eval_episodes must be >= 0 and log_every >= 1")
+    if cfg.checkpoint_every < 0:
+        raise RunError(f"checkpoint_every must be >= 0 (0: at every evaluation), got {cfg.checkpoint_every}")
     if not cfg.seeds:
         raise RunError("no seeds")
 
