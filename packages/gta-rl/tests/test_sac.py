@@ -220,6 +220,21 @@ def test_run_errors(tmp_path):
             SACConfig(**{**TINY, "cuda_graph": True}).check()
     with pytest.raises(SACError, match="not a SAC run"):
         read_checkpoints(tmp_path / "none")
+    for bad, message in (({"seed": -1}, "seed must be in"), ({"actor_lr": -1.0}, "actor_lr must be positive"),
+                         ({"gamma": 1.5}, "gamma and tau")):
+        with pytest.raises(SACError, match=message):
+            SACConfig(**{**TINY, **bad}).check()
+    # A start that saved nothing (stopped before its first checkpoint) is no dead end: it starts again.
+    early = tmp_path / "early"
+    early.mkdir()
+    (early / "config.json").write_text(json.dumps({"env_id": TINY["env_id"]}))
+    (early / "metrics.jsonl").write_text('{"step": 5}\n')
+    assert train_sac(cfg, early, stop_after=200)["step"] == 200
+    with pytest.raises(SACError, match="not empty"):  # ... but a run with checkpoints is never restarted
+        train_sac(cfg, early)
+    pytest.importorskip("gymnasium_robotics")
+    with pytest.raises(SACError, match="needs vector .Box. observations"):
+        train_sac(SACConfig(**{**TINY, "env_id": "PointMaze_UMaze-v3"}), tmp_path / "maze")
 
 
 def test_cli(tmp_path):

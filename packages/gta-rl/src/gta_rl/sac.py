@@ -105,6 +105,15 @@ class SACConfig:
             raise SACError("updates_per_step must be positive and learning_starts >= 0")
         if self.cuda_graph and resolve_device(self.device).type != "cuda":
             raise SACError("cuda_graph needs a CUDA device")
+        if not 0 <= self.seed < 2**31:
+            raise SACError(f"seed must be in [0, 2^31), got {self.seed}")
+        rates = {"actor_lr": self.actor_lr, "critic_lr": self.critic_lr, "alpha_lr": self.alpha_lr,
+                 "init_alpha": self.init_alpha}
+        bad = [k for k, v in rates.items() if not (math.isfinite(v) and v > 0)]
+        if bad:
+            raise SACError(f"{', '.join(bad)} must be positive numbers")
+        if not (0 < self.gamma <= 1 and 0 < self.tau <= 1):
+            raise SACError(f"gamma and tau must lie in (0, 1], got {self.gamma} and {self.tau}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -307,7 +316,11 @@ def _make_envs(cfg: SACConfig, asynchronous: bool):
 
     probe = make_env(cfg.env_id)  # a clear error for an unknown env before spawning copies
     has_state = hasattr(probe.unwrapped, "state_vector")  # MuJoCo: episode start states can be recorded
+    spaces = (probe.observation_space, probe.action_space)
     probe.close()
+    if not all(isinstance(space, gym.spaces.Box) for space in spaces):
+        raise SACError(f"{cfg.env_id}: SAC here needs vector (Box) observations and actions, not "
+                       f"{type(spaces[0]).__name__} / {type(spaces[1]).__name__}")
     vector = gym.vector.AsyncVectorEnv if asynchronous else gym.vector.SyncVectorEnv
     envs = vector([lambda: make_env(cfg.env_id) for _ in range(cfg.num_envs)], autoreset_mode=AutoresetMode.NEXT_STEP)
     return envs, has_state
@@ -369,7 +382,12 @@ def train_sac(cfg: SACConfig, out: str | Path, *, resume: bool = False, stop_aft
                 k: v for k, v in asdict(cfg).items() if k not in free}:
             raise SACError(f"the config differs from the one of the run in {out}")
     elif out.exists() and any(out.iterdir()):
-        raise SACError(f"{out} is not empty (pass resume to continue a run)")
+        if (out / CONFIG).exists() and not (out / STATE).exists() and not any((out / "actors").glob("*")):
+            # An earlier start that saved nothing (stopped before its first checkpoint, or failed): start again.
+            for name in (CONFIG, "metrics.jsonl", "checkpoints.jsonl"):
+                (out / name).unlink(missing_ok=True)
+        else:
+            raise SACError(f"{out} is not empty (pass resume to continue a run)")
 
     envs, record_starts = _make_envs(cfg, cfg.env_async)
     try:
