@@ -95,3 +95,19 @@ def test_bad_training_input(tmp_path, toy_store):
     with pytest.raises(DiffusionError, match="no checkpoint"):
         Trainer.create(tmp_path / "d", toy_store.path, _cfg(), WindowConfig(horizon=4))
         load_model(tmp_path / "d")
+
+
+def test_resume_before_the_first_checkpoint_and_with_other_data(tmp_path, toy_store, make_toy_store):
+    run = tmp_path / "run"
+    early = Trainer.create(run, toy_store.path, _cfg(checkpoint_every=100), WindowConfig(horizon=4))
+    early.train(until=4)  # logged steps 2 and 4, no checkpoint: a kill here loses them
+    assert latest_checkpoint(run) is None and (run / "metrics.jsonl").read_text().count("\n") == 2
+    resumed = Trainer.create(run, None)
+    assert resumed.step_count == 0 and not (run / "metrics.jsonl").read_text().strip()  # logs start over
+    resumed.train()
+    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))
+    # Same env and dims but other data: not a resume of this run.
+    other = make_toy_store(tmp_path / "other.zarr", episodes=30)
+    with pytest.raises(DiffusionError, match="is not the data run"):
+        Trainer.create(run, other.path)

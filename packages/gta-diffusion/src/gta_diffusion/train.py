@@ -201,6 +201,11 @@ class Trainer:
             store, data = _load_store(data_path)
             norm = Normalizer.from_dict(config["normalizer"])
             check_run_data(store, norm, data_path, run_dir)
+            recorded = config["data"]
+            if Path(data_path).resolve() != Path(recorded["path"]).resolve() and (
+                    store.num_transitions, store.num_episodes) != (recorded["num_transitions"], recorded["num_episodes"]):
+                raise DiffusionError(f"{data_path} is not the data run {run_dir} was started on ({recorded['path']}, "
+                                     f"{recorded['num_transitions']} transitions); resume without --data")
             wcfg = config_from_dict(WindowConfig, config["window"])
             windows = WindowSet(data, store.episode_ends, norm, wcfg, device)
             trainer = cls(run_dir, config, windows, device=device, dist=dist)
@@ -209,6 +214,8 @@ class Trainer:
             ckpt = latest_checkpoint(run_dir)
             if ckpt is not None:
                 trainer.load(ckpt)
+            elif dist.is_main:
+                truncate_metrics(run_dir, 0)  # stopped before its first checkpoint: it starts from step 0 again
             return trainer
         if data_path is None:
             raise DiffusionError(f"{run_dir} holds no run to resume; give the training data")
