@@ -3,6 +3,8 @@ and that a trained model follows its return condition (GTA Sec. 4.2, 4.4)."""
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -189,8 +191,11 @@ def test_bad_input_is_a_one_line_error(tmp_path, model, make_toy_store):
                                                            np.zeros(20, bool)), np.array([20]), env_id="ToyLine-v0")
     with pytest.raises(DiffusionError, match="obs_dim 2"):
         augment(run, wide.path, tmp_path / "w.zarr", _quick())
+    with pytest.raises(DiffusionError, match="is the source store"):
+        augment(run, store_path, store_path, _quick(), overwrite=True)
+    shutil.copytree(store_path, tmp_path / "taken.zarr")
     with pytest.raises(DiffusionError, match="already exists"):
-        augment(run, store_path, store_path, _quick())
+        augment(run, store_path, tmp_path / "taken.zarr", _quick())
     with pytest.raises(DiffusionError, match="fixed_return"):
         augment(run, store_path, tmp_path / "f.zarr", _quick(conditioning="fixed"))
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # nothing half-written
