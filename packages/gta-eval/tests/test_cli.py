@@ -109,6 +109,10 @@ def test_quality_grows_with_noise_and_handles_missing_condition(cheetah, tmp_pat
     res = runner.invoke(app, ["quality", "--original", str(cheetah.path), "--augmented", str(tmp_path / "aug0.zarr"),
                               "--samples", "20", "--device", "cpu", "--out", str(mine), "--overwrite"])
     assert res.exit_code == 1 and "not a gta-eval report" in res.output and (mine / "notes.txt").exists()
+    (mine / "results.json").write_text("{}")  # what a gta-rl run directory has: still not a report
+    res = runner.invoke(app, ["quality", "--original", str(cheetah.path), "--augmented", str(tmp_path / "aug0.zarr"),
+                              "--samples", "20", "--device", "cpu", "--out", str(mine), "--overwrite"])
+    assert res.exit_code == 1 and "not a gta-eval report" in res.output
     assert list(tmp_path.glob(".chart*")) == []
 
 

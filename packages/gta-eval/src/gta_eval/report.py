@@ -31,7 +31,8 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-REPORT_MARKERS = ("quality.json", "results.json")  # written by `quality` and `compare`
+# Files only `quality` and `compare` reports have (a gta-rl run directory also has a results.json).
+REPORT_MARKERS = ("quality.json", "scores.md")
 
 
 @contextmanager
