@@ -130,6 +130,7 @@ def test_store_metadata_and_per_window_seeds(tmp_path, model):
     prov = a.provenance
     assert prov["augment"]["mu"] == 0.5 and prov["augment"]["alpha"] == 1.3
     assert prov["start_index"] == 4 and prov["source_store"].endswith("toy.zarr") and "model_dir" in prov
+    assert prov["model_step"] == prov["model_train_steps"]  # the fixture's model finished its training
     assert a.ref_scores == (-12.0, 12.0)
     # A window depends on its seed only, not on the batch it was generated in.
     b = augment(run, store_path, tmp_path / "b.zarr", _quick(mu=0.5, num_transitions=64, seed=3, batch_size=5))

@@ -31,7 +31,16 @@ def test_train_resume_augment(tmp_path, toy_store):
                               "--dataset-preset", "hopper-medium-replay", "--alpha", "1.2", "--num-transitions",
                               "50", "--batch-size", "8", "--num-steps", "6", "--device", "cpu"])
     assert res.exit_code == 0, res.output
-    assert "wrote" in res.output and "50 transitions" in res.output
+    assert "wrote" in res.output and "50 transitions" in res.output and "warning" not in res.output
+    # A model whose training was stopped early still augments, with a warning.
+    stopped = tmp_path / "stopped"
+    res = runner.invoke(app, ["train", "--data", str(toy_store.path), "--out", str(stopped), "--steps", "6",
+                              "--stop-after", "3", *SMALL])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["augment", "--model", str(stopped), "--data", str(toy_store.path), "--out",
+                              str(tmp_path / "early.zarr"), "--num-transitions", "8", "--batch-size", "8",
+                              "--num-steps", "6", "--device", "cpu"])
+    assert res.exit_code == 0 and "warning: the model's training stopped at step 3 of 6" in res.output, res.output
     from gta_data import TrajectoryStore
 
     aug = TrajectoryStore.open(out).provenance["augment"]

@@ -79,6 +79,22 @@ def test_quality_compares_like_with_like_at_the_velocity_clip(envdata, tmp_path)
     assert "exactly known" in (out / "README.md").read_text()
 
 
+def test_quality_warns_when_the_original_is_not_the_augmented_source(cheetah, tmp_path):
+    from gta_data import StoreWriter, TrajectoryStore
+
+    src = TrajectoryStore.open(cheetah.path)
+    with StoreWriter(tmp_path / "aug.zarr", env_id=src.env_id, obs_dim=src.obs_dim, act_dim=src.act_dim,
+                     provenance={"method": "GTA", "source_store": str(tmp_path / "elsewhere.zarr")}) as w:
+        w.add_transitions(src.load(), src.episode_ends)
+    out = tmp_path / "report"
+    res = runner.invoke(app, ["quality", "--original", str(cheetah.path), "--augmented", str(tmp_path / "aug.zarr"),
+                              "--samples", "50", "--device", "cpu", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    m = json.loads((out / "quality.json").read_text())
+    assert len(m["warnings"]) == 1 and "elsewhere.zarr" in m["warnings"][0]
+    assert "**Warning**" in (out / "README.md").read_text()
+
+
 def test_quality_grows_with_noise_and_handles_missing_condition(cheetah, tmp_path):
     values = []
     for i, noise in enumerate((0.01, 0.1)):

@@ -329,6 +329,7 @@ def augment(model_dir: str | Path, data_path: str | Path, out_path: str | Path, 
         "num_windows": count,
         "world_size": dist.world_size,
         "model_train_steps": config["train"]["steps"],
+        "model_step": config.get("checkpoint_step"),  # < model_train_steps: a model whose training was stopped
         "action_clip": action_clip,  # the source data's action range and the fraction of transitions clipped
     }
     with StoreWriter(out_path, env_id=store.env_id, obs_dim=norm.obs_dim, act_dim=norm.act_dim,

@@ -218,6 +218,10 @@ def augment(
                 )
             if dist.is_main and store is not None:
                 typer.echo(f"wrote {store.path}: {store.num_transitions} transitions in {store.num_episodes} segments")
+                prov = store.provenance
+                if prov.get("model_step") is not None and prov["model_step"] < prov["model_train_steps"]:
+                    typer.echo(f"warning: the model's training stopped at step {prov['model_step']} of "
+                               f"{prov['model_train_steps']}", err=True)
         finally:
             shutdown(dist)
 

@@ -449,6 +449,7 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu", *, ema: 
     denoiser.load_state_dict(state)
     denoiser.to(device).eval().requires_grad_(False)
     norm = Normalizer.from_dict(config["normalizer"])
+    config = {**config, "checkpoint_step": int(saved["state"]["step"])}  # the step these weights were saved at
     return denoiser, norm, config_from_dict(WindowConfig, config["window"]), edm, config
 
 

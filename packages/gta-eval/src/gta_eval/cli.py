@@ -100,6 +100,8 @@ def quality(
             (tmp / "README.md").write_text(report.quality_markdown(m, images))
     except _known_errors() as exc:
         _fail(exc)
+    for warning in m.get("warnings", []):
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"dynamic MSE {m['dynamic_mse']:.4g}  oracle reward {m['oracle_reward']:.4g}  "
                f"novelty(s,a) {m['novelty_state_action']:.4g}  ({m['valid_samples']}/{m['samples']} valid, "
                f"{m['exact_states']['samples']} with exactly known states)")

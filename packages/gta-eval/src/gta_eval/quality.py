@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -69,6 +70,11 @@ def evaluate_quality(
     if not 0 <= seed < 2**32:
         raise EvalError(f"seed must be in [0, 2^32), got {seed}")
     orig, aug = _open_pair(original, augmented)
+    warnings = []
+    source = aug.provenance.get("source_store")
+    if source and Path(str(source)).resolve() != Path(orig.path).resolve():
+        warnings.append(f"{aug.path.name} was made from {source}, not from {orig.path}: the metrics compare it "
+                        "with other data than its source")
     kwargs = dict(orig.attrs.get("env_kwargs") or {}) | dict(env_kwargs or {})
     spec = OracleSpec.create(aug.env_id, aug.obs_dim, aug.act_dim, orig.attrs.get("observation_layout"), kwargs)
     rng = np.random.default_rng(seed)
@@ -122,6 +128,7 @@ def evaluate_quality(
         "reward_abs_error": float(np.abs(a_rew[rows] - true_rew)[valid].mean()),
         "original_reward": float(o_rew.mean()),
         "terminal_disagreement": float((a_term[rows] != batch.terminated[pos])[valid].mean()),
+        "warnings": warnings,
     }
     o_exact = ~clipped_states(spec, o_obs)
     out["exact_states"] = {

@@ -103,6 +103,7 @@ def quality_markdown(m: dict[str, Any], images: list[str]) -> str:
         "code does) and counted; out-of-range actions are stepped as the environment would.",
         "",
     ]
+    lines += [f"**Warning**: {w}" for w in m.get("warnings", [])] + ([""] if m.get("warnings") else [])
     ex = m.get("exact_states")
     if ex and ex["samples"] < m["valid_samples"]:
         lines += [
