@@ -111,3 +111,10 @@ def test_resume_before_the_first_checkpoint_and_with_other_data(tmp_path, toy_st
     other = make_toy_store(tmp_path / "other.zarr", episodes=30)
     with pytest.raises(DiffusionError, match="is not the data run"):
         Trainer.create(run, other.path)
+    # ... nor is a store regenerated at the recorded path.
+    import shutil
+
+    shutil.rmtree(toy_store.path)
+    make_toy_store(toy_store.path, episodes=30, seed=5)
+    with pytest.raises(DiffusionError, match="is not the data run"):
+        Trainer.create(run, None)

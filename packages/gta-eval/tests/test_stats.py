@@ -174,7 +174,10 @@ def test_unfinished_gta_rl_runs_are_not_final_results(tmp_path):
     with pytest.raises(EvalError, match=r"unfinished gta-rl run \(2 of 2 seeds evaluated, last at step 2000 of 100000"):
         S.load_results([run])
     assert S.load_results([run], allow_unfinished=True)[0].scores == {0: 2.0, 1: 4.0}
-    (run / "results.json").write_text("{}")
+    (run / "results.json").write_text(json.dumps({"step": 50000}))  # written before the run was extended
+    with pytest.raises(EvalError, match="unfinished"):
+        S.load_results([run])
+    (run / "results.json").write_text(json.dumps({"step": 100000}))
     assert S.load_results([run])[0].scores == {0: 2.0, 1: 4.0}
     (run / "seed_1" / "metrics.jsonl").unlink()  # a seed without evaluations
     with pytest.raises(EvalError, match="1 of 2 seeds evaluated"):

@@ -804,3 +804,19 @@ def test_settings_of_the_wrong_type_fail_before_training(point_store, tmp_path):
     assert build_config("td3bc", None, {"alpha": 2}).alpha == 2.0 and isinstance(build_config("td3bc", None, {"alpha": 2}).alpha, float)
     with pytest.raises(RunError, match="checkpoint_every must be >= 0"):
         train(RunConfig("td3bc", (str(point_store),), (0,), steps=4, batch_size=8, checkpoint_every=-1), tmp_path / "c")
+
+
+def test_resume_keeps_the_settings_the_run_started_with(point_store, tmp_path):
+    # A run started before a preset changed (emulated by editing its recorded settings) resumes with them.
+    cfg = RunConfig("td3bc", (str(point_store),), (0,), steps=8, batch_size=8, eval_episodes=0, log_every=2,
+                    checkpoint_every=4, overrides=TINY["td3bc"])
+    train(cfg, tmp_path / "r", stop_after=4)
+    path = tmp_path / "r" / "config.json"
+    run = json.loads(path.read_text())
+    run["algorithm_config"]["alpha"] = 3.5
+    path.write_text(json.dumps(run))
+    plain = RunConfig("td3bc", (str(point_store),), (0,), steps=8, batch_size=8, eval_episodes=0, log_every=2,
+                      checkpoint_every=4)  # no --preset / --set: the recorded ones
+    train(plain, tmp_path / "r", resume=True)
+    assert json.loads(path.read_text())["algorithm_config"]["alpha"] == 3.5
+    assert load_run(tmp_path / "r", "cpu")[1].config.alpha == 3.5

@@ -225,9 +225,15 @@ def test_run_errors(tmp_path):
         with pytest.raises(SACError, match=message):
             SACConfig(**{**TINY, **bad}).check()
     # A start that saved nothing (stopped before its first checkpoint) is no dead end: it starts again.
+    other = tmp_path / "other"  # another tool's run directory is never taken for an unstarted SAC run
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"model": "diffusion"}))
+    with pytest.raises(SACError, match="not empty"):
+        train_sac(cfg, other)
+    assert json.loads((other / "config.json").read_text()) == {"model": "diffusion"}
     early = tmp_path / "early"
     early.mkdir()
-    (early / "config.json").write_text(json.dumps({"env_id": TINY["env_id"]}))
+    (early / "config.json").write_text(json.dumps({"env_id": TINY["env_id"], "total_steps": 10}))
     (early / "metrics.jsonl").write_text('{"step": 5}\n')
     assert train_sac(cfg, early, stop_after=200)["step"] == 200
     with pytest.raises(SACError, match="not empty"):  # ... but a run with checkpoints is never restarted

@@ -202,10 +202,10 @@ class Trainer:
             norm = Normalizer.from_dict(config["normalizer"])
             check_run_data(store, norm, data_path, run_dir)
             recorded = config["data"]
-            if Path(data_path).resolve() != Path(recorded["path"]).resolve() and (
-                    store.num_transitions, store.num_episodes) != (recorded["num_transitions"], recorded["num_episodes"]):
-                raise DiffusionError(f"{data_path} is not the data run {run_dir} was started on ({recorded['path']}, "
-                                     f"{recorded['num_transitions']} transitions); resume without --data")
+            if (store.num_transitions, store.num_episodes) != (recorded["num_transitions"], recorded["num_episodes"]):
+                raise DiffusionError(f"{data_path} ({store.num_transitions} transitions, {store.num_episodes} episodes) "
+                                     f"is not the data run {run_dir} was started on ({recorded['path']}: "
+                                     f"{recorded['num_transitions']}, {recorded['num_episodes']})")
             wcfg = config_from_dict(WindowConfig, config["window"])
             windows = WindowSet(data, store.episode_ends, norm, wcfg, device)
             trainer = cls(run_dir, config, windows, device=device, dist=dist)

@@ -142,7 +142,12 @@ def read_run_dir(path: str | Path, allow_unfinished: bool = False) -> RunResult:
                         "or gta-rl evaluation lines with score_mean)")
     if isinstance(config.get("data"), list) and isinstance(config.get("seeds"), list) and not allow_unfinished:
         # a gta-rl run: finished when it wrote results.json, with every seed's evaluations
-        if not (path / "results.json").exists() or len(scores) < len(config["seeds"]):
+        try:
+            done = json.loads((path / "results.json").read_text()).get("step") == config.get("steps", None) or (
+                "steps" not in config)
+        except (OSError, ValueError, AttributeError):
+            done = False
+        if not done or len(scores) < len(config["seeds"]):
             last = max(int(c[0][-1]) for c in curves.values())
             raise EvalError(f"{path} is an unfinished gta-rl run ({len(scores)} of {len(config['seeds'])} seeds "
                             f"evaluated, last at step {last} of {config.get('steps')}): resume it, or pass "

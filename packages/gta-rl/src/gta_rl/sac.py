@@ -40,7 +40,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -326,6 +326,16 @@ def _make_envs(cfg: SACConfig, asynchronous: bool):
     return envs, has_state
 
 
+def _is_sac_config(path: Path) -> bool:
+    """Whether ``path`` is the config.json of a SAC run (its keys are SACConfig fields, env_id among them)."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    names = {f.name for f in fields(SACConfig)}
+    return isinstance(saved, dict) and "env_id" in saved and "total_steps" in saved and set(saved) <= names
+
+
 class _Logs:
     def __init__(self, out: Path) -> None:
         self.metrics, self.checkpoints = out / "metrics.jsonl", out / "checkpoints.jsonl"
@@ -382,7 +392,7 @@ def train_sac(cfg: SACConfig, out: str | Path, *, resume: bool = False, stop_aft
                 k: v for k, v in asdict(cfg).items() if k not in free}:
             raise SACError(f"the config differs from the one of the run in {out}")
     elif out.exists() and any(out.iterdir()):
-        if (out / CONFIG).exists() and not (out / STATE).exists() and not any((out / "actors").glob("*")):
+        if _is_sac_config(out / CONFIG) and not (out / STATE).exists() and not any((out / "actors").glob("*")):
             # An earlier start that saved nothing (stopped before its first checkpoint, or failed): start again.
             for name in (CONFIG, "metrics.jsonl", "checkpoints.jsonl"):
                 (out / name).unlink(missing_ok=True)

@@ -33,13 +33,22 @@ def read_scores(run_dir: str | Path, which: str = "final", allow_unfinished: boo
         if evals:
             values = [e["score_mean"] for e in evals]
             scores[int(seed)] = values[-1] if which == "final" else max(values)
-    finished = (run_dir / "results.json").exists() and len(scores) == len(run["seeds"])
+    finished = _finished(run_dir, run) and len(scores) == len(run["seeds"])
     if not finished and not allow_unfinished:
         last = max((e["step"] for e in evals), default=0) if run["seeds"] else 0
         raise ValueError(f"{run_dir} is unfinished ({len(scores)} of {len(run['seeds'])} seeds evaluated, last at step "
                          f"{last} of {run.get('steps')}, no results.json): resume it, or pass --allow-unfinished")
     return {"name": run_dir.name, "algorithm": run["algorithm"], "env_id": run["env_id"], "scores": scores,
             "finished": finished}
+
+
+def _finished(run_dir: Path, run: dict[str, Any]) -> bool:
+    """results.json exists and was written at the run's last step (a run extended on resume is not)."""
+    try:
+        results = json.loads((run_dir / "results.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return "steps" not in run or results.get("step") == run["steps"]
 
 
 def summarize(run_dirs: Sequence[str | Path], which: str = "final", ddof: int = 0,

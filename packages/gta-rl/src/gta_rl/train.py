@@ -187,12 +187,13 @@ def train(
     if resume and not ckpt_path.exists():
         raise RunError(f"nothing to resume in {out} (no {CHECKPOINT}; without --resume a run that never reached "
                        "its first checkpoint starts again)")
+    restart = False
     if not resume and out.exists() and any(out.iterdir()):
         if not _is_run_dir(out):
             raise RunError(f"{out} is not empty and holds no gta-rl run: choose another --out")
         if (out / "results.json").exists():
             raise RunError(f"{out} holds a finished run (results.json, no checkpoint): choose another --out")
-        _clear_unstarted_run(out)  # an earlier start that never reached its first checkpoint: start again
+        restart = True  # an earlier start that never reached its first checkpoint: cleared once this one is valid
 
     data_cfg = get_spec(algorithm)  # validates the name before any data is read
     del data_cfg
@@ -200,10 +201,18 @@ def train(
     from gta_rl.buffer import open_stores
 
     stores = open_stores(stores_probe)
-    preset = cfg.preset
-    if preset == "auto":
-        preset = match_preset(algorithm, _dataset_name(stores[0]))
-    algo_cfg = build_config(algorithm, preset, cfg.overrides)
+    saved = json.loads((out / "config.json").read_text()) if resume else None
+    if saved is not None and cfg.preset == "auto" and not cfg.overrides and "algorithm_config" in saved:
+        # A resume without --preset/--set continues with the settings the run started with, even where the
+        # presets have changed since.
+        preset = saved.get("preset")
+        cfg = replace(cfg, overrides=dict(saved.get("overrides") or {}))
+        algo_cfg = build_config(algorithm, None, saved["algorithm_config"])
+    else:
+        preset = cfg.preset
+        if preset == "auto":
+            preset = match_preset(algorithm, _dataset_name(stores[0]))
+        algo_cfg = build_config(algorithm, preset, cfg.overrides)
     if algorithm == "dt":
         data, stores = _load_dt_data(algo_cfg, stores_probe, device, cfg.mix_ratio)
     else:
@@ -212,7 +221,7 @@ def train(
                                           mix_ratio=cfg.mix_ratio)
     env_id = stores[0].env_id
     if cfg.eval_episodes is None:  # recorded in config.json as the number; a resumed run keeps its own
-        recorded = json.loads((out / "config.json").read_text()).get("eval_episodes") if resume else None
+        recorded = saved.get("eval_episodes") if saved is not None else None
         cfg = replace(cfg, eval_episodes=default_eval_episodes(env_id) if recorded is None else int(recorded))
     env_kwargs = dict(stores[0].attrs.get("env_kwargs") or {})
     try:
@@ -238,9 +247,13 @@ def train(
     }
     if cfg.eval_episodes > 0:  # before anything is written: an unknown env fails the run up front
         make_env(env_id, **env_kwargs).close()
+    if restart:
+        _clear_unstarted_run(out)
+    if resume:  # written again when the run reaches its (possibly new) last step; until then it is unfinished
+        (out / "results.json").unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     if resume:
-        old = json.loads((out / "config.json").read_text())
+        old = saved
         free = ("steps", "device", "compile", "cuda_graph", "tf32", "bf16", "fullgraph", "eval_async", "eval_overlap")
         differs = [k for k in run if k not in free and old.get(k) != run[k]]
         if differs:
