@@ -126,6 +126,19 @@ def test_samples_match_the_data(trained, tmp_path):
     assert np.std(gen.rewards - (2 * gen.actions[:, 0] + 3)) < 0.2 * data.rewards.std()
 
 
+def test_samples_never_replace_the_training_store_or_another_folder(trained, tmp_path):
+    _, _, root = trained
+    cfg = SampleConfig(num_transitions=10, batch_size=10, num_steps=8)
+    with pytest.raises(DiffusionError, match="is the model's training store"):
+        generate_synther(root / "run", root / "toy.zarr", cfg, overwrite=True)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("x")
+    with pytest.raises(StoreError, match="not a trajectory store"):  # refused before sampling
+        generate_synther(root / "run", mine, cfg, overwrite=True)
+    assert (mine / "keep.txt").exists()
+
+
 def test_store_layout_and_provenance(trained, tmp_path):
     _, _, root = trained
     cfg = SampleConfig(num_transitions=700, batch_size=300, num_steps=8, seed=2, segment_length=50)

@@ -157,7 +157,8 @@ def test_gta_rl_runs_are_labelled_by_their_stores(tmp_path):
                      terminals=np.zeros(n, bool), timeouts=np.arange(n) == n - 1)
     stores = {}
     for name, prov in (("medium", {"d4rl_name": "hopper-medium"}), ("replay", {"d4rl_name": "hopper-medium-replay"}),
-                       ("gta", {"method": "GTA", "augment": {"mu": 0.5, "alpha": 1.3}})):
+                       ("gta", {"method": "GTA", "augment": {"mu": 0.5, "alpha": 1.3},
+                                "source_store": str(tmp_path / "medium.zarr")})):
         stores[name] = str(write_store(tmp_path / f"{name}.zarr", tr, np.array([n]), env_id="Hopper-v5",
                                        provenance=prov).path)
     # Same env, same seeds: two datasets are two tasks, not one (their seeds would collide).
@@ -166,6 +167,8 @@ def test_gta_rl_runs_are_labelled_by_their_stores(tmp_path):
     labels = {(r.task, r.method, r.mu, r.alpha) for r in S.load_results([tmp_path])}
     assert labels == {("hopper-medium", "none", None, None), ("hopper-medium-replay", "none", None, None),
                       ("hopper-medium", "GTA", 0.5, 1.3)}
+    # Trained on the augmented store alone: still GTA on its source's dataset.
+    assert S._store_labels([stores["gta"]]) == {"task": "hopper-medium", "method": "GTA", "mu": 0.5, "alpha": 1.3}
 
 
 def test_unfinished_gta_rl_runs_are_not_final_results(tmp_path):

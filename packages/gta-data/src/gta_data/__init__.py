@@ -11,6 +11,7 @@ from gta_data.store import (  # noqa: E402
     TrajectoryStore,
     Transitions,
     append_episodes,
+    check_replaceable,
     open_store,
     write_episodes,
     write_store,
@@ -33,4 +34,5 @@ __all__ = [
     "window_starts",
     "write_episodes",
     "write_store",
+    "check_replaceable",
 ]

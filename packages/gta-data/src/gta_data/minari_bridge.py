@@ -203,10 +203,6 @@ def export_minari(
     store = TrajectoryStore.open(store_path)
     target = check_export_target(dataset_id, overwrite=overwrite)
     buffers = store_to_episode_buffers(store)  # read (and check) everything before an old dataset is touched
-    aside = None
-    if target.exists():  # moved aside, deleted only once the new dataset is written
-        aside = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(target, aside)
     register_robotics_envs()
     spec = None
     try:
@@ -216,6 +212,10 @@ def export_minari(
     obs_space = gym.spaces.Box(-np.inf, np.inf, shape=(store.obs_dim,), dtype=np.float32)
     act_space = _action_space(spec, store.act_dim)
     lo_hi = store.ref_scores
+    aside = None
+    if target.exists():  # moved aside, deleted only once the new dataset is written
+        aside = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(target, aside)
     try:
         with warnings.catch_warnings():
             # Minari warns about every optional metadata field left empty (permalink, e-mail, eval env).

@@ -183,8 +183,7 @@ class StoreWriter:
         self.path = Path(path)
         if self.path.exists() and not overwrite:
             raise StoreError(f"{self.path} already exists (pass overwrite to replace it)")
-        if self.path.exists() and not _replaceable(self.path):
-            raise StoreError(f"{self.path} is not a trajectory store: overwrite replaces stores only")
+        check_replaceable(self.path)
         if not self.path.parent.exists():
             raise StoreError(f"parent directory {self.path.parent} does not exist")
         if obs_dim <= 0 or act_dim <= 0:
@@ -349,6 +348,14 @@ class StoreWriter:
             self.abort()
 
 
+def check_replaceable(path: str | os.PathLike) -> None:
+    """Raise unless writing a store at ``path`` with overwrite may replace what is there (nothing, an empty
+    folder or a trajectory store). Commands call it before their work, and the commit calls it again."""
+    path = Path(path)
+    if path.exists() and not _replaceable(path):
+        raise StoreError(f"{path} is not a trajectory store: overwrite replaces stores only")
+
+
 def _replaceable(path: Path) -> bool:
     """Whether ``overwrite`` may replace ``path``: an empty directory or a trajectory store (complete or not),
     never another file or folder."""
@@ -367,9 +374,10 @@ def _replace_dir(src: Path, dst: Path, *, overwrite: bool) -> None:
     """Move ``src`` to ``dst``. An existing ``dst`` is first moved aside, then deleted, so that ``dst``
     only ever holds a complete store or nothing."""
     if dst.exists():
-        if not overwrite:
+        if not overwrite or not _replaceable(dst):  # checked again: something may have appeared meanwhile
             shutil.rmtree(src, ignore_errors=True)
-            raise StoreError(f"{dst} already exists (pass overwrite to replace it)")
+            raise StoreError(f"{dst} already exists" + (" (pass overwrite to replace it)" if not overwrite else
+                                                         " and is not a trajectory store: not replaced"))
         aside = dst.parent / f".{dst.name}.old-{uuid.uuid4().hex[:8]}"
         os.replace(dst, aside)
         os.replace(src, dst)

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gta_data import StoreWriter, TrajectoryStore, Transitions
+from gta_data import StoreWriter, TrajectoryStore, Transitions, check_replaceable
 from gta_diffusion import __version__
 from gta_diffusion.data import Normalizer, WindowConfig, WindowSet, windows_to_transitions
 from gta_diffusion.distributed import DistInfo, barrier, broadcast_object, shard_range
@@ -269,6 +269,7 @@ def augment(model_dir: str | Path, data_path: str | Path, out_path: str | Path, 
         raise DiffusionError(f"{out_path} is the source store: write the augmented store elsewhere")
     if out_path.exists() and not overwrite:
         raise DiffusionError(f"{out_path} already exists (pass overwrite to replace it)")
+    check_replaceable(out_path)  # before the work, not after it
     if not out_path.parent.is_dir():
         raise DiffusionError(f"parent directory {out_path.parent} does not exist")
     denoiser, norm, wcfg, edm, config = load_model(model_dir, device)

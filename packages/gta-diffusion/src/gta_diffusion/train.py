@@ -90,8 +90,8 @@ def check_train_config(cfg: TrainConfig) -> None:
                              f"{cfg.warmup_steps}, {cfg.min_lr_ratio}")
     if not 0.0 <= cfg.ema_decay < 1.0:
         raise DiffusionError(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
-    if not 0.0 <= cfg.cond_drop_prob < 1.0:
-        raise DiffusionError(f"cond_drop_prob must be in [0, 1), got {cfg.cond_drop_prob}")
+    if not 0.0 <= cfg.cond_drop_prob <= 1.0:
+        raise DiffusionError(f"cond_drop_prob must be in [0, 1], got {cfg.cond_drop_prob}")
 
 
 def config_from_dict(cls: type, d: dict[str, Any]) -> Any:

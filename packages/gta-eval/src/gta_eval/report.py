@@ -54,6 +54,9 @@ def report_dir(out: str | os.PathLike, *, overwrite: bool = False) -> Iterator[P
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not any((out / m).is_file() for m in REPORT_MARKERS))):
+        shutil.rmtree(tmp, ignore_errors=True)  # something else appeared there meanwhile: not replaced
+        raise EvalError(f"{out} appeared while the report was made and is not a gta-eval report: not replaced")
     if out.exists():
         aside = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
         os.replace(out, aside)

@@ -155,11 +155,17 @@ def read_run_dir(path: str | Path, allow_unfinished: bool = False) -> RunResult:
     return RunResult(scores=scores, curves=curves, source=str(path), **_labels(config, path.name))
 
 
+def _dataset_label(prov: dict[str, Any] | None) -> str | None:
+    named = [prov.get(k) for k in ("d4rl_name", "dataset_id", "recipe")] if prov else []
+    return next((str(v) for v in named if isinstance(v, str) and v), None)
+
+
 def _store_labels(paths: list[Any]) -> dict[str, Any]:
     """Labels of a run trained on these stores (gta-rl's ``data``; by convention the first one is the original
     data). ``task``: the first store's dataset name (provenance ``d4rl_name``, ``dataset_id`` or ``recipe``,
     else its file name). ``method``: the provenance ``method`` of each augmented store (GTA, S4RL, SynthER),
-    joined with '+', or ``none``; an augmented store that can no longer be opened is named by its file.
+    joined with '+', or ``none``; an augmented store that can no longer be opened is named by its file. A run
+    on an augmented store alone has that store's method and its source store's dataset name.
     ``mu``/``alpha``: the ``augment`` settings of the augmented stores when exactly one setting is found."""
     from gta_data import StoreError, TrajectoryStore
 
@@ -170,10 +176,15 @@ def _store_labels(paths: list[Any]) -> dict[str, Any]:
         except (StoreError, OSError):
             prov = None
         if i == 0:
-            named = [prov.get(k) for k in ("d4rl_name", "dataset_id", "recipe")] if prov else []
-            task = next((str(v) for v in named if isinstance(v, str) and v), None)
-            task = task or Path(str(p)).name.removesuffix(".zarr")
-            continue
+            task = _dataset_label(prov) or Path(str(p)).name.removesuffix(".zarr")
+            if not (prov and prov.get("method")):
+                continue
+            # the run trained on an augmented store alone: its method counts, its task is its source's
+            source = prov.get("source_store")
+            try:
+                task = (_dataset_label(TrajectoryStore.open(source).provenance) if source else None) or task
+            except (StoreError, OSError):
+                pass
         method = prov.get("method") if prov is not None else Path(str(p)).name.removesuffix(".zarr")
         if method:
             methods.append(str(method))

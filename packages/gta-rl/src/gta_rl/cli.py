@@ -139,12 +139,12 @@ def evaluate(
     debug: bool = typer.Option(False, "--debug"),
 ) -> None:
     """Evaluate the checkpointed policies of a run and print each seed's normalized score."""
-    from gta_rl.train import RunError, evaluate_agent, load_run, make_evaluator
+    from gta_rl.train import RunError, default_eval_episodes, evaluate_agent, load_run, make_evaluator
 
     try:
         run, agent, meta = load_run(run_dir, device)
         if episodes is None:
-            episodes = run.get("eval_episodes") or 10
+            episodes = run.get("eval_episodes") or default_eval_episodes(run["env_id"])
         if episodes < 1:
             raise RunError(f"--episodes must be >= 1, got {episodes}")
         evaluator = make_evaluator(run, episodes, run.get("eval_async", False) if eval_async is None else eval_async)

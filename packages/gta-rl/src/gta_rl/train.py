@@ -82,9 +82,12 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RunError(f"device {name!r} requested but CUDA is not available")
     try:
-        return torch.device(name)
+        dev = torch.device(name)
     except RuntimeError:
         raise RunError(f"unknown device {name!r} (auto, cpu, cuda, cuda:N)") from None
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise RunError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return dev
 
 
 def _dataset_name(store) -> str:

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from gta_data import StoreWriter, TrajectoryStore, Transitions
+from gta_data import StoreWriter, TrajectoryStore, Transitions, check_replaceable
 from gta_diffusion import __version__
 from gta_diffusion.errors import DiffusionError
 
@@ -138,6 +138,7 @@ def augment_s4rl(data_path: str | Path, out_path: str | Path, cfg: S4RLConfig, *
         raise DiffusionError(f"{out_path} is the source store: write the augmented store elsewhere")
     if out_path.exists() and not overwrite:
         raise DiffusionError(f"{out_path} already exists (pass overwrite to replace it)")
+    check_replaceable(out_path)
     store = TrajectoryStore.open(data_path)
     data = store.load(names=())  # no extras: e.g. a source's returns-to-go would not describe the new segments
     lo, hi = store.ref_scores or (None, None)

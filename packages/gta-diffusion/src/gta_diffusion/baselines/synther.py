@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gta_data import StoreError, StoreWriter, TrajectoryStore, Transitions
+from gta_data import StoreError, StoreWriter, TrajectoryStore, Transitions, check_replaceable
 from gta_diffusion import __version__
 from gta_diffusion.augment import clip_actions
 from gta_diffusion.checkpoint import (
@@ -353,10 +353,13 @@ def generate_synther(model_dir: str | Path, out_path: str | Path, cfg: SampleCon
     out_path = Path(out_path)
     if out_path.exists() and not overwrite:
         raise DiffusionError(f"{out_path} already exists (pass overwrite to replace it)")
+    check_replaceable(out_path)  # before the work, not after it
     if not out_path.parent.is_dir():
         raise DiffusionError(f"parent directory {out_path.parent} does not exist")
     device = torch.device(device)
     denoiser, norm, edm, config = load_synther(model_dir, device)
+    if out_path.resolve() == Path(config["data"]["path"]).resolve():
+        raise DiffusionError(f"{out_path} is the model's training store: write the samples elsewhere")
     if cfg.num_steps is not None:
         edm = replace(edm, num_steps=cfg.num_steps)
     net = torch.compile(denoiser) if cfg.compile else denoiser
