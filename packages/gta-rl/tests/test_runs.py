@@ -257,6 +257,7 @@ def test_resume_refuses_a_changed_config(point_store, tmp_path):
                         log_every=5, overrides=TINY["td3bc"])
     with pytest.raises(RunError, match="batch_size"):
         train(changed, tmp_path / "r", resume=True)
+    assert (tmp_path / "r" / "results.json").exists()  # a refused resume leaves the finished run as it was
     with pytest.raises(RunError, match="nothing to resume"):
         train(cfg, tmp_path / "empty", resume=True)
     # How a run executes may change on resume (here the matmul precision), what it computes may not.

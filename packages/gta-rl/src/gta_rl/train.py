@@ -252,8 +252,6 @@ def train(
         make_env(env_id, **env_kwargs).close()
     if restart:
         _clear_unstarted_run(out)
-    if resume:  # written again when the run reaches its (possibly new) last step; until then it is unfinished
-        (out / "results.json").unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     if resume:
         old = saved
@@ -261,6 +259,8 @@ def train(
         differs = [k for k in run if k not in free and old.get(k) != run[k]]
         if differs:
             raise RunError(f"cannot resume {out}: the config differs in {', '.join(differs)}")
+        # written again when the run reaches its (possibly new) last step; until then it is unfinished
+        (out / "results.json").unlink(missing_ok=True)
     write_json(out / "config.json", run)
 
     def new_agent() -> Agent:
