@@ -803,6 +803,8 @@ def test_settings_of_the_wrong_type_fail_before_training(point_store, tmp_path):
                   tmp_path / "r")
         assert not (tmp_path / "r").exists()
     assert build_config("td3bc", None, {"alpha": 2}).alpha == 2.0 and isinstance(build_config("td3bc", None, {"alpha": 2}).alpha, float)
+    with pytest.raises(RunError, match="unknown device 'nosuch'"):
+        train(RunConfig("td3bc", (str(point_store),), (0,), steps=4, batch_size=8, device="nosuch"), tmp_path / "d")
     with pytest.raises(RunError, match="checkpoint_every must be >= 0"):
         train(RunConfig("td3bc", (str(point_store),), (0,), steps=4, batch_size=8, checkpoint_every=-1), tmp_path / "c")
 

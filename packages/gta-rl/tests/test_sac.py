@@ -224,6 +224,8 @@ def test_run_errors(tmp_path):
                          ({"gamma": 1.5}, "gamma and tau")):
         with pytest.raises(SACError, match=message):
             SACConfig(**{**TINY, **bad}).check()
+    with pytest.raises(SACError, match="unknown device 'nosuch'"):  # the device resolver gta-rl train uses
+        train_sac(SACConfig(**{**TINY, "device": "nosuch"}), tmp_path / "dev")
     # A start that saved nothing (stopped before its first checkpoint) is no dead end: it starts again.
     other = tmp_path / "other"  # another tool's run directory is never taken for an unstarted SAC run
     other.mkdir()

@@ -49,7 +49,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from gta_rl.base import freeze, step_jointly
+from gta_rl.base import freeze, resolve_device, step_jointly
 from gta_rl.checkpoint import load_checkpoint, save_checkpoint, write_json
 from gta_rl.nets import StackedMLP, mlp_generators, soft_update_, twin_input
 from gta_rl.optim import Adam
@@ -103,7 +103,7 @@ class SACConfig:
             raise SACError("checkpoint_every, log_every and eval_episodes must be positive (state_every >= 0)")
         if self.updates_per_step <= 0 or self.learning_starts < 0:
             raise SACError("updates_per_step must be positive and learning_starts >= 0")
-        if self.cuda_graph and resolve_device(self.device).type != "cuda":
+        if self.cuda_graph and resolve_device(self.device, SACError).type != "cuda":
             raise SACError("cuda_graph needs a CUDA device")
         if not 0 <= self.seed < 2**31:
             raise SACError(f"seed must be in [0, 2^31), got {self.seed}")
@@ -114,14 +114,6 @@ class SACConfig:
             raise SACError(f"{', '.join(bad)} must be positive numbers")
         if not (0 < self.gamma <= 1 and 0 < self.tau <= 1):
             raise SACError(f"gamma and tau must lie in (0, 1], got {self.gamma} and {self.tau}")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SACError(f"device {name!r} requested but CUDA is not available")
-    return torch.device(name)
 
 
 class SACAgent(nn.Module):
@@ -380,7 +372,7 @@ def train_sac(cfg: SACConfig, out: str | Path, *, resume: bool = False, stop_aft
 
     cfg.check()
     out = Path(out)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, SACError)
     if resume:
         if not (out / STATE).exists():
             raise SACError(f"nothing to resume in {out} (no {STATE})")

@@ -38,7 +38,7 @@ from gta_rl.algorithms import (
     get_spec,
     match_preset,
 )
-from gta_rl.base import Agent
+from gta_rl.base import Agent, resolve_device
 from gta_rl.buffer import RewardTransform, load_training_data
 from gta_rl.checkpoint import load_checkpoint, save_checkpoint, write_json
 from gta_rl.evaluation import Evaluator, action_bound, make_env
@@ -74,20 +74,6 @@ class RunConfig:
     eval_seed: int = 0  # env seed of evaluation episode 0
     eval_async: bool = False  # evaluation envs sharded over worker processes
     eval_overlap: bool = True  # evaluate a copy of the agent in a background thread while training goes on
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RunError(f"device {name!r} requested but CUDA is not available")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise RunError(f"unknown device {name!r} (auto, cpu, cuda, cuda:N)") from None
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise RunError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return dev
 
 
 def _dataset_name(store) -> str:
@@ -175,7 +161,7 @@ def train(
     _check(cfg)
     out = Path(out)
     algorithm = canonical_name(cfg.algorithm)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, RunError)
     if cfg.cuda_graph and device.type != "cuda":
         raise RunError("--cuda-graph needs a CUDA device")
     if cfg.fullgraph and algorithm == "dt":
@@ -575,7 +561,7 @@ def load_run(out: str | Path, device: str = "auto") -> tuple[dict[str, Any], Age
     if not (out / "config.json").exists() or not (out / CHECKPOINT).exists():
         raise RunError(f"{out} is not a gta-rl run directory (config.json and {CHECKPOINT} expected)")
     run = json.loads((out / "config.json").read_text())
-    dev = resolve_device(device)
+    dev = resolve_device(device, RunError)
     try:
         agent = _agent_with_stats(run, dev)
     except ConfigError as exc:
