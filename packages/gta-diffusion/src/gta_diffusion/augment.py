@@ -255,6 +255,20 @@ def _segments(gen: np.ndarray, norm: Normalizer, wcfg: WindowConfig, terminals: 
     return tr, ends
 
 
+def check_output_store(out_path: str | Path, *, overwrite: bool, source: str | Path | None = None) -> Path:
+    """The output store of an augmentation (GTA, S4RL, SynthER), checked before any work: not its source,
+    not existing unless ``overwrite`` (and then a store that may be replaced), in an existing folder."""
+    out_path = Path(out_path)
+    if source is not None and out_path.resolve() == Path(source).resolve():
+        raise DiffusionError(f"{out_path} is the source store: write the augmented store elsewhere")
+    if out_path.exists() and not overwrite:
+        raise DiffusionError(f"{out_path} already exists (pass overwrite to replace it)")
+    check_replaceable(out_path)
+    if not out_path.parent.is_dir():
+        raise DiffusionError(f"parent directory {out_path.parent} does not exist")
+    return out_path
+
+
 def augment(model_dir: str | Path, data_path: str | Path, out_path: str | Path, cfg: AugmentConfig, *,
             device: str | torch.device = "cpu", dist: DistInfo = DistInfo(), overwrite: bool = False,
             progress: Callable[[int], None] | None = None, on_start: Callable[[int], None] | None = None,
@@ -264,14 +278,7 @@ def augment(model_dir: str | Path, data_path: str | Path, out_path: str | Path, 
     from gta_diffusion.train import load_model
 
     cfg.check()
-    out_path = Path(out_path)
-    if out_path.resolve() == Path(data_path).resolve():
-        raise DiffusionError(f"{out_path} is the source store: write the augmented store elsewhere")
-    if out_path.exists() and not overwrite:
-        raise DiffusionError(f"{out_path} already exists (pass overwrite to replace it)")
-    check_replaceable(out_path)  # before the work, not after it
-    if not out_path.parent.is_dir():
-        raise DiffusionError(f"parent directory {out_path.parent} does not exist")
+    out_path = check_output_store(out_path, overwrite=overwrite, source=data_path)
     denoiser, norm, wcfg, edm, config = load_model(model_dir, device)
     store = TrajectoryStore.open(data_path)
     if store.env_id != norm.env_id:

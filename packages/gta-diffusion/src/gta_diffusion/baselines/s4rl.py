@@ -33,8 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from gta_data import StoreWriter, TrajectoryStore, Transitions, check_replaceable
+from gta_data import StoreWriter, TrajectoryStore, Transitions
 from gta_diffusion import __version__
+from gta_diffusion.augment import check_output_store
 from gta_diffusion.errors import DiffusionError
 
 __all__ = ["S4RLConfig", "segment_plan", "noisy_segment", "augment_s4rl"]
@@ -133,12 +134,7 @@ def augment_s4rl(data_path: str | Path, out_path: str | Path, cfg: S4RLConfig, *
     """Write ``cfg.num_transitions`` S4RL transitions made from the store ``data_path`` to ``out_path``
     (atomically: nothing appears at ``out_path`` if anything fails)."""
     cfg.check()
-    out_path = Path(out_path)
-    if out_path.resolve() == Path(data_path).resolve():
-        raise DiffusionError(f"{out_path} is the source store: write the augmented store elsewhere")
-    if out_path.exists() and not overwrite:
-        raise DiffusionError(f"{out_path} already exists (pass overwrite to replace it)")
-    check_replaceable(out_path)
+    out_path = check_output_store(out_path, overwrite=overwrite, source=data_path)
     store = TrajectoryStore.open(data_path)
     data = store.load(names=())  # no extras: e.g. a source's returns-to-go would not describe the new segments
     lo, hi = store.ref_scores or (None, None)

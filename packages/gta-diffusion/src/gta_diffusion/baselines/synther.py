@@ -40,9 +40,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from gta_data import StoreError, StoreWriter, TrajectoryStore, Transitions, check_replaceable
+from gta_data import StoreError, StoreWriter, TrajectoryStore, Transitions
 from gta_diffusion import __version__
-from gta_diffusion.augment import clip_actions
+from gta_diffusion.augment import check_output_store, clip_actions
 from gta_diffusion.checkpoint import (
     CONFIG_NAME,
     latest_checkpoint,
@@ -350,12 +350,7 @@ def generate_synther(model_dir: str | Path, out_path: str | Path, cfg: SampleCon
     """Sample ``cfg.num_transitions`` transitions from the SynthER model in ``model_dir`` and write them to
     ``out_path`` batch by batch (atomically: nothing appears at ``out_path`` if anything fails)."""
     cfg.check()
-    out_path = Path(out_path)
-    if out_path.exists() and not overwrite:
-        raise DiffusionError(f"{out_path} already exists (pass overwrite to replace it)")
-    check_replaceable(out_path)  # before the work, not after it
-    if not out_path.parent.is_dir():
-        raise DiffusionError(f"parent directory {out_path.parent} does not exist")
+    out_path = check_output_store(out_path, overwrite=overwrite)  # the training store is known once loaded
     device = torch.device(device)
     denoiser, norm, edm, config = load_synther(model_dir, device)
     if out_path.resolve() == Path(config["data"]["path"]).resolve():
