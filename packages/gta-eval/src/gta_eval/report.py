@@ -41,10 +41,10 @@ def report_dir(out: str | os.PathLike, *, overwrite: bool = False) -> Iterator[P
     out = Path(out)
     if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
         raise EvalError(f"{out} already exists and is not empty (pass --overwrite to replace it)")
-    if out.exists() and out.is_dir() and any(out.iterdir()) and not any((out / m).is_file() for m in REPORT_MARKERS):
-        raise EvalError(f"{out} is not a gta-eval report: --overwrite replaces reports only")
     if out.exists() and not out.is_dir():
         raise EvalError(f"{out} is a file, not a report directory")
+    if out.exists() and not _replaceable_report(out):
+        raise EvalError(f"{out} is not a gta-eval report: --overwrite replaces reports only")
     if not out.parent.exists():
         raise EvalError(f"parent directory {out.parent} does not exist")
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -54,16 +54,21 @@ def report_dir(out: str | os.PathLike, *, overwrite: bool = False) -> Iterator[P
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not any((out / m).is_file() for m in REPORT_MARKERS))):
-        shutil.rmtree(tmp, ignore_errors=True)  # something else appeared there meanwhile: not replaced
+    if out.exists() and not _replaceable_report(out):  # checked again: something may have appeared meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)
         raise EvalError(f"{out} appeared while the report was made and is not a gta-eval report: not replaced")
     if out.exists():
         aside = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
         os.replace(out, aside)
         os.replace(tmp, out)
-        shutil.rmtree(aside, ignore_errors=True) if aside.is_dir() else aside.unlink()
+        shutil.rmtree(aside, ignore_errors=True)
     else:
         os.replace(tmp, out)
+
+
+def _replaceable_report(out: Path) -> bool:
+    """An existing ``out`` that a report may replace: an empty folder or an earlier report."""
+    return out.is_dir() and (not any(out.iterdir()) or any((out / m).is_file() for m in REPORT_MARKERS))
 
 
 def write_json(path: Path, obj: Any) -> None:
