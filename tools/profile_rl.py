@@ -29,6 +29,7 @@ from bench_rl import ACT, OBS, make_store, timed  # noqa: E402
 from gta_rl.algorithms import build_config, get_spec  # noqa: E402
 from gta_rl.buffer import load_training_data  # noqa: E402
 from gta_rl.fast import StepRunner  # noqa: E402
+from gta_rl.nets import set_fused_mlp  # noqa: E402
 
 
 def set_inductor_config(item: str) -> None:
@@ -56,6 +57,7 @@ def main() -> None:
     ap.add_argument("--no-tf32", action="store_true", help="fp32 matmuls (default: TF32, as gta-rl train --tf32)")
     ap.add_argument("--autotune", action="store_true", help="inductor max-autotune")
     ap.add_argument("--bf16", action="store_true", help="bf16 mixed precision (gta-rl train --bf16)")
+    ap.add_argument("--fused-mlp", action="store_true", help="fused gradient-free passes (gta-rl train --fused-mlp)")
     ap.add_argument("--top", type=int, default=16, help="kernels to list")
     ap.add_argument("--inductor", action="append", default=[], metavar="KEY=VALUE",
                     help="set torch._inductor.config.KEY (Python literal VALUE) before compiling, e.g. "
@@ -79,6 +81,7 @@ def main() -> None:
                                           device=dev, total_steps=1_000_000)
         if args.bf16:
             agent.set_matmul_dtype(torch.bfloat16)
+        set_fused_mlp(agent, args.fused_mlp)
         runner = StepRunner(agent, data, args.batch_size, compile=args.impl != "graph", cuda_graph=True,
                             fullgraph=args.impl == "fullgraph", autotune=args.autotune)
 
@@ -95,7 +98,7 @@ def main() -> None:
     events = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
     copies = [e for e in events if e.key.startswith(("Memcpy", "Memset"))]
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}: {args.algo} {args.impl}"
-          f"{' autotune' if args.autotune else ''}{' bf16' if args.bf16 else ''}"
+          f"{' autotune' if args.autotune else ''}{' bf16' if args.bf16 else ''}{' fused' if args.fused_mlp else ''}"
           f"{'' if args.no_tf32 else ' tf32'}{''.join(' ' + i for i in args.inductor)}, {args.seeds} seed(s), "
           f"batch {args.batch_size}")
     print(f"setup {setup:.1f} s; {rate:.1f} steps/s; per step {sum(e.count for e in events) / 20:.0f} kernels "

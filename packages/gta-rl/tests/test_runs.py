@@ -647,27 +647,13 @@ def test_background_evaluation_on_gpu_equals_foreground(point_store, tmp_path):
     _assert_same_checkpoint(tmp_path / "fg", tmp_path / "bg")
 
 
-def _halfcheetah_sized_data(tmp_path):
-    """4,000 random transitions of HalfCheetah's sizes (obs 17, act 6) on the GPU."""
-    from gta_data import Transitions, write_store
-
-    rng = np.random.default_rng(0)
-    n = 4000
-    obs = rng.normal(size=(n, 17)).astype(np.float32)
-    write_store(tmp_path / "s.zarr", Transitions(obs, rng.uniform(-1, 1, (n, 6)), rng.normal(size=n),
-                                                 obs + 0.1 * rng.normal(size=(n, 17)), np.zeros(n, bool),
-                                                 np.zeros(n, bool)), np.arange(1000, n + 1, 1000),
-                env_id="HalfCheetah-v5")
-    return load_training_data([tmp_path / "s.zarr"], device="cuda")[0]
-
-
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("name", ["cql", "mcq"])
-def test_one_seed_fullgraph_compiles_with_inductor_on_gpu(name, tmp_path):
+def test_one_seed_fullgraph_compiles_with_inductor_on_gpu(name, halfcheetah_sized_data):
     # At HalfCheetah's sizes (obs 17, act 6, 256-wide nets, batch 1024), torch 2.11's inductor failed an
     # assertion in loop reordering while fusing these steps (inductor_options turns it off).
-    data = _halfcheetah_sized_data(tmp_path)
+    data = halfcheetah_sized_data
     make = lambda: get_spec(name).agent(build_config(name, None, {}), 17, 6, [0], device="cuda",  # noqa: E731
                                         total_steps=1000)
     eager, fast = make(), make()
@@ -688,10 +674,10 @@ def test_one_seed_fullgraph_compiles_with_inductor_on_gpu(name, tmp_path):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("name", ["td3bc", "cql", "mcq"])
-def test_bf16_fullgraph_matches_eager_bf16_on_gpu(name, tmp_path):
+def test_bf16_fullgraph_matches_eager_bf16_on_gpu(name, halfcheetah_sized_data):
     # --bf16 --fullgraph --cuda-graph at HalfCheetah's sizes (the padded 17- and 23-wide first layers, the
     # fused fp32 heads) against the eager bf16 step; bf16 rounding differs between the two kernel sets.
-    data = _halfcheetah_sized_data(tmp_path)
+    data = halfcheetah_sized_data
 
     def make():
         agent = get_spec(name).agent(build_config(name, None, {}), 17, 6, [0, 1], device="cuda", total_steps=1000)

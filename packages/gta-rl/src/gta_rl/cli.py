@@ -68,6 +68,9 @@ def train(
     tf32: bool = typer.Option(False, "--tf32", help="TF32 tensor-core matmuls on CUDA (faster, ~1e-3 relative)"),
     bf16: bool = typer.Option(False, "--bf16", help="bf16 mixed precision: hidden-layer matmuls in bf16, outputs, "
                               "losses and Adam in fp32 (faster on tensor cores, ~4e-3 relative)"),
+    fused_mlp: bool = typer.Option(False, "--fused-mlp",
+                                   help="with --bf16 on CUDA: each gradient-free pass of a two-hidden-layer network "
+                                   "(target networks, acting) as one Triton kernel"),
     fullgraph: bool = typer.Option(False, "--fullgraph",
                                    help="compile the whole step, gradients included, as one graph (implies --compile)"),
     eval_async: bool = typer.Option(False, "--eval-async",
@@ -103,8 +106,8 @@ def train(
             algorithm=algorithm, data=tuple(str(p) for p in data), seeds=tuple(parse_seeds(seeds)), steps=steps,
             batch_size=batch_size, eval_every=eval_every, eval_episodes=eval_episodes, log_every=log_every,
             checkpoint_every=checkpoint_every, mix_ratio=mix_ratio, device=device, compile=compile,
-            cuda_graph=cuda_graph, tf32=tf32, bf16=bf16, fullgraph=fullgraph, eval_async=eval_async,
-            eval_overlap=eval_overlap, preset=None if preset == "none" else preset, overrides=overrides,
+            cuda_graph=cuda_graph, tf32=tf32, bf16=bf16, fused_mlp=fused_mlp, fullgraph=fullgraph,
+            eval_async=eval_async, eval_overlap=eval_overlap, preset=None if preset == "none" else preset, overrides=overrides,
         )
         with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                       TimeRemainingColumn(), transient=True) as bar:

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from gta_rl.base import Agent, freeze, repeat_rows, step_jointly
 from gta_rl.buffer import Batch
-from gta_rl.nets import StackedMLP, mlp_generators, soft_update_, twin_input
+from gta_rl.nets import StackedMLP, mlp_generators, soft_update_
 from gta_rl.optim import Adam
 
 _PI_STREAM, _NEXT_PI_STREAM, _CUR_N_STREAM, _NEXT_N_STREAM, _RANDOM_STREAM = 200, 201, 202, 203, 204
@@ -119,7 +119,7 @@ class CQL(Agent):
 
     def q_twin(self, net: StackedMLP, obs: Tensor, act: Tensor, frozen: bool = False) -> Tensor:
         s, b, _ = obs.shape
-        return net(twin_input(torch.cat([obs, act], -1)), frozen=frozen).view(s, 2, b)  # [S, 2, B]
+        return net(torch.cat([obs, act], -1), shared=2, frozen=frozen).view(s, 2, b)  # [S, 2, B]
 
     def update(self, batch: Batch, *, actor_step: bool = True) -> dict[str, Tensor]:
         cfg, m, n, a_dim = self.config, self.max_action, self.config.n_actions, self.act_dim

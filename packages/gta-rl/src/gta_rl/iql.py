@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from gta_rl.base import Agent, freeze, step_jointly
 from gta_rl.buffer import Batch
-from gta_rl.nets import StackedMLP, mlp_generators, soft_update_, twin_input
+from gta_rl.nets import StackedMLP, mlp_generators, soft_update_
 from gta_rl.optim import Adam, cosine_schedule
 
 
@@ -90,7 +90,7 @@ class IQL(Agent):
 
     def q_twin(self, net: StackedMLP, obs: Tensor, act: Tensor) -> Tensor:
         s, b, _ = obs.shape
-        return net(twin_input(torch.cat([obs, act], -1))).view(s, 2, b)  # [S, 2, B]
+        return net(torch.cat([obs, act], -1), shared=2).view(s, 2, b)  # [S, 2, B]
 
     def mean_action(self, obs: Tensor) -> Tensor:
         return self.max_action * torch.tanh(self.actor(obs))  # [S, B, act]

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from gta_rl.base import Agent, freeze, grads, repeat_rows
 from gta_rl.buffer import Batch
-from gta_rl.nets import StackedMLP, mlp_generators, soft_update_, twin_input
+from gta_rl.nets import StackedMLP, mlp_generators, soft_update_
 from gta_rl.optim import Adam
 
 _VAE_STREAM, _DECODE_STREAM = 300, 301
@@ -112,7 +112,7 @@ class MCQ(Agent):
 
     def q_twin(self, net: StackedMLP, obs: Tensor, act: Tensor, frozen: bool = False) -> Tensor:
         s, b, _ = obs.shape
-        return net(twin_input(torch.cat([obs, act], -1)), frozen=frozen).view(s, 2, b)  # [S, 2, B]
+        return net(torch.cat([obs, act], -1), shared=2, frozen=frozen).view(s, 2, b)  # [S, 2, B]
 
     def decode(self, obs: Tensor, z: Tensor) -> Tensor:
         return self.max_action * torch.tanh(self.decoder(torch.cat([obs, z], -1)))

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from gta_rl import fused_mlp
+
 
 def member_generator(seed: int, name: str, member: int = 0) -> torch.Generator:
     """CPU generator for one member's initial weights, independent of how many seeds are stacked."""
@@ -113,6 +115,17 @@ class _LowpAffine(torch.autograd.Function):
         return gx, gw, gb, None
 
 
+def set_fused_mlp(module: nn.Module, on: bool) -> None:
+    """Route the gradient-free forward passes of every :class:`StackedMLP` in ``module`` that the fused
+    Triton kernel covers (:mod:`gta_rl.fused_mlp`: CUDA, bf16 mixed precision, two hidden layers) through
+    it; the others, and every pass with gradients, keep the ordinary path."""
+    if on:
+        fused_mlp.register()
+    for m in module.modules():
+        if isinstance(m, StackedMLP):
+            m.fused = bool(on)
+
+
 def set_matmul_dtype(module: nn.Module, dtype: torch.dtype | None) -> None:
     """Mixed precision for every :class:`StackedMLP` in ``module``: hidden layers multiply in ``dtype``
     (bf16), output layers stay fp32 (actions, Q-values, values and log-stds are not rounded to 8 bits of
@@ -194,25 +207,40 @@ class StackedMLP(nn.Module):
             self.layers.append(StackedLinear(w, b))
         self.dropout = float(dropout)
         self.matmul_dtype: torch.dtype | None = None  # bf16: mixed precision (set_matmul_dtype)
+        self.fused = False  # gradient-free passes through gta_rl.fused_mlp where it applies (set_fused_mlp)
 
     @property
     def num_members(self) -> int:
         return int(self.layers[0].weight.shape[0])
 
     def forward(
-        self, x: Tensor, masks: Sequence[Tensor] | None = None, first_of: int = 1, frozen: bool = False
+        self,
+        x: Tensor,
+        masks: Sequence[Tensor] | None = None,
+        first_of: int = 1,
+        frozen: bool = False,
+        shared: int = 1,
     ) -> Tensor:
         """``masks`` (one per hidden layer, [M, B, width] of 0/1 scaled by 1/(1-p)) apply dropout after
         each hidden activation, as nn.Dropout does in training mode. ``first_of=n`` runs only the first
         member of each group of n (e.g. critic 1 of each seed's twin pair) on x [M/n, B, in].
-        ``frozen`` uses detached weights: gradients reach x but not this network."""
-        for i, layer in enumerate(self.layers):
+        ``frozen`` uses detached weights: gradients reach x but not this network. ``shared=n``: x is
+        [M/n, B, in], the input of each group of n consecutive members (a seed's twin critics)."""
+        params = []
+        for layer in self.layers:
             w, b = layer.weight, layer.bias
             if frozen:
                 w, b = w.detach(), b.detach()
             if first_of != 1:
                 w = w.view(-1, first_of, *w.shape[1:])[:, 0]
                 b = b.view(-1, first_of, *b.shape[1:])[:, 0]
+            params.append((w, b))
+        if self.fused and self.matmul_dtype == torch.bfloat16:
+            if fused_mlp.supports(x, [w for w, _ in params], masks):
+                return fused_mlp.mlp2_forward(x, *(t for pair in params for t in pair), shared=shared)
+        if shared != 1:
+            x = twin_input(x, shared)
+        for i, (w, b) in enumerate(params):
             hidden = i < len(self.layers) - 1
             if hidden and self.matmul_dtype is not None:
                 x = lowp_affine(x, w, b, self.matmul_dtype)

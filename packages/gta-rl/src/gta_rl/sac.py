@@ -51,7 +51,7 @@ from torch.nn import functional as F
 
 from gta_rl.base import freeze, resolve_device, step_jointly
 from gta_rl.checkpoint import load_checkpoint, save_checkpoint, write_json
-from gta_rl.nets import StackedMLP, mlp_generators, soft_update_, twin_input
+from gta_rl.nets import StackedMLP, mlp_generators, soft_update_
 from gta_rl.optim import Adam
 from gta_rl.rng import SeedStreams
 
@@ -182,13 +182,13 @@ class SACAgent(nn.Module):
         alpha = self.log_alpha.exp().detach()
         with torch.no_grad():
             next_a, next_logp = self.sample(next_obs, rng.normal(_S_TARGET, (b, self.act_dim))[0])
-            q_next = self.critic_target(twin_input(torch.cat([next_obs, next_a], -1)[None]))  # [2, B, 1]
+            q_next = self.critic_target(torch.cat([next_obs, next_a], -1)[None], shared=2)  # [2, B, 1]
             y = rew + cfg.gamma * (1.0 - term) * (q_next.min(0).values[:, 0] - alpha * next_logp)  # [B]
-        q = self.critic(twin_input(torch.cat([obs, act], -1)[None]))[:, :, 0]  # [2, B]
+        q = self.critic(torch.cat([obs, act], -1)[None], shared=2)[:, :, 0]  # [2, B]
         critic_loss = (q - y).square().mean(1).sum()
         pi_a, logp = self.sample(obs, rng.normal(_S_ACTOR, (b, self.act_dim))[0])
         # Frozen critic: the actor's gradient must not reach the critic (step_jointly's contract).
-        q_pi = self.critic(twin_input(torch.cat([obs, pi_a], -1)[None]), frozen=True)[:, :, 0].min(0).values
+        q_pi = self.critic(torch.cat([obs, pi_a], -1)[None], shared=2, frozen=True)[:, :, 0].min(0).values
         actor_loss = (alpha * logp - q_pi).mean()
         alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
         step_jointly([(critic_loss, self.optimizers["critic"]), (actor_loss, self.optimizers["actor"]),

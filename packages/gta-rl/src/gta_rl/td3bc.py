@@ -17,7 +17,7 @@ from torch import Tensor
 
 from gta_rl.base import Agent, freeze, grads
 from gta_rl.buffer import Batch
-from gta_rl.nets import StackedMLP, mlp_generators, soft_update_, twin_input
+from gta_rl.nets import StackedMLP, mlp_generators, soft_update_
 from gta_rl.optim import Adam
 
 _NOISE_STREAM = 100
@@ -76,7 +76,7 @@ class TD3BC(Agent):
 
     def q_twin(self, net: StackedMLP, obs: Tensor, act: Tensor) -> Tensor:
         s, b, _ = obs.shape
-        return net(twin_input(torch.cat([obs, act], -1))).view(s, 2, b)  # [S, 2, B]
+        return net(torch.cat([obs, act], -1), shared=2).view(s, 2, b)  # [S, 2, B]
 
     def q_first(self, net: StackedMLP, obs: Tensor, act: Tensor, frozen: bool = False) -> Tensor:
         return net(torch.cat([obs, act], -1), first_of=2, frozen=frozen).squeeze(-1)  # [S, B]

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from gta_data import StoreError, normalized_score
+from gta_rl import fused_mlp
 from gta_rl.algorithms import (
     ConfigError,
     build_config,
@@ -43,6 +44,7 @@ from gta_rl.buffer import RewardTransform, load_training_data
 from gta_rl.checkpoint import load_checkpoint, save_checkpoint, write_json
 from gta_rl.evaluation import Evaluator, action_bound, make_env
 from gta_rl.fast import MetricAccumulator, StepRunner
+from gta_rl.nets import set_fused_mlp
 
 CHECKPOINT = "checkpoint.safetensors"
 
@@ -69,6 +71,7 @@ class RunConfig:
     tf32: bool = False  # TF32 tensor-core matmuls on CUDA (10-bit mantissa inputs, fp32 accumulation)
     fullgraph: bool = False  # compile the whole step as one graph, gradients included (implies compile)
     bf16: bool = False  # bf16 mixed precision: hidden-layer matmuls in bf16 (fp32 outputs, losses, Adam)
+    fused_mlp: bool = False  # gradient-free passes (target networks, acting) as one Triton kernel (CUDA, bf16)
     preset: str | None = "auto"  # per-family settings ('auto' matches the store's dataset name)
     overrides: dict[str, Any] = field(default_factory=dict)
     eval_seed: int = 0  # env seed of evaluation episode 0
@@ -105,6 +108,7 @@ def build_agent(run: dict[str, Any], device: torch.device) -> Agent:
     agent = spec.agent(algo_cfg, run["obs_dim"], run["act_dim"], run["seeds"], max_action=run["max_action"],
                        device=device, total_steps=run["steps"])
     agent.set_matmul_dtype(torch.bfloat16 if run.get("bf16") else None)  # runs written before --bf16 have none
+    set_fused_mlp(agent, bool(run.get("fused_mlp")))  # CPU copies (evaluation workers) keep the ordinary path
     return agent
 
 
@@ -166,6 +170,13 @@ def train(
         raise RunError("--cuda-graph needs a CUDA device")
     if cfg.fullgraph and algorithm == "dt":
         raise RunError("--fullgraph is for the Q-learning algorithms; the DT's fast path compiles its forward (--compile)")
+    if cfg.fused_mlp:
+        if device.type != "cuda" or not fused_mlp.available():
+            raise RunError("--fused-mlp needs a CUDA device and Triton (which torch's CUDA builds bring)")
+        if algorithm == "dt":
+            raise RunError("--fused-mlp is for the Q-learning algorithms' MLPs (td3bc, iql, cql, mcq), not dt")
+        if not cfg.bf16:
+            raise RunError("--fused-mlp runs the --bf16 arithmetic of the networks in one kernel: add --bf16")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
     ckpt_path = out / CHECKPOINT
@@ -241,7 +252,8 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     if resume:
         old = saved
-        free = ("steps", "device", "compile", "cuda_graph", "tf32", "bf16", "fullgraph", "eval_async", "eval_overlap")
+        free = ("steps", "device", "compile", "cuda_graph", "tf32", "bf16", "fused_mlp", "fullgraph", "eval_async",
+                "eval_overlap")
         differs = [k for k in run if k not in free and old.get(k) != run[k]]
         if differs:
             raise RunError(f"cannot resume {out}: the config differs in {', '.join(differs)}")

@@ -1,0 +1,219 @@
+"""The fused gradient-free MLP forward (gta_rl.fused_mlp, --fused-mlp): routing on any machine, the Triton
+kernel against a float64 reference and inside compiled, graph-captured training steps on CUDA."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gta_rl import fused_mlp
+from gta_rl.algorithms import build_config, get_spec
+from gta_rl.fast import StepRunner
+from gta_rl.nets import StackedMLP, mlp_generators, set_fused_mlp, set_matmul_dtype, twin_input
+from gta_rl.train import RunConfig, RunError, train
+
+needs_triton = pytest.mark.skipif(not fused_mlp.available(), reason="needs CUDA and Triton")
+
+
+def _net(members, sizes, device="cpu", seeds_of=1):
+    net = StackedMLP(mlp_generators(list(range(members // seeds_of)), "fused-test", seeds_of), sizes).to(device)
+    with torch.no_grad():  # biases of both signs and sizes (nn.Linear's default init gives them already)
+        for layer in net.layers:
+            layer.bias.mul_(3.0)
+    return net
+
+
+def _float64(net, x, shared=1, first_of=1):
+    """The network in float64 (x [M / shared, B, in])."""
+    if shared != 1:
+        x = twin_input(x, shared)
+    h = x.double()
+    for i, layer in enumerate(net.layers):
+        w, b = layer.weight.double(), layer.bias.double()
+        if first_of != 1:
+            w, b = w[::first_of], b[::first_of]
+        h = torch.bmm(h, w) + b
+        if i < len(net.layers) - 1:
+            h = torch.relu(h)
+    return h
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_shared_input_equals_expanded_input(bf16):
+    net = _net(6, [5, 16, 16, 3], seeds_of=2)
+    set_matmul_dtype(net, torch.bfloat16 if bf16 else None)
+    x = torch.randn(3, 7, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, shared=2), net(twin_input(x)), rtol=0, atol=0)
+    # gradients reach the shared input from both members
+    xg = x.clone().requires_grad_()
+    net(xg, shared=2).sum().backward()
+    xe = x.clone().requires_grad_()
+    net(twin_input(xe)).sum().backward()
+    torch.testing.assert_close(xg.grad, xe.grad)
+
+
+def test_fused_flag_keeps_the_ordinary_path_where_the_kernel_does_not_apply():
+    net = _net(4, [5, 16, 16, 3], seeds_of=2)
+    set_matmul_dtype(net, torch.bfloat16)
+    x = torch.randn(2, 9, 5)
+    with torch.no_grad():
+        plain = net(x, shared=2)
+        set_fused_mlp(net, True)
+        assert net.fused
+        torch.testing.assert_close(net(x, shared=2), plain, rtol=0, atol=0)  # CPU tensors: not routed
+    w = [layer.weight for layer in net.layers]
+    with torch.no_grad():
+        assert not fused_mlp.supports(x, w, None)  # CPU
+    if fused_mlp.available():
+        xc = x.cuda()
+        wc = [torch.zeros(4, 5, 256, device="cuda"), torch.zeros(4, 256, 256, device="cuda"),
+              torch.zeros(4, 256, 3, device="cuda")]
+        with torch.no_grad():
+            assert fused_mlp.supports(xc, wc, None)
+            assert not fused_mlp.supports(xc, [t.cuda() for t in w], None)  # width 16
+            assert not fused_mlp.supports(xc, wc, [torch.ones(1)])  # dropout masks
+            assert not fused_mlp.supports(xc, wc[:2], None)  # one hidden layer
+            assert not fused_mlp.supports(xc, [wc[0][:, :, :128], wc[1][:128, :128], wc[2][:, :128]], None)
+            assert not fused_mlp.supports(xc, [torch.zeros(4, 65, 256, device="cuda"), *wc[1:]], None)  # in 65
+            assert not fused_mlp.supports(xc, [*wc[:2], torch.zeros(4, 256, 33, device="cuda")], None)  # out 33
+        assert not fused_mlp.supports(xc, wc, None)  # gradients on
+
+
+def test_fused_mlp_run_needs_cuda_and_bf16(point_store, tmp_path):
+    common = dict(steps=2, batch_size=8, eval_episodes=0, log_every=1, fused_mlp=True)
+    if not fused_mlp.available():
+        with pytest.raises(RunError, match="--fused-mlp needs a CUDA device and Triton"):
+            train(RunConfig("td3bc", (str(point_store),), (0,), bf16=True, **common), tmp_path / "a")
+        assert not (tmp_path / "a").exists()
+    else:
+        with pytest.raises(RunError, match="add --bf16"):
+            train(RunConfig("td3bc", (str(point_store),), (0,), device="cuda", **common), tmp_path / "b")
+        assert not (tmp_path / "b").exists()
+
+
+SHAPES = [  # members, batch, sizes, shared, first_of
+    (16, 1024, [23, 256, 256, 1], 2, 1),  # 8 seeds' twin critics at HalfCheetah's sizes (128-row blocks)
+    (2, 100, [23, 256, 256, 1], 2, 1),  # one seed, a batch that is no multiple of the block
+    (8, 1024, [17, 256, 256, 6], 1, 1),  # 8 actors
+    (1, 37, [17, 256, 256, 6], 1, 1),
+    (3, 300, [64, 256, 256, 32], 1, 1),  # the largest input and output widths routed here
+    (8, 200, [23, 256, 256, 1], 1, 2),  # critic 1 of each twin pair: weights with a member stride of 2
+]
+
+
+@pytest.mark.gpu
+@needs_triton
+@pytest.mark.parametrize("tf32", [False, True])
+@pytest.mark.parametrize("members,batch,sizes,shared,first_of", SHAPES)
+def test_fused_forward_matches_float64(members, batch, sizes, shared, first_of, tf32):
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        net = _net(members, sizes, "cuda", seeds_of=2 if first_of == 2 else 1)
+        set_matmul_dtype(net, torch.bfloat16)
+        x = torch.randn(members // shared // first_of, batch, sizes[0], device="cuda")
+        with torch.no_grad():
+            exact = _float64(net, x, shared, first_of)
+            plain = net(x, shared=shared, first_of=first_of)  # the bf16 path of the other kernels
+            set_fused_mlp(net, True)
+            fused = net(x, shared=shared, first_of=first_of)
+            fused_bf16_input = net(x.bfloat16(), shared=shared, first_of=first_of)
+        assert fused.shape == plain.shape == exact.shape and fused.dtype == torch.float32
+        scale = float(exact.abs().max())
+        err_plain = float((plain.double() - exact).abs().max())
+        err_fused = float((fused.double() - exact).abs().max())
+        # Both round the bf16 operands the same way (the fused kernel rounds the hidden products once less and
+        # multiplies the output layer in TF32): errors of the same bf16 size, where a wrong kernel is O(scale).
+        assert err_fused <= 2 * err_plain, (err_fused, err_plain, scale)
+        assert err_fused <= 1e-2 * scale
+        torch.testing.assert_close(fused_bf16_input, fused, rtol=0, atol=0)  # the kernel rounds x to bf16 itself
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = False
+
+
+@pytest.mark.gpu
+@needs_triton
+def test_fused_forward_compiles_and_captures():
+    net = _net(4, [23, 256, 256, 1], "cuda", seeds_of=2)
+    set_matmul_dtype(net, torch.bfloat16)
+    set_fused_mlp(net, True)
+    x = torch.randn(2, 333, 23, device="cuda")
+
+    def fn(x):
+        with torch.no_grad():
+            return net(x, shared=2).square() + 1.0
+
+    eager = fn(x)
+    compiled = torch.compile(fn, fullgraph=True, dynamic=False)
+    torch.testing.assert_close(compiled(x), eager, rtol=1e-6, atol=1e-6)  # inductor's square + 1: an ulp
+    graph = torch.cuda.CUDAGraph()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        compiled(x)
+    torch.cuda.current_stream().wait_stream(side)
+    with torch.cuda.graph(graph):
+        out = compiled(x)
+    x.copy_(torch.randn_like(x))
+    graph.replay()
+    torch.testing.assert_close(out, fn(x), rtol=1e-6, atol=1e-6)  # the replay read the new input
+
+
+@pytest.mark.gpu
+@needs_triton
+@pytest.mark.parametrize("name", ["td3bc", "iql"])
+def test_fused_training_step_matches_bf16_step(name, halfcheetah_sized_data):
+    # --bf16 --fullgraph --cuda-graph with and without --fused-mlp at HalfCheetah's sizes: the same batches,
+    # losses equal to bf16 precision, parameters that move alike.
+    data = halfcheetah_sized_data
+
+    def make(fused):
+        agent = get_spec(name).agent(build_config(name, None, {}), 17, 6, [0, 1], device="cuda", total_steps=1000)
+        agent.set_matmul_dtype(torch.bfloat16)
+        set_fused_mlp(agent, fused)
+        return agent
+
+    plain, fused = make(False), make(True)
+    start = [p.detach().clone() for p in plain.parameters()]
+    torch._dynamo.reset()
+    try:
+        run_p = StepRunner(plain, data, 1024, cuda_graph=True, fullgraph=True)
+        run_f = StepRunner(fused, data, 1024, cuda_graph=True, fullgraph=True)
+        for step in range(8):
+            mp = {k: v.clone() for k, v in run_p(step).items()}
+            mf = run_f(step)
+            for key in mp if step == 0 else [next(iter(mp))]:
+                torch.testing.assert_close(mf[key], mp[key], rtol=2e-2, atol=1e-2)
+        torch.cuda.synchronize()
+        for p0, pp, pf in zip(start, plain.parameters(), fused.parameters(), strict=True):
+            moved = (pp - p0).norm()
+            assert (pf - pp).norm() <= 0.25 * moved or torch.equal(pf, p0) and torch.equal(pp, p0), (
+                float(moved), float((pf - pp).norm()))
+    finally:
+        torch._dynamo.reset()
+
+
+@pytest.mark.gpu
+@needs_triton
+def test_fused_mlp_run_on_gpu(point_store, tmp_path):
+    # The evaluation's acting runs through the kernel too (the actor's gradient-free pass).
+    out = train(RunConfig("td3bc", (str(point_store),), (0, 1), steps=40, batch_size=64, eval_every=20,
+                          eval_episodes=2, log_every=10, device="cuda", bf16=True, fused_mlp=True, cuda_graph=True),
+                tmp_path / "run")
+    assert sorted(out["seeds"]) == ["0", "1"]
+    assert all(np.isfinite(s["final_score"]) for s in out["seeds"].values())
+
+
+@pytest.mark.skipif(fused_mlp.available(), reason="the error of a machine without CUDA")
+def test_cli_fused_mlp_without_cuda_is_a_one_line_error(point_store, tmp_path):
+    from typer.testing import CliRunner
+
+    from gta_rl.cli import app
+
+    res = CliRunner().invoke(app, ["train", "td3bc", "--data", str(point_store), "--seeds", "0", "--steps", "2",
+                                   "--bf16", "--fused-mlp", "--out", str(tmp_path / "run")])
+    assert res.exit_code != 0
+    assert "--fused-mlp needs a CUDA device and Triton" in res.output
+    assert "Traceback" not in res.output
+    assert not (tmp_path / "run").exists()
