@@ -10,7 +10,14 @@ import torch
 from gta_rl import fused_mlp
 from gta_rl.algorithms import build_config, get_spec
 from gta_rl.fast import StepRunner
-from gta_rl.nets import StackedMLP, mlp_generators, set_fused_mlp, set_matmul_dtype, twin_input
+from gta_rl.nets import (
+    StackedMLP,
+    fused_mlp_networks,
+    mlp_generators,
+    set_fused_mlp,
+    set_matmul_dtype,
+    twin_input,
+)
 from gta_rl.train import RunConfig, RunError, train
 
 needs_triton = pytest.mark.skipif(not fused_mlp.available(), reason="needs CUDA and Triton")
@@ -75,10 +82,39 @@ def test_fused_flag_keeps_the_ordinary_path_where_the_kernel_does_not_apply():
             assert not fused_mlp.supports(xc, [t.cuda() for t in w], None)  # width 16
             assert not fused_mlp.supports(xc, wc, [torch.ones(1)])  # dropout masks
             assert not fused_mlp.supports(xc, wc[:2], None)  # one hidden layer
-            assert not fused_mlp.supports(xc, [wc[0][:, :, :128], wc[1][:128, :128], wc[2][:, :128]], None)
+            assert not fused_mlp.supports(xc, [wc[0][:, :, :128], wc[1][:, :128, :128], wc[2][:, :128]], None)
+            assert not fused_mlp.supports(xc, [wc[0], wc[1][:, :, :128], wc[2][:, :128]], None)  # 256 -> 128
+            assert not fused_mlp.supports(xc, [w.double() for w in wc], None)  # fp64 parameters
             assert not fused_mlp.supports(xc, [torch.zeros(4, 65, 256, device="cuda"), *wc[1:]], None)  # in 65
             assert not fused_mlp.supports(xc, [*wc[:2], torch.zeros(4, 256, 33, device="cuda")], None)  # out 33
         assert not fused_mlp.supports(xc, wc, None)  # gradients on
+
+
+def test_networks_the_kernel_covers():
+    def agent(name, overrides=None):
+        return get_spec(name).agent(build_config(name, None, overrides or {}), 17, 6, [0, 1])
+
+    td3 = fused_mlp_networks(agent("td3bc"))
+    assert sorted(td3) == ["actor", "actor_target", "critic", "critic_target"]
+    assert fused_mlp_networks(agent("td3bc", {"hidden": [16, 16]})) == []
+    assert fused_mlp_networks(agent("td3bc", {"hidden": [256, 256, 256]})) == []
+    assert "qf_target" in fused_mlp_networks(agent("iql"))
+    # CQL's networks have three hidden layers, MCQ's are 400 wide (--fused-mlp refuses them)
+    assert fused_mlp_networks(agent("cql")) == fused_mlp_networks(agent("mcq")) == []
+
+
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """The calls that reach the fused kernel (at trace time under torch.compile): proof of routing."""
+    calls = []
+    original = fused_mlp.mlp2_forward
+
+    def counted(*args, **kwargs):
+        calls.append(args[0].shape)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(fused_mlp, "mlp2_forward", counted)
+    return calls
 
 
 def test_fused_mlp_run_needs_cuda_and_bf16(point_store, tmp_path):
@@ -91,6 +127,10 @@ def test_fused_mlp_run_needs_cuda_and_bf16(point_store, tmp_path):
         with pytest.raises(RunError, match="add --bf16"):
             train(RunConfig("td3bc", (str(point_store),), (0,), device="cuda", **common), tmp_path / "b")
         assert not (tmp_path / "b").exists()
+        with pytest.raises(RunError, match="none of td3bc's networks has the kernel's shape"):
+            train(RunConfig("td3bc", (str(point_store),), (0,), device="cuda", bf16=True,
+                            overrides={"hidden": [16, 16]}, **common), tmp_path / "c")
+        assert not (tmp_path / "c").exists()
 
 
 SHAPES = [  # members, batch, sizes, shared, first_of
@@ -100,6 +140,7 @@ SHAPES = [  # members, batch, sizes, shared, first_of
     (1, 37, [17, 256, 256, 6], 1, 1),
     (3, 300, [64, 256, 256, 32], 1, 1),  # the largest input and output widths routed here
     (8, 200, [23, 256, 256, 1], 1, 2),  # critic 1 of each twin pair: weights with a member stride of 2
+    (8, 2048, [17, 256, 256, 6], 1, 1),  # a larger batch
 ]
 
 
@@ -107,7 +148,7 @@ SHAPES = [  # members, batch, sizes, shared, first_of
 @needs_triton
 @pytest.mark.parametrize("tf32", [False, True])
 @pytest.mark.parametrize("members,batch,sizes,shared,first_of", SHAPES)
-def test_fused_forward_matches_float64(members, batch, sizes, shared, first_of, tf32):
+def test_fused_forward_matches_float64(members, batch, sizes, shared, first_of, tf32, kernel_calls):
     torch.backends.cuda.matmul.allow_tf32 = tf32
     try:
         net = _net(members, sizes, "cuda", seeds_of=2 if first_of == 2 else 1)
@@ -119,6 +160,8 @@ def test_fused_forward_matches_float64(members, batch, sizes, shared, first_of, 
             set_fused_mlp(net, True)
             fused = net(x, shared=shared, first_of=first_of)
             fused_bf16_input = net(x.bfloat16(), shared=shared, first_of=first_of)
+            strided = net(torch.cat([x, x], -1)[..., :sizes[0]], shared=shared, first_of=first_of)  # x's row stride
+        assert len(kernel_calls) == 3
         assert fused.shape == plain.shape == exact.shape and fused.dtype == torch.float32
         scale = float(exact.abs().max())
         err_plain = float((plain.double() - exact).abs().max())
@@ -128,13 +171,15 @@ def test_fused_forward_matches_float64(members, batch, sizes, shared, first_of, 
         assert err_fused <= 2 * err_plain, (err_fused, err_plain, scale)
         assert err_fused <= 1e-2 * scale
         torch.testing.assert_close(fused_bf16_input, fused, rtol=0, atol=0)  # the kernel rounds x to bf16 itself
+        torch.testing.assert_close(strided, fused, rtol=0, atol=0)
+        assert not torch.equal(fused, plain)  # other kernels, other roundings: the fused one did run
     finally:
         torch.backends.cuda.matmul.allow_tf32 = False
 
 
 @pytest.mark.gpu
 @needs_triton
-def test_fused_forward_compiles_and_captures():
+def test_fused_forward_compiles_and_captures(kernel_calls):
     net = _net(4, [23, 256, 256, 1], "cuda", seeds_of=2)
     set_matmul_dtype(net, torch.bfloat16)
     set_fused_mlp(net, True)
@@ -146,7 +191,9 @@ def test_fused_forward_compiles_and_captures():
 
     eager = fn(x)
     compiled = torch.compile(fn, fullgraph=True, dynamic=False)
+    assert len(kernel_calls) == 1
     torch.testing.assert_close(compiled(x), eager, rtol=1e-6, atol=1e-6)  # inductor's square + 1: an ulp
+    assert len(kernel_calls) == 2  # traced into the compiled graph
     graph = torch.cuda.CUDAGraph()
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
@@ -163,7 +210,7 @@ def test_fused_forward_compiles_and_captures():
 @pytest.mark.gpu
 @needs_triton
 @pytest.mark.parametrize("name", ["td3bc", "iql"])
-def test_fused_training_step_matches_bf16_step(name, halfcheetah_sized_data):
+def test_fused_training_step_matches_bf16_step(name, halfcheetah_sized_data, kernel_calls):
     # --bf16 --fullgraph --cuda-graph with and without --fused-mlp at HalfCheetah's sizes: the same batches,
     # losses equal to bf16 precision, parameters that move alike.
     data = halfcheetah_sized_data
@@ -186,6 +233,7 @@ def test_fused_training_step_matches_bf16_step(name, halfcheetah_sized_data):
             for key in mp if step == 0 else [next(iter(mp))]:
                 torch.testing.assert_close(mf[key], mp[key], rtol=2e-2, atol=1e-2)
         torch.cuda.synchronize()
+        assert kernel_calls  # the compiled fused step holds the kernel
         for p0, pp, pf in zip(start, plain.parameters(), fused.parameters(), strict=True):
             moved = (pp - p0).norm()
             assert (pf - pp).norm() <= 0.25 * moved or torch.equal(pf, p0) and torch.equal(pp, p0), (
@@ -196,11 +244,12 @@ def test_fused_training_step_matches_bf16_step(name, halfcheetah_sized_data):
 
 @pytest.mark.gpu
 @needs_triton
-def test_fused_mlp_run_on_gpu(point_store, tmp_path):
+def test_fused_mlp_run_on_gpu(point_store, tmp_path, kernel_calls):
     # The evaluation's acting runs through the kernel too (the actor's gradient-free pass).
     out = train(RunConfig("td3bc", (str(point_store),), (0, 1), steps=40, batch_size=64, eval_every=20,
                           eval_episodes=2, log_every=10, device="cuda", bf16=True, fused_mlp=True, cuda_graph=True),
                 tmp_path / "run")
+    assert kernel_calls
     assert sorted(out["seeds"]) == ["0", "1"]
     assert all(np.isfinite(s["final_score"]) for s in out["seeds"].values())
 

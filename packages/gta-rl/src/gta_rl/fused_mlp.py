@@ -1,11 +1,13 @@
 """One Triton kernel for the gradient-free forward pass of a stacked two-hidden-layer MLP (``--fused-mlp``).
 
-Every algorithm here runs its target networks (and acting) without gradients: TD3+BC's target actor and
-twin target critics, IQL's target critics, CQL's, MCQ's and SAC's target critics. Through cuBLAS and
-inductor such a pass is five or six kernels (weight casts, the first-layer product, bias + ReLU, the
-second product, bias + ReLU, the output layer), and with 8 stacked seeds each of them moves the whole
-[M, B, 256] activation through DRAM: on an H100 the 8-seed TD3+BC target critics took 30.5 us, the fused
-kernel 12.8 us (BENCHMARKS.md, ninth session).
+Every algorithm here runs its target networks (and acting) without gradients. TD3+BC's target actor and
+twin target critics, and IQL's target critics, are 256-256 networks that this kernel covers; CQL's critics
+have three hidden layers and MCQ's are 400 wide, so ``gta-rl train --fused-mlp`` refuses them (gta-rl sac has
+no bf16 mode). Acting goes through the kernel where it runs on the GPU (not in ``--eval-async`` workers).
+Through cuBLAS and inductor such a pass is 8-10 kernels (weight casts, the padded input, two bf16 products,
+two bias + ReLU passes, the output layer), and with 8 stacked seeds each of them moves the whole [M, B, 256]
+activation through DRAM: on an H100 the 8-seed TD3+BC target critics took 31.0 us, the fused kernel 12.7 us
+(BENCHMARKS.md, ninth session).
 
 The kernel computes, for one block of rows of one member m (a program per block and member)::
 
@@ -17,14 +19,14 @@ keeping h1 and h2 in registers and shared memory. It is the ``--bf16`` path's ar
 products accumulated in fp32, fp32 output layer) except that each hidden product is not rounded to bf16
 before its bias is added (one rounding fewer), and the output layer multiplies in TF32 even without
 ``--tf32`` (its fp32 products in Triton made the kernel slower than the kernels it replaces: 33.9 us for the
-8-seed critics); the difference is within a bf16 rounding of the activations
-(float64 test on the device). ``shared=n`` lets n consecutive members read the same input rows (the twin
-critics of a seed), without the copy that expanding the input would make.
+8-seed critics); the difference is within a bf16 rounding of the activations (float64 test on the device).
+``shared=n`` lets n consecutive members read the same input rows (the twin critics of a seed), without the
+copy that expanding the input would make.
 
 Only what it covers is routed here (:func:`supports`): CUDA tensors, bf16 mixed precision, exactly two
-hidden layers of width 256 (the networks of TD3+BC, IQL, MCQ and SAC here; the only width verified on the
-device), input width <= 64, output width <= 32, no dropout, gradients off. Everything else keeps the
-ordinary path. Triton is imported when the kernel is first needed.
+hidden layers of width 256 (the only width verified on the device), fp32 parameters, input width <= 64,
+output width <= 32, no dropout, gradients off. Everything else keeps the ordinary path. Triton is imported
+when the kernel is first needed.
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ MAX_IN, MAX_OUT, HIDDEN = 64, 32, 256
 
 
 def available() -> bool:
-    """A CUDA device and an importable Triton (torch's CUDA builds bring it)."""
-    if not torch.cuda.is_available():
+    """A CUDA device with bf16 tensor cores (compute capability 8.0 or newer) and an importable Triton (torch's
+    CUDA builds bring it)."""
+    if not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 0):
         return False
     try:
         import triton  # noqa: F401
@@ -49,7 +52,14 @@ def available() -> bool:
 def supports(x: Tensor, weights: list[Tensor], masks: object) -> bool:
     """Whether the fused kernel can run this forward pass (see the module docstring); never before
     :func:`register` has defined it."""
-    if not _registered or masks is not None or len(weights) != 3 or x.device.type != "cuda" or torch.is_grad_enabled():
+    if not _registered or masks is not None or x.device.type != "cuda" or torch.is_grad_enabled():
+        return False
+    return fits(weights)
+
+
+def fits(weights: list[Tensor]) -> bool:
+    """Whether a network with these layer weights ([M, in, out] each) has the kernel's shape and dtype."""
+    if len(weights) != 3 or any(w.dtype != torch.float32 for w in weights):
         return False
     k0, h1 = weights[0].shape[1:]
     h2, out = weights[2].shape[1:]
@@ -72,8 +82,6 @@ def _pow2(n: int, least: int = 16) -> int:
 
 
 _registered = False
-# How the kernel is launched: "blocks" (rows, layer-2 columns, warps) or None for the size-based choice.
-LAUNCH: dict = {"blocks": None}
 
 
 def register() -> None:
@@ -135,13 +143,15 @@ def _define() -> None:
         w1, w2, w3, b1, b2, b3 = (t if t.stride(-1) == 1 and t.stride(-2) == t.shape[-1] else t.contiguous()
                                   for t in (w1, w2, w3, b1, b2, b3))
         y = torch.empty(m, b, out, device=x.device, dtype=torch.float32)
-        # 128-row blocks with 8 warps where they still give about one program per SM, otherwise 64-row blocks
-        # with 4 warps; 64-column chunks of layer 2. H100, batch 1024 (GPU time per call): 8-seed twin
-        # critics 12.8 us (64-row blocks: 15.0), 8 actors 9.1 (128-row blocks: 12.7), one seed's critics 11.5,
-        # one actor 8.3. Four warps per 64 rows: 64-row blocks with 8 warps gave wrong results or illegal
-        # memory accesses on the H100 (torch 2.11, Triton 3.6), as did bf16 products for the output layer.
+        # 128-row blocks with 8 warps where they still give about one program per SM (and only for the
+        # one-output, input <= 32 networks they were tested with: critics), otherwise 64-row blocks with 4
+        # warps; 64-column chunks of layer 2. H100, batch 1024 (GPU time per call): 8-seed twin critics 12.8 us
+        # (64-row blocks: 15.0), 8 actors 9.1 (128-row blocks: 12.7), one seed's critics 11.5, one actor 8.3.
+        # Four warps per 64 rows: 64-row blocks with 8 warps gave wrong results or illegal memory accesses on
+        # the H100 (torch 2.11, Triton 3.6), as did bf16 products for the output layer.
         sms = torch.cuda.get_device_properties(x.device).multi_processor_count
-        bm, bn, warps = LAUNCH["blocks"] or ((128, 64, 8) if m * triton.cdiv(b, 128) >= 0.9 * sms else (64, 64, 4))
+        wide = out == 1 and k0 <= 32 and m * triton.cdiv(b, 128) >= 0.9 * sms
+        bm, bn, warps = (128, 64, 8) if wide else (64, 64, 4)
         bn = min(bn, h2)
         grid = (triton.cdiv(b, bm), m)
         wrap_triton(_mlp2_forward_kernel)[grid](

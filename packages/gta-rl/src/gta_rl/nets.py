@@ -126,6 +126,12 @@ def set_fused_mlp(module: nn.Module, on: bool) -> None:
             m.fused = bool(on)
 
 
+def fused_mlp_networks(module: nn.Module) -> list[str]:
+    """Names of the :class:`StackedMLP` in ``module`` whose shape the fused kernel covers."""
+    return [name for name, m in module.named_modules()
+            if isinstance(m, StackedMLP) and fused_mlp.fits([layer.weight for layer in m.layers])]
+
+
 def set_matmul_dtype(module: nn.Module, dtype: torch.dtype | None) -> None:
     """Mixed precision for every :class:`StackedMLP` in ``module``: hidden layers multiply in ``dtype``
     (bf16), output layers stay fp32 (actions, Q-values, values and log-stds are not rounded to 8 bits of

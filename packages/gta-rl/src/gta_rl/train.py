@@ -44,7 +44,7 @@ from gta_rl.buffer import RewardTransform, load_training_data
 from gta_rl.checkpoint import load_checkpoint, save_checkpoint, write_json
 from gta_rl.evaluation import Evaluator, action_bound, make_env
 from gta_rl.fast import MetricAccumulator, StepRunner
-from gta_rl.nets import set_fused_mlp
+from gta_rl.nets import fused_mlp_networks, set_fused_mlp
 
 CHECKPOINT = "checkpoint.safetensors"
 
@@ -108,7 +108,8 @@ def build_agent(run: dict[str, Any], device: torch.device) -> Agent:
     agent = spec.agent(algo_cfg, run["obs_dim"], run["act_dim"], run["seeds"], max_action=run["max_action"],
                        device=device, total_steps=run["steps"])
     agent.set_matmul_dtype(torch.bfloat16 if run.get("bf16") else None)  # runs written before --bf16 have none
-    set_fused_mlp(agent, bool(run.get("fused_mlp")))  # CPU copies (evaluation workers) keep the ordinary path
+    if run.get("fused_mlp") and device.type == "cuda":  # CPU copies (evaluation workers) keep the ordinary path
+        set_fused_mlp(agent, True)
     return agent
 
 
@@ -174,7 +175,7 @@ def train(
         if device.type != "cuda" or not fused_mlp.available():
             raise RunError("--fused-mlp needs a CUDA device and Triton (which torch's CUDA builds bring)")
         if algorithm == "dt":
-            raise RunError("--fused-mlp is for the Q-learning algorithms' MLPs (td3bc, iql, cql, mcq), not dt")
+            raise RunError("--fused-mlp is for the Q-learning algorithms' MLPs, not dt")
         if not cfg.bf16:
             raise RunError("--fused-mlp runs the --bf16 arithmetic of the networks in one kernel: add --bf16")
     if device.type == "cuda":
@@ -245,6 +246,9 @@ def train(
         "num_transitions": data.sizes,
         "reward_factor": data.reward_factor,
     }
+    if cfg.fused_mlp and not fused_mlp_networks(build_agent({**run, "fused_mlp": False}, torch.device("cpu"))):
+        raise RunError(f"--fused-mlp: none of {algorithm}'s networks has the kernel's shape (two hidden layers of "
+                       f"{fused_mlp.HIDDEN}); drop the flag")
     if cfg.eval_episodes > 0:  # before anything is written: an unknown env fails the run up front
         make_env(env_id, **env_kwargs).close()
     if restart:
