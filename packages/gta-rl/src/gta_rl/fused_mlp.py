@@ -38,8 +38,10 @@ MAX_IN, MAX_OUT, HIDDEN = 64, 32, 256
 
 
 def available() -> bool:
-    """A CUDA device with bf16 tensor cores (compute capability 8.0 or newer) and an importable Triton (torch's
-    CUDA builds bring it)."""
+    """A torch with ``torch.library.triton_op`` (2.6+), a CUDA device with bf16 tensor cores (compute capability
+    8.0 or newer) and an importable Triton (torch's CUDA builds bring it; ``pip install gta-rl[fused]``)."""
+    if not hasattr(torch.library, "triton_op"):  # torch >= 2.6
+        return False
     if not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 0):
         return False
     try:
