@@ -85,3 +85,11 @@ def test_make_locomotion_with_shipped_and_given_files(tmp_path):
                                 "--policy-file", str(tmp_path / "none.npz")])
     assert wrong.exit_code != 0 and "options of the locomotion recipes" in wrong.output
     assert not (tmp_path / "e.zarr").exists() and not (tmp_path / "p.zarr").exists()
+
+
+def test_make_refuses_env_for_a_recipe_without_one(tmp_path):
+    res = runner.invoke(app, ["make", "pointmaze-umaze", "--out", str(tmp_path / "u.zarr"), "--size", "10",
+                              "--env", "Hopper-v5"])
+    assert res.exit_code != 0
+    assert "takes no --env" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "u.zarr").exists()

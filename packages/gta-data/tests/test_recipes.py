@@ -45,6 +45,17 @@ def test_random_recipe_needs_env(tmp_path):
     assert not (tmp_path / "x.zarr").exists()
 
 
+def test_options_a_recipe_does_not_take_are_refused(tmp_path):
+    # gta-data make pointmaze-umaze --env ... used to ignore --env silently.
+    with pytest.raises(RecipeError, match="recipe 'pointmaze-umaze' takes no --env"):
+        make_dataset("pointmaze-umaze", tmp_path / "x.zarr", size=10, env_id="HalfCheetah-v5")
+    with pytest.raises(RecipeError, match=r"takes no --policy-file \(its options: --env\)"):
+        make_dataset("random", tmp_path / "x.zarr", size=10, env_id="Hopper-v5", policy_file="p.npz")
+    assert not (tmp_path / "x.zarr").exists()
+    # options left at None are no options (the CLI passes both locomotion files when one is given)
+    assert make_dataset("random", tmp_path / "y.zarr", size=5, env_id="Hopper-v5", policy_file=None).num_transitions == 5
+
+
 def test_q_iteration_values_decrease_with_distance():
     free = np.array([[0, 0, 0, 0, 0], [0, 1, 1, 1, 0], [0, 0, 0, 1, 0], [0, 1, 1, 1, 0], [0, 0, 0, 0, 0]], bool)
     value = q_iteration(free, (1, 1), gamma=0.9)

@@ -93,10 +93,32 @@ def build_config(name: str, preset: str | None = None, overrides: dict[str, Any]
     return spec.config(**values)
 
 
+_POSITIVE_INTS = ("policy_freq", "n_actions", "num_sampled_actions", "embedding_dim", "num_layers", "num_heads",
+                  "context", "episode_len")
+
+
+def _range_error(key: str, value: Any) -> str | None:
+    """What a setting with a known meaning must be, where ``value`` is not that; None when it is (or when the
+    setting has no such rule: biases, clips and scales may be negative)."""
+    if key == "lr" or key.endswith("_lr"):
+        return None if 0 < value < math.inf else "a positive learning rate"
+    if key in ("discount", "tau"):
+        return None if 0 < value <= 1 else "in (0, 1]"
+    if key == "expectile":
+        return None if 0 < value < 1 else "in (0, 1)"
+    if key.endswith("dropout"):
+        return None if 0 <= value < 1 else "a dropout probability in [0, 1)"
+    if key in _POSITIVE_INTS:
+        return None if value >= 1 else "a positive integer"
+    if key in ("warmup_steps", "weight_decay"):
+        return None if value >= 0 else ">= 0"
+    return None
+
+
 def _checked(algo: str, key: str, value: Any, default: Any) -> Any:
-    """``value`` of the type of the setting's default (an int where a float is expected is a float); a
-    one-line ConfigError otherwise, before anything runs. Learning rates, discounts and the like that must be
-    positive numbers are not judged here (negative ones are legitimate for some settings, e.g. biases)."""
+    """``value`` of the type of the setting's default (an int where a float is expected is a float), and in
+    range for the settings whose meaning has one (learning rates, discounts, Polyak rates, expectiles,
+    dropouts, counts: :func:`_range_error`); a one-line ConfigError otherwise, before anything runs."""
     def bad(want: str) -> ConfigError:
         return ConfigError(f"{algo} setting {key}={value!r} is not {want}")
 
@@ -124,6 +146,8 @@ def _checked(algo: str, key: str, value: Any, default: Any) -> Any:
             value = tuple(float(v) for v in value)
     elif isinstance(default, str) and not isinstance(value, str):
         raise bad("a string")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and (want := _range_error(key, value)):
+        raise bad(want)
     return value
 
 

@@ -22,6 +22,10 @@ class Recipe:
     default_size: int
     # (size, seed, options) -> (episode iterator, store metadata)
     build: Callable[[int, int, dict[str, Any]], tuple[Iterator[Transitions], dict[str, Any]]]
+    options: tuple[str, ...] = ()  # the option keys ``build`` reads (anything else is refused)
+
+
+_OPTION_FLAGS = {"env_id": "--env", "policy_file": "--policy-file", "replay_file": "--replay-file"}
 
 
 def _registry() -> dict[str, Recipe]:
@@ -52,6 +56,11 @@ def make_dataset(
     if name not in recipes:
         raise RecipeError(f"unknown recipe {name!r} (known: {', '.join(sorted(recipes))})")
     recipe = recipes[name]
+    unknown = sorted(k for k, v in options.items() if v is not None and k not in recipe.options)
+    if unknown:
+        flags = ", ".join(_OPTION_FLAGS.get(k, k) for k in unknown)
+        raise RecipeError(f"recipe {name!r} takes no {flags} (its options: "
+                          f"{', '.join(_OPTION_FLAGS.get(k, k) for k in recipe.options) or 'none'})")
     size = recipe.default_size if size is None else int(size)
     if size <= 0:
         raise RecipeError(f"size must be positive, got {size}")

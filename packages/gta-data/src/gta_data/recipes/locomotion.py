@@ -150,7 +150,7 @@ def _default_size(kind: str) -> int:
 RECIPES = [
     Recipe(f"{family}-{kind}", f"D4RL {family}-{kind}-style data in {env_id}"
            + (" (the whole recorded replay unless --size)" if kind == "medium-replay" else ""), _default_size(kind),
-           _builder(family, kind))
+           _builder(family, kind), options=("policy_file", "replay_file"))
     for family, env_id in ENVS.items()
     for kind in KINDS
 ]

@@ -151,6 +151,6 @@ def _builder(env_id: str, family: str, episode_steps: int):
 
 RECIPES = [
     Recipe(name, f"D4RL {family}-style data in {env_id} (waypoint PD controller, noise 0.5)", 1_000_000,
-           _builder(env_id, family, steps))
+           _builder(env_id, family, steps), options=("action_noise",))
     for name, (env_id, family, steps) in MAZES.items()
 ]

@@ -94,4 +94,5 @@ def _build(size: int, seed: int, options: dict[str, Any]):
     return rollout_episodes(env, lambda o, raw: env.action_space.sample(), size, seed), meta
 
 
-RECIPE = Recipe("random", "uniformly random actions in any gymnasium environment (--env ID)", 100_000, _build)
+RECIPE = Recipe("random", "uniformly random actions in any gymnasium environment (--env ID)", 100_000, _build,
+                options=("env_id",))
