@@ -89,7 +89,7 @@ def test_every_import_is_declared(pkg):
         if module.startswith("gta_"):
             dists = {module.replace("_", "-")}
         if not dists and _norm(module) in declared:
-            continue  # an optional extra that this environment does not install (e.g. gta-rl[fused]'s triton)
+            continue  # declared, but not installed in this environment (e.g. the extra gta-rl[fused]'s triton)
         if not dists:
             undeclared.append(f"{module} (not installed; imported in {files[0]})")
         elif not dists & declared:

@@ -51,6 +51,14 @@ def test_options_a_recipe_does_not_take_are_refused(tmp_path):
         make_dataset("pointmaze-umaze", tmp_path / "x.zarr", size=10, env_id="HalfCheetah-v5")
     with pytest.raises(RecipeError, match=r"takes no --policy-file \(its options: --env\)"):
         make_dataset("random", tmp_path / "x.zarr", size=10, env_id="Hopper-v5", policy_file="p.npz")
+    # each locomotion kind takes the file it reads: random none, medium(-expert)/expert the policy file,
+    # medium-replay the replay file
+    with pytest.raises(RecipeError, match=r"'hopper-random' takes no --policy-file \(its options: none\)"):
+        make_dataset("hopper-random", tmp_path / "x.zarr", size=10, policy_file="p.npz")
+    with pytest.raises(RecipeError, match=r"'hopper-medium' takes no --replay-file \(its options: --policy-file\)"):
+        make_dataset("hopper-medium", tmp_path / "x.zarr", size=10, replay_file="r.npz")
+    with pytest.raises(RecipeError, match="'hopper-medium-replay' takes no --policy-file"):
+        make_dataset("hopper-medium-replay", tmp_path / "x.zarr", size=10, policy_file="p.npz")
     assert not (tmp_path / "x.zarr").exists()
     # options left at None are no options (the CLI passes both locomotion files when one is given)
     assert make_dataset("random", tmp_path / "y.zarr", size=5, env_id="Hopper-v5", policy_file=None).num_transitions == 5

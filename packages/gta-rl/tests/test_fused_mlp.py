@@ -105,7 +105,8 @@ def test_networks_the_kernel_covers():
 
 @pytest.fixture
 def kernel_calls(monkeypatch):
-    """The calls that reach the fused kernel (at trace time under torch.compile): proof of routing."""
+    """The calls that reach the fused kernel's entry point (compiled code too: dynamo replays the append with
+    each call of the graph it traced): proof of routing."""
     calls = []
     original = fused_mlp.mlp2_forward
 

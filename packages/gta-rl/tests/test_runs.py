@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -790,8 +791,8 @@ def test_settings_of_the_wrong_type_fail_before_training(point_store, tmp_path):
         assert not (tmp_path / "r").exists()
     assert build_config("td3bc", None, {"alpha": 2}).alpha == 2.0 and isinstance(build_config("td3bc", None, {"alpha": 2}).alpha, float)
     # settings whose meaning has a range: out-of-range values are one-line errors before training too
-    for algo, overrides, message in (("td3bc", {"actor_lr": -3e-4}, "actor_lr=-0.0003 is not a positive learning rate"),
-                                     ("td3bc", {"discount": 1.5}, "discount=1.5 is not in (0, 1]"),
+    for algo, overrides, message in (("td3bc", {"actor_lr": -3e-4}, "actor_lr=-0.0003 is not a learning rate >= 0"),
+                                     ("td3bc", {"discount": 1.5}, "discount=1.5 is not in [0, 1]"),
                                      ("td3bc", {"tau": 0}, "tau=0.0 is not in (0, 1]"),
                                      ("td3bc", {"policy_freq": 0}, "policy_freq=0 is not a positive integer"),
                                      ("iql", {"expectile": 1.0}, "expectile=1.0 is not in (0, 1)"),
@@ -799,10 +800,20 @@ def test_settings_of_the_wrong_type_fail_before_training(point_store, tmp_path):
                                      ("dt", {"attention_dropout": 1.0}, "is not a dropout probability in [0, 1)")):
         with pytest.raises(ConfigError, match=re.escape(message)):
             build_config(algo, None, overrides)
-    with pytest.raises(ConfigError, match="is not a positive learning rate"):
-        train(RunConfig("td3bc", (str(point_store),), (0,), steps=4, batch_size=8, overrides={"critic_lr": 0}),
+    with pytest.raises(ConfigError, match="is not a learning rate >= 0"):
+        train(RunConfig("td3bc", (str(point_store),), (0,), steps=4, batch_size=8, overrides={"critic_lr": -1}),
               tmp_path / "r")
     assert not (tmp_path / "r").exists()
+    assert build_config("td3bc", None, {"discount": 0.0, "actor_lr": 0.0}).discount == 0.0  # one-step target, frozen
+    # A run saved before the range checks with a value they refuse still evaluates and resumes.
+    cfg = RunConfig("td3bc", (str(point_store),), (0,), steps=4, batch_size=8, eval_episodes=0, log_every=2,
+                    checkpoint_every=2, overrides=TINY["td3bc"])
+    train(cfg, tmp_path / "old", stop_after=2)
+    saved = json.loads((tmp_path / "old" / "config.json").read_text())
+    saved["algorithm_config"]["tau"] = 0.0
+    (tmp_path / "old" / "config.json").write_text(json.dumps(saved))
+    train(replace(cfg, overrides={}), tmp_path / "old", resume=True)
+    assert json.loads((tmp_path / "old" / "config.json").read_text())["algorithm_config"]["tau"] == 0.0
     assert build_config("td3bc", None, {"reward_bias": -1.0}).reward_bias == -1.0  # no range: biases may be negative
     for algo in ("td3bc", "iql", "cql", "mcq", "dt"):  # every preset is in range
         for preset in [None, *get_spec(algo).presets]:

@@ -73,8 +73,10 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def build_config(name: str, preset: str | None = None, overrides: dict[str, Any] | None = None):
-    """Defaults <- preset <- overrides; unknown keys and presets are errors."""
+def build_config(name: str, preset: str | None = None, overrides: dict[str, Any] | None = None, *,
+                 check_ranges: bool = True):
+    """Defaults <- preset <- overrides; unknown keys and presets are errors. ``check_ranges=False`` for a
+    run's saved settings: a run started before a range check existed still loads (types are checked)."""
     spec = get_spec(name)
     values: dict[str, Any] = {}
     if preset is not None:
@@ -89,7 +91,7 @@ def build_config(name: str, preset: str | None = None, overrides: dict[str, Any]
             raise ConfigError(f"{name} has no setting {key!r} (known: {', '.join(fields)})")
         if isinstance(value, list):
             values[key] = value = tuple(value)
-        values[key] = _checked(name, key, value, getattr(defaults, key))
+        values[key] = _checked(name, key, value, getattr(defaults, key), check_ranges)
     return spec.config(**values)
 
 
@@ -101,8 +103,10 @@ def _range_error(key: str, value: Any) -> str | None:
     """What a setting with a known meaning must be, where ``value`` is not that; None when it is (or when the
     setting has no such rule: biases, clips and scales may be negative)."""
     if key == "lr" or key.endswith("_lr"):
-        return None if 0 < value < math.inf else "a positive learning rate"
-    if key in ("discount", "tau"):
+        return None if 0 <= value < math.inf else "a learning rate >= 0"
+    if key == "discount":
+        return None if 0 <= value <= 1 else "in [0, 1]"
+    if key == "tau":
         return None if 0 < value <= 1 else "in (0, 1]"
     if key == "expectile":
         return None if 0 < value < 1 else "in (0, 1)"
@@ -115,7 +119,7 @@ def _range_error(key: str, value: Any) -> str | None:
     return None
 
 
-def _checked(algo: str, key: str, value: Any, default: Any) -> Any:
+def _checked(algo: str, key: str, value: Any, default: Any, check_ranges: bool = True) -> Any:
     """``value`` of the type of the setting's default (an int where a float is expected is a float), and in
     range for the settings whose meaning has one (learning rates, discounts, Polyak rates, expectiles,
     dropouts, counts: :func:`_range_error`); a one-line ConfigError otherwise, before anything runs."""
@@ -146,8 +150,9 @@ def _checked(algo: str, key: str, value: Any, default: Any) -> Any:
             value = tuple(float(v) for v in value)
     elif isinstance(default, str) and not isinstance(value, str):
         raise bad("a string")
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and (want := _range_error(key, value)):
-        raise bad(want)
+    if check_ranges and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if want := _range_error(key, value):
+            raise bad(want)
     return value
 
 

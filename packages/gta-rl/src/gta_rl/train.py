@@ -104,7 +104,7 @@ def _check(cfg: RunConfig) -> None:
 
 def build_agent(run: dict[str, Any], device: torch.device) -> Agent:
     spec = get_spec(run["algorithm"])
-    algo_cfg = build_config(run["algorithm"], None, run["algorithm_config"])
+    algo_cfg = build_config(run["algorithm"], None, run["algorithm_config"], check_ranges=False)
     agent = spec.agent(algo_cfg, run["obs_dim"], run["act_dim"], run["seeds"], max_action=run["max_action"],
                        device=device, total_steps=run["steps"])
     agent.set_matmul_dtype(torch.bfloat16 if run.get("bf16") else None)  # runs written before --bf16 have none
@@ -208,7 +208,7 @@ def train(
         # presets have changed since.
         preset = saved.get("preset")
         cfg = replace(cfg, overrides=dict(saved.get("overrides") or {}))
-        algo_cfg = build_config(algorithm, None, saved["algorithm_config"])
+        algo_cfg = build_config(algorithm, None, saved["algorithm_config"], check_ranges=False)
     else:
         preset = cfg.preset
         if preset == "auto":

@@ -25,7 +25,8 @@ class Recipe:
     options: tuple[str, ...] = ()  # the option keys ``build`` reads (anything else is refused)
 
 
-_OPTION_FLAGS = {"env_id": "--env", "policy_file": "--policy-file", "replay_file": "--replay-file"}
+_OPTION_FLAGS = {"env_id": "--env", "policy_file": "--policy-file", "replay_file": "--replay-file",
+                 "action_noise": "action_noise (library only)"}
 
 
 def _registry() -> dict[str, Recipe]:

@@ -147,10 +147,14 @@ def _default_size(kind: str) -> int:
     return {"medium-expert": 2_000_000, "medium-replay": 10_000_000}.get(kind, 1_000_000)
 
 
+# The files each kind reads (random reads none).
+_OPTIONS = {"random": (), "medium": ("policy_file",), "expert": ("policy_file",), "medium-expert": ("policy_file",),
+            "medium-replay": ("replay_file",)}
+
 RECIPES = [
     Recipe(f"{family}-{kind}", f"D4RL {family}-{kind}-style data in {env_id}"
            + (" (the whole recorded replay unless --size)" if kind == "medium-replay" else ""), _default_size(kind),
-           _builder(family, kind), options=("policy_file", "replay_file"))
+           _builder(family, kind), options=_OPTIONS[kind])
     for family, env_id in ENVS.items()
     for kind in KINDS
 ]
