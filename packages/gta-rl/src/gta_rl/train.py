@@ -246,7 +246,15 @@ def train(
         "num_transitions": data.sizes,
         "reward_factor": data.reward_factor,
     }
-    if cfg.fused_mlp and not fused_mlp_networks(build_agent({**run, "fused_mlp": False}, torch.device("cpu"))):
+
+    def new_agent() -> Agent:
+        agent = build_agent(run, device)
+        agent.register_buffer("obs_mean", torch.as_tensor(data.obs_mean, device=device))
+        agent.register_buffer("obs_std", torch.as_tensor(data.obs_std, device=device))
+        return agent
+
+    agent = new_agent()  # before anything is written: the fused-kernel check below reads its networks
+    if cfg.fused_mlp and not fused_mlp_networks(agent):
         raise RunError(f"--fused-mlp: none of {algorithm}'s networks has the kernel's shape (two hidden layers of "
                        f"{fused_mlp.HIDDEN}); drop the flag")
     if cfg.eval_episodes > 0:  # before anything is written: an unknown env fails the run up front
@@ -264,14 +272,6 @@ def train(
         # written again when the run reaches its (possibly new) last step; until then it is unfinished
         (out / "results.json").unlink(missing_ok=True)
     write_json(out / "config.json", run)
-
-    def new_agent() -> Agent:
-        agent = build_agent(run, device)
-        agent.register_buffer("obs_mean", torch.as_tensor(data.obs_mean, device=device))
-        agent.register_buffer("obs_std", torch.as_tensor(data.obs_std, device=device))
-        return agent
-
-    agent = new_agent()
     logs = _SeedLogs(out, list(cfg.seeds))
     history: dict[str, Any] = {"evals": []}
     start, pending_at_start = 0, None
