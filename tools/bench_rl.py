@@ -10,8 +10,10 @@ temporary store, for:
   ``compile+graph+tf32`` the same with TF32 tensor-core matmuls (``gta-rl train --tf32``);
   ``fullgraph+graph+tf32`` compiles the whole step, gradients included, as one graph (``--fullgraph``);
   ``fullgraph+graph+tf32+bf16`` adds bf16 mixed precision (``--bf16``: hidden-layer matmuls in bf16, output
-  layers (TF32 here), losses and Adam in fp32); ``...+bf16+fused`` runs the gradient-free passes (target
-  networks) as one Triton kernel each (``--fused-mlp``);
+  layers (TF32 here), losses and Adam in fp32); ``...+bf16+fused`` runs the 256-256 networks through the
+  fused Triton kernels (``--fused-mlp``): every forward pass as one kernel, and the backward passes as one
+  kernel plus the weight-gradient products; ``...+bf16+fusedfwd`` fuses only the gradient-free passes
+  (target networks; ``--fused-mlp`` of the ninth session);
 - the same fast path with 8 seeds stacked in one process, against 8 sequential 1-seed runs.
 
 On CUDA every compiled variant is timed in a fresh process (``--no-isolate``: in this one), as a training run
@@ -139,6 +141,7 @@ MODES = {  # impl -> (torch.compile, CUDA graph)
     "compile+graph+tf32": (True, True),
     "fullgraph+graph+tf32": (True, True),
     "fullgraph+graph+tf32+bf16": (True, True),
+    "fullgraph+graph+tf32+bf16+fusedfwd": (True, True),
     "fullgraph+graph+tf32+bf16+fused": (True, True),
 }
 
@@ -156,7 +159,7 @@ def measure(data, device, algo, impl, seeds, batch, seconds, warmup, max_steps=1
                                  total_steps=1_000_000)
     if "bf16" in _flags(impl):
         agent.set_matmul_dtype(torch.bfloat16)
-    set_fused_mlp(agent, "fused" in _flags(impl))
+    set_fused_mlp(agent, bool(_flags(impl) & {"fused", "fusedfwd"}), grad="fused" in _flags(impl))
     runner = StepRunner(agent, data, batch, compile=comp, cuda_graph=graph, fullgraph="fullgraph" in _flags(impl))
     return timed(runner, device, warmup, seconds, max_steps)
 

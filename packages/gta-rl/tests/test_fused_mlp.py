@@ -68,7 +68,9 @@ def test_fused_flag_keeps_the_ordinary_path_where_the_kernel_does_not_apply():
     with torch.no_grad():
         plain = net(x, shared=2)
         set_fused_mlp(net, True)
-        assert net.fused
+        assert net.fused and net.fused_grad  # every pass, with gradients too
+        set_fused_mlp(net, True, grad=False)
+        assert net.fused and not net.fused_grad  # the gradient-free passes only (bench_rl's "fusedfwd")
         torch.testing.assert_close(net(x, shared=2), plain, rtol=0, atol=0)  # CPU tensors: not routed
     w = [layer.weight for layer in net.layers]
     with torch.no_grad():
@@ -87,7 +89,9 @@ def test_fused_flag_keeps_the_ordinary_path_where_the_kernel_does_not_apply():
             assert not fused_mlp.supports(xc, [w.double() for w in wc], None)  # fp64 parameters
             assert not fused_mlp.supports(xc, [torch.zeros(4, 65, 256, device="cuda"), *wc[1:]], None)  # in 65
             assert not fused_mlp.supports(xc, [*wc[:2], torch.zeros(4, 256, 33, device="cuda")], None)  # out 33
-        assert not fused_mlp.supports(xc, wc, None)  # gradients on
+        assert not fused_mlp.supports(xc, wc, None)  # gradients on, not asked for
+        assert fused_mlp.supports(xc, wc, None, grad=True)
+        assert not fused_mlp.supports(xc, wc, [torch.ones(1)], grad=True)
 
 
 def test_networks_the_kernel_covers():
@@ -101,6 +105,13 @@ def test_networks_the_kernel_covers():
     assert "qf_target" in fused_mlp_networks(agent("iql"))
     # CQL's networks have three hidden layers, MCQ's are 400 wide (--fused-mlp refuses them)
     assert fused_mlp_networks(agent("cql")) == fused_mlp_networks(agent("mcq")) == []
+
+
+def _cuda_kernel_names(fn) -> set[str]:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return {e.key for e in prof.key_averages() if e.device_type.name == "CUDA"}
 
 
 @pytest.fixture
@@ -178,6 +189,54 @@ def test_fused_forward_matches_float64(members, batch, sizes, shared, first_of, 
         torch.backends.cuda.matmul.allow_tf32 = False
 
 
+GRAD_SHAPES = [  # members, batch, sizes, shared, first_of, input gradient, weight gradients
+    (16, 1024, [23, 256, 256, 1], 2, 1, False, True),  # 8 seeds' twin critics, trained
+    (2, 100, [23, 256, 256, 1], 2, 1, True, True),  # a batch that is no multiple of the block; both gradients
+    (8, 1024, [17, 256, 256, 6], 1, 1, False, True),  # 8 actors, trained
+    (3, 300, [64, 256, 256, 32], 1, 1, True, True),  # the largest widths routed here
+    (8, 1000, [23, 256, 256, 1], 1, 2, True, False),  # critic 1 of each pair, frozen: the actor loss's gradient
+]
+
+
+@pytest.mark.gpu
+@needs_triton
+@pytest.mark.parametrize("members,batch,sizes,shared,first_of,input_grad,weight_grad", GRAD_SHAPES)
+def test_fused_gradients_match_float64(members, batch, sizes, shared, first_of, input_grad, weight_grad,
+                                       kernel_calls):
+    torch.manual_seed(0)
+    net = _net(members, sizes, "cuda", seeds_of=2 if first_of == 2 else 1)
+    set_matmul_dtype(net, torch.bfloat16)
+    x = torch.randn(members // shared // first_of, batch, sizes[0], device="cuda")
+    weight = torch.randn(members // first_of, batch, sizes[-1], device="cuda")  # d loss / d output
+
+    def gradients(run):
+        xi = x.clone().requires_grad_(input_grad)
+        wanted = ([xi] if input_grad else []) + (list(net.parameters()) if weight_grad else [])
+        out = run(xi)
+        return out, torch.autograd.grad((out * weight.to(out.dtype)).sum(), wanted)
+
+    exact_out, exact = gradients(lambda xi: _float64(net, xi, shared, first_of))  # float64 arithmetic
+    net_pass = lambda xi: net(xi, shared=shared, first_of=first_of, frozen=not weight_grad)  # noqa: E731
+    plain_out, plain = gradients(net_pass)  # the --bf16 path of cuBLAS and autograd
+    set_fused_mlp(net, True)
+    fused_out, fused = gradients(net_pass)
+    assert len(kernel_calls) == 1
+    assert torch.equal(fused_out, net(x, shared=shared, first_of=first_of).detach())  # the forward kernel's output
+    names = (["x"] if input_grad else []) + ([n for n, _ in net.named_parameters()] if weight_grad else [])
+    for name, e, p, f in zip(names, exact, plain, fused, strict=True):
+        assert f.shape == e.shape and f.dtype == e.dtype, name
+        scale = float(e.abs().max())
+        err_plain, err_fused = float((p - e).abs().max()), float((f - e).abs().max())
+        # the same bf16 roundings of operands (fewer of the products): errors of the plain path's size, where
+        # a wrong gradient is O(scale)
+        assert err_fused <= 2 * err_plain + 1e-4 * scale, (name, err_fused, err_plain, scale)
+        # (bf16 activations alone put a gradient up to ~20% of its largest element off float64 where this
+        # random output gradient's terms cancel (batch 100): the plain path's error, measured on the H100)
+        assert err_fused <= 0.5 * scale, (name, err_fused, scale)
+        if name != "layers.2.bias":  # the output gradient summed over the batch, the same sum in both
+            assert not torch.equal(f, p), name  # other kernels, other roundings: the fused ones did run
+
+
 @pytest.mark.gpu
 @needs_triton
 def test_fused_forward_compiles_and_captures(kernel_calls):
@@ -211,7 +270,7 @@ def test_fused_forward_compiles_and_captures(kernel_calls):
 @pytest.mark.gpu
 @needs_triton
 @pytest.mark.parametrize("name", ["td3bc", "iql"])
-def test_fused_training_step_matches_bf16_step(name, halfcheetah_sized_data, kernel_calls):
+def test_fused_training_step_matches_bf16_step(name, halfcheetah_sized_data):
     # --bf16 --fullgraph --cuda-graph with and without --fused-mlp at HalfCheetah's sizes: the same batches,
     # losses equal to bf16 precision, parameters that move alike.
     data = halfcheetah_sized_data
@@ -234,11 +293,14 @@ def test_fused_training_step_matches_bf16_step(name, halfcheetah_sized_data, ker
             for key in mp if step == 0 else [next(iter(mp))]:
                 torch.testing.assert_close(mf[key], mp[key], rtol=2e-2, atol=1e-2)
         torch.cuda.synchronize()
-        assert kernel_calls  # the compiled fused step holds the kernel
         for p0, pp, pf in zip(start, plain.parameters(), fused.parameters(), strict=True):
             moved = (pp - p0).norm()
             assert (pf - pp).norm() <= 0.25 * moved or torch.equal(pf, p0) and torch.equal(pp, p0), (
                 float(moved), float((pf - pp).norm()))
+        # The replayed graphs of both kinds of step run both kernels. (Kernel names from the profiler: a
+        # Python call counter inside the compiled step would be guarded on and recompile it at every call.)
+        for step in range(8, 10):
+            assert {"_mlp2_forward_kernel", "_mlp2_backward_kernel"} <= _cuda_kernel_names(lambda s=step: run_f(s))
     finally:
         torch._dynamo.reset()
 

@@ -69,8 +69,8 @@ def train(
     bf16: bool = typer.Option(False, "--bf16", help="bf16 mixed precision: hidden-layer matmuls in bf16, outputs, "
                               "losses and Adam in fp32 (faster on tensor cores, ~4e-3 relative)"),
     fused_mlp: bool = typer.Option(False, "--fused-mlp",
-                                   help="with --bf16 on CUDA: each gradient-free pass of a two-hidden-layer network "
-                                   "(target networks, acting) as one Triton kernel"),
+                                   help="with --bf16 on CUDA: every pass of a 256-256 network as Triton kernels "
+                                   "(a forward pass in one kernel, a backward pass in one plus two cuBLAS products)"),
     fullgraph: bool = typer.Option(False, "--fullgraph",
                                    help="compile the whole step, gradients included, as one graph (implies --compile)"),
     eval_async: bool = typer.Option(False, "--eval-async",

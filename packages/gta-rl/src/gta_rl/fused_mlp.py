@@ -1,35 +1,50 @@
-"""One Triton kernel for the gradient-free forward pass of a stacked two-hidden-layer MLP (``--fused-mlp``).
+"""Triton kernels for the passes of a stacked two-hidden-layer MLP (``--fused-mlp``): one kernel per forward
+pass, one kernel plus two cuBLAS products per backward pass.
 
-Every algorithm here runs its target networks (and acting) without gradients. TD3+BC's target actor and
-twin target critics, and IQL's target critics, are 256-256 networks that this kernel covers; CQL's critics
-have three hidden layers and MCQ's are 400 wide, so ``gta-rl train --fused-mlp`` refuses them (gta-rl sac has
-no bf16 mode). Acting goes through the kernel where it runs on the GPU (not in ``--eval-async`` workers).
-Through cuBLAS and inductor such a pass is 8-10 kernels (weight casts, the padded input, two bf16 products,
-two bias + ReLU passes, the output layer), and with 8 stacked seeds each of them moves the whole [M, B, 256]
-activation through DRAM: on an H100 the 8-seed TD3+BC target critics took 31.0 us, the fused kernel 12.7 us
-(BENCHMARKS.md, ninth session).
+TD3+BC's and IQL's networks (actors, twin critics, value nets and their targets) are 256-256 MLPs that these
+kernels cover; CQL's critics have three hidden layers and MCQ's are 400 wide, so ``gta-rl train --fused-mlp``
+refuses them (gta-rl sac has no bf16 mode). Acting goes through the forward kernel where it runs on the GPU
+(not in ``--eval-async`` workers). Through cuBLAS and inductor a forward pass is 8-10 kernels (weight casts, the
+padded input, two bf16 products, two bias + ReLU passes, the output layer) and its backward as many again, and
+with 8 stacked seeds each of them moves a whole [M, B, 256] activation through DRAM. H100, TD3+BC step at batch
+1024 (BENCHMARKS.md, tenth session): 8 seeds 3,759 steps/s without the kernels, 4,249 with the forward kernel
+for the gradient-free passes only, 4,915 with every pass fused.
 
-The kernel computes, for one block of rows of one member m (a program per block and member)::
+**Forward** (:func:`mlp2_forward`), for one block of rows of one member m (a program per block and member)::
 
     h1 = relu(x @ W1[m] + b1[m])          bf16 operands, fp32 accumulation, fp32 bias
     h2 = relu(h1 @ W2[m] + b2[m])         h1 rounded to bf16 as the bf16 path rounds it; chunks of columns
     y  = h2 @ W3[m] + b3[m]               fp32 h2 and W3, TF32 products
 
-keeping h1 and h2 in registers and shared memory. It is the ``--bf16`` path's arithmetic (bf16 hidden-layer
-products accumulated in fp32, fp32 output layer) except that each hidden product is not rounded to bf16
-before its bias is added (one rounding fewer), and the output layer multiplies in TF32 even without
-``--tf32`` (its fp32 products in Triton made the kernel slower than the kernels it replaces: 33.9 us for the
-8-seed critics); the difference is within a bf16 rounding of the activations (float64 test on the device).
-``shared=n`` lets n consecutive members read the same input rows (the twin critics of a seed), without the
-copy that expanding the input would make.
+keeping h1 and h2 in registers and shared memory; nothing is saved for the backward pass but the inputs. It is
+the ``--bf16`` path's arithmetic (bf16 hidden-layer products accumulated in fp32, fp32 output layer) except
+that each hidden product is not rounded to bf16 before its bias is added (one rounding fewer), and the output
+layer multiplies in TF32 even without ``--tf32`` (its fp32 products in Triton made the kernel slower than the
+kernels it replaces: 33.9 us for the 8-seed critics); the difference is within a bf16 rounding of the
+activations (float64 test on the device). ``shared=n`` lets n consecutive members read the same input rows
+(the twin critics of a seed), without the copy that expanding the input would make.
 
-Only what it covers is routed here (:func:`supports`): CUDA tensors, bf16 mixed precision, exactly two
+**Backward** (registered as the op's autograd formula), from the output gradient dy, per block of rows:
+h1 and layer 2's pre-activation are recomputed from x exactly as the forward kernel made them, then::
+
+    g2 = (dy @ W3^T) * [h2 > 0]           TF32 product; rounded to bf16 (as the bf16 path rounds it)
+    g1 = (g2 @ W2^T) * [h1 > 0]           bf16 operands, fp32 accumulation; rounded to bf16
+    dx = g1 @ W1^T                        only where x needs a gradient (the actor loss through the critic)
+
+with the bias gradients and dW3 = h2^T dy as per-block partial sums (no atomics: the sums do not depend on the
+order of the blocks). The two large weight gradients dW2 = h1^T g2 and dW1 = x^T g1 are cuBLAS bf16 products
+with fp32 output (the bf16 path rounds them to bf16); a frozen network (no weight gradient) skips them.
+
+Only what they cover is routed here (:func:`supports`): CUDA tensors, bf16 mixed precision, exactly two
 hidden layers of width 256 (the only width verified on the device), fp32 parameters, input width <= 64,
-output width <= 32, no dropout, gradients off. Everything else keeps the ordinary path. Triton is imported
-when the kernel is first needed.
+output width <= 32, no dropout. Everything else keeps the ordinary path. Triton is imported when the kernels
+are first needed (they live in :mod:`gta_rl._fused_kernels`).
 """
 
 from __future__ import annotations
+
+import functools
+import os
 
 import torch
 from torch import Tensor
@@ -51,10 +66,12 @@ def available() -> bool:
     return True
 
 
-def supports(x: Tensor, weights: list[Tensor], masks: object) -> bool:
-    """Whether the fused kernel can run this forward pass (see the module docstring); never before
-    :func:`register` has defined it."""
-    if not _registered or masks is not None or x.device.type != "cuda" or torch.is_grad_enabled():
+def supports(x: Tensor, weights: list[Tensor], masks: object, grad: bool = False) -> bool:
+    """Whether the fused kernels can run this forward pass (see the module docstring); with gradients only
+    where ``grad``; never before :func:`register` has defined them."""
+    if not _registered or masks is not None or x.device.type != "cuda":
+        return False
+    if torch.is_grad_enabled() and not grad:
         return False
     return fits(weights)
 
@@ -79,6 +96,23 @@ def mlp2_forward(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, w3: 
     return torch.ops.gta_rl.mlp2_forward(x, w1, b1, w2, b2, w3, b3, int(shared))
 
 
+# Triton's CPU interpreter (TRITON_INTERPRET=1, for checking the kernels' indexing without a GPU) gets fp32
+# operands: its bf16 products are broken in Triton 3.6. Never set on a GPU run.
+_INTERPRET_F32 = os.environ.get("TRITON_INTERPRET") == "1"
+_LOW = torch.float32 if _INTERPRET_F32 else torch.bfloat16
+
+
+def _member_strided(*tensors: Tensor) -> tuple[Tensor, ...]:
+    """Each [M, r, c] parameter as the kernels read it: its own member stride (a first_of view is not
+    contiguous across members) and contiguous rows within a member."""
+    return tuple(t if t.stride(-1) == 1 and t.stride(-2) == t.shape[-1] else t.contiguous() for t in tensors)
+
+
+def _bmm_f32(a: Tensor, b: Tensor) -> Tensor:
+    """a @ b with fp32 output (bf16 operands: cuBLAS accumulates and writes fp32, no bf16 rounding)."""
+    return torch.bmm(a, b) if a.dtype == torch.float32 else torch.bmm(a, b, out_dtype=torch.float32)
+
+
 def _pow2(n: int, least: int = 16) -> int:
     return max(least, 1 << (int(n) - 1).bit_length())
 
@@ -98,38 +132,42 @@ def register() -> None:
 
 def _define() -> None:
     import triton
-    import triton.language as tl
     from torch.library import triton_op, wrap_triton
 
-    @triton.jit
-    def _mlp2_forward_kernel(
-        x_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr, y_ptr,
-        B, K0, NO, SHARED,
-        sxm, sxb, sxk, sw1, sb1, sw2, sb2, sw3, sb3,
-        K0P: tl.constexpr, H1: tl.constexpr, H2: tl.constexpr, OP: tl.constexpr,
-        BM: tl.constexpr, BN: tl.constexpr,
-    ):
-        block = tl.program_id(0)
-        m = tl.program_id(1).to(tl.int64)
-        rows = block * BM + tl.arange(0, BM)
-        row_ok = rows < B
-        k0 = tl.arange(0, K0P)
-        x = tl.load(x_ptr + (m // SHARED) * sxm + rows[:, None] * sxb + k0[None, :] * sxk,
-                    mask=row_ok[:, None] & (k0[None, :] < K0), other=0.0)
-        c1 = tl.arange(0, H1)
-        w1 = tl.load(w1_ptr + m * sw1 + k0[:, None] * H1 + c1[None, :], mask=k0[:, None] < K0, other=0.0)
-        acc1 = tl.dot(x.to(tl.bfloat16), w1.to(tl.bfloat16))
-        h1 = tl.maximum(acc1 + tl.load(b1_ptr + m * sb1 + c1)[None, :], 0.0).to(tl.bfloat16)
-        oc = tl.arange(0, OP)
-        y = tl.zeros([BM, OP], dtype=tl.float32)
-        for n0 in tl.static_range(0, H2, BN):
-            nc = n0 + tl.arange(0, BN)
-            w2 = tl.load(w2_ptr + m * sw2 + c1[:, None] * H2 + nc[None, :])
-            h2 = tl.maximum(tl.dot(h1, w2.to(tl.bfloat16)) + tl.load(b2_ptr + m * sb2 + nc)[None, :], 0.0)
-            w3 = tl.load(w3_ptr + m * sw3 + nc[:, None] * NO + oc[None, :], mask=oc[None, :] < NO, other=0.0)
-            y += tl.dot(h2, w3, input_precision="tf32")
-        y += tl.load(b3_ptr + m * sb3 + oc, mask=oc < NO, other=0.0)[None, :]
-        tl.store(y_ptr + m * B * NO + rows[:, None] * NO + oc[None, :], y, mask=row_ok[:, None] & (oc[None, :] < NO))
+    from gta_rl._fused_kernels import _mlp2_backward_kernel, _mlp2_forward_kernel
+
+    @triton_op("gta_rl::mlp2_backward", mutates_args=())
+    def mlp2_backward(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, w3: Tensor, dy: Tensor,
+                      shared: int, need_dx: bool, need_w: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor,
+                                                                       Tensor, Tensor]:
+        m, k0, h1 = w1.shape
+        h2, out = w3.shape[1:]
+        b = x.shape[1]
+        w1, w2, w3, b1, b2 = _member_strided(w1, w2, w3, b1, b2)
+        dy = dy.contiguous()
+        w2 = w2.to(_LOW)  # read by every block of rows: half the bytes of fp32 (see the forward op)
+        # 64-row blocks with 4 warps; 32-row blocks where 64-row ones would leave most SMs idle (one seed).
+        # H100, TD3+BC step: 128-row blocks with 8 warps made the 8-seed step slower (4,924 -> 4,661
+        # steps/s), 32-row blocks made one seed's as fast as without the backward kernel (BENCHMARKS.md).
+        sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 1
+        bm = 32 if m * triton.cdiv(b, 64) < 0.5 * sms else 64
+        nblk = triton.cdiv(b, bm)
+        new = functools.partial(torch.empty, device=x.device)
+        h1_out = new((m, b, h1) if need_w else (0,), dtype=_LOW)
+        g2 = new((m, b, h2), dtype=_LOW)  # also the kernel's scratch for layer 1 when no weight gradient is wanted
+        g1 = new((m, b, h1) if need_w else (0,), dtype=_LOW)
+        dx = new((m, b, k0) if need_dx else (0,), dtype=torch.float32)
+        pb1 = new((nblk, m, h1) if need_w else (0,), dtype=torch.float32)
+        pb2 = new((nblk, m, h2) if need_w else (0,), dtype=torch.float32)
+        pw3 = new((nblk, m, h2, out) if need_w else (0,), dtype=torch.float32)
+        wrap_triton(_mlp2_backward_kernel)[(nblk, m)](
+            x, w1, b1, w2, b2, w3, dy, h1_out, g2, g1, dx, pb1, pb2, pw3, b, k0, out, shared,
+            x.stride(0), x.stride(1), x.stride(2), w1.stride(0), b1.stride(0), w2.stride(0), b2.stride(0),
+            w3.stride(0),
+            K0P=_pow2(k0), H1=h1, H2=h2, OP=_pow2(out), BM=bm, BN=64, NEED_DX=bool(need_dx),
+            NEED_W=bool(need_w), F32=_INTERPRET_F32, num_warps=4, num_stages=1,
+        )
+        return dx, h1_out, g2, g1, pb1, pb2, pw3
 
     @triton_op("gta_rl::mlp2_forward", mutates_args=())
     def mlp2(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, w3: Tensor, b3: Tensor,
@@ -142,24 +180,59 @@ def _define() -> None:
                              f"(shared by {shared})")
         # Each weight and bias is read with its own member stride (a first_of view is not contiguous) and
         # contiguous rows within a member.
-        w1, w2, w3, b1, b2, b3 = (t if t.stride(-1) == 1 and t.stride(-2) == t.shape[-1] else t.contiguous()
-                                  for t in (w1, w2, w3, b1, b2, b3))
+        w1, w2, w3, b1, b2, b3 = _member_strided(w1, w2, w3, b1, b2, b3)
+        # Layer 2's weights as bf16 once (a small cast kernel) rather than fp32 loaded and rounded by each
+        # block of rows: every block reads all of them, so L2 traffic halves. H100, TD3+BC step with the
+        # backward kernel: 8 seeds 4,213 -> 4,924 steps/s, one seed 6,444 -> 7,830 (BENCHMARKS.md).
+        w2 = w2.to(_LOW)
         y = torch.empty(m, b, out, device=x.device, dtype=torch.float32)
-        # 128-row blocks with 8 warps where they still give about one program per SM (and only for the
-        # one-output, input <= 32 networks they were tested with: critics), otherwise 64-row blocks with 4
-        # warps; 64-column chunks of layer 2. H100, batch 1024 (GPU time per call): 8-seed twin critics 12.8 us
-        # (64-row blocks: 15.0), 8 actors 9.1 (128-row blocks: 12.7), one seed's critics 11.5, one actor 8.3.
-        # Four warps per 64 rows: 64-row blocks with 8 warps gave wrong results or illegal memory accesses on
-        # the H100 (torch 2.11, Triton 3.6), as did bf16 products for the output layer.
-        sms = torch.cuda.get_device_properties(x.device).multi_processor_count
-        wide = out == 1 and k0 <= 32 and m * triton.cdiv(b, 128) >= 0.9 * sms
-        bm, bn, warps = (128, 64, 8) if wide else (64, 64, 4)
-        bn = min(bn, h2)
+        # 64-row blocks with 4 warps, 64-column chunks of layer 2. With bf16 layer-2 weights, 128-row blocks
+        # with 8 warps (before: the 8-seed critics' choice) no longer paid: TD3+BC step on an H100, 8 seeds,
+        # 4,928 with them vs 5,040 steps/s without. 64-row blocks with 8 warps gave wrong results or illegal
+        # memory accesses on the H100 (torch 2.11, Triton 3.6), as did bf16 products for the output layer.
+        bm = 64
         grid = (triton.cdiv(b, bm), m)
         wrap_triton(_mlp2_forward_kernel)[grid](
             x, w1, b1, w2, b2, w3, b3, y, b, k0, out, shared,
             x.stride(0), x.stride(1), x.stride(2), w1.stride(0), b1.stride(0), w2.stride(0), b2.stride(0),
             w3.stride(0), b3.stride(0),
-            K0P=_pow2(k0), H1=h1, H2=h2, OP=_pow2(out), BM=bm, BN=bn, num_warps=warps, num_stages=1,
+            K0P=_pow2(k0), H1=h1, H2=h2, OP=_pow2(out), BM=bm, BN=64, F32=_INTERPRET_F32, num_warps=4,
+            num_stages=1,
         )
         return y
+
+    def setup_context(ctx, inputs, output):
+        x, w1, b1, w2, b2, w3, _b3, shared = inputs
+        ctx.save_for_backward(x, w1, b1, w2, b2, w3)
+        ctx.shared = shared
+
+    def backward(ctx, gy):
+        x, w1, b1, w2, b2, w3 = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        return (*_backward(x, w1, b1, w2, b2, w3, gy, ctx.shared, need[0], any(need[1:7])), None)
+
+    torch.library.register_autograd("gta_rl::mlp2_forward", backward, setup_context=setup_context)
+
+
+def _backward(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, w3: Tensor, gy: Tensor, shared: int,
+              need_dx: bool, need_w: bool) -> tuple[Tensor | None, ...]:
+    """Gradients (x, w1, b1, w2, b2, w3, b3) of :func:`mlp2_forward` from the output gradient ``gy``: one
+    Triton kernel for the activations' gradients (the hidden activations recomputed from x, as the forward
+    kernel made them), cuBLAS for the two hidden layers' weight gradients, sums for the rest."""
+    m, k0, _ = w1.shape
+    b = gy.shape[1]
+    dx_m, h1, g2, g1, pb1, pb2, pw3 = torch.ops.gta_rl.mlp2_backward(
+        x, w1, b1, w2, b2, w3, gy, shared, bool(need_dx), bool(need_w))
+    dx = None
+    if need_dx:
+        dx = (dx_m.view(m // shared, shared, b, k0).sum(1) if shared != 1 else dx_m).to(x.dtype)
+    if not need_w:
+        return dx, None, None, None, None, None, None
+    pad = -k0 % 8  # bf16 products want leading dimensions of 8 elements (see nets.lowp_affine)
+    x_low = torch.nn.functional.pad(x, (0, pad)).to(h1.dtype)
+    if shared != 1:
+        x_low = x_low.unsqueeze(1).expand(m // shared, shared, b, k0 + pad).reshape(m, b, k0 + pad)
+    gw1 = _bmm_f32(x_low.transpose(1, 2), g1)[:, :k0]
+    gw2 = _bmm_f32(h1.transpose(1, 2), g2)
+    return (dx, gw1.to(w1.dtype), pb1.sum(0).unsqueeze(1), gw2.to(w2.dtype), pb2.sum(0).unsqueeze(1),
+            pw3.sum(0), gy.sum(1, keepdim=True))

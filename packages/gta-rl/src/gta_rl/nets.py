@@ -115,15 +115,17 @@ class _LowpAffine(torch.autograd.Function):
         return gx, gw, gb, None
 
 
-def set_fused_mlp(module: nn.Module, on: bool) -> None:
-    """Route the gradient-free forward passes of every :class:`StackedMLP` in ``module`` that the fused
-    Triton kernel covers (:mod:`gta_rl.fused_mlp`: CUDA, bf16 mixed precision, two hidden layers) through
-    it; the others, and every pass with gradients, keep the ordinary path."""
+def set_fused_mlp(module: nn.Module, on: bool, grad: bool = True) -> None:
+    """Route the passes of every :class:`StackedMLP` in ``module`` that the fused Triton kernels cover
+    (:mod:`gta_rl.fused_mlp`: CUDA, bf16 mixed precision, two hidden layers of 256) through them: the
+    gradient-free ones, and with ``grad`` the ones with gradients too (forward kernel + backward kernel);
+    the other networks keep the ordinary path."""
     if on:
         fused_mlp.register()
     for m in module.modules():
         if isinstance(m, StackedMLP):
             m.fused = bool(on)
+            m.fused_grad = bool(on and grad)
 
 
 def fused_mlp_networks(module: nn.Module) -> list[str]:
@@ -214,6 +216,7 @@ class StackedMLP(nn.Module):
         self.dropout = float(dropout)
         self.matmul_dtype: torch.dtype | None = None  # bf16: mixed precision (set_matmul_dtype)
         self.fused = False  # gradient-free passes through gta_rl.fused_mlp where it applies (set_fused_mlp)
+        self.fused_grad = False  # and the passes with gradients
 
     @property
     def num_members(self) -> int:
@@ -242,7 +245,7 @@ class StackedMLP(nn.Module):
                 b = b.view(-1, first_of, *b.shape[1:])[:, 0]
             params.append((w, b))
         if self.fused and self.matmul_dtype == torch.bfloat16:
-            if fused_mlp.supports(x, [w for w, _ in params], masks):
+            if fused_mlp.supports(x, [w for w, _ in params], masks, grad=self.fused_grad):
                 return fused_mlp.mlp2_forward(x, *(t for pair in params for t in pair), shared=shared)
         if shared != 1:
             x = twin_input(x, shared)

@@ -71,7 +71,7 @@ class RunConfig:
     tf32: bool = False  # TF32 tensor-core matmuls on CUDA (10-bit mantissa inputs, fp32 accumulation)
     fullgraph: bool = False  # compile the whole step as one graph, gradients included (implies compile)
     bf16: bool = False  # bf16 mixed precision: hidden-layer matmuls in bf16 (fp32 outputs, losses, Adam)
-    fused_mlp: bool = False  # gradient-free passes (target networks, acting) as one Triton kernel (CUDA, bf16)
+    fused_mlp: bool = False  # every pass of the 256-256 networks through Triton kernels (CUDA, bf16; fused_mlp.py)
     preset: str | None = "auto"  # per-family settings ('auto' matches the store's dataset name)
     overrides: dict[str, Any] = field(default_factory=dict)
     eval_seed: int = 0  # env seed of evaluation episode 0
