@@ -1,4 +1,4 @@
-"""Micro-benchmark of the fused gradient-free MLP forward (``gta-rl train --fused-mlp``) on CUDA.
+"""Micro-benchmark of the fused MLP forward kernel (``gta-rl train --fused-mlp``) on its gradient-free passes, CUDA.
 
 Times one gradient-free pass of a stacked 256-256 MLP at HalfCheetah's sizes, batch 1024, as TD3+BC's target
 networks run it: the twin critics (input 23, one output, the two critics of a seed sharing their input) and

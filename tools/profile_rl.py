@@ -57,7 +57,7 @@ def main() -> None:
     ap.add_argument("--no-tf32", action="store_true", help="fp32 matmuls (default: TF32, as gta-rl train --tf32)")
     ap.add_argument("--autotune", action="store_true", help="inductor max-autotune")
     ap.add_argument("--bf16", action="store_true", help="bf16 mixed precision (gta-rl train --bf16)")
-    ap.add_argument("--fused-mlp", action="store_true", help="fused gradient-free passes (gta-rl train --fused-mlp)")
+    ap.add_argument("--fused-mlp", action="store_true", help="fused MLP passes (gta-rl train --fused-mlp)")
     ap.add_argument("--top", type=int, default=16, help="kernels to list")
     ap.add_argument("--inductor", action="append", default=[], metavar="KEY=VALUE",
                     help="set torch._inductor.config.KEY (Python literal VALUE) before compiling, e.g. "

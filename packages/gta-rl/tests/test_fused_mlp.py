@@ -1,4 +1,4 @@
-"""The fused gradient-free MLP forward (gta_rl.fused_mlp, --fused-mlp): routing on any machine, the Triton
+"""The fused MLP kernels (gta_rl.fused_mlp, --fused-mlp: forward, and backward): routing on any machine, the Triton
 kernel against a float64 reference and inside compiled, graph-captured training steps on CUDA."""
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def _cuda_kernel_names(fn) -> set[str]:
 
 @pytest.fixture
 def kernel_calls(monkeypatch):
-    """The calls that reach the fused kernel's entry point (compiled code too: dynamo replays the append with
+    """The calls that reach the fused forward op's entry point (compiled code too: dynamo replays the append with
     each call of the graph it traced): proof of routing."""
     calls = []
     original = fused_mlp.mlp2_forward
@@ -146,7 +146,7 @@ def test_fused_mlp_run_needs_cuda_and_bf16(point_store, tmp_path):
 
 
 SHAPES = [  # members, batch, sizes, shared, first_of
-    (16, 1024, [23, 256, 256, 1], 2, 1),  # 8 seeds' twin critics at HalfCheetah's sizes (128-row blocks)
+    (16, 1024, [23, 256, 256, 1], 2, 1),  # 8 seeds' twin critics at HalfCheetah's sizes
     (2, 100, [23, 256, 256, 1], 2, 1),  # one seed, a batch that is no multiple of the block
     (8, 1024, [17, 256, 256, 6], 1, 1),  # 8 actors
     (1, 37, [17, 256, 256, 6], 1, 1),
@@ -235,6 +235,68 @@ def test_fused_gradients_match_float64(members, batch, sizes, shared, first_of, 
         assert err_fused <= 0.5 * scale, (name, err_fused, scale)
         if name != "layers.2.bias":  # the output gradient summed over the batch, the same sum in both
             assert not torch.equal(f, p), name  # other kernels, other roundings: the fused ones did run
+
+
+def _agree_but_for_mask_flips(got: torch.Tensor, ref: torch.Tensor, name: str, atol: float = 1e-3) -> None:
+    """bf16 results against the same bf16 arithmetic in torch: equal to a rounding (one bf16 ulp, or atol x the
+    largest element where TF32 products feed it) except at most 0.1% of elements (a ReLU mask flipped by a
+    pre-activation within an ulp of 0). A wrong index, mask or stale read moves whole blocks of rows."""
+    got, ref = got.float(), ref.float()
+    off = (got - ref).abs() > 2.0**-7 * ref.abs() + atol * float(ref.abs().max())
+    assert float(off.float().mean()) <= 1e-3, (name, int(off.sum()), off.numel())
+
+
+OP_SHAPES = [  # members, batch, input, output, shared, input gradient
+    (16, 1024, 23, 1, 2, False),  # 8 seeds' twin critics (64-row blocks)
+    (2, 100, 23, 1, 2, True),  # one seed's critics (32-row blocks), batch no multiple of the block
+    (8, 1000, 17, 6, 1, True),
+    (3, 300, 64, 32, 1, True),
+]
+
+
+@pytest.mark.gpu
+@needs_triton
+@pytest.mark.parametrize("members,batch,k0,out,shared,input_grad", OP_SHAPES)
+def test_backward_kernel_outputs_agree_with_their_definitions(members, batch, k0, out, shared, input_grad):
+    # Each tensor the backward kernel returns, recomputed in torch from its definition and the kernel's other
+    # outputs (the same bf16 operands), for two calls with different inputs (the second may get the first's
+    # buffers: a stale read of g2, written and read back within the kernel, would show).
+    fused_mlp.register()
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    sizes = [k0, 256, 256, out]
+    w1, b1, w2, b2, w3, _ = (
+        t for i in range(3) for t in (torch.randn(members, sizes[i], sizes[i + 1], device="cuda", generator=gen)
+                                      / sizes[i] ** 0.5,
+                                      0.3 * torch.randn(members, 1, sizes[i + 1], device="cuda", generator=gen)))
+    low = fused_mlp._LOW
+    w1l, w2l = w1.to(low).float(), w2.to(low).float()
+    for _ in range(2):
+        x = torch.randn(members // shared, batch, k0, device="cuda", generator=gen)
+        dy = torch.randn(members, batch, out, device="cuda", generator=gen)
+        dx, h1, g2, g1, pb1, pb2, pw3 = torch.ops.gta_rl.mlp2_backward(x, w1, b1, w2, b2, w3, dy, shared,
+                                                                        input_grad, True)
+        assert h1.dtype == g2.dtype == g1.dtype == low and h1.shape == g2.shape == g1.shape == (members, batch, 256)
+        xe = twin_input(x, shared) if shared != 1 else x
+        pre1 = torch.bmm(xe.to(low).float(), w1l) + b1
+        _agree_but_for_mask_flips(h1, torch.relu(pre1).to(low), "h1")
+        pre2 = torch.bmm(h1.float(), w2l) + b2
+        _agree_but_for_mask_flips(g2, (torch.bmm(dy, w3.transpose(1, 2)) * (pre2 > 0)).to(low), "g2")
+        _agree_but_for_mask_flips(g1, (torch.bmm(g2.float(), w2l.transpose(1, 2)) * (pre1 > 0)).to(low), "g1",
+                                  atol=1e-5)
+        # sums over the batch, as per-block partial sums: the same numbers summed in another order (fp32
+        # rounding: a small multiple of 6e-8 x the sum of the terms' sizes)
+        for partial, g in ((pb1, g1), (pb2, g2)):
+            assert bool(((partial.sum(0) - g.float().sum(1)).abs() <= 1e-5 * g.float().abs().sum(1) + 1e-7).all())
+        dw3 = torch.bmm(torch.relu(pre2).transpose(1, 2), dy)  # TF32 in the kernel
+        torch.testing.assert_close(pw3.sum(0), dw3, rtol=1e-2, atol=5e-3 * float(dw3.abs().max()))
+        if input_grad:
+            dx_ref = torch.bmm(g1.float(), w1l.transpose(1, 2))
+            if shared != 1:
+                dx_ref = dx_ref.view(members // shared, shared, batch, k0).sum(1)
+            torch.testing.assert_close(dx.view(members // shared, shared, batch, k0).sum(1), dx_ref,
+                                       rtol=1e-4, atol=1e-4 * float(dx_ref.abs().max()))
+        else:
+            assert dx.numel() == 0
 
 
 @pytest.mark.gpu

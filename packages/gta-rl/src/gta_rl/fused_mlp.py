@@ -27,7 +27,8 @@ activations (float64 test on the device). ``shared=n`` lets n consecutive member
 **Backward** (registered as the op's autograd formula), from the output gradient dy, per block of rows:
 h1 and layer 2's pre-activation are recomputed from x exactly as the forward kernel made them, then::
 
-    g2 = (dy @ W3^T) * [h2 > 0]           TF32 product; rounded to bf16 (as the bf16 path rounds it)
+    g2 = (dy @ W3^T) * [h2 > 0]           TF32 product (dW3 = h2^T dy too); rounded to bf16 (as the bf16
+                                          path rounds it)
     g1 = (g2 @ W2^T) * [h1 > 0]           bf16 operands, fp32 accumulation; rounded to bf16
     dx = g1 @ W1^T                        only where x needs a gradient (the actor loss through the critic)
 
@@ -108,9 +109,16 @@ def _member_strided(*tensors: Tensor) -> tuple[Tensor, ...]:
     return tuple(t if t.stride(-1) == 1 and t.stride(-2) == t.shape[-1] else t.contiguous() for t in tensors)
 
 
+# torch.bmm(..., out_dtype=) (bf16 operands, fp32 output) exists from torch 2.8; the fused kernels need 2.6.
+_BMM_OUT_DTYPE = torch.torch_version.TorchVersion(torch.__version__) >= (2, 8)
+
+
 def _bmm_f32(a: Tensor, b: Tensor) -> Tensor:
-    """a @ b with fp32 output (bf16 operands: cuBLAS accumulates and writes fp32, no bf16 rounding)."""
-    return torch.bmm(a, b) if a.dtype == torch.float32 else torch.bmm(a, b, out_dtype=torch.float32)
+    """a @ b with fp32 output (bf16 operands: cuBLAS accumulates and writes fp32, no bf16 rounding). Before
+    torch 2.8 the same product through fp32 copies of the operands (bf16 numbers are exact in fp32 and TF32)."""
+    if a.dtype == torch.float32 or not _BMM_OUT_DTYPE:
+        return torch.bmm(a.float(), b.float())
+    return torch.bmm(a, b, out_dtype=torch.float32)
 
 
 def _pow2(n: int, least: int = 16) -> int:
@@ -121,8 +129,8 @@ _registered = False
 
 
 def register() -> None:
-    """Define the custom op ``torch.ops.gta_rl.mlp2_forward`` (a Triton op that torch.compile and CUDA graphs
-    take in) once, before any step that uses it is traced (:func:`gta_rl.nets.set_fused_mlp` does). Without
+    """Define the custom ops ``torch.ops.gta_rl.mlp2_forward`` and ``mlp2_backward`` (Triton ops that
+    torch.compile and CUDA graphs take in) and the forward's autograd formula once, before any step that uses it is traced (:func:`gta_rl.nets.set_fused_mlp` does). Without
     CUDA or Triton nothing is defined and :func:`supports` stays false."""
     global _registered
     if not _registered and available():

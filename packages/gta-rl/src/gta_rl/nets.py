@@ -129,7 +129,7 @@ def set_fused_mlp(module: nn.Module, on: bool, grad: bool = True) -> None:
 
 
 def fused_mlp_networks(module: nn.Module) -> list[str]:
-    """Names of the :class:`StackedMLP` in ``module`` whose shape the fused kernel covers."""
+    """Names of the :class:`StackedMLP` in ``module`` whose shape the fused kernels cover."""
     return [name for name, m in module.named_modules()
             if isinstance(m, StackedMLP) and fused_mlp.fits([layer.weight for layer in m.layers])]
 
@@ -216,7 +216,7 @@ class StackedMLP(nn.Module):
         self.dropout = float(dropout)
         self.matmul_dtype: torch.dtype | None = None  # bf16: mixed precision (set_matmul_dtype)
         self.fused = False  # gradient-free passes through gta_rl.fused_mlp where it applies (set_fused_mlp)
-        self.fused_grad = False  # and the passes with gradients
+        self.fused_grad = False  # and the passes with gradients (forward kernel + backward kernel)
 
     @property
     def num_members(self) -> int:
