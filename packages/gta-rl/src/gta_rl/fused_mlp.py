@@ -130,8 +130,9 @@ _registered = False
 
 def register() -> None:
     """Define the custom ops ``torch.ops.gta_rl.mlp2_forward`` and ``mlp2_backward`` (Triton ops that
-    torch.compile and CUDA graphs take in) and the forward's autograd formula once, before any step that uses it is traced (:func:`gta_rl.nets.set_fused_mlp` does). Without
-    CUDA or Triton nothing is defined and :func:`supports` stays false."""
+    torch.compile and CUDA graphs take in) and the forward's autograd formula once, before any step that uses
+    them is traced (:func:`gta_rl.nets.set_fused_mlp` does). Without CUDA or Triton nothing is defined and
+    :func:`supports` stays false."""
     global _registered
     if not _registered and available():
         _define()
@@ -191,7 +192,8 @@ def _define() -> None:
         w1, w2, w3, b1, b2, b3 = _member_strided(w1, w2, w3, b1, b2, b3)
         # Layer 2's weights as bf16 once (a small cast kernel) rather than fp32 loaded and rounded by each
         # block of rows: every block reads all of them, so L2 traffic halves. H100, TD3+BC step with the
-        # backward kernel: 8 seeds 4,213 -> 4,924 steps/s, one seed 6,444 -> 7,830 (BENCHMARKS.md).
+        # backward kernel: 8 seeds 4,213 -> 4,924 steps/s, one seed 6,444 -> 7,830 (that one with 32-row
+        # backward blocks too; BENCHMARKS.md, tenth session).
         w2 = w2.to(_LOW)
         y = torch.empty(m, b, out, device=x.device, dtype=torch.float32)
         # 64-row blocks with 4 warps, 64-column chunks of layer 2. With bf16 layer-2 weights, 128-row blocks
