@@ -3,6 +3,11 @@ kernel against a float64 reference and inside compiled, graph-captured training 
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -187,6 +192,65 @@ def test_fused_forward_matches_float64(members, batch, sizes, shared, first_of, 
         assert not torch.equal(fused, plain)  # other kernels, other roundings: the fused one did run
     finally:
         torch.backends.cuda.matmul.allow_tf32 = False
+
+
+# Both kernels in Triton's CPU interpreter (TRITON_INTERPRET=1 makes gta_rl.fused_mlp give them fp32 operands:
+# the interpreter's bf16 products are broken), through the registered ops and their autograd formula, against
+# float64: the kernels' indexing, masks, strides and partial sums on any machine with Triton installed.
+INTERPRETER_CHECK = r"""
+import sys
+import torch
+from gta_rl import fused_mlp
+from gta_rl.nets import StackedMLP, mlp_generators
+
+assert fused_mlp._INTERPRET_F32
+fused_mlp._define()
+rows = int(sys.argv[1])
+fused_mlp._backward_block_rows = lambda *args: rows
+for members, batch, k0, out, shared, first_of, input_grad, weight_grad in [
+    (4, 100, 23, 1, 2, 1, True, True),  # twin critics, input shared by each pair
+    (2, 70, 17, 6, 1, 1, True, True),  # actors
+    (4, 65, 23, 1, 1, 2, True, True),  # critic 1 of each pair (a strided view of the parameters), trained
+    (4, 33, 23, 1, 1, 2, True, False),  # ... frozen (the actor loss through the critic)
+    (1, 45, 64, 32, 1, 1, True, True),  # the widest input and output
+    (2, 64, 23, 1, 2, 1, False, True),  # weight gradients only
+]:
+    torch.manual_seed(0)
+    net = StackedMLP(mlp_generators([0, 1], "interp", members // 2) if members > 1 else mlp_generators([0], "i"),
+                     [k0, 256, 256, out])
+    x = torch.randn(members // shared // first_of, batch, k0, requires_grad=input_grad)
+    dy = torch.randn(members // first_of, batch, out)
+    params = []
+    for layer in net.layers:
+        for t in (layer.weight, layer.bias):
+            t = t if weight_grad else t.detach()
+            params.append(t.view(-1, first_of, *t.shape[1:])[:, 0] if first_of != 1 else t)
+    wanted = ([x] if input_grad else []) + (list(net.parameters()) if weight_grad else [])
+    y = torch.ops.gta_rl.mlp2_forward(x, *params, shared)
+    got = torch.autograd.grad((y * dy).sum(), wanted)
+    h = x.double()
+    if shared != 1:
+        h = h.unsqueeze(1).expand(-1, shared, -1, -1).reshape(members // first_of, batch, k0)
+    for i in range(3):
+        h = torch.bmm(h, params[2 * i].double()) + params[2 * i + 1].double()
+        h = torch.relu(h) if i < 2 else h
+    exact = torch.autograd.grad((h * dy.double()).sum(), wanted)
+    for name, a, e in zip(["y"] + [f"gradient {i}" for i in range(len(wanted))], [y, *got], [h, *exact]):
+        assert a.shape == e.shape, (name, a.shape, e.shape)
+        err = float((a.double() - e).abs().max())
+        assert err <= 1e-4 * float(e.abs().max()) + 1e-7, (members, batch, k0, out, shared, first_of, err)
+    print("ok", flush=True)
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs Triton (gta-rl[fused])")
+@pytest.mark.parametrize("rows", [64, 32])
+def test_kernels_in_triton_interpreter(rows):
+    env = os.environ | {"TRITON_INTERPRET": "1", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run([sys.executable, "-c", INTERPRETER_CHECK, str(rows)], env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["ok"] * 6
 
 
 GRAD_SHAPES = [  # members, batch, sizes, shared, first_of, input gradient, weight gradients

@@ -121,6 +121,12 @@ def _bmm_f32(a: Tensor, b: Tensor) -> Tensor:
     return torch.bmm(a, b, out_dtype=torch.float32)
 
 
+def _backward_block_rows(members: int, batch: int, device: torch.device) -> int:
+    """Rows per program of the backward kernel: 64, or 32 where 64-row blocks would leave most SMs idle."""
+    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+    return 32 if members * -(-batch // 64) < 0.5 * sms else 64
+
+
 def _pow2(n: int, least: int = 16) -> int:
     return max(least, 1 << (int(n) - 1).bit_length())
 
@@ -158,8 +164,7 @@ def _define() -> None:
         # 64-row blocks with 4 warps; 32-row blocks where 64-row ones would leave most SMs idle (one seed).
         # H100, TD3+BC step: 128-row blocks with 8 warps made the 8-seed step slower (4,924 -> 4,661
         # steps/s), 32-row blocks made one seed's as fast as without the backward kernel (BENCHMARKS.md).
-        sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 1
-        bm = 32 if m * triton.cdiv(b, 64) < 0.5 * sms else 64
+        bm = _backward_block_rows(m, b, x.device)
         nblk = triton.cdiv(b, bm)
         new = functools.partial(torch.empty, device=x.device)
         h1_out = new((m, b, h1) if need_w else (0,), dtype=_LOW)
