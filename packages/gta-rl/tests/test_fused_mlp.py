@@ -206,7 +206,7 @@ from gta_rl.nets import StackedMLP, mlp_generators
 assert fused_mlp._INTERPRET_F32
 fused_mlp._define()
 rows = int(sys.argv[1])
-fused_mlp._backward_block_rows = lambda *args: rows
+fused_mlp._launch_config = lambda *args: (rows, 4, 2)
 for members, batch, k0, out, shared, first_of, input_grad, weight_grad in [
     (4, 100, 23, 1, 2, 1, True, True),  # twin critics, input shared by each pair
     (2, 70, 17, 6, 1, 1, True, True),  # actors

@@ -36,7 +36,7 @@ def _mlp2_forward_kernel(
     B, K0, NO, SHARED,
     sxm, sxb, sxk, sw1, sb1, sw2, sb2, sw3, sb3,
     K0P: tl.constexpr, H1: tl.constexpr, H2: tl.constexpr, OP: tl.constexpr,
-    BM: tl.constexpr, BN: tl.constexpr, F32: tl.constexpr,
+    BM: tl.constexpr, BN: tl.constexpr, F32: tl.constexpr, NS: tl.constexpr,
 ):
     block = tl.program_id(0)
     m = tl.program_id(1).to(tl.int64)
@@ -46,7 +46,7 @@ def _mlp2_forward_kernel(
     c1 = tl.arange(0, H1)
     oc = tl.arange(0, OP)
     y = tl.zeros([BM, OP], dtype=tl.float32)
-    for n0 in tl.static_range(0, H2, BN):
+    for n0 in tl.range(0, H2, BN, num_stages=NS):
         nc = n0 + tl.arange(0, BN)
         w2 = tl.load(w2_ptr + m * sw2 + c1[:, None] * H2 + nc[None, :])
         h2 = tl.maximum(tl.dot(h1, _low(w2, F32)) + tl.load(b2_ptr + m * sb2 + nc)[None, :], 0.0)
@@ -63,7 +63,7 @@ def _mlp2_backward_kernel(
     B, K0, NO, SHARED,
     sxm, sxb, sxk, sw1, sb1, sw2, sb2, sw3,
     K0P: tl.constexpr, H1: tl.constexpr, H2: tl.constexpr, OP: tl.constexpr,
-    BM: tl.constexpr, BN: tl.constexpr, NEED_DX: tl.constexpr, NEED_W: tl.constexpr, F32: tl.constexpr,
+    BM: tl.constexpr, BN: tl.constexpr, NEED_DX: tl.constexpr, NEED_W: tl.constexpr, F32: tl.constexpr, NS: tl.constexpr,
 ):
     block = tl.program_id(0)
     m = tl.program_id(1).to(tl.int64)
@@ -78,7 +78,7 @@ def _mlp2_backward_kernel(
     dy = tl.load(dy_ptr + m * B * NO + rows[:, None] * NO + oc[None, :],
                  mask=row_ok[:, None] & (oc[None, :] < NO), other=0.0)  # rows past B: zero gradient
     # Layer 2 and the output layer, in the forward kernel's column chunks: g2 = (dy W3^T) * [h2 > 0].
-    for n0 in tl.static_range(0, H2, BN):
+    for n0 in tl.range(0, H2, BN, num_stages=NS):
         nc = n0 + tl.arange(0, BN)
         w2 = tl.load(w2_ptr + m * sw2 + c1[:, None] * H2 + nc[None, :])
         pre2 = tl.dot(h1, _low(w2, F32)) + tl.load(b2_ptr + m * sb2 + nc)[None, :]
@@ -97,7 +97,7 @@ def _mlp2_backward_kernel(
                      mask=row_ok[:, None], other=0.0)
     c2 = tl.arange(0, H2)
     dx = tl.zeros([BM, K0P], dtype=tl.float32)
-    for n0 in tl.static_range(0, H1, BN):
+    for n0 in tl.range(0, H1, BN, num_stages=NS):
         nc = n0 + tl.arange(0, BN)
         w2r = tl.load(w2_ptr + m * sw2 + nc[:, None] * H2 + c2[None, :])  # W2[nc, :], rows contiguous
         back = tl.dot(g2_all, tl.trans(_low(w2r, F32)))

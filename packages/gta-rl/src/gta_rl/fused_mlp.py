@@ -121,10 +121,20 @@ def _bmm_f32(a: Tensor, b: Tensor) -> Tensor:
     return torch.bmm(a, b, out_dtype=torch.float32)
 
 
-def _backward_block_rows(members: int, batch: int, device: torch.device) -> int:
-    """Rows per program of the backward kernel: 64, or 32 where 64-row blocks would leave most SMs idle."""
+def _launch_config(kernel: str, members: int, batch: int, device: torch.device) -> tuple[int, int, int]:
+    """(rows per program, warps, software-pipeline stages of the column-chunk loops) of the forward ("fwd") or
+    backward ("bwd") kernel for ``members`` x ``batch`` rows. Chosen on an H100 (BENCHMARKS.md, eleventh
+    session; TD3+BC step, steps/s 8 seeds / one seed): pipelined chunk loops instead of unrolled ones 5,012 /
+    8,101 -> 5,195 / 8,269 (2 stages everywhere) -> 5,508 / 8,673 (3 stages, but 2 for the backward of 8
+    seeds' twin critics: 3 made that kernel 57 us instead of 49); 4 stages, 128-row blocks with 8 warps for
+    the largest calls, or 32-row forward blocks were slower."""
     sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
-    return 32 if members * -(-batch // 64) < 0.5 * sms else 64
+    blocks = members * -(-batch // 64)  # programs at 64 rows each
+    if kernel == "fwd":
+        return 64, 4, 3
+    if blocks >= sms:  # a program per SM or more: 8 seeds' twin critics
+        return 64, 4, 2
+    return (32 if blocks < 0.5 * sms else 64), 4, 3  # 32 rows where 64 would leave most SMs idle (one seed)
 
 
 def _pow2(n: int, least: int = 16) -> int:
@@ -162,9 +172,10 @@ def _define() -> None:
         dy = dy.contiguous()
         w2 = w2.to(_LOW)  # read by every block of rows: half the bytes of fp32 (see the forward op)
         # 64-row blocks with 4 warps; 32-row blocks where 64-row ones would leave most SMs idle (one seed).
-        # H100, TD3+BC step: 128-row blocks with 8 warps made the 8-seed step slower (4,924 -> 4,661
-        # steps/s), 32-row blocks made one seed's as fast as without the backward kernel (BENCHMARKS.md).
-        bm = _backward_block_rows(m, b, x.device)
+        # H100, TD3+BC step: 128-row blocks with 8 warps made the 8-seed step slower (tenth session 4,924 ->
+        # 4,661 steps/s; eleventh, pipelined: 5,508 -> 5,243), 32-row blocks made one seed's as fast as
+        # without the backward kernel (BENCHMARKS.md).
+        bm, warps, ns = _launch_config("bwd", m, b, x.device)
         nblk = triton.cdiv(b, bm)
         new = functools.partial(torch.empty, device=x.device)
         h1_out = new((m, b, h1) if need_w else (0,), dtype=_LOW)
@@ -179,7 +190,7 @@ def _define() -> None:
             x.stride(0), x.stride(1), x.stride(2), w1.stride(0), b1.stride(0), w2.stride(0), b2.stride(0),
             w3.stride(0),
             K0P=_pow2(k0), H1=h1, H2=h2, OP=_pow2(out), BM=bm, BN=64, NEED_DX=bool(need_dx),
-            NEED_W=bool(need_w), F32=_INTERPRET_F32, num_warps=4, num_stages=1,
+            NEED_W=bool(need_w), F32=_INTERPRET_F32, NS=ns, num_warps=warps, num_stages=ns,
         )
         return dx, h1_out, g2, g1, pb1, pb2, pw3
 
@@ -203,16 +214,16 @@ def _define() -> None:
         y = torch.empty(m, b, out, device=x.device, dtype=torch.float32)
         # 64-row blocks with 4 warps, 64-column chunks of layer 2. With bf16 layer-2 weights, 128-row blocks
         # with 8 warps (before: the 8-seed critics' choice) no longer paid: TD3+BC step on an H100, 8 seeds,
-        # 4,928 with them vs 5,040 steps/s without. 64-row blocks with 8 warps gave wrong results or illegal
+        # 4,928 with them vs 5,040 steps/s without (pipelined: 5,224 vs 5,508). 64-row blocks with 8 warps gave wrong results or illegal
         # memory accesses on the H100 (torch 2.11, Triton 3.6), as did bf16 products for the output layer.
-        bm = 64
+        bm, warps, ns = _launch_config("fwd", m, b, x.device)
         grid = (triton.cdiv(b, bm), m)
         wrap_triton(_mlp2_forward_kernel)[grid](
             x, w1, b1, w2, b2, w3, b3, y, b, k0, out, shared,
             x.stride(0), x.stride(1), x.stride(2), w1.stride(0), b1.stride(0), w2.stride(0), b2.stride(0),
             w3.stride(0), b3.stride(0),
-            K0P=_pow2(k0), H1=h1, H2=h2, OP=_pow2(out), BM=bm, BN=64, F32=_INTERPRET_F32, num_warps=4,
-            num_stages=1,
+            K0P=_pow2(k0), H1=h1, H2=h2, OP=_pow2(out), BM=bm, BN=64, F32=_INTERPRET_F32, NS=ns, num_warps=warps,
+            num_stages=ns,
         )
         return y
 
