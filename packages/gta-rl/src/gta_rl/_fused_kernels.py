@@ -63,7 +63,8 @@ def _mlp2_backward_kernel(
     B, K0, NO, SHARED,
     sxm, sxb, sxk, sw1, sb1, sw2, sb2, sw3,
     K0P: tl.constexpr, H1: tl.constexpr, H2: tl.constexpr, OP: tl.constexpr,
-    BM: tl.constexpr, BN: tl.constexpr, NEED_DX: tl.constexpr, NEED_W: tl.constexpr, F32: tl.constexpr, NS: tl.constexpr,
+    BM: tl.constexpr, BN: tl.constexpr, NEED_DX: tl.constexpr, NEED_W: tl.constexpr, F32: tl.constexpr,
+    NS: tl.constexpr,
 ):
     block = tl.program_id(0)
     m = tl.program_id(1).to(tl.int64)

@@ -7,8 +7,8 @@ refuses them (gta-rl sac has no bf16 mode). Acting goes through the forward kern
 (not in ``--eval-async`` workers). Through cuBLAS and inductor a forward pass is 8-10 kernels (weight casts, the
 padded input, two bf16 products, two bias + ReLU passes, the output layer) and its backward as many again, and
 with 8 stacked seeds each of them moves a whole [M, B, 256] activation through DRAM. H100, TD3+BC step at batch
-1024 (BENCHMARKS.md, tenth session): 8 seeds 3,759 steps/s without the kernels, 4,249 with the forward kernel
-for the gradient-free passes only, 4,915 with every pass fused.
+1024 (BENCHMARKS.md, eleventh session): 8 seeds 3,761 steps/s without the kernels, 4,326 with the forward kernel
+for the gradient-free passes only, 5,415 with every pass fused (one seed 7,300 / 8,104 / 8,585).
 
 **Forward** (:func:`mlp2_forward`), for one block of rows of one member m (a program per block and member)::
 
@@ -16,7 +16,9 @@ for the gradient-free passes only, 4,915 with every pass fused.
     h2 = relu(h1 @ W2[m] + b2[m])         h1 rounded to bf16 as the bf16 path rounds it; chunks of columns
     y  = h2 @ W3[m] + b3[m]               fp32 h2 and W3, TF32 products
 
-keeping h1 and h2 in registers and shared memory; nothing is saved for the backward pass but the inputs. It is
+keeping h1 and h2 in registers and shared memory; nothing is saved for the backward pass but the inputs. The
+loops over 64-column chunks of W2 are software-pipelined (the next chunk loads while this one multiplies;
+stages and block sizes in :func:`_launch_config`). It is
 the ``--bf16`` path's arithmetic (bf16 hidden-layer products accumulated in fp32, fp32 output layer) except
 that each hidden product is not rounded to bf16 before its bias is added (one rounding fewer), and the output
 layer multiplies in TF32 even without ``--tf32`` (its fp32 products in Triton made the kernel slower than the
@@ -214,16 +216,17 @@ def _define() -> None:
         y = torch.empty(m, b, out, device=x.device, dtype=torch.float32)
         # 64-row blocks with 4 warps, 64-column chunks of layer 2. With bf16 layer-2 weights, 128-row blocks
         # with 8 warps (before: the 8-seed critics' choice) no longer paid: TD3+BC step on an H100, 8 seeds,
-        # 4,928 with them vs 5,040 steps/s without (pipelined: 5,224 vs 5,508). 64-row blocks with 8 warps gave wrong results or illegal
-        # memory accesses on the H100 (torch 2.11, Triton 3.6), as did bf16 products for the output layer.
+        # 4,928 with them vs 5,040 steps/s without (pipelined: 5,224 vs 5,508). 64-row blocks with 8 warps
+        # gave wrong results or illegal memory accesses on the H100 (torch 2.11, Triton 3.6), as did bf16
+        # products for the output layer.
         bm, warps, ns = _launch_config("fwd", m, b, x.device)
         grid = (triton.cdiv(b, bm), m)
         wrap_triton(_mlp2_forward_kernel)[grid](
             x, w1, b1, w2, b2, w3, b3, y, b, k0, out, shared,
             x.stride(0), x.stride(1), x.stride(2), w1.stride(0), b1.stride(0), w2.stride(0), b2.stride(0),
             w3.stride(0), b3.stride(0),
-            K0P=_pow2(k0), H1=h1, H2=h2, OP=_pow2(out), BM=bm, BN=64, F32=_INTERPRET_F32, NS=ns, num_warps=warps,
-            num_stages=ns,
+            K0P=_pow2(k0), H1=h1, H2=h2, OP=_pow2(out), BM=bm, BN=64, F32=_INTERPRET_F32, NS=ns,
+            num_warps=warps, num_stages=ns,
         )
         return y
 
