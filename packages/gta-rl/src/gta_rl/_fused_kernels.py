@@ -31,6 +31,14 @@ def _first_layer(x_ptr, w1_ptr, b1_ptr, m, rows, row_ok, K0, SHARED, sxm, sxb, s
 
 
 @triton.jit
+def _layer2_pre(h1, w2_ptr, b2_ptr, m, sw2, sb2, c1, nc, H2: tl.constexpr, F32: tl.constexpr):
+    """Layer 2's pre-activation h1 @ W2[:, nc] + b2[nc] for one chunk of columns nc: one definition for both
+    kernels, so the backward's ReLU mask (pre > 0) is the forward's."""
+    w2 = tl.load(w2_ptr + m * sw2 + c1[:, None] * H2 + nc[None, :])
+    return tl.dot(h1, _low(w2, F32)) + tl.load(b2_ptr + m * sb2 + nc)[None, :]
+
+
+@triton.jit
 def _mlp2_forward_kernel(
     x_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr, y_ptr,
     B, K0, NO, SHARED,
@@ -48,8 +56,7 @@ def _mlp2_forward_kernel(
     y = tl.zeros([BM, OP], dtype=tl.float32)
     for n0 in tl.range(0, H2, BN, num_stages=NS):
         nc = n0 + tl.arange(0, BN)
-        w2 = tl.load(w2_ptr + m * sw2 + c1[:, None] * H2 + nc[None, :])
-        h2 = tl.maximum(tl.dot(h1, _low(w2, F32)) + tl.load(b2_ptr + m * sb2 + nc)[None, :], 0.0)
+        h2 = tl.maximum(_layer2_pre(h1, w2_ptr, b2_ptr, m, sw2, sb2, c1, nc, H2, F32), 0.0)
         w3 = tl.load(w3_ptr + m * sw3 + nc[:, None] * NO + oc[None, :], mask=oc[None, :] < NO, other=0.0)
         y += tl.dot(h2, w3, input_precision="tf32")
     y += tl.load(b3_ptr + m * sb3 + oc, mask=oc < NO, other=0.0)[None, :]
@@ -81,8 +88,7 @@ def _mlp2_backward_kernel(
     # Layer 2 and the output layer, in the forward kernel's column chunks: g2 = (dy W3^T) * [h2 > 0].
     for n0 in tl.range(0, H2, BN, num_stages=NS):
         nc = n0 + tl.arange(0, BN)
-        w2 = tl.load(w2_ptr + m * sw2 + c1[:, None] * H2 + nc[None, :])
-        pre2 = tl.dot(h1, _low(w2, F32)) + tl.load(b2_ptr + m * sb2 + nc)[None, :]
+        pre2 = _layer2_pre(h1, w2_ptr, b2_ptr, m, sw2, sb2, c1, nc, H2, F32)
         w3 = tl.load(w3_ptr + m * sw3 + nc[:, None] * NO + oc[None, :], mask=oc[None, :] < NO, other=0.0)
         g = tl.dot(dy, tl.trans(w3), input_precision="tf32")
         g2 = _low(tl.where(pre2 > 0.0, g, 0.0), F32)

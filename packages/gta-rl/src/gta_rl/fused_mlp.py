@@ -130,10 +130,10 @@ def _launch_config(kernel: str, members: int, batch: int, device: torch.device) 
     8,101 -> 5,195 / 8,269 (2 stages everywhere) -> 5,508 / 8,673 (3 stages, but 2 for the backward of 8
     seeds' twin critics: 3 made that kernel 57 us instead of 49); 4 stages, 128-row blocks with 8 warps for
     the largest calls, or 32-row forward blocks were slower."""
-    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
-    blocks = members * -(-batch // 64)  # programs at 64 rows each
     if kernel == "fwd":
         return 64, 4, 3
+    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+    blocks = members * -(-batch // 64)  # programs at 64 rows each
     if blocks >= sms:  # a program per SM or more: 8 seeds' twin critics
         return 64, 4, 2
     return (32 if blocks < 0.5 * sms else 64), 4, 3  # 32 rows where 64 would leave most SMs idle (one seed)
