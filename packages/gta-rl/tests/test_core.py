@@ -272,11 +272,12 @@ def test_summary_follows_appendix_f2(tmp_path):
         (run / "results.json").write_text("{}")
     out = summarize([tmp_path / "x", tmp_path / "y"])
     assert out["rows"][0]["mean"] == pytest.approx(30.0)
-    assert out["rows"][0]["std"] == pytest.approx(np.std([10, 20, 60]))
+    assert out["rows"][0]["std"] == pytest.approx(np.std([10, 20, 60], ddof=1))  # the sample std by default
     # F.2: per-seed means across tasks (20, 30, 30), then their mean and std.
     assert out["average"]["per_seed_mean"] == pytest.approx([20.0, 30.0, 30.0])
     assert out["average"]["mean"] == pytest.approx(80 / 3)
-    assert out["average"]["std"] == pytest.approx(np.std([20, 30, 30]))
+    assert out["average"]["std"] == pytest.approx(np.std([20, 30, 30], ddof=1))
+    assert summarize([tmp_path / "x"], ddof=0)["rows"][0]["std"] == pytest.approx(np.std([10, 20, 60]))
     best = summarize([tmp_path / "x"], which="best")
     assert best["rows"][0]["mean"] == pytest.approx(35.0)
     assert math.isnan(summarize([tmp_path / "x"], ddof=3)["rows"][0]["std"])

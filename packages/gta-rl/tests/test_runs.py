@@ -225,9 +225,10 @@ def test_worker_rollouts_match_in_process_evaluation(overlap, point_store, tmp_p
 
 
 def test_background_evaluation_error_reaches_the_run(point_store, tmp_path, monkeypatch):
+    import gta_rl.run_eval as run_eval
     import gta_rl.train as train_mod
 
-    real = train_mod.evaluate_agent
+    real = run_eval.evaluate_agent
     calls = []
 
     def flaky(agent, evaluator, run):
@@ -236,7 +237,8 @@ def test_background_evaluation_error_reaches_the_run(point_store, tmp_path, monk
             raise RuntimeError("env exploded")
         return real(agent, evaluator, run)
 
-    monkeypatch.setattr(train_mod, "evaluate_agent", flaky)
+    monkeypatch.setattr(train_mod, "evaluate_agent", flaky)  # the foreground's
+    monkeypatch.setattr(run_eval, "evaluate_agent", flaky)  # the background thread's
     cfg = RunConfig("td3bc", (str(point_store),), (0,), steps=40, batch_size=16, eval_every=10, eval_episodes=2,
                     log_every=5, overrides=TINY["td3bc"])
     with pytest.raises(RuntimeError, match="env exploded"):

@@ -8,6 +8,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from gta_rl.cql import CQL, CQLConfig
 from gta_rl.cql import PRESETS as CQL_PRESETS
 from gta_rl.dt import DT, DT_PRESETS, DTConfig
@@ -15,6 +17,7 @@ from gta_rl.iql import IQL, IQLConfig
 from gta_rl.iql import PRESETS as IQL_PRESETS
 from gta_rl.mcq import MCQ, MCQConfig
 from gta_rl.mcq import PRESETS as MCQ_PRESETS
+from gta_rl.nets import set_fused_mlp
 from gta_rl.td3bc import PRESETS as TD3BC_PRESETS
 from gta_rl.td3bc import TD3BC, TD3BCConfig
 
@@ -158,3 +161,17 @@ def _checked(algo: str, key: str, value: Any, default: Any, check_ranges: bool =
 
 def config_to_dict(config) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+
+
+def build_agent(run: dict[str, Any], device: torch.device):
+    """The stacked agent a run describes (``config.json``: algorithm, its config, dims, seeds), with the run's
+    arithmetic chosen at construction: bf16 matmuls for ``bf16``, the Triton kernels for ``fused_mlp`` on
+    CUDA (CPU copies, e.g. evaluation workers, keep the ordinary path)."""
+    spec = get_spec(run["algorithm"])
+    algo_cfg = build_config(run["algorithm"], None, run["algorithm_config"], check_ranges=False)
+    agent = spec.agent(algo_cfg, run["obs_dim"], run["act_dim"], run["seeds"], max_action=run["max_action"],
+                       device=device, total_steps=run["steps"])
+    agent.set_matmul_dtype(torch.bfloat16 if run.get("bf16") else None)  # runs written before --bf16 have none
+    if run.get("fused_mlp") and device.type == "cuda":
+        set_fused_mlp(agent, True)
+    return agent

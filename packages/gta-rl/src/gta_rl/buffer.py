@@ -152,6 +152,53 @@ class OfflineData:
         return ((obs - self.obs_mean) / self.obs_std).astype(np.float32)
 
 
+class StackedData:
+    """Several training sets side by side: member group g of a stacked agent (``counts[g]`` consecutive
+    members) draws its batches from ``parts[g]`` only.
+
+    This is how runs that differ in their data, not only in their seed, train in one process (``gta-rl train
+    --arm``: original data, original + GTA, ...). The parts' arrays are concatenated once on the device;
+    member group g draws exactly the rows that ``parts[g]`` alone would give it (its own seeds' streams, its
+    own size and mix ratio), offset into the concatenation. Each part keeps its own state statistics and
+    reward transform (already applied to its arrays); :attr:`obs_mean` / :attr:`obs_std` are per member
+    ([S, 1, obs]) for acting."""
+
+    def __init__(self, parts: Sequence[OfflineData], counts: Sequence[int]) -> None:
+        if len(parts) != len(counts) or not parts or min(counts) < 1:
+            raise ValueError("one positive member count per part is needed")
+        dims = {(p.obs_dim, p.act_dim) for p in parts}
+        if len(dims) != 1:
+            raise StoreError(f"the arms' data disagree in (obs, act) dims: {sorted(dims)}")
+        self.parts, self.counts = list(parts), [int(c) for c in counts]
+        self.device = parts[0].device
+        self.offsets = np.cumsum([0, *(p.num_transitions for p in parts)])[:-1].tolist()
+        for name in ("observations", "actions", "rewards", "next_observations", "dones"):
+            setattr(self, name, torch.cat([getattr(p, name) for p in parts]))
+
+        def per_member(stat: str) -> np.ndarray:  # [S, 1, obs]
+            return np.concatenate([np.repeat(getattr(p, stat)[None, None], c, axis=0)
+                                   for p, c in zip(parts, counts, strict=True)])
+
+        self.obs_mean, self.obs_std = per_member("obs_mean"), per_member("obs_std")
+        self.sizes = [p.num_transitions for p in parts]
+        self.max_abs_action = max(p.max_abs_action for p in parts)
+
+    obs_dim = OfflineData.obs_dim
+    act_dim = OfflineData.act_dim
+    num_transitions = OfflineData.num_transitions
+
+    def indices(self, rng, batch_size: int) -> Tensor:
+        """[S, B] rows of the concatenation: each member group's :meth:`OfflineData.indices`, offset."""
+        out, start = [], 0
+        for part, count, offset in zip(self.parts, self.counts, self.offsets, strict=True):
+            group = rng.subset(slice(start, start + count))
+            out.append(part.indices(group, batch_size) + offset)
+            start += count
+        return torch.cat(out)
+
+    sample = OfflineData.sample
+
+
 def load_training_data(
     paths: Sequence[str | os.PathLike],
     *,

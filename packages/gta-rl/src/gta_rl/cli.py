@@ -48,8 +48,11 @@ def _compile_failure(exc: Exception, out: Path, fullgraph: bool) -> str:
 @app.command()
 def train(
     algorithm: str = typer.Argument(..., help="td3bc, iql, cql, mcq or dt"),
-    data: list[Path] = typer.Option(..., "--data", help="training store; repeat (original first, then augmented)"),
-    out: Path = typer.Option(..., "--out", help="run directory"),
+    data: list[Path] = typer.Option([], "--data", help="training store; repeat (original first, then augmented)"),
+    arm: list[str] = typer.Option([], "--arm", help="NAME=STORE[,STORE...]: instead of --data, one arm of a "
+                                  "comparison, repeatable; the arms train together as one stack, each into its own "
+                                  "run directory OUT/NAME, as it would alone"),
+    out: Path = typer.Option(..., "--out", help="run directory (with --arm: the folder of the arms' run directories)"),
     seeds: str = typer.Option("0", "--seeds", help="e.g. 0-7 or 0,3,5: trained together in one process"),
     steps: Optional[int] = typer.Option(None, "--steps", help="default 1M (dt: 100k)"),  # noqa: UP045
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="default 1024 (dt: 4096)"),  # noqa: UP045
@@ -90,20 +93,20 @@ def train(
     from gta_data import StoreError
     from gta_rl.algorithms import ConfigError, parse_override
     from gta_rl.seeds import SeedSpecError, parse_seeds
-    from gta_rl.train import RunConfig, RunError
-    from gta_rl.train import train as run_train
+    from gta_rl.train import RunConfig, RunError, train_arms
 
     is_dt = algorithm.lower() == "dt"
     steps = steps if steps is not None else (100_000 if is_dt else 1_000_000)
     batch_size = batch_size if batch_size is not None else (4096 if is_dt else 1024)
     try:
+        arms = _parse_arms(arm, data, out)
         overrides = dict(parse_override(s) for s in set_)
         if target_return:
             if not is_dt:
                 raise ConfigError("--target-return is a Decision Transformer (dt) option")
             overrides["target_returns"] = tuple(target_return)
         cfg = RunConfig(
-            algorithm=algorithm, data=tuple(str(p) for p in data), seeds=tuple(parse_seeds(seeds)), steps=steps,
+            algorithm=algorithm, data=next(iter(arms.values()))[0], seeds=tuple(parse_seeds(seeds)), steps=steps,
             batch_size=batch_size, eval_every=eval_every, eval_episodes=eval_episodes, log_every=log_every,
             checkpoint_every=checkpoint_every, mix_ratio=mix_ratio, device=device, compile=compile,
             cuda_graph=cuda_graph, tf32=tf32, bf16=bf16, fused_mlp=fused_mlp, fullgraph=fullgraph,
@@ -111,9 +114,10 @@ def train(
         )
         with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                       TimeRemainingColumn(), transient=True) as bar:
-            task = bar.add_task(f"{algorithm} x{len(cfg.seeds)} seeds", total=steps)
-            results = run_train(cfg, out, resume=resume,
-                                progress=lambda done, total: bar.update(task, completed=done))
+            what = f"{len(arms)} arms x " if arm else ""
+            task = bar.add_task(f"{algorithm} {what}{len(cfg.seeds)} seeds", total=steps)
+            results = train_arms(cfg, arms, resume=resume,
+                                 progress=lambda done, total: bar.update(task, completed=done))
     except (StoreError, ConfigError, SeedSpecError, RunError, ValueError, FileNotFoundError) as exc:
         _fail(exc, debug)
         return
@@ -125,9 +129,37 @@ def train(
             raise
         _fail(RunError(_compile_failure(exc, out, fullgraph)), debug)
         return
-    for seed, r in results["seeds"].items():
-        by_target = "".join(f", target {t}: {v:.2f}" for t, v in (r.get("final_by_target") or {}).items())
-        typer.echo(f"seed {seed}: final {r['final_score']}, best {r['best_score']}{by_target}")
+    for name, result in results.items():
+        if name:
+            typer.echo(f"arm {name} ({arms[name][1]}):")
+        for seed, r in result["seeds"].items():
+            by_target = "".join(f", target {t}: {v:.2f}" for t, v in (r.get("final_by_target") or {}).items())
+            typer.echo(f"seed {seed}: final {r['final_score']}, best {r['best_score']}{by_target}")
+
+
+def _parse_arms(specs: list[str], data: list[Path], out: Path) -> dict[str, tuple[tuple[str, ...], Path]]:
+    """``--arm NAME=STORE[,STORE...]`` -> {name: (stores, out/NAME)}; ``--data`` alone -> {"": (stores, out)}."""
+    import re
+
+    from gta_rl.train import RunError
+
+    if specs and data:
+        raise RunError("pass either --data (one run) or --arm (several), not both")
+    if not specs:
+        if not data:
+            raise RunError("no training data given (pass --data at least once, or --arm)")
+        return {"": (tuple(str(p) for p in data), out)}
+    arms: dict[str, tuple[tuple[str, ...], Path]] = {}
+    for spec in specs:
+        name, sep, stores = spec.partition("=")
+        paths = tuple(p for p in stores.split(",") if p)
+        if not sep or not paths or not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in (".", ".."):
+            raise RunError(f"--arm {spec!r}: expected NAME=STORE[,STORE...] with a NAME of letters, digits, '_', "
+                           "'-' or '.'")
+        if name in arms:
+            raise RunError(f"--arm {name!r} given twice")
+        arms[name] = (paths, out / name)
+    return arms
 
 
 @app.command()
@@ -169,7 +201,8 @@ def evaluate(
 def summary(
     run_dirs: list[Path] = typer.Argument(..., help="run directories (one per task)"),
     which: str = typer.Option("final", "--which", help="final or best evaluation of each seed"),
-    ddof: int = typer.Option(0, "--ddof", help="delta degrees of freedom of the std"),
+    ddof: int = typer.Option(1, "--ddof", help="delta degrees of freedom of the std (1: the sample std, as "
+                             "gta-eval's tables)"),
     as_json: bool = typer.Option(False, "--json"),
     allow_unfinished: bool = typer.Option(False, "--allow-unfinished",
                                           help="include runs stopped before their last step (marked)"),
@@ -191,7 +224,7 @@ def summary(
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
-    table = Table(title=f"normalized score ({which}), mean +- std over seeds")
+    table = Table(title=f"normalized score ({which}), mean +- std (ddof={ddof}) over seeds")
     for col in ("run", "algorithm", "env", "seeds", "score"):
         table.add_column(col)
     for r in result["rows"]:

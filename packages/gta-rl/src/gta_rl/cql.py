@@ -53,6 +53,11 @@ class CQLConfig:
 
 
 PRESETS: dict[str, dict] = {
+    # CORL configs/offline/cql/hopper/*_v2.yaml: reward normalisation on hopper-medium only (the longer keys
+    # come first, as match_preset takes the first key found in the dataset name).
+    "hopper-medium-expert": {},
+    "hopper-medium-replay": {},
+    "hopper-medium": {"normalize_reward": True},
     "maze2d": {"lagrange": True, "target_action_gap": 5.0},
     "pointmaze": {"lagrange": True, "target_action_gap": 5.0},
     # CORL configs/offline/cql/antmaze/*.yaml, less two settings gta-rl's CQL lacks: its max-target backup

@@ -2,9 +2,9 @@
 
 Every seed's deterministic policy runs ``episodes`` episodes in one vector env of S x E copies of the
 store's environment (in this process, or sharded over worker processes that each step a share of the
-copies), so one batched forward pass serves all seeds per environment step. Episode i
-of every evaluation starts from env seed ``base + i``, the same for every training seed, so seeds differ
-only in their policies. PointMaze dict observations are flattened as the store's
+copies), so one batched forward pass serves all seeds per environment step. Episode i of policy j starts
+from env seed ``env_seeds[j][i]`` (default ``seed_base + i`` for every policy; a training run passes each
+seed its own, see :mod:`gta_rl.run_eval`). PointMaze dict observations are flattened as the store's
 ``observation_layout`` says; the normalized score is 100 (R - R_min) / (R_max - R_min) from the store's
 reference scores (``gta_data.normalized_score``).
 """
@@ -268,7 +268,8 @@ class Evaluator:
 
     def __init__(self, env_id: str, num_policies: int, episodes: int, *,
                  layout: Sequence[dict] | None = None, seed_base: int = 0,
-                 env_kwargs: dict | None = None, asynchronous: bool = False, workers: int | None = None,
+                 env_seeds: Sequence[Sequence[int]] | None = None, env_kwargs: dict | None = None,
+                 asynchronous: bool = False, workers: int | None = None,
                  policy_factory: Callable[[], Any] | None = None) -> None:
         import gymnasium as gym
         from gymnasium.vector import AutoresetMode
@@ -280,7 +281,11 @@ class Evaluator:
         self.env_id = env_id
         self.num_policies, self.episodes = num_policies, episodes
         self.layout = layout
-        self.seed_base = seed_base
+        if env_seeds is None:
+            env_seeds = [[seed_base + i for i in range(episodes)] for _ in range(num_policies)]
+        if len(env_seeds) != num_policies or any(len(row) != episodes for row in env_seeds):
+            raise ValueError(f"env_seeds must be [{num_policies}][{episodes}]")
+        self.env_seeds = [int(s) for row in env_seeds for s in row]  # copy j * E + i
         self.policy_factory = policy_factory
         n = num_policies * episodes
         # Async: the copies sharded over worker processes, for slow simulators (HalfCheetah with 8 seeds
@@ -308,8 +313,8 @@ class Evaluator:
         return play_episodes(self.envs, self._env_seeds(), act, self.low, self.high, self.layout, seen).reshape(p, e)
 
     def _env_seeds(self) -> list[int]:
-        """Env seed of every copy: episode i of every policy starts from ``seed_base + i``."""
-        return [self.seed_base + i for _ in range(self.num_policies) for i in range(self.episodes)]
+        """Env seed of every copy (policy j's episode i is copy j * E + i)."""
+        return self.env_seeds
 
     def rollout(self, state: Any) -> np.ndarray:
         """The policies of ``state`` (loaded into each worker's ``policy_factory()`` object) played in the

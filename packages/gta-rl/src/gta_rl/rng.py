@@ -57,6 +57,10 @@ class SeedStreams:
     def num_seeds(self) -> int:
         return int(self.seeds.shape[0])
 
+    def subset(self, members: slice) -> SeedStreams:
+        """The streams of some of the seeds, at the same step: draws equal those of the full set's rows."""
+        return SeedStreams(self.seeds[members], self.step)
+
     def bits(self, stream: int, shape: tuple[int, ...]) -> Tensor:
         """Uniform 32-bit integers, [S, *shape] int64."""
         n = math.prod(shape)

@@ -3,7 +3,7 @@
 Per run (one task): mean and standard deviation of the seeds' final scores. Over several runs (the
 tasks of a table row), F.2 first averages each seed's final score across the tasks and then reports
 the mean and the standard deviation of those per-seed averages; only seeds present in every run count.
-numpy's default population std (ddof=0) unless ``ddof`` says otherwise.
+The sample standard deviation (ddof=1), as gta-eval reports it, unless ``ddof`` says otherwise.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def _finished(run_dir: Path, run: dict[str, Any]) -> bool:
     return "steps" not in run or results.get("step") == run["steps"]
 
 
-def summarize(run_dirs: Sequence[str | Path], which: str = "final", ddof: int = 0,
+def summarize(run_dirs: Sequence[str | Path], which: str = "final", ddof: int = 1,
               allow_unfinished: bool = False) -> dict[str, Any]:
     if ddof < 0:
         raise ValueError(f"ddof must be >= 0, got {ddof}")

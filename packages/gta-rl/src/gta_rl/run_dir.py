@@ -1,0 +1,118 @@
+"""The run directory of gta-rl: what a training run writes and what `gta-rl evaluate`, `summary` and gta-eval
+read (format: RUN_FORMAT.md beside this package's README).
+
+    out/config.json               resolved run + algorithm config, env, dims, max_action
+    out/checkpoint.safetensors    every seed's networks, targets, optimizer moments, step, state stats
+    out/seed_<k>/metrics.jsonl    append-only per-seed log: train metrics and evaluations
+    out/results.json              final and best normalized score of every seed (written at the end)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gta_rl.algorithms import ConfigError
+from gta_rl.base import Agent, resolve_device
+from gta_rl.checkpoint import load_checkpoint
+from gta_rl.run_eval import agent_with_stats
+
+CHECKPOINT = "checkpoint.safetensors"
+
+
+class RunError(ValueError):
+    """A run that cannot start or resume (one-line message)."""
+
+
+def check_out_dir(out: Path, resume: bool) -> bool:
+    """Whether ``out`` may receive this run; True where it holds an earlier start that never reached its
+    first checkpoint (to be cleared with :func:`clear_unstarted_run` once the new start is valid)."""
+    if out.exists() and not out.is_dir():
+        raise RunError(f"--out {out} is a file, not a run directory")
+    ckpt = out / CHECKPOINT
+    if ckpt.exists() and not resume:
+        raise RunError(f"{out} already holds a run (pass --resume to continue it, or choose another --out)")
+    if resume and not ckpt.exists():
+        raise RunError(f"nothing to resume in {out} (no {CHECKPOINT}; without --resume a run that never reached "
+                       "its first checkpoint starts again)")
+    if not resume and out.exists() and any(out.iterdir()):
+        if not is_run_dir(out):
+            raise RunError(f"{out} is not empty and holds no gta-rl run: choose another --out")
+        if (out / "results.json").exists():
+            raise RunError(f"{out} holds a finished run (results.json, no checkpoint): choose another --out")
+        return True
+    return False
+
+def is_run_dir(out: Path) -> bool:
+    """Whether ``out`` holds a gta-rl run (its config.json names an algorithm and the training stores)."""
+    try:
+        config = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and "algorithm" in config and "seeds" in config and "data" in config
+
+
+def clear_unstarted_run(out: Path) -> None:
+    """Remove what a run that never reached its first checkpoint wrote (its logs and config), nothing else."""
+    for log in out.glob("seed_*/metrics.jsonl"):
+        log.unlink()
+    for name in ("results.json", "config.json"):
+        (out / name).unlink(missing_ok=True)
+
+
+class SeedLogs:
+    def __init__(self, out: Path, seeds: list[int]) -> None:
+        self.paths = {s: out / f"seed_{s}" / "metrics.jsonl" for s in seeds}
+        for p in self.paths.values():
+            p.parent.mkdir(parents=True, exist_ok=True)
+
+    def truncate_after(self, step: int, drop_evals_at: int | None = None) -> None:
+        """Drop records written after the checkpoint we resume from, and the evaluation of step
+        ``drop_evals_at`` (one that ran in the background when the checkpoint was written): they will be
+        written again."""
+        for p in self.paths.values():
+            if p.exists():
+                records = [(line, json.loads(line)) for line in p.read_text().splitlines() if line]
+                keep = [line for line, r in records if r["step"] <= step
+                        and not (r["kind"] == "eval" and r["step"] == drop_evals_at)]
+                p.write_text("".join(line + "\n" for line in keep))
+
+    def write(self, per_seed: dict[int, dict[str, Any]]) -> None:
+        for seed, record in per_seed.items():
+            with self.paths[seed].open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def summarize_history(run: dict[str, Any], history: dict[str, Any], step: int) -> dict[str, Any]:
+    evals = history["evals"]
+    per_seed = {}
+    for i, seed in enumerate(run["seeds"]):
+        scores = [e["scores"][i] for e in evals]
+        per_seed[str(seed)] = {
+            "final_score": scores[-1] if scores else None,
+            "best_score": max(scores) if scores else None,
+            "best_step": evals[int(np.argmax(scores))]["step"] if scores else None,
+        }
+        if evals and "targets" in evals[-1]:  # Decision Transformer: the final score of every target
+            per_seed[str(seed)]["final_by_target"] = {t: v[i] for t, v in evals[-1]["targets"].items()}
+    return {"algorithm": run["algorithm"], "env_id": run["env_id"], "data": run["data"], "step": step,
+            "seeds": per_seed}
+
+
+def load_run(out: str | Path, device: str = "auto") -> tuple[dict[str, Any], Agent, dict]:
+    """The run's config and its agent restored from the checkpoint."""
+    out = Path(out)
+    if not (out / "config.json").exists() or not (out / CHECKPOINT).exists():
+        raise RunError(f"{out} is not a gta-rl run directory (config.json and {CHECKPOINT} expected)")
+    run = json.loads((out / "config.json").read_text())
+    dev = resolve_device(device, RunError)
+    try:
+        agent = agent_with_stats(run, dev)
+    except ConfigError as exc:
+        raise RunError(f"{out}: {exc}") from None
+    state, meta = load_checkpoint(out / CHECKPOINT, dev)
+    agent.load_full_state_dict(state)
+    return run, agent, meta
