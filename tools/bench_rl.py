@@ -14,7 +14,9 @@ temporary store, for:
   fused Triton kernels (``--fused-mlp``): every forward pass as one kernel, and the backward passes as one
   kernel plus the weight-gradient products; ``...+bf16+fusedfwd`` fuses only the gradient-free passes
   (target networks; ``--fused-mlp`` of the ninth session);
-- the same fast path with 8 seeds stacked in one process, against 8 sequential 1-seed runs.
+- the same fast path with 8 seeds stacked in one process, against 8 sequential 1-seed runs;
+- with ``--arms K``: K runs of 8 seeds that differ in their data (``gta-rl train --arm``: the K arms of a
+  results row) stacked as one agent of 8K members, against K sequential 8-seed runs.
 
 On CUDA every compiled variant is timed in a fresh process (``--no-isolate``: in this one), as a training run
 compiles its step once. Prints a table last and writes every number to ``--out`` (JSON). ``--quick`` runs a
@@ -23,6 +25,7 @@ few updates of each eager variant on the CPU in seconds (no CUDA graphs, no comp
     python tools/bench_rl.py --out results.json            # CUDA, full size (TD3+BC alone: ~5 min on an H100)
     python tools/bench_rl.py --algos td3bc --modes eager,fullgraph+graph+tf32 --out r.json
     python tools/bench_rl.py --quick --out /tmp/quick.json  # CPU smoke run
+    python tools/bench_rl.py --algos td3bc --modes fullgraph+graph+tf32+bf16+fused --arms 4 --out r.json
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from torch import nn
 
 from gta_data import Transitions, write_store
 from gta_rl.algorithms import build_config, get_spec
-from gta_rl.buffer import load_training_data
+from gta_rl.buffer import StackedData, load_training_data
 from gta_rl.fast import StepRunner, describe_error
 from gta_rl.nets import set_fused_mlp
 
@@ -150,12 +153,15 @@ def _flags(impl: str) -> set[str]:
     return set(impl.split("+"))
 
 
-def measure(data, device, algo, impl, seeds, batch, seconds, warmup, max_steps=100_000) -> float:
-    """Steps/s of one gta-rl training-step variant (``impl`` a key of MODES) with ``seeds`` stacked."""
+def measure(data, device, algo, impl, seeds, batch, seconds, warmup, max_steps=100_000, arms=1) -> float:
+    """Steps/s of one gta-rl training-step variant (``impl`` a key of MODES) with ``seeds`` stacked, or
+    ``arms`` x ``seeds`` members each arm drawing from its own copy of the data (as ``gta-rl train --arm``)."""
     comp, graph = MODES[impl]
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = "tf32" in _flags(impl)
-    agent = get_spec(algo).agent(build_config(algo, None, {}), OBS, ACT, list(range(seeds)), device=device,
+    if arms > 1:
+        data = StackedData([data] * arms, [seeds] * arms)
+    agent = get_spec(algo).agent(build_config(algo, None, {}), OBS, ACT, list(range(seeds)) * arms, device=device,
                                  total_steps=1_000_000)
     if "bf16" in _flags(impl):
         agent.set_matmul_dtype(torch.bfloat16)
@@ -172,11 +178,11 @@ def _exception_line(stderr: str) -> str:
     return (errors or lines or ["no output"])[-1][:500]
 
 
-def measure_in_child(store, algo, impl, seeds, batch, seconds, warmup) -> float:
+def measure_in_child(store, algo, impl, seeds, batch, seconds, warmup, arms=1) -> float:
     """``measure`` in a fresh Python process: a compiled step is timed as a training run meets it, compiled
     once in its process (torch.compile's caches and recompilations of earlier variants of the same
     ``train_step`` code do not leak into the next measurement)."""
-    cmd = [sys.executable, __file__, "--out", os.devnull, "--child", f"{algo}:{impl}:{seeds}", "--store", str(store),
+    cmd = [sys.executable, __file__, "--out", os.devnull, "--child", f"{algo}:{impl}:{seeds}:{arms}", "--store", str(store),
            "--batch-size", str(batch), "--seconds", str(seconds), "--warmup", str(warmup)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("CHILD ")]
@@ -203,7 +209,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps before each measurement")
     ap.add_argument("--no-isolate", action="store_true",
                     help="time compiled variants in this process instead of one fresh process each")
-    ap.add_argument("--child", help=argparse.SUPPRESS)  # algo:impl:seeds, internal (measure_in_child)
+    ap.add_argument("--arms", type=int, default=1,
+                    help="also time K arms x --seeds members in one stack against K sequential runs (K > 1)")
+    ap.add_argument("--child", help=argparse.SUPPRESS)  # algo:impl:seeds:arms, internal (measure_in_child)
     ap.add_argument("--store", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -225,10 +233,10 @@ def main() -> None:
     # falling back to eager after the default 8.
     torch._dynamo.config.cache_size_limit = 64
     if args.child:
-        algo, impl, seeds = args.child.split(":")
+        algo, impl, seeds, arms = args.child.split(":")
         try:
             data, _ = load_training_data([args.store], device=device)
-            rate = measure(data, device, algo, impl, int(seeds), batch, seconds, warmup, max_steps)
+            rate = measure(data, device, algo, impl, int(seeds), batch, seconds, warmup, max_steps, int(arms))
         except Exception as exc:  # the parent reads this line: torch's tracebacks end in hints, not the error
             traceback.print_exc()  # the whole story stays on the child's stderr
             print("CHILD " + json.dumps({"error": describe_error(exc)}), flush=True)
@@ -243,10 +251,11 @@ def main() -> None:
         make_store(store, 20_000 if quick else 200_000)
         data, _ = load_training_data([store], device=device)
 
-        def record(algo, impl, seeds, rate):
-            rows.append({"algorithm": algo, "impl": impl, "seeds": seeds, "steps_per_s": rate,
-                         "updates_per_s_per_seed": rate, "seed_updates_per_s": rate * seeds})
-            print(f"  {algo:6s} {impl:26s} S={seeds}: {rate:9.1f} steps/s", flush=True)
+        def record(algo, impl, seeds, rate, arms=1):
+            rows.append({"algorithm": algo, "impl": impl, "seeds": seeds, "arms": arms, "steps_per_s": rate,
+                         "updates_per_s_per_seed": rate, "seed_updates_per_s": rate * seeds * arms})
+            print(f"  {algo:6s} {impl:26s} S={seeds}{f' x {arms} arms' if arms > 1 else ''}: {rate:9.1f} steps/s",
+                  flush=True)
 
         if "td3bc" in args.algos:
             torch.manual_seed(0)
@@ -260,27 +269,30 @@ def main() -> None:
                            and not args.compile_all else None)
                 if why_not and not args.modes:  # the default modes are those that apply
                     continue
-                for seeds in (1, args.seeds):
+                for seeds, arms in ((1, 1), (args.seeds, 1), *([(args.seeds, args.arms)] if args.arms > 1 else [])):
                     if why_not is None and time.perf_counter() - t_start > args.budget:
                         why_not = f"past the {args.budget:.0f} s budget"
                     if why_not:
                         print(f"  {algo} {impl} S={seeds} skipped: {why_not}", flush=True)
-                        rows.append({"algorithm": algo, "impl": impl, "seeds": seeds, "skipped": why_not})
+                        rows.append({"algorithm": algo, "impl": impl, "seeds": seeds, "arms": arms,
+                                     "skipped": why_not})
                         continue
                     try:
                         if isolate and comp:
-                            rate = measure_in_child(store, algo, impl, seeds, batch, seconds, warmup)
+                            rate = measure_in_child(store, algo, impl, seeds, batch, seconds, warmup, arms)
                         else:
-                            rate = measure(data, device, algo, impl, seeds, batch, seconds, warmup, max_steps)
+                            rate = measure(data, device, algo, impl, seeds, batch, seconds, warmup, max_steps, arms)
                     except Exception as exc:  # report and go on: one failing mode must not hide the rest
                         print(f"  {algo} {impl} S={seeds} failed: {describe_error(exc)}", flush=True)
-                        rows.append({"algorithm": algo, "impl": impl, "seeds": seeds, "error": describe_error(exc)})
+                        rows.append({"algorithm": algo, "impl": impl, "seeds": seeds, "arms": arms,
+                                     "error": describe_error(exc)})
                         continue
-                    record(algo, impl, seeds, rate)
+                    record(algo, impl, seeds, rate, arms)
 
     def best(algo, seeds, lowp=True):
         """(steps/s, impl) of the fastest measured mode; ``lowp=False``: of the fp32 ones (no TF32, no bf16)."""
         found = [r for r in rows if r["algorithm"] == algo and r["seeds"] == seeds and "steps_per_s" in r
+                 and r["arms"] == 1
                  and r["impl"] != "corl-eager" and (lowp or not _flags(r["impl"]) & {"tf32", "bf16"})]
         top = max(found, key=lambda r: r["steps_per_s"], default=None)
         return (top["steps_per_s"], top["impl"]) if top else (float("nan"), None)
@@ -288,12 +300,19 @@ def main() -> None:
     summary = {}
     for algo in args.algos.split(","):
         (one, one_impl), (many, many_impl) = best(algo, 1), best(algo, args.seeds)
-        rate = {(r["impl"], r["seeds"]): r["steps_per_s"] for r in rows if r["algorithm"] == algo and "steps_per_s" in r}
+        rate = {(r["impl"], r["seeds"]): r["steps_per_s"] for r in rows
+                if r["algorithm"] == algo and "steps_per_s" in r and r["arms"] == 1}
+        stacked = {r["impl"]: r["steps_per_s"] for r in rows
+                   if r["algorithm"] == algo and "steps_per_s" in r and r["arms"] > 1}
         same_mode = {impl: rate[impl, args.seeds] * args.seeds / rate[impl, 1] for impl in MODES
                      if (impl, 1) in rate and (impl, args.seeds) in rate}
         summary[algo] = {"best_1_seed_steps_per_s": one, "best_1_seed_impl": one_impl,
                          f"best_{args.seeds}_seed_steps_per_s": many, f"best_{args.seeds}_seed_impl": many_impl,
-                         "multi_vs_sequential_speedup": many * args.seeds / one, "same_mode_speedup": same_mode}
+                         "multi_vs_sequential_speedup": many * args.seeds / one, "same_mode_speedup": same_mode,
+                         # K arms x S seeds in one stack vs K sequential S-seed runs of the same mode
+                         "arms_vs_sequential_speedup": {impl: x * args.arms / rate[impl, args.seeds]
+                                                        for impl, x in stacked.items() if (impl, args.seeds) in rate},
+                         "arms_minutes_per_1M_updates": {impl: 1e6 / x / 60 for impl, x in stacked.items()}}
     corl = next((r["steps_per_s"] for r in rows if r["impl"] == "corl-eager" and "steps_per_s" in r), float("nan"))
     td3 = summary.get("td3bc", {})
     targets = {
@@ -309,7 +328,7 @@ def main() -> None:
         "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__, "batch_size": batch,
         "blas": str(torch.backends.cuda.preferred_blas_library()) if device.type == "cuda" else None,
-        "quick": quick, "rows": rows, "summary": summary,
+        "quick": quick, "arms": args.arms, "rows": rows, "summary": summary,
         "targets": targets, "wall_s": time.perf_counter() - t_start,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -317,18 +336,23 @@ def main() -> None:
 
     print(f"\nbatch {batch}, {result['device']}, torch {torch.__version__}, {result['blas'] or 'CPU'}, "
           f"{result['wall_s']:.0f} s")
-    print(f"{'algorithm':9s} {'impl':26s} {'seeds':>5s} {'steps/s':>10s} {'seed-updates/s':>15s}")
+    print(f"{'algorithm':9s} {'impl':34s} {'members':>9s} {'steps/s':>10s} {'seed-updates/s':>15s}")
     for r in rows:
+        members = f"{r['seeds']}x{r['arms']}" if r["arms"] > 1 else str(r["seeds"])
         if "steps_per_s" not in r:
-            print(f"{r['algorithm']:9s} {r['impl']:26s} {r['seeds']:5d} {'skipped' if 'skipped' in r else 'failed':>10s}")
+            print(f"{r['algorithm']:9s} {r['impl']:34s} {members:>9s} {'skipped' if 'skipped' in r else 'failed':>10s}")
         else:
-            print(f"{r['algorithm']:9s} {r['impl']:26s} {r['seeds']:5d} {r['steps_per_s']:10.1f} "
+            print(f"{r['algorithm']:9s} {r['impl']:34s} {members:>9s} {r['steps_per_s']:10.1f} "
                   f"{r['seed_updates_per_s']:15.1f}")
     for algo, s in summary.items():
         same = ", ".join(f"{impl} {x:.2f}x" for impl, x in s["same_mode_speedup"].items())
         print(f"{algo}: {args.seeds} seeds at once vs {args.seeds} sequential: "
               f"{s['multi_vs_sequential_speedup']:.2f}x (fastest of each: {s[f'best_{args.seeds}_seed_impl']} vs "
               f"{s['best_1_seed_impl']}; same mode: {same or '-'})")
+        for impl, x in s["arms_vs_sequential_speedup"].items():
+            print(f"{algo} {impl}: {args.arms} arms x {args.seeds} seeds at once vs {args.arms} sequential "
+                  f"{args.seeds}-seed runs: {x:.2f}x; 1M updates of all {args.arms * args.seeds} runs: "
+                  f"{s['arms_minutes_per_1M_updates'][impl]:.1f} min of updates")
     if "td3bc" in summary:
         print(f"td3bc best 1-seed {targets['td3bc_best_1_seed']:.0f} updates/s "
               f"({targets['td3bc_speedup_over_corl_eager']:.1f}x CORL-style eager; target 3000); "

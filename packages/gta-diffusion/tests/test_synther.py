@@ -360,3 +360,28 @@ def test_cuda_paths_no_sync_and_fast_path_agrees(tmp_path):
     scale = transition_vectors(store.load()).std(0)[:-1]
     assert np.all(np.abs(x.mean(0) - y.mean(0))[:-1] / scale < 0.1)
     assert np.all(np.abs(x.std(0) - y.std(0))[:-1] / scale < 0.1)
+
+
+def test_samples_carry_the_training_stores_env_settings(tmp_path):
+    # A run trained on SynthER's samples alone evaluates in the env the original data came from: PointMaze's
+    # env_kwargs (goal and episode settings) and its Dict observation layout travel with the samples.
+    base = make_toy(tmp_path / "plain.zarr", episodes=40)
+    data = base.load()
+    layout = [{"key": "observation", "start": 0, "stop": 1}, {"key": "desired_goal", "start": 1, "stop": 2}]
+    store = write_store(tmp_path / "toy.zarr", data, base.episode_ends, env_id="ToyStep-v0", ref_min_score=-1.0,
+                        ref_max_score=1.0, observation_layout=layout,
+                        attrs={"env_kwargs": {"continuing_task": True, "max_episode_steps": 60}})
+    create_synther_trainer(tmp_path / "run", store.path, tiny_cfg(store.num_transitions, steps=2,
+                                                                  checkpoint_every=2)).train()
+    out = generate_synther(tmp_path / "run", tmp_path / "samples.zarr", SampleConfig(num_transitions=50,
+                                                                                       batch_size=50, num_steps=2))
+    assert out.attrs["env_kwargs"] == {"continuing_task": True, "max_episode_steps": 60}
+    assert out.attrs["observation_layout"] == layout
+    # runs recorded before the config kept them: read from the training store, if it is still there
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    for key in ("env_kwargs", "observation_layout"):
+        del config["data"][key]
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+    old = generate_synther(tmp_path / "run", tmp_path / "old.zarr", SampleConfig(num_transitions=50, batch_size=50,
+                                                                                  num_steps=2))
+    assert old.attrs["env_kwargs"]["max_episode_steps"] == 60 and old.attrs["observation_layout"] == layout

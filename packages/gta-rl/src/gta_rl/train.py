@@ -200,8 +200,9 @@ def _check_arms_agree(arms: Sequence[_Arm]) -> None:
     for arm in arms[1:]:
         for key in _ARMS_AGREE_ON:
             if arm.run.get(key) != first.run.get(key):
+                hint = "pass --preset to give them the same settings, or " if key == "algorithm_config" else ""
                 raise RunError(f"arms {first.name!r} and {arm.name!r} differ in {key}: they cannot train as one "
-                               "stack (pass --preset to give them the same settings, or train them separately)")
+                               f"stack ({hint}train them separately)")
 
 
 class _MemberState:

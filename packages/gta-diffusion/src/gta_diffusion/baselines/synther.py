@@ -248,7 +248,10 @@ def create_synther_trainer(run_dir: str | Path, data_path: str | Path | None, cf
         "world_size": 1,
         "data": {"path": str(Path(data_path).resolve()), "env_id": store.env_id,
                  "num_transitions": store.num_transitions, "num_episodes": store.num_episodes,
-                 "ref_scores": store.ref_scores, "action_range": _action_range(data)},
+                 "ref_scores": store.ref_scores, "action_range": _action_range(data),
+                 # what evaluating in the env needs (PointMaze: Dict observations, goal and episode settings)
+                 "env_kwargs": store.attrs.get("env_kwargs"),
+                 "observation_layout": store.attrs.get("observation_layout")},
     }
     trainer = SynthERTrainer(run_dir, config, TransitionSet(data, norm, device), device=device)
     config["network"]["parameters"] = count_parameters(trainer.denoiser)
@@ -344,6 +347,20 @@ def sample_transitions(net: torch.nn.Module, norm: TransitionNormalizer, edm: ED
     return sample_normalized(net, norm.transition_dim, edm, seeds, bf16=bf16) * std + mean
 
 
+def _source_env_attrs(config: dict[str, Any]) -> dict[str, Any]:
+    """The training store's env settings (env_kwargs, observation_layout), so that the samples evaluate in the
+    same env as the original data: from the run's config, or, for runs recorded before it kept them, from the
+    training store if it is still there."""
+    data = config["data"]
+    if "env_kwargs" in data:
+        return {"env_kwargs": data["env_kwargs"], "observation_layout": data.get("observation_layout")}
+    try:
+        store = TrajectoryStore.open(data["path"])
+    except (StoreError, FileNotFoundError, NotADirectoryError):
+        return {}
+    return {"env_kwargs": store.attrs.get("env_kwargs"), "observation_layout": store.attrs.get("observation_layout")}
+
+
 def generate_synther(model_dir: str | Path, out_path: str | Path, cfg: SampleConfig, *,
                      device: str | torch.device = "cpu", overwrite: bool = False,
                      progress: Callable[[int], None] | None = None) -> TrajectoryStore:
@@ -378,8 +395,11 @@ def generate_synther(model_dir: str | Path, out_path: str | Path, cfg: SampleCon
                     f"{cfg.segment_length} rows; boundaries carry no temporal meaning",
     }
     clipped = 0.0  # transitions with an action entry outside the range
+    source = _source_env_attrs(config)
     with StoreWriter(out_path, env_id=norm.env_id, obs_dim=norm.obs_dim, act_dim=norm.act_dim,
                      ref_min_score=lo_score, ref_max_score=hi_score, provenance=provenance,
+                     observation_layout=source.get("observation_layout"),
+                     attrs={"env_kwargs": source["env_kwargs"]} if source.get("env_kwargs") else None,
                      overwrite=overwrite) as writer:
         for lo in range(0, n, bs):
             hi = min(lo + bs, n)

@@ -1,0 +1,405 @@
+"""One row of the paper's Table 1 on locally made data: None, S4RL, SynthER and GTA, then data quality.
+
+    python tools/reproduce.py halfcheetah-medium --workdir runs/halfcheetah-medium --gpu
+    python tools/reproduce.py pointmaze-large --workdir runs/pointmaze-large --gpu
+    python tools/reproduce.py pointmaze-umaze --workdir /tmp/row --tiny     # minutes on a CPU
+
+Every stage is a command of one of the packages' CLIs, reading and writing stores and run directories in
+``--workdir``, so each can be rerun or replaced by hand:
+
+    data            gta-data make DATASET                               original.zarr
+    gta-model       gta-diffusion train (GTA's denoiser, Sec. 4.1)      gta-model/
+    gta             gta-diffusion augment --method gta (Sec. 4.2)       gta.zarr
+    s4rl            gta-diffusion augment --method s4rl                 s4rl.zarr
+    synther-model   gta-diffusion train --model synther                 synther-model/
+    synther         gta-diffusion augment --method synther              synther.zarr
+    rl              gta-rl train --arm none/s4rl/synther/gta (one stack) rl/<arm>/
+    quality-<m>     gta-eval quality (Sec. 5.4) of each augmented store quality-<m>/
+    compare         gta-eval compare --baseline gta (Welch's t-tests)   compare/
+    row             this script: the row as JSON and markdown           row.json, row.md
+
+The arms follow the paper: None trains on the original data, S4RL and GTA on the original data plus 5M
+augmented transitions, SynthER on its 5M generated transitions alone (C.1). TD3+BC for locomotion, IQL for
+the mazes. Stages run as soon as the stages they read are done (``--jobs`` at once). A stage that finished
+is recorded in ``stages.json`` with its command and wall time and is not run again; an interrupted stage
+continues where its CLI can (training resumes from its checkpoints; a store is written whole or not at
+all). ``--stop-after-s`` ends the stages still running after that many seconds (diffusion training saves a
+checkpoint; RL keeps its last one) so that a rerun of the same command continues: that is how a row is
+spread over time-limited GPU sessions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gta_rl.algorithms import match_preset
+
+# The paper's Table 1 (TD3+BC for locomotion, IQL for maze2d): mean +- std over 8 seeds, D4RL data.
+PAPER = {
+    "halfcheetah-medium": {"none": (48.42, 0.62), "s4rl": (48.74, 0.31), "synther": (49.16, 0.39), "gta": (57.84, 0.51)},
+    "halfcheetah-medium-replay": {"none": (44.64, 0.71), "s4rl": (44.53, 0.30), "synther": (45.57, 0.34),
+                                  "gta": (50.04, 0.84)},
+    "halfcheetah-medium-expert": {"none": (89.48, 5.50), "s4rl": (90.78, 4.65), "synther": (85.47, 11.35),
+                                  "gta": (93.13, 3.07)},
+    "hopper-medium": {"none": (61.04, 3.18), "s4rl": (59.34, 3.50), "synther": (63.70, 3.69), "gta": (69.57, 4.05)},
+    "hopper-medium-replay": {"none": (65.69, 24.41), "s4rl": (67.39, 23.81), "synther": (78.81, 15.80),
+                             "gta": (89.31, 16.84)},
+    "hopper-medium-expert": {"none": (104.08, 5.81), "s4rl": (106.10, 7.24), "synther": (98.99, 11.27),
+                             "gta": (110.40, 4.04)},
+    "walker2d-medium": {"none": (84.58, 1.92), "s4rl": (84.63, 2.44), "synther": (85.43, 1.14), "gta": (86.69, 0.89)},
+    "walker2d-medium-replay": {"none": (84.11, 4.12), "s4rl": (83.42, 4.70), "synther": (90.67, 1.56),
+                               "gta": (93.82, 1.74)},
+    "walker2d-medium-expert": {"none": (110.23, 0.37), "s4rl": (110.21, 0.35), "synther": (109.95, 0.32),
+                               "gta": (110.86, 0.34)},
+    "pointmaze-umaze": {"none": (37.41, 2.83), "s4rl": (37.69, 3.36), "synther": (39.00, 2.26), "gta": (41.68, 1.41)},
+    "pointmaze-medium": {"none": (32.80, 1.49), "s4rl": (34.82, 3.16), "synther": (34.27, 2.51), "gta": (37.78, 1.66)},
+    "pointmaze-large": {"none": (58.99, 9.16), "s4rl": (62.93, 3.47), "synther": (61.74, 4.51), "gta": (76.56, 4.70)},
+}
+METHODS = ("none", "s4rl", "synther", "gta")
+AUGMENTED = ("s4rl", "synther", "gta")
+
+
+@dataclass
+class Stage:
+    name: str
+    needs: tuple[str, ...]
+    command: list[str]
+    store: str | None = None  # the store the stage writes, if any (found complete: the stage is done)
+    resume_flag: list[str] = field(default_factory=list)  # added on a rerun that continues the stage
+
+
+@dataclass(frozen=True)
+class Scale:
+    """The protocol: the paper's where it says so; ``--tiny`` shrinks it to a CPU smoke run."""
+
+    size: int | None = None  # dataset transitions (None: the recipe's)
+    diffusion_steps: int = 40_000  # GTA denoiser steps (paper: 1M; see RESULTS.md for what this costs)
+    network: str = "paper"  # GTA denoiser network preset of gta-diffusion train
+    synther_steps: int = 100_000  # SynthER's own protocol
+    synther_network: str = "synther"
+    generated: int = 5_000_000  # transitions per augmented store (paper: 5M)
+    rl_steps: int = 1_000_000  # gradient steps per seed (paper: 1M)
+    batch_size: int = 1024
+    seeds: str = "0-7"
+    eval_every: int = 50_000  # the row reports the final evaluation; fewer in-run evaluations save CPU
+    eval_episodes: int | None = None  # per seed and evaluation (None: gta-rl's default, 10; mazes 100)
+    quality_samples: int = 1_000_000
+    quality_segments: int = 2000
+    sampler_batch: int | None = None  # GTA sampler windows per call (None: the CLI's default)
+    sampler_steps: int | None = None  # EDM sampler steps of GTA and SynthER (None: the models' 128)
+
+
+TINY = Scale(size=3000, diffusion_steps=30, network="small", synther_steps=30, synther_network="synther-small",
+             generated=2000, rl_steps=40, batch_size=64, seeds="0-1", eval_every=20, eval_episodes=2, quality_samples=500,
+             quality_segments=20, sampler_batch=256, sampler_steps=8)
+
+
+def algorithm_for(dataset: str) -> str:
+    return "iql" if "maze" in dataset else "td3bc"
+
+
+def gta_preset(dataset: str) -> str:
+    """gta-diffusion's dataset preset (mu, alpha, reweighting of Tables 8-9) for a gta-data recipe."""
+    return "maze2d" if dataset.startswith("pointmaze") else dataset
+
+
+def cli(package: str) -> list[str]:
+    """The argv prefix of a package's CLI: its console script beside this Python, else the module."""
+    script = Path(sys.executable).parent / f"gta-{package}"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", f"from gta_{package}.cli import app; app()"]
+
+
+def build_stages(dataset: str, w: Path, scale: Scale, gpu: bool) -> list[Stage]:
+    device = ["--device", "cuda" if gpu else "cpu"]
+    size = ["--size", str(scale.size)] if scale.size else []
+    dfast = ["--bf16", "--compile", "--cuda-graph"] if gpu else []
+    afast = ["--bf16", "--compile", "--compile-mode", "reduce-overhead"] if gpu else []
+    sfast = ["--bf16", "--compile"] if gpu else []
+    rfast = ["--fullgraph", "--cuda-graph", "--tf32", "--bf16", "--fused-mlp", "--eval-async"] if gpu else []
+    if algorithm_for(dataset) != "td3bc":
+        rfast = [f for f in rfast if f != "--fused-mlp"]  # IQL's networks: no 256-256 pair of the kernel's shape
+    sampler = ["--batch-size", str(scale.sampler_batch)] if scale.sampler_batch else []
+    steps = ["--num-steps", str(scale.sampler_steps)] if scale.sampler_steps else []
+    episodes = ["--eval-episodes", str(scale.eval_episodes)] if scale.eval_episodes is not None else []
+    algorithm = algorithm_for(dataset)
+    # One agent config serves the four arms: the preset of the dataset, not of each arm's first store.
+    preset = match_preset(algorithm, dataset) or "none"
+    orig = str(w / "original.zarr")
+    quality_device = ["--device", "cuda" if gpu else "cpu"]
+    stages = [
+        Stage("data", (), [*cli("data"), "make", dataset, "--out", orig, *size], store=orig),
+        Stage("gta-model", ("data",), [*cli("diffusion"), "train", "--data", orig, "--out", str(w / "gta-model"),
+                                       "--preset", scale.network, "--steps", str(scale.diffusion_steps),
+                                       "--checkpoint-every", str(max(1, min(5000, scale.diffusion_steps))),
+                                       *dfast, *device]),
+        Stage("gta", ("gta-model",), [*cli("diffusion"), "augment", "--method", "gta", "--model", str(w / "gta-model"),
+                                      "--data", orig, "--dataset-preset", gta_preset(dataset), "--num-transitions",
+                                      str(scale.generated), "--out", str(w / "gta.zarr"), *sampler, *steps, *afast, *device],
+              store=str(w / "gta.zarr")),
+        Stage("s4rl", ("data",), [*cli("diffusion"), "augment", "--method", "s4rl", "--data", orig,
+                                  "--num-transitions", str(scale.generated), "--out", str(w / "s4rl.zarr")],
+              store=str(w / "s4rl.zarr")),
+        Stage("synther-model", ("data",), [*cli("diffusion"), "train", "--model", "synther", "--data", orig, "--out",
+                                           str(w / "synther-model"), "--preset", scale.synther_network, "--steps",
+                                           str(scale.synther_steps), *sfast, *device]),
+        Stage("synther", ("synther-model",), [*cli("diffusion"), "augment", "--method", "synther", "--model",
+                                              str(w / "synther-model"), "--num-transitions", str(scale.generated),
+                                              "--out", str(w / "synther.zarr"), *steps, *sfast, *device],
+              store=str(w / "synther.zarr")),
+    ]
+    arms = {"none": [orig], "s4rl": [orig, str(w / "s4rl.zarr")], "synther": [str(w / "synther.zarr")],
+            "gta": [orig, str(w / "gta.zarr")]}
+    stages.append(Stage(
+        "rl", ("data", "gta", "s4rl", "synther"),
+        [*cli("rl"), "train", algorithm, *(a for m, paths in arms.items() for a in ("--arm", f"{m}={','.join(paths)}")),
+         "--out", str(w / "rl"), "--seeds", scale.seeds, "--steps", str(scale.rl_steps), "--batch-size",
+         str(scale.batch_size), "--eval-every", str(scale.eval_every), *episodes, "--preset", preset, *rfast,
+         *device],
+        resume_flag=["--resume"]))
+    for m in AUGMENTED:
+        stages.append(Stage(f"quality-{m}", (m,), [*cli("eval"), "quality", "--original", orig, "--augmented",
+                                                   str(w / f"{m}.zarr"), "--out", str(w / f"quality-{m}"),
+                                                   "--samples", str(scale.quality_samples), "--segments",
+                                                   str(scale.quality_segments), *quality_device, "--overwrite"]))
+    stages.append(Stage("compare", ("rl",), [*cli("eval"), "compare", *(str(w / "rl" / m) for m in METHODS),
+                                             "--baseline", "gta", "--out", str(w / "compare"), "--overwrite"]))
+    return stages
+
+
+class Ledger:
+    """``stages.json``: each finished stage's command and wall time (written atomically after each)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.done: dict[str, dict] = json.loads(path.read_text()) if path.exists() else {}
+
+    def record(self, name: str, command: list[str], wall_s: float | None, note: str = "") -> None:
+        self.done[name] = {"command": command, "wall_s": wall_s, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                           **({"note": note} if note else {})}
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.done, indent=2))
+        os.replace(tmp, self.path)
+
+
+def _store_complete(path: str) -> bool:
+    from gta_data import StoreError, TrajectoryStore
+
+    try:
+        TrajectoryStore.open(path)
+    except (StoreError, FileNotFoundError, NotADirectoryError, ValueError):
+        return False
+    return True
+
+
+def _started(stage: Stage) -> bool:
+    """Whether a stage left something to continue (RL checkpoints)."""
+    if stage.name != "rl":
+        return False
+    out = Path(stage.command[stage.command.index("--out") + 1])
+    return any(out.glob("*/checkpoint.safetensors"))
+
+
+def run_stages(stages: list[Stage], w: Path, jobs: int, stop_after_s: float | None, t0: float) -> bool:
+    """Run what is left, ``jobs`` at once in dependency order; False if stopped by ``stop_after_s``."""
+    ledger = Ledger(w / "stages.json")
+    logs = w / "logs"
+    logs.mkdir(exist_ok=True)
+    for stage in stages:
+        old = ledger.done.get(stage.name)
+        if old is not None and old["command"] != stage.command:
+            raise SystemExit(f"error: stage {stage.name} in {w} was run with another command ({' '.join(old['command'])}); "
+                             "use another --workdir for another scale")
+    pending = [s for s in stages if s.name not in ledger.done]
+    running: dict[str, tuple[Stage, subprocess.Popen, float, object]] = {}
+
+    def stamp() -> str:
+        return f"[{time.perf_counter() - t0:7.0f} s]"
+
+    for stage in stages:
+        if stage.name in ledger.done:
+            print(f"{stamp()} {stage.name}: done earlier ({ledger.done[stage.name]['wall_s'] or 0:.0f} s), skipped")
+    while pending or running:
+        if stop_after_s is not None and time.perf_counter() - t0 > stop_after_s and running:
+            for name, (_, proc, _, _) in running.items():
+                print(f"{stamp()} {name}: stopping (--stop-after-s {stop_after_s:.0f}); rerun to continue", flush=True)
+                proc.send_signal(signal.SIGTERM)
+            for _, proc, _, log in running.values():
+                try:
+                    proc.wait(timeout=120)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                log.close()
+            return False
+        for stage in list(pending):
+            if len(running) >= jobs:
+                break
+            if any(n not in ledger.done for n in stage.needs):
+                continue
+            pending.remove(stage)
+            if stage.store and _store_complete(stage.store):
+                ledger.record(stage.name, stage.command, None, "output found complete")
+                print(f"{stamp()} {stage.name}: {stage.store} found complete, not redone", flush=True)
+                continue
+            if stop_after_s is not None and time.perf_counter() - t0 > stop_after_s:
+                print(f"{stamp()} stopping before {stage.name} (--stop-after-s {stop_after_s:.0f}); rerun to continue")
+                pending.insert(0, stage)
+                return False
+            command = stage.command + (stage.resume_flag if _started(stage) else [])
+            log = (logs / f"{stage.name}.log").open("a")
+            log.write(f"\n$ {' '.join(command)}\n")
+            log.flush()
+            print(f"{stamp()} {stage.name}: start", flush=True)
+            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            running[stage.name] = (stage, proc, time.perf_counter(), log)
+        for name, (stage, proc, started, log) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[name]
+            log.close()
+            wall = time.perf_counter() - started
+            if proc.returncode != 0:
+                tail = (logs / f"{name}.log").read_text().splitlines()[-15:]
+                for _, p, _, _ in running.values():
+                    p.send_signal(signal.SIGTERM)
+                for _, p, _, other_log in running.values():
+                    p.wait()
+                    other_log.close()
+                raise SystemExit(f"error: stage {name} failed (exit {proc.returncode}) after {wall:.0f} s; its log "
+                                 f"{logs / (name + '.log')} ends:\n" + "\n".join(tail))
+            ledger.record(name, stage.command, wall)
+            print(f"{stamp()} {name}: done in {wall:.0f} s", flush=True)
+        if running:
+            time.sleep(1.0)
+        elif pending and not any(all(n in ledger.done for n in s.needs) for s in pending):
+            raise SystemExit(f"error: stages {', '.join(s.name for s in pending)} wait for stages that cannot run")
+    return True
+
+
+def _device_name(gpu: bool) -> str:
+    if not gpu:
+        import platform
+
+        return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    import torch
+
+    return torch.cuda.get_device_name()
+
+
+def _fmt(mean_std) -> str:
+    return "-" if mean_std is None else f"{mean_std[0]:.2f} +- {mean_std[1]:.2f}"
+
+
+def write_row(dataset: str, w: Path, scale: Scale, gpu: bool, commit: str) -> dict:
+    """row.json and row.md from the compare and quality reports and stages.json."""
+    compare = json.loads((w / "compare" / "results.json").read_text())
+    cells = {c["method"]: c for c in compare["table"]}
+    welch = {t["method"]: t for t in compare["welch"] if t.get("baseline") == "gta"}
+    quality = {}
+    for m in AUGMENTED:
+        q = json.loads((w / f"quality-{m}" / "quality.json").read_text())
+        quality[m] = {"oracle_reward": q.get("oracle_reward"), "generated_reward": q.get("generated_reward"),
+                      "dynamic_mse": q.get("dynamic_mse"), "novelty": q.get("novelty_state_action"),
+                      "exact_states": q.get("exact_states")}
+    stages = json.loads((w / "stages.json").read_text())
+    missing = [m for m in METHODS if m not in cells]
+    if missing:
+        raise SystemExit(f"error: the comparison has no {', '.join(missing)} row")
+    row = {
+        "dataset": dataset, "algorithm": algorithm_for(dataset), "device": _device_name(gpu), "commit": commit,
+        "scores": {m: {"mean": cells[m]["mean"], "std": cells[m]["std"], "seeds": cells[m]["seeds"]} for m in METHODS},
+        "welch_gta_vs": {m: {"t": welch[m].get("t"), "df": welch[m].get("df"), "p": welch[m].get("p")}
+                         for m in METHODS if m in welch},
+        "quality": quality, "paper": PAPER.get(dataset),
+        "protocol": {"diffusion_steps": scale.diffusion_steps, "network": scale.network,
+                     "synther_steps": scale.synther_steps, "generated": scale.generated, "rl_steps": scale.rl_steps,
+                     "batch_size": scale.batch_size, "seeds": scale.seeds, "eval_every": scale.eval_every,
+                     "dataset_size": scale.size, "quality_samples": scale.quality_samples},
+        "stage_wall_s": {k: v["wall_s"] for k, v in stages.items()},
+    }
+    paper = PAPER.get(dataset) or {}
+    lines = [f"### {dataset} ({row['algorithm']}, {row['device']}, commit {commit})", "",
+             "| method | score: mean +- std (ddof=1) | seeds | Welch p, GTA vs method | paper (D4RL) |",
+             "|---|---|---|---|---|"]
+    for m in METHODS:
+        s = row["scores"][m]
+        p = row["welch_gta_vs"].get(m, {}).get("p")
+        lines.append(f"| {m} | {s['mean']:.2f} +- {s['std']:.2f} | {s['seeds']} | "
+                     f"{'-' if m == 'gta' or p is None else f'{p:.2g}'} | {_fmt(paper.get(m))} |")
+    lines += ["", "| augmented store | oracle reward | generated reward | dynamic MSE | novelty (s, a) |",
+              "|---|---|---|---|---|"]
+    for m in AUGMENTED:
+        q = quality[m]
+        cols = [q[k] for k in ("oracle_reward", "generated_reward", "dynamic_mse", "novelty")]
+        lines.append(f"| {m} | " + " | ".join("-" if v is None else f"{v:.4g}" for v in cols) + " |")
+    lines += ["", "Stage wall times (s): " + ", ".join(
+        f"{k} {v:.0f}" if v is not None else f"{k} (found)" for k, v in row["stage_wall_s"].items()), ""]
+    (w / "row.json").write_text(json.dumps(row, indent=2))
+    (w / "row.md").write_text("\n".join(lines))
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("dataset", help="a gta-data recipe: halfcheetah-medium, hopper-medium-replay, pointmaze-large, ...")
+    ap.add_argument("--workdir", type=Path, required=True, help="where every stage writes (reruns continue here)")
+    ap.add_argument("--gpu", action="store_true", help="CUDA with every fast path (bf16, compile, CUDA graphs)")
+    ap.add_argument("--tiny", action="store_true", help="a CPU smoke run: tiny data, networks and step counts")
+    ap.add_argument("--jobs", type=int, default=1, help="stages run at once (their dependencies allowing)")
+    ap.add_argument("--stop-after-s", type=float, default=None,
+                    help="stop the stages still running after this many seconds; a rerun continues")
+    ap.add_argument("--diffusion-steps", type=int, default=None)
+    ap.add_argument("--network", default=None, help="GTA denoiser network preset of gta-diffusion train")
+    ap.add_argument("--synther-steps", type=int, default=None)
+    ap.add_argument("--generated", type=int, default=None, help="transitions per augmented store")
+    ap.add_argument("--rl-steps", type=int, default=None)
+    ap.add_argument("--seeds", default=None)
+    ap.add_argument("--eval-every", type=int, default=None)
+    ap.add_argument("--size", type=int, default=None, help="dataset transitions (default: the recipe's)")
+    ap.add_argument("--commit", default=None, help="the code's commit, for the row (default: git rev-parse)")
+    args = ap.parse_args(argv)
+
+    scale = TINY if args.tiny else Scale()
+    given = {"diffusion_steps": args.diffusion_steps, "network": args.network, "synther_steps": args.synther_steps,
+             "generated": args.generated, "rl_steps": args.rl_steps, "seeds": args.seeds,
+             "eval_every": args.eval_every, "size": args.size}
+    scale = Scale(**{**scale.__dict__, **{k: v for k, v in given.items() if v is not None}})
+    if args.jobs < 1:
+        ap.error("--jobs must be >= 1")
+    if args.dataset not in PAPER and not args.dataset.startswith(("halfcheetah", "hopper", "walker2d", "pointmaze")):
+        ap.error(f"no Table 1 row for {args.dataset!r} (choose from {', '.join(PAPER)})")
+    w = args.workdir
+    w.mkdir(parents=True, exist_ok=True)
+    commit = args.commit or _git_commit()
+    t0 = time.perf_counter()
+    stages = build_stages(args.dataset, w, scale, args.gpu)
+    if not run_stages(stages, w, args.jobs, args.stop_after_s, t0):
+        print(f"stopped after {time.perf_counter() - t0:.0f} s: rerun the same command to continue")
+        return 3
+    write_row(args.dataset, w, scale, args.gpu, commit)
+    print((w / "row.md").read_text())
+    print(f"row written to {w / 'row.json'} and {w / 'row.md'} ({time.perf_counter() - t0:.0f} s this call)")
+    return 0
+
+
+def _git_commit() -> str:
+    git = shutil.which("git")
+    if git is None:
+        return "unknown"
+    proc = subprocess.run([git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent)
+    return proc.stdout.strip() or "unknown"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
