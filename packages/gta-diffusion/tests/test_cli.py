@@ -28,8 +28,8 @@ def test_train_resume_augment(tmp_path, toy_store):
     assert res.exit_code == 0 and "resuming at step 4" in res.output, res.output
     out = tmp_path / "aug.zarr"
     res = runner.invoke(app, ["augment", "--model", str(run), "--data", str(toy_store.path), "--out", str(out),
-                              "--dataset-preset", "hopper-medium-replay", "--alpha", "1.2", "--num-transitions",
-                              "50", "--batch-size", "8", "--num-steps", "6", "--device", "cpu"])
+                              "--dataset-preset", "hopper-medium-replay", "--alpha", "1.2", "--reweight-clip", "5",
+                              "--num-transitions", "50", "--batch-size", "8", "--num-steps", "6", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert "wrote" in res.output and "50 transitions" in res.output and "warning" not in res.output
     # A model whose training was stopped early still augments, with a warning.
@@ -46,6 +46,7 @@ def test_train_resume_augment(tmp_path, toy_store):
     aug = TrajectoryStore.open(out).provenance["augment"]
     # Preset fills mu and the reweighting (Table 9: N_B = 50), the explicit --alpha wins, --guidance 2 -> s = 3.
     assert (aug["mu"], aug["alpha"], aug["reweight"], aug["num_bins"], aug["guidance_scale"]) == (0.5, 1.2, "bins", 50, 3.0)
+    assert aug["reweight_clip"] == 5.0  # the authors' clip of the Eq. 13 weights, recorded
     assert aug["clip_actions"] is True and TrajectoryStore.open(out).provenance["action_clip"]["fraction_clipped"] >= 0
     res = runner.invoke(app, ["augment", "--model", str(run), "--data", str(toy_store.path), "--out",
                               str(tmp_path / "raw.zarr"), "--num-transitions", "20", "--batch-size", "8",
@@ -53,6 +54,7 @@ def test_train_resume_augment(tmp_path, toy_store):
     assert res.exit_code == 0, res.output
     raw = TrajectoryStore.open(tmp_path / "raw.zarr").provenance
     assert raw["augment"]["clip_actions"] is False and raw["action_clip"] is None
+    assert raw["augment"]["reweight_clip"] is None
 
 
 def test_errors_are_one_line_with_exit_code_1(tmp_path, toy_store):
@@ -105,6 +107,8 @@ def test_training_settings_out_of_range_are_refused(tmp_path, toy_store, extra, 
     ({"conditioning": "fixed", "fixed_return": float("nan")}, "fixed return must be a finite number"),
     ({"num_steps": 0}, "num_steps must be an integer >= 2"),  # --num-steps 0 was the model's 128
     ({"batch_size": 0}, "must be positive"),
+    ({"reweight": "bins", "reweight_clip": 0.0}, "reweighting clip must be a positive number"),
+    ({"reweight": "none", "reweight_clip": 5.0}, "applies to reweight 'bins' only"),
 ])
 def test_augment_settings_out_of_range_are_refused(fields, message):
     from gta_diffusion.augment import AugmentConfig

@@ -161,6 +161,8 @@ def augment(
     reweight: str = typer.Option(None, help="none | bins (Eq. 13) | episodes (sparse tasks)."),
     num_bins: int = typer.Option(None, help="N_B of Eq. 13 (default 50)."),
     success_weight: float = typer.Option(None, help="c: weight of successful episodes (default 10)."),
+    reweight_clip: float = typer.Option(None, help="bins: clip each window's weight (v_j / sum v) / |B_j| at this "
+                                        "value before normalising (the authors' code: 5.0; default: no clip)."),
     batch_size: int = typer.Option(None, help="Windows per sampler call (default 8192; synther: transitions, 100k)."),
     num_steps: int = typer.Option(None, help="Sampler steps K (default: the model's, 128)."),
     seed: int = typer.Option(0, help="Seed of the source choice and of the per-window seeds."),
@@ -199,7 +201,7 @@ def augment(
 
         fields: dict[str, Any] = lookup(dataset_preset) if dataset_preset else {}
         explicit = {"mu": mu, "alpha": alpha, "reweight": reweight, "num_bins": num_bins,
-                    "success_weight": success_weight}
+                    "success_weight": success_weight, "reweight_clip": reweight_clip}
         fields.update({k: v for k, v in explicit.items() if v is not None})
         cfg = AugmentConfig(**fields, guidance_scale=guidance + 1.0, conditioning=conditioning,
                             fixed_return=fixed_return, num_transitions=num_transitions, batch_size=batch_size,
