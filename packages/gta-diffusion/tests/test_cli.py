@@ -57,6 +57,41 @@ def test_train_resume_augment(tmp_path, toy_store):
     assert raw["augment"]["reweight_clip"] is None
 
 
+@pytest.fixture(scope="module")
+def hopper_store(tmp_path_factory):
+    """A random-policy Hopper-v5 store: short episodes that end in true terminals (falls)."""
+    from gta_data.cli import app as data_app
+
+    path = tmp_path_factory.mktemp("hopper") / "random.zarr"
+    res = runner.invoke(data_app, ["make", "random", "--env", "Hopper-v5", "--size", "2000", "--out", str(path)])
+    assert res.exit_code == 0, res.output
+    return TrajectoryStore.open(path)
+
+
+@pytest.mark.parametrize("in_rewards", [False, True])
+def test_penalty_never_reaches_a_written_store_either_way(tmp_path, hopper_store, in_rewards):
+    """A.1's -100 in the condition only (default) or also in the learned reward channel (--penalty-in-rewards,
+    removed before writing): no written reward is at or below penalty / 2."""
+    run, out = tmp_path / "run", tmp_path / "aug.zarr"
+    args = ["train", "--data", str(hopper_store.path), "--out", str(run), "--steps", "30", *SMALL]
+    res = runner.invoke(app, [*args, "--penalty-in-rewards"] if in_rewards else args)
+    assert res.exit_code == 0, res.output
+    config = json.loads((run / "config.json").read_text())
+    penalty = config["window"]["terminal_penalty"]
+    assert penalty == -100.0 and config["window"]["penalty_in_reward_channel"] is in_rewards
+    reward_std = config["normalizer"]["std"][hopper_store.obs_dim + hopper_store.act_dim]
+    assert (reward_std > 10) is in_rewards  # the model learns the penalised rewards only in the variant
+    res = runner.invoke(app, ["augment", "--model", str(run), "--data", str(hopper_store.path), "--out", str(out),
+                              "--mu", "0.2", "--num-transitions", "400", "--batch-size", "50", "--num-steps", "8",
+                              "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    aug = TrajectoryStore.open(out)
+    gen = aug.load()
+    assert gen.terminals.sum() >= 5, "the test needs generated windows that end in a terminal"
+    assert gen.rewards.min() > penalty / 2, gen.rewards.min()
+    assert aug.provenance["terminal_penalty"] == penalty and aug.provenance["penalty_in_rewards"] is in_rewards
+
+
 def test_errors_are_one_line_with_exit_code_1(tmp_path, toy_store):
     res = runner.invoke(app, ["train", "--data", str(tmp_path / "missing.zarr"), "--out", str(tmp_path / "r"),
                               "--steps", "2", *SMALL])

@@ -342,6 +342,10 @@ def augment(model_dir: str | Path, data_path: str | Path, out_path: str | Path, 
         "source_store": str(Path(data_path).resolve()),
         "source_env_id": store.env_id,
         "horizon": h,
+        # The model's terminal penalty (A.1) and whether it was in the learned reward channel (then removed
+        # from the generated rewards before writing): no store ever holds the penalty.
+        "terminal_penalty": wcfg.terminal_penalty,
+        "penalty_in_rewards": wcfg.penalty_in_reward_channel,
         "num_windows": count,
         "world_size": dist.world_size,
         "model_train_steps": config["train"]["steps"],
