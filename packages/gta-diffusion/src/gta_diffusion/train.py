@@ -19,6 +19,9 @@ states advance with every replay and checkpoints stay exact.
 Exact resume: the checkpoint holds the raw and EMA weights, the optimizer state, the step (which fixes the
 learning rate) and the states of the data-order and loss-noise generators of every rank, so a run that is
 killed and resumed from its last checkpoint continues exactly as if it had not stopped.
+A SIGINT or SIGTERM (``gta_diffusion.stop``) makes the loop checkpoint at the current step boundary and
+return; a resume may grow the total of steps or change the batch size (:func:`apply_resume_options`), never
+the network.
 Data-parallel training: under torchrun each rank draws its own ``batch_size / world_size`` windows
 (generators seeded by rank) and DDP averages the gradients.
 """
