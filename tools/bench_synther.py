@@ -8,6 +8,9 @@ synthetic halfcheetah-shaped store (obs 17, act 6: [s, a, r, s', terminal] has D
 
     eager-fp32   plain eager float32 (TF32 off)
     fast         bf16 autocast + torch.compile (default mode; CUDA only)
+    fast-graph   training only: bf16 + compile + the whole step in one CUDA graph (``--cuda-graph``: batch
+                 draw, loss, backward, clipping, AdamW and EMA replayed as one graph; CUDA only, so the CPU
+                 smoke test reports it as skipped); its sampler is the fast path's
 
     python tools/bench_synther.py --out results.json          # CUDA, full size (~2-3 min with compiles)
     python tools/bench_synther.py --quick --out quick.json    # CPU smoke test: tiny network, seconds
@@ -55,11 +58,12 @@ def _sync(device: torch.device) -> None:
 
 
 def bench_train(store, run_dir: Path, *, preset: str, overrides: dict, batch: int, bf16: bool, compile: bool,
-                device: torch.device, warmup: int, budget_s: float) -> dict:
+                device: torch.device, warmup: int, budget_s: float, cuda_graph: bool = False) -> dict:
     from gta_diffusion.baselines.synther import create_synther_trainer, synther_train_config
 
     cfg = synther_train_config(store.num_transitions, batch_size=batch, preset=preset, network_overrides=overrides,
-                               steps=10**9, bf16=bf16, compile=compile, log_every=10**9, checkpoint_every=10**9)
+                               steps=10**9, bf16=bf16, compile=compile, cuda_graph=cuda_graph, log_every=10**9,
+                               checkpoint_every=10**9)
     trainer = create_synther_trainer(run_dir, store.path, cfg, device=device)
     t0 = time.perf_counter()
     for _ in range(warmup):
@@ -121,7 +125,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="CPU smoke test: tiny network, few steps")
     ap.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     ap.add_argument("--budget", type=float, default=None, help="seconds of timed work per measurement")
-    ap.add_argument("--paths", default="eager-fp32,fast", help="comma-separated subset of eager-fp32,fast")
+    ap.add_argument("--paths", default="eager-fp32,fast,fast-graph",
+                    help="comma-separated subset of eager-fp32,fast,fast-graph")
     ap.add_argument("--sample-batch", type=int, default=None, help="sampling batch (default 100000; quick 256)")
     args = ap.parse_args()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -149,13 +154,17 @@ def main() -> None:
         store = make_store(root / "bench.zarr", n_store)
         results["store_seconds"] = time.perf_counter() - t0
         for name in args.paths.split(","):
-            fast = name == "fast"
-            row: dict = {"bf16": fast, "compile": fast and use_compile}
+            fast, graph = name in ("fast", "fast-graph"), name == "fast-graph"
+            row: dict = {"bf16": fast, "compile": fast and use_compile, "cuda_graph": graph}
+            if graph and device.type != "cuda":
+                row["skipped"] = "the whole-step CUDA graph needs a CUDA device"
+                results["paths"][name] = row
+                continue
             run_dir = root / f"run-{name}"
             try:
                 row.update(bench_train(store, run_dir, preset=preset, overrides=overrides, batch=train_batch,
                                        bf16=fast, compile=fast and use_compile, device=device,
-                                       warmup=3 * warmup if fast else warmup, budget_s=budget))
+                                       warmup=3 * warmup if fast else warmup, budget_s=budget, cuda_graph=graph))
             except Exception as exc:  # a failing path is reported, the others still run
                 row["train_error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
                 row["train_traceback"] = traceback.format_exc()[-4000:]
@@ -164,8 +173,9 @@ def main() -> None:
                     raise RuntimeError("no trained run to sample from (training failed)")
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
-                row.update(bench_sample(run_dir, batch=sample_batch, bf16=fast, compile=fast and use_compile,
-                                        device=device, num_steps=num_steps, budget_s=budget))
+                if not graph:  # the graph path's sampler is the fast path's: not measured twice
+                    row.update(bench_sample(run_dir, batch=sample_batch, bf16=fast, compile=fast and use_compile,
+                                            device=device, num_steps=num_steps, budget_s=budget))
             except Exception as exc:
                 row["sample_error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
                 row["sample_traceback"] = traceback.format_exc()[-4000:]
@@ -190,7 +200,7 @@ def main() -> None:
         print(f"{name:<12} {fmt(row.get('train_steps_per_s')):>14} {fmt(row.get('train_tflops')):>14} "
               f"{fmt(row.get('sample_transitions_per_s'), 0):>15} {fmt(row.get('sample_tflops')):>15} "
               f"{fmt(row.get('seconds_for_5M')):>15}")
-        for key in ("train_error", "sample_error"):
+        for key in ("train_error", "sample_error", "skipped"):
             if key in row:
                 print(f"  {key}: {row[key]}")
 

@@ -28,8 +28,8 @@ def test_train_resume_augment(tmp_path, toy_store):
     assert res.exit_code == 0 and "resuming at step 4" in res.output, res.output
     out = tmp_path / "aug.zarr"
     res = runner.invoke(app, ["augment", "--model", str(run), "--data", str(toy_store.path), "--out", str(out),
-                              "--dataset-preset", "hopper-medium-replay", "--alpha", "1.2", "--num-transitions",
-                              "50", "--batch-size", "8", "--num-steps", "6", "--device", "cpu"])
+                              "--dataset-preset", "hopper-medium-replay", "--alpha", "1.2", "--reweight-clip", "5",
+                              "--num-transitions", "50", "--batch-size", "8", "--num-steps", "6", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert "wrote" in res.output and "50 transitions" in res.output and "warning" not in res.output
     # A model whose training was stopped early still augments, with a warning.
@@ -46,6 +46,7 @@ def test_train_resume_augment(tmp_path, toy_store):
     aug = TrajectoryStore.open(out).provenance["augment"]
     # Preset fills mu and the reweighting (Table 9: N_B = 50), the explicit --alpha wins, --guidance 2 -> s = 3.
     assert (aug["mu"], aug["alpha"], aug["reweight"], aug["num_bins"], aug["guidance_scale"]) == (0.5, 1.2, "bins", 50, 3.0)
+    assert aug["reweight_clip"] == 5.0  # the authors' clip of the Eq. 13 weights, recorded
     assert aug["clip_actions"] is True and TrajectoryStore.open(out).provenance["action_clip"]["fraction_clipped"] >= 0
     res = runner.invoke(app, ["augment", "--model", str(run), "--data", str(toy_store.path), "--out",
                               str(tmp_path / "raw.zarr"), "--num-transitions", "20", "--batch-size", "8",
@@ -53,6 +54,42 @@ def test_train_resume_augment(tmp_path, toy_store):
     assert res.exit_code == 0, res.output
     raw = TrajectoryStore.open(tmp_path / "raw.zarr").provenance
     assert raw["augment"]["clip_actions"] is False and raw["action_clip"] is None
+    assert raw["augment"]["reweight_clip"] is None
+
+
+@pytest.fixture(scope="module")
+def hopper_store(tmp_path_factory):
+    """A random-policy Hopper-v5 store: short episodes that end in true terminals (falls)."""
+    from gta_data.cli import app as data_app
+
+    path = tmp_path_factory.mktemp("hopper") / "random.zarr"
+    res = runner.invoke(data_app, ["make", "random", "--env", "Hopper-v5", "--size", "2000", "--out", str(path)])
+    assert res.exit_code == 0, res.output
+    return TrajectoryStore.open(path)
+
+
+@pytest.mark.parametrize("in_rewards", [False, True])
+def test_penalty_never_reaches_a_written_store_either_way(tmp_path, hopper_store, in_rewards):
+    """A.1's -100 in the condition only (default) or also in the learned reward channel (--penalty-in-rewards,
+    removed before writing): no written reward is at or below penalty / 2."""
+    run, out = tmp_path / "run", tmp_path / "aug.zarr"
+    args = ["train", "--data", str(hopper_store.path), "--out", str(run), "--steps", "30", *SMALL]
+    res = runner.invoke(app, [*args, "--penalty-in-rewards"] if in_rewards else args)
+    assert res.exit_code == 0, res.output
+    config = json.loads((run / "config.json").read_text())
+    penalty = config["window"]["terminal_penalty"]
+    assert penalty == -100.0 and config["window"]["penalty_in_reward_channel"] is in_rewards
+    reward_std = config["normalizer"]["std"][hopper_store.obs_dim + hopper_store.act_dim]
+    assert (reward_std > 10) is in_rewards  # the model learns the penalised rewards only in the variant
+    res = runner.invoke(app, ["augment", "--model", str(run), "--data", str(hopper_store.path), "--out", str(out),
+                              "--mu", "0.2", "--num-transitions", "400", "--batch-size", "50", "--num-steps", "8",
+                              "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    aug = TrajectoryStore.open(out)
+    gen = aug.load()
+    assert gen.terminals.sum() >= 5, "the test needs generated windows that end in a terminal"
+    assert gen.rewards.min() > penalty / 2, gen.rewards.min()
+    assert aug.provenance["terminal_penalty"] == penalty and aug.provenance["penalty_in_rewards"] is in_rewards
 
 
 def test_errors_are_one_line_with_exit_code_1(tmp_path, toy_store):
@@ -105,6 +142,8 @@ def test_training_settings_out_of_range_are_refused(tmp_path, toy_store, extra, 
     ({"conditioning": "fixed", "fixed_return": float("nan")}, "fixed return must be a finite number"),
     ({"num_steps": 0}, "num_steps must be an integer >= 2"),  # --num-steps 0 was the model's 128
     ({"batch_size": 0}, "must be positive"),
+    ({"reweight": "bins", "reweight_clip": 0.0}, "reweighting clip must be a positive number"),
+    ({"reweight": "none", "reweight_clip": 5.0}, "applies to reweight 'bins' only"),
 ])
 def test_augment_settings_out_of_range_are_refused(fields, message):
     from gta_diffusion.augment import AugmentConfig

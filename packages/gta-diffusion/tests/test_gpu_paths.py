@@ -73,25 +73,29 @@ def test_fast_paths_agree_with_eager(tmp_path, toy_store):
     assert np.abs(outs["eager"] - outs["reduce-overhead"]).mean() < 0.05 * scale
 
 
-def test_whole_step_cuda_graph_matches_eager_and_resumes_exactly(tmp_path, toy_store):
-    eager = _trainer(tmp_path, toy_store, "eager-ref")
-    graph = _trainer(tmp_path, toy_store, "graph", cuda_graph=True)
-    ref = torch.stack([eager.step() for _ in range(12)]).cpu()
-    got = torch.stack([graph.step().clone() for _ in range(12)]).cpu()  # 3 eager warm-up steps, then replays
+def _graph_replays_match_eager(eager, graph, steps: int) -> None:
+    """``steps`` steps of each trainer: the whole-step graph (3 eager warm-up steps, then replays) gives the
+    eager losses, weights and EMA (same kernels, same generator streams); then one replay under the sync
+    checker: no host sync inside a replayed step."""
+    ref = torch.stack([eager.step() for _ in range(steps)]).cpu()
+    got = torch.stack([graph.step().clone() for _ in range(steps)]).cpu()
     assert graph._graph is not None
-    # Same kernels and the same generator streams: the graph replays the eager step.
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
     for p_e, p_g in zip(eager.denoiser.parameters(), graph.denoiser.parameters(), strict=True):
         torch.testing.assert_close(p_g, p_e, rtol=1e-5, atol=1e-6)
     for e_e, e_g in zip(eager.ema, graph.ema, strict=True):
         torch.testing.assert_close(e_g, e_e, rtol=1e-5, atol=1e-6)
-    # No host sync inside a replayed step.
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         graph.step()
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_whole_step_cuda_graph_matches_eager_and_resumes_exactly(tmp_path, toy_store):
+    graph = _trainer(tmp_path, toy_store, "graph", cuda_graph=True)
+    _graph_replays_match_eager(_trainer(tmp_path, toy_store, "eager-ref"), graph, 12)
     # Exact resume: a checkpoint taken between replays continues like the uninterrupted run.
     graph.save()
     cont = torch.stack([graph.step().clone() for _ in range(6)]).cpu()
@@ -99,3 +103,17 @@ def test_whole_step_cuda_graph_matches_eager_and_resumes_exactly(tmp_path, toy_s
     assert resumed.step_count == 13
     again = torch.stack([resumed.step().clone() for _ in range(6)]).cpu()
     torch.testing.assert_close(again, cont, rtol=1e-5, atol=1e-6)
+
+
+def test_synther_cuda_graph_matches_eager(tmp_path, toy_store):
+    """SynthER's trainer on the whole-step CUDA graph path: the replays equal the eager steps (same kernels,
+    same generator streams), and a replayed step (transition batch included) never syncs with the host."""
+    from gta_diffusion.baselines.synther import create_synther_trainer, synther_train_config
+
+    def trainer(name, **kw):
+        cfg = synther_train_config(toy_store.num_transitions, preset="synther-small", batch_size=64, steps=100,
+                                   network_overrides={"width": 64, "num_blocks": 2, "input_dim": 32, "emb_dim": 32},
+                                   log_every=1000, checkpoint_every=1000, **kw)
+        return create_synther_trainer(tmp_path / name, toy_store.path, cfg, device="cuda")
+
+    _graph_replays_match_eager(trainer("eager"), trainer("graph", cuda_graph=True), 10)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gta_diffusion.errors import DiffusionError
-from gta_diffusion.reweight import bin_weights, binned_probabilities, episode_probabilities
+from gta_diffusion.reweight import bin_weights, binned_probabilities, episode_probabilities, window_weights
 
 
 def test_bin_weights_match_eq13_by_hand():
@@ -31,6 +31,26 @@ def test_binned_probabilities_bin_mass_then_uniform():
     assert high > 1  # the 10% high-return windows get most of the mass
     within = p[y < 1]
     np.testing.assert_allclose(within, within[0])  # uniform inside a bin (all in bin 0)
+
+
+def test_clipped_window_weights_by_hand():
+    """The authors' clip (at 5.0) bounds w_j = (v_j / sum_k v_k) / |B_j| before normalisation."""
+    y = np.array([0.0] * 9 + [1.0])  # 2 bins of width 0.5: nine windows in bin 0 (mid 0.25), one in bin 1 (0.75)
+    u, q = 0.001, 0.1
+    v0 = 0.9 / (0.9 + u) * np.exp(-0.75 / q)
+    v1 = 0.1 / (0.1 + u) * np.exp(-0.25 / q)
+    w0, w1 = v0 / (v0 + v1) / 0.9, v1 / (v0 + v1) / 0.1  # ~0.0075 and ~9.93
+    np.testing.assert_allclose(window_weights(y, 2, u, q), [w0] * 9 + [w1], rtol=1e-12)
+    np.testing.assert_allclose(window_weights(y, 2, u, q, clip=5.0), [w0] * 9 + [5.0], rtol=1e-12)
+    p = binned_probabilities(y, 2, u, q, clip=5.0)
+    np.testing.assert_allclose(p, np.array([w0] * 9 + [5.0]) / (9 * w0 + 5.0), rtol=1e-12)
+    assert p[-1] == pytest.approx(0.98667, abs=1e-5)  # 0.99325 without the clip
+    # Unclipped (or clipped above every weight): Eq. 13's v_j / n_j, unchanged.
+    np.testing.assert_allclose(binned_probabilities(y, 2, u, q, clip=10.0), binned_probabilities(y, 2, u, q))
+    np.testing.assert_allclose(binned_probabilities(y, 2, u, q), np.array([v0 / 9] * 9 + [v1]) / (v0 + v1),
+                               rtol=1e-12)
+    with pytest.raises(DiffusionError, match="clip must be positive"):
+        window_weights(y, 2, clip=0.0)
 
 
 def test_episode_weighting_is_not_uniform():

@@ -60,6 +60,9 @@ class AugmentConfig:
     num_bins: int = 50  # N_B (Table 9)
     u: float = 0.001  # Eq. 13 smoothing (Table 9)
     q: float = 5.0  # Eq. 13 temperature, in units of the scaled condition (Table 9)
+    # Upper bound on the per-window weight (v_j / sum v) / |B_j| before normalisation (reweight.window_weights);
+    # the authors' code clips at 5.0; None: no clip.
+    reweight_clip: float | None = None
     success_weight: float = 10.0  # c: weight of successful episodes for reweight = episodes (Table 8)
     seed: int = 0  # run seed: source choice and the per-window seeds
     num_steps: int | None = None  # sampler steps K (None: the model's EDM config, 128)
@@ -75,6 +78,10 @@ class AugmentConfig:
             raise DiffusionError(f"conditioning must be one of {', '.join(CONDITIONINGS)}, got {self.conditioning!r}")
         if self.reweight not in REWEIGHTS:
             raise DiffusionError(f"reweight must be one of {', '.join(REWEIGHTS)}, got {self.reweight!r}")
+        if self.reweight_clip is not None and not (math.isfinite(self.reweight_clip) and self.reweight_clip > 0):
+            raise DiffusionError(f"the reweighting clip must be a positive number, got {self.reweight_clip}")
+        if self.reweight_clip is not None and self.reweight != "bins":
+            raise DiffusionError(f"the reweighting clip applies to reweight 'bins' only, not {self.reweight!r}")
         if self.conditioning == "fixed" and self.fixed_return is None:
             raise DiffusionError("conditioning 'fixed' needs a target return (fixed_return)")
         if self.num_transitions < 1 or self.batch_size < 1:
@@ -108,7 +115,8 @@ def source_probabilities(windows: WindowSet, rewards: np.ndarray, cfg: AugmentCo
     if cfg.reweight == "none":
         return None
     if cfg.reweight == "bins":
-        return binned_probabilities(windows.cond_np[windows.starts_np], cfg.num_bins, cfg.u, cfg.q)
+        return binned_probabilities(windows.cond_np[windows.starts_np], cfg.num_bins, cfg.u, cfg.q,
+                                    cfg.reweight_clip)
     episode = np.searchsorted(windows.episode_ends, windows.starts_np, side="right")  # [W]
     starts = np.concatenate([[0], windows.episode_ends[:-1]])
     success = np.maximum.reduceat(np.asarray(rewards, dtype=np.float64), starts) > 0
@@ -334,6 +342,10 @@ def augment(model_dir: str | Path, data_path: str | Path, out_path: str | Path, 
         "source_store": str(Path(data_path).resolve()),
         "source_env_id": store.env_id,
         "horizon": h,
+        # The model's terminal penalty (A.1) and whether it was in the learned reward channel (then removed
+        # from the generated rewards before writing): no store ever holds the penalty.
+        "terminal_penalty": wcfg.terminal_penalty,
+        "penalty_in_rewards": wcfg.penalty_in_reward_channel,
         "num_windows": count,
         "world_size": dist.world_size,
         "model_train_steps": config["train"]["steps"],

@@ -67,6 +67,9 @@ def train(
     cond_scale: float = typer.Option(0.01, help="Condition = cond_scale x discounted return."),
     terminal_penalty: float = typer.Option(None, help="Added to terminal rewards for the condition (A.1). "
                                            "Default: -100, or 0 for goal-reaching tasks (mazes, kitchen)."),
+    penalty_in_rewards: bool = typer.Option(None, "--penalty-in-rewards",
+                                            help="A.1's variant: the penalty also enters the reward channel the "
+                                            "model learns (augment removes it from generated rewards)."),
     ema_decay: float = typer.Option(0.999, help="EMA decay of the weights used for sampling."),
     bf16: bool = typer.Option(False, "--bf16", help="bf16 autocast."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the network."),
@@ -84,19 +87,25 @@ def train(
     if model == "synther":
         from gta_diffusion.baselines.cli import train_synther_command
 
+        if penalty_in_rewards:
+            with _errors(debug):
+                from gta_diffusion.errors import DiffusionError
+
+                raise DiffusionError("--penalty-in-rewards is for the GTA model (SynthER has no terminal penalty)")
         return train_synther_command(
-            data=data, out=out, preset=preset or "synther", steps=100_000 if steps is None else steps, batch_size=batch_size, lr=lr,
-            bf16=bf16, compile=compile, device=device, seed=seed, log_every=log_every,
-            checkpoint_every=checkpoint_every, debug=debug,
+            data=data, out=out, preset=preset, steps=steps, batch_size=batch_size, lr=lr,
+            bf16=bf16, compile=compile, compile_mode=compile_mode, cuda_graph=cuda_graph, device=device, seed=seed,
+            log_every=log_every, checkpoint_every=checkpoint_every, stop_after=stop_after, debug=debug,
         )
     with _errors(debug):
         from gta_diffusion.data import WindowConfig
         from gta_diffusion.distributed import init_distributed, shutdown
         from gta_diffusion.errors import DiffusionError
-        from gta_diffusion.train import TrainConfig, Trainer
+        from gta_diffusion.train import TrainConfig, Trainer, apply_resume_options
 
         if model != "gta":
             raise DiffusionError(f"unknown model {model!r} (choose gta or synther)")
+        given = {"steps": steps, "batch_size": batch_size, "preset": preset, "penalty_in_rewards": penalty_in_rewards}
         preset = preset or "paper"
         steps = 1_000_000 if steps is None else steps
         batch_size = 256 if batch_size is None else batch_size
@@ -107,39 +116,54 @@ def train(
         dist, dev = init_distributed(device)
         try:
             resuming = (out / "config.json").exists()
+            changes = apply_resume_options(out, **given, dist=dist) if resuming else []
             trainer = Trainer.create(
                 out, data,
                 TrainConfig(preset=preset, steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
                             ema_decay=ema_decay, bf16=bf16, compile=compile, compile_mode=compile_mode,
                             cuda_graph=cuda_graph, seed=seed, log_every=log_every,
                             checkpoint_every=checkpoint_every),
-                WindowConfig(horizon=horizon, cond_scale=cond_scale, terminal_penalty=terminal_penalty),
+                WindowConfig(horizon=horizon, cond_scale=cond_scale, terminal_penalty=terminal_penalty,
+                             penalty_in_reward_channel=bool(penalty_in_rewards)),
                 device=dev, dist=dist,
             )
             if dist.is_main:
                 facts = trainer.config["data"]
                 norm = trainer.windows.norm
                 verb = f"resuming at step {trainer.step_count} (saved config is used)" if resuming else "new run"
+                for line in changes:
+                    typer.echo(f"changed on resume: {line}")
                 typer.echo(f"{out}: {verb}; {facts['env_id']}, {facts['num_windows']} windows of "
                            f"H={trainer.windows.cfg.horizon}, {trainer.config['network']['parameters']:,} parameters, "
                            f"{dist.world_size} rank(s) on {dev}")
                 if norm.skipped_episodes:
                     typer.echo(f"skipped {norm.skipped_episodes} episodes shorter than H "
                                f"({norm.skipped_transitions} transitions)")
-            with _progress(dist.is_main) as bar:
-                task = bar.add_task("train", total=trainer.cfg.steps, completed=trainer.step_count, info="")
-                trainer.train(
-                    stop_after,
-                    on_step=lambda s: bar.update(task, completed=s),
-                    on_log=lambda r: bar.update(task, info=f"loss {r['loss']:.4f}"),
-                )
-            if trainer.step_count < trainer.cfg.steps:
-                trainer.save()
-            if dist.is_main:
-                state = "done" if trainer.step_count >= trainer.cfg.steps else "stopped (resume with the same --out)"
-                typer.echo(f"{state}: {trainer.step_count} steps; checkpoints in {out / 'checkpoints'}")
+            run_training(trainer, out, stop_after, show=dist.is_main)
         finally:
             shutdown(dist)
+
+
+def run_training(trainer: Any, out: Path, stop_after: int | None, *, show: bool = True) -> None:
+    """The training loop of both models with a progress bar: to the end, to ``stop_after`` (then a checkpoint),
+    or to a SIGINT/SIGTERM (a checkpoint at that step boundary, then exit code 128 + the signal)."""
+    from gta_diffusion.stop import StopSignals
+
+    with StopSignals() as signals, _progress(show) as bar:
+        task = bar.add_task("train", total=trainer.cfg.steps, completed=trainer.step_count, info="")
+        trainer.train(stop_after, on_step=lambda s: bar.update(task, completed=s),
+                      on_log=lambda r: bar.update(task, info=f"loss {r['loss']:.4f}"), stop=signals.requested)
+        if trainer.step_count < trainer.cfg.steps:
+            trainer.save()
+    where = f"checkpoints in {out / 'checkpoints'}"
+    if signals.requested():
+        if show:
+            typer.echo(f"interrupted by {signals.name} at step {trainer.step_count}: checkpoint saved; run the "
+                       f"same command to resume; {where}")
+        raise typer.Exit(signals.exit_code)
+    if show:
+        state = "done" if trainer.step_count >= trainer.cfg.steps else "stopped (resume with the same --out)"
+        typer.echo(f"{state}: {trainer.step_count} steps; {where}")
 
 
 @app.command()
@@ -161,6 +185,8 @@ def augment(
     reweight: str = typer.Option(None, help="none | bins (Eq. 13) | episodes (sparse tasks)."),
     num_bins: int = typer.Option(None, help="N_B of Eq. 13 (default 50)."),
     success_weight: float = typer.Option(None, help="c: weight of successful episodes (default 10)."),
+    reweight_clip: float = typer.Option(None, help="bins: clip each window's weight (v_j / sum v) / |B_j| at this "
+                                        "value before normalising (the authors' code: 5.0; default: no clip)."),
     batch_size: int = typer.Option(None, help="Windows per sampler call (default 8192; synther: transitions, 100k)."),
     num_steps: int = typer.Option(None, help="Sampler steps K (default: the model's, 128)."),
     seed: int = typer.Option(0, help="Seed of the source choice and of the per-window seeds."),
@@ -199,7 +225,7 @@ def augment(
 
         fields: dict[str, Any] = lookup(dataset_preset) if dataset_preset else {}
         explicit = {"mu": mu, "alpha": alpha, "reweight": reweight, "num_bins": num_bins,
-                    "success_weight": success_weight}
+                    "success_weight": success_weight, "reweight_clip": reweight_clip}
         fields.update({k: v for k, v in explicit.items() if v is not None})
         cfg = AugmentConfig(**fields, guidance_scale=guidance + 1.0, conditioning=conditioning,
                             fixed_return=fixed_return, num_transitions=num_transitions, batch_size=batch_size,

@@ -11,6 +11,19 @@ nothing), y_bj the bin midpoint and y_max the largest y in the data. A bin is dr
 proportional to v_j and a window uniformly inside it, i.e. window i has probability v_{b(i)} / n_{b(i)}.
 y is the scaled condition (return x cond_scale), the unit in which q = 5 was chosen.
 
+Optional clip (the authors' code, after DDOM): there the weight of a window in bin j is
+
+    w_j = (v_j / sum_k v_k) / |B_j|
+
+(the bin's normalised mass over its fraction of the windows: 1 for every window when sampling is
+uniform, and v_{b(i)} / n_{b(i)} up to a constant, so unclipped it gives the probabilities above),
+clipped to at most 5.0, and windows are then drawn with probability proportional to the clipped w_{b(i)}.
+``clip`` reproduces this: it bounds w_j, the per-window weight BEFORE the final normalisation of the
+window probabilities (after it, a window's probability relative to uniform sampling is
+min(w_j, clip) / mean_i min(w_{b(i)}, clip), which may exceed ``clip``). The clip matters for sparse
+high-return bins, whose w_j is large; None (default) means no clip. (The authors also add 1e-7 to
+|B_j| in the denominator, a guard for empty bins that changes no weight of a non-empty bin measurably.)
+
 Sparse rewards (A.3, last paragraph): episodes are drawn, successful ones (any positive reward) with
 weight c and the others with weight 1, then a window uniformly inside the drawn episode: window i has
 probability w_e / n_e. (The authors' code normalises these weights per window in a way that makes them
@@ -41,11 +54,22 @@ def bin_weights(y: np.ndarray, num_bins: int, u: float = 0.001, q: float = 5.0
     return index, counts, v
 
 
-def binned_probabilities(y: np.ndarray, num_bins: int, u: float = 0.001, q: float = 5.0) -> np.ndarray:
-    """Sampling probability of each window [W] under Eq. 13 (bin by v_j, then uniform inside)."""
+def window_weights(y: np.ndarray, num_bins: int, u: float = 0.001, q: float = 5.0,
+                   clip: float | None = None) -> np.ndarray:
+    """Per-window weight w_{b(i)} = (v_j / sum_k v_k) / |B_j| [W] (1 under uniform sampling), clipped to at
+    most ``clip`` when given (the authors' 5.0); not normalised."""
+    if clip is not None and not clip > 0:
+        raise DiffusionError(f"the reweighting clip must be positive, got {clip}")
     index, counts, v = bin_weights(y, num_bins, u, q)
-    n = np.bincount(index, minlength=num_bins)
-    p = v[index] / n[index]
+    w = v[index] / v.sum() / counts[index]  # every bin that holds a window has counts > 0
+    return w if clip is None else np.minimum(w, clip)
+
+
+def binned_probabilities(y: np.ndarray, num_bins: int, u: float = 0.001, q: float = 5.0,
+                         clip: float | None = None) -> np.ndarray:
+    """Sampling probability of each window [W] under Eq. 13 (bin by v_j, then uniform inside), with the
+    per-window weight clipped at ``clip`` before normalisation when given."""
+    p = window_weights(y, num_bins, u, q, clip)
     return p / p.sum()
 
 

@@ -19,6 +19,9 @@ states advance with every replay and checkpoints stay exact.
 Exact resume: the checkpoint holds the raw and EMA weights, the optimizer state, the step (which fixes the
 learning rate) and the states of the data-order and loss-noise generators of every rank, so a run that is
 killed and resumed from its last checkpoint continues exactly as if it had not stopped.
+A SIGINT or SIGTERM (``gta_diffusion.stop``) makes the loop checkpoint at the current step boundary and
+return; a resume may grow the total of steps or change the batch size (:func:`apply_resume_options`), never
+the network.
 Data-parallel training: under torchrun each rank draws its own ``batch_size / world_size`` windows
 (generators seeded by rank) and DDP averages the gradients.
 """
@@ -178,6 +181,7 @@ class Trainer:
         self.data_gen = torch.Generator(device=device).manual_seed(self.cfg.seed * 1_000_003 + 2 * dist.rank)
         self.loss_gen = torch.Generator(device=device).manual_seed(self.cfg.seed * 1_000_003 + 2 * dist.rank + 1)
         self.step_count = 0
+        self._saved_step: int | None = None  # the step of the last checkpoint written or loaded here
         self._eager_graph_steps = 0
         self._resume_acc: dict[str, Any] | None = None
         self._zero_accumulators()
@@ -334,9 +338,14 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------------------------
 
     def train(self, until: int | None = None, *, on_step: Callable[[int], None] | None = None,
-              on_log: Callable[[dict[str, Any]], None] | None = None) -> None:
+              on_log: Callable[[dict[str, Any]], None] | None = None,
+              stop: Callable[[], bool] | None = None) -> bool:
         """Run to step ``until`` (default: the configured total), logging and checkpointing on schedule.
-        Stopping early (``until`` < total) without a checkpoint at ``until`` behaves like a kill."""
+        Stopping early (``until`` < total) without a checkpoint at ``until`` behaves like a kill.
+
+        ``stop`` (e.g. :meth:`gta_diffusion.stop.StopSignals.requested`) is asked after every step; once it
+        answers True the run checkpoints at that step boundary and returns True. Under torchrun the ranks
+        agree on it at metric lines (every ``log_every`` steps), the loop's only synchronisation points."""
         until = self.cfg.steps if until is None else min(until, self.cfg.steps)
         self._zero_accumulators()
         acc, self._resume_acc = self._resume_acc, None
@@ -355,6 +364,15 @@ class Trainer:
                     on_log(record)
             if self.step_count % self.cfg.checkpoint_every == 0 or self.step_count == self.cfg.steps:
                 self.save()
+            if stop is not None and self._stop_agreed(stop):
+                self.save()
+                return True
+        return False
+
+    def _stop_agreed(self, stop: Callable[[], bool]) -> bool:
+        if not self.dist.enabled:
+            return stop()
+        return self.step_count % self.cfg.log_every == 0 and any(gather_objects(self.dist, stop()))
 
     def _log(self) -> dict[str, Any]:
         n = max(self._acc_steps, 1)
@@ -379,6 +397,10 @@ class Trainer:
         return {"data": self.data_gen.get_state(), "loss": self.loss_gen.get_state()}
 
     def save(self) -> Path | None:
+        """Checkpoint the current step (at a step boundary; nothing is written when this process has already
+        saved or loaded this very step, so a checkpoint is never rewritten in place)."""
+        if self._saved_step == self.step_count:
+            return None
         states = gather_objects(self.dist, self.rng_state())
         path = None
         if self.dist.is_main:
@@ -391,6 +413,7 @@ class Trainer:
                 optimizer=self.opt.state_dict(), rng=rng,
                 scalars={"world_size": self.dist.world_size, **acc}, keep=self.cfg.keep_checkpoints,
             )
+        self._saved_step = self.step_count
         barrier(self.dist)
         return path
 
@@ -408,9 +431,63 @@ class Trainer:
         self.data_gen.set_state(ckpt["rng"][f"data.{self.dist.rank}"])
         self.loss_gen.set_state(ckpt["rng"][f"loss.{self.dist.rank}"])
         self.step_count = int(ckpt["state"]["step"])
+        self._saved_step = self.step_count
         self._resume_acc = ckpt["state"]
         if self.dist.is_main:
             truncate_metrics(self.run_dir, self.step_count)
+
+
+def apply_resume_options(run_dir: str | Path, *, steps: int | None = None, batch_size: int | None = None,
+                         preset: str | None = None, penalty_in_rewards: bool | None = None,
+                         dist: DistInfo = DistInfo()) -> list[str]:
+    """Options given again when resuming the run in ``run_dir`` (None: not given), against its saved config.
+
+    What changes the model is refused with a one-line error: another network preset, or the terminal
+    penalty moved into (or out of) the reward channel. What changes only the rest of the optimisation is
+    applied by rewriting ``config.json`` (atomically) and returned as one line each: a new total of steps
+    (not below the step of the last checkpoint; the learning-rate schedule follows the new total from the
+    resumed step on) and a new batch size. Rank 0 decides; every rank gets its answer."""
+    outcome: tuple[str, Any] | None = None
+    if dist.is_main:
+        try:
+            outcome = ("ok", _apply_resume_options(Path(run_dir), steps, batch_size, preset, penalty_in_rewards))
+        except DiffusionError as exc:
+            outcome = ("error", str(exc))
+    kind, value = broadcast_object(dist, outcome)
+    if kind == "error":
+        raise DiffusionError(value)
+    return value
+
+
+def _apply_resume_options(run_dir: Path, steps: int | None, batch_size: int | None, preset: str | None,
+                          penalty_in_rewards: bool | None) -> list[str]:
+    config = read_config(run_dir)
+    saved_preset = config["network"]["preset"]
+    if preset is not None and preset != saved_preset:
+        raise DiffusionError(f"{run_dir} was trained with network preset {saved_preset!r}; a resume cannot change "
+                             f"the network (got --preset {preset}): start a new run in another directory")
+    saved_penalty = bool(config.get("window", {}).get("penalty_in_reward_channel", False))
+    if penalty_in_rewards is not None and penalty_in_rewards != saved_penalty:
+        raise DiffusionError(f"{run_dir} was trained with the terminal penalty {'in' if saved_penalty else 'out of'} "
+                             f"the reward channel; a resume cannot change what the model learns")
+    ckpt = latest_checkpoint(run_dir)
+    at = int(json.loads((ckpt / "state.json").read_text())["step"]) if ckpt is not None else 0
+    train, changes = dict(config["train"]), []
+    if steps is not None and steps != train["steps"]:
+        if steps < max(at, 1):
+            raise DiffusionError(f"{run_dir} is already at step {at}; --steps {steps} would end before it")
+        changes.append(f"steps: {train['steps']} -> {steps} (resuming at step {at}; the learning-rate schedule "
+                       f"follows the new total from there)")
+        train["steps"] = steps
+    if batch_size is not None and batch_size != train["batch_size"]:
+        world = int(config.get("world_size", 1))
+        if batch_size < 1 or batch_size % world:
+            raise DiffusionError(f"--batch-size {batch_size} must be positive and divisible by the {world} rank(s)")
+        changes.append(f"batch size: {train['batch_size']} -> {batch_size} from step {at} on")
+        train["batch_size"] = batch_size
+    if changes:
+        write_json_atomic(run_dir / CONFIG_NAME, {**config, "train": train})
+    return changes
 
 
 def check_run_data(store: TrajectoryStore, norm: Any, data_path: str | Path, run_dir: str | Path) -> None:
@@ -453,4 +530,4 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu", *, ema: 
     return denoiser, norm, config_from_dict(WindowConfig, config["window"]), edm, config
 
 
-__all__ = ["TrainConfig", "Trainer", "load_model", "lr_at"]
+__all__ = ["TrainConfig", "Trainer", "apply_resume_options", "load_model", "lr_at"]

@@ -52,43 +52,55 @@ def augment_s4rl_command(
 def train_synther_command(
     data: Path = typer.Option(None, "--data", help="Training store (.zarr); optional when resuming a run."),
     out: Path = typer.Option(..., "--out", help="Run directory (created, or resumed if it holds a run)."),
-    preset: str = typer.Option("synther", help="Network preset: synther (25.6M params) or synther-small (CPU)."),
-    steps: int = typer.Option(100_000, help="Gradient steps (SynthER: 1e5)."),
+    preset: str = typer.Option(None, help="Network preset: synther (25.6M params, the default) or synther-small "
+                               "(CPU)."),
+    steps: int = typer.Option(None, help="Gradient steps (default: SynthER's 1e5)."),
     batch_size: int = typer.Option(None, help="Batch size (default: 1024, or 256 below 800k transitions)."),
     lr: float = typer.Option(3e-4, help="Peak learning rate (cosine annealing, no warm-up)."),
     bf16: bool = typer.Option(False, "--bf16", help="bf16 autocast."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the network."),
+    compile_mode: str = typer.Option(None, help="torch.compile mode, e.g. reduce-overhead (CUDA graphs)."),
+    cuda_graph: bool = typer.Option(False, "--cuda-graph",
+                                    help="Capture the whole training step in one CUDA graph (single GPU)."),
     device: str = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available)."),
     seed: int = typer.Option(0, help="Seed of weights, data order and loss noise."),
     log_every: int = typer.Option(1000, help="Steps between metric lines."),
     checkpoint_every: int = typer.Option(10_000, help="Steps between checkpoints."),
+    stop_after: int = typer.Option(None, help="Checkpoint and stop at this step (resume later; for job limits)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Train (or resume) SynthER's unconditional transition diffusion model on a store."""
-    _errors, _progress = _shared()
+    _errors, _ = _shared()
     with _errors(debug):
         from gta_data import TrajectoryStore
         from gta_diffusion.baselines.synther import create_synther_trainer, synther_train_config
+        from gta_diffusion.cli import run_training
         from gta_diffusion.distributed import resolve_device
+        from gta_diffusion.errors import DiffusionError
+        from gta_diffusion.train import apply_resume_options
 
+        if stop_after is not None and stop_after < 1:
+            raise DiffusionError(f"--stop-after must be a positive step, got {stop_after}")
         resuming = (out / "config.json").exists()
-        cfg = None
-        if not resuming and data is not None:
+        cfg, changes = None, []
+        if resuming:
+            changes = apply_resume_options(out, steps=steps, batch_size=batch_size, preset=preset)
+        elif data is not None:
             cfg = synther_train_config(
-                TrajectoryStore.open(data).num_transitions, batch_size=batch_size, preset=preset, steps=steps,
-                lr=lr, bf16=bf16, compile=compile, seed=seed, log_every=log_every, checkpoint_every=checkpoint_every,
+                TrajectoryStore.open(data).num_transitions, batch_size=batch_size, preset=preset or "synther",
+                steps=100_000 if steps is None else steps, lr=lr, bf16=bf16, compile=compile,
+                compile_mode=compile_mode, cuda_graph=cuda_graph, seed=seed, log_every=log_every,
+                checkpoint_every=checkpoint_every,
             )
         dev = resolve_device(device)
         trainer = create_synther_trainer(out, data, cfg, device=dev)
         facts = trainer.config["data"]
         verb = f"resuming at step {trainer.step_count} (saved config is used)" if resuming else "new run"
+        for line in changes:
+            typer.echo(f"changed on resume: {line}")
         typer.echo(f"{out}: {verb}; {facts['env_id']}, {facts['num_transitions']} transitions, batch "
                    f"{trainer.cfg.batch_size}, {trainer.config['network']['parameters']:,} parameters on {dev}")
-        with _progress(True) as bar:
-            task = bar.add_task("train", total=trainer.cfg.steps, completed=trainer.step_count, info="")
-            trainer.train(on_step=lambda s: bar.update(task, completed=s),
-                          on_log=lambda r: bar.update(task, info=f"loss {r['loss']:.4f}"))
-        typer.echo(f"done: {trainer.step_count} steps; checkpoints in {out / 'checkpoints'}")
+        run_training(trainer, out, stop_after)
 
 
 def augment_synther_command(

@@ -172,8 +172,11 @@ class TransitionSet:
         return self.x.shape[0]
 
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, None]:
-        pick = torch.randint(len(self), (batch_size,), device=self.device, generator=generator)
-        return self.x[pick][:, None, :], None  # [B, 1, D]
+        """A uniform random batch (with replacement) [B, 1, D]. The indices are drawn on the device from
+        ``generator`` and gathered there: no host sync, so a whole-step CUDA graph can capture it (with the
+        generator registered to the graph, every replay draws a new batch)."""
+        pick = torch.randint(len(self), (batch_size,), device=self.device, generator=generator)  # [B]
+        return self.x.index_select(0, pick).unsqueeze(1), None  # [B, 1, D]
 
 
 class SynthERTrainer(Trainer):
