@@ -21,7 +21,7 @@ def test_compiled_training_and_sampling_match_eager(tmp_path, toy_store, monkeyp
     torch._dynamo.reset()
     runs = {}
     for compiled in (False, True):
-        cfg = TrainConfig(preset="small", network_overrides=TINY, steps=4, batch_size=16, warmup_steps=1,
+        cfg = TrainConfig(preset="fast-mixer-small", network_overrides=TINY, steps=4, batch_size=16, warmup_steps=1,
                           compile=compiled, log_every=4, checkpoint_every=4)
         tr = Trainer.create(tmp_path / f"run-{compiled}", toy_store.path, cfg, WindowConfig(horizon=4))
         losses = [float(tr.step()) for _ in range(4)]

@@ -16,7 +16,7 @@ SMALL = {"dim": 32, "dim_mults": (1, 2, 4), "emb_dim": 64}
 
 
 def _trainer(tmp_path, store, name, **kw):
-    cfg = TrainConfig(preset="small", network_overrides=SMALL, steps=100, batch_size=64, warmup_steps=5,
+    cfg = TrainConfig(preset="fast-mixer-small", network_overrides=SMALL, steps=100, batch_size=64, warmup_steps=5,
                       log_every=1000, checkpoint_every=1000, **kw)
     return Trainer.create(tmp_path / name, store.path, cfg, WindowConfig(horizon=7), device="cuda")
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from gta_diffusion.checkpoint import latest_checkpoint
 from gta_diffusion.cli import app
 
-ARGS = ["--preset", "small", "--steps", "400", "--batch-size", "16", "--horizon", "4", "--warmup-steps", "5",
+ARGS = ["--network", "fast-mixer-small", "--steps", "400", "--batch-size", "16", "--horizon", "4", "--warmup-steps", "5",
         "--log-every", "25", "--checkpoint-every", "20", "--device", "cpu", "--seed", "3"]
 
 

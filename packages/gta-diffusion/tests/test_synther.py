@@ -239,7 +239,7 @@ def test_bad_input(tmp_path, trained):
     with pytest.raises(StoreError, match="no store"):
         create_synther_trainer(tmp_path / "r", tmp_path / "missing.zarr", cfg)
     with pytest.raises(DiffusionError, match="residual-MLP preset"):
-        create_synther_trainer(tmp_path / "r", store.path, tiny_cfg(100, preset="paper", network_overrides={}))
+        create_synther_trainer(tmp_path / "r", store.path, tiny_cfg(100, preset="fast-mixer", network_overrides={}))
     with pytest.raises(DiffusionError, match="must be positive"):
         create_synther_trainer(tmp_path / "r", store.path, tiny_cfg(100, steps=0))
     assert not (tmp_path / "r").exists()
@@ -272,7 +272,7 @@ def test_cli(tmp_path):
     from gta_diffusion.cli import app
 
     run = tmp_path / "run"
-    args = ["train", "--model", "synther", "--data", str(store.path), "--out", str(run), "--preset", "synther-small",
+    args = ["train", "--model", "synther", "--data", str(store.path), "--out", str(run), "--network", "synther-small",
             "--steps", "4", "--log-every", "2", "--checkpoint-every", "2", "--device", "cpu"]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output

@@ -52,7 +52,7 @@ def augment_s4rl_command(
 def train_synther_command(
     data: Path = typer.Option(None, "--data", help="Training store (.zarr); optional when resuming a run."),
     out: Path = typer.Option(..., "--out", help="Run directory (created, or resumed if it holds a run)."),
-    preset: str = typer.Option("synther", help="Network preset: synther (25.6M params) or synther-small (CPU)."),
+    network: str = typer.Option("synther", "--network", help="Network: synther (25.6M params) or synther-small (CPU)."),
     steps: int = typer.Option(100_000, help="Gradient steps (SynthER: 1e5)."),
     batch_size: int = typer.Option(None, help="Batch size (default: 1024, or 256 below 800k transitions)."),
     lr: float = typer.Option(3e-4, help="Peak learning rate (cosine annealing, no warm-up)."),
@@ -75,7 +75,7 @@ def train_synther_command(
         cfg = None
         if not resuming and data is not None:
             cfg = synther_train_config(
-                TrajectoryStore.open(data).num_transitions, batch_size=batch_size, preset=preset, steps=steps,
+                TrajectoryStore.open(data).num_transitions, batch_size=batch_size, preset=network, steps=steps,
                 lr=lr, bf16=bf16, compile=compile, seed=seed, log_every=log_every, checkpoint_every=checkpoint_every,
             )
         dev = resolve_device(device)
