@@ -2,7 +2,7 @@
 
 For each GPU count (default 1 and every count up to the GPUs present) this runs the real CLI,
 ``torchrun --nproc-per-node N -m gta_diffusion.cli train|augment ...``, on a synthetic halfcheetah-shaped
-store (obs 17, act 6, paper preset, H = 31) and reports:
+store (obs 17, act 6, fast-mixer network, H = 31) and reports:
 
 * training steps/s at a fixed GLOBAL batch (256 = Table 6, and 1024), read from the run's metrics.jsonl
   (intervals after the first, so start-up and warm-up are excluded), samples/s and scaling efficiency;
@@ -65,11 +65,11 @@ def main() -> None:
     env.setdefault("NCCL_NVLS_ENABLE", "0")  # keep NVLink multicast off (device tool's KINDS.md)
     env.setdefault("OMP_NUM_THREADS", "1")
     if args.quick:
-        net = ["--preset", "small", "--horizon", "7"]
+        net = ["--network", "fast-mixer-small", "--horizon", "7"]
         batches, steps, log_every, aug_sizes = [32], 40, 10, (2_000, 6_000)
         episodes, length = 8, 64
     else:
-        net = ["--preset", "paper", "--horizon", "31", "--bf16"]
+        net = ["--network", "fast-mixer", "--horizon", "31", "--bf16"]
         batches, steps, log_every, aug_sizes = [256, 1024], args.steps, 100, (100_000, 1_000_000)
         episodes, length = 200, 1000
     results: dict = {"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu", "torch": torch.__version__,
@@ -116,7 +116,7 @@ def main() -> None:
             row["scaling_efficiency"] = row["transitions_per_s"] / (base["transitions_per_s"] * row["ranks"] / base["ranks"])
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\ndevice {results['device']} x{max(counts)}, torch {results['torch']}, "
-          f"{'quick' if args.quick else 'paper preset, bf16 eager'}")
+          f"{'quick' if args.quick else 'fast-mixer network, bf16 eager'}")
     print(f"{'what':30s} {'ranks':>5s} {'rate':>12s} {'per rank':>10s} {'efficiency':>10s}")
     for row in results["train"]:
         print(f"{'train steps/s, batch ' + str(row['global_batch']):30s} {row['ranks']:>5d} "

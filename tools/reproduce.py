@@ -83,7 +83,7 @@ class Scale:
 
     size: int | None = None  # dataset transitions (None: the recipe's)
     diffusion_steps: int = 40_000  # GTA denoiser steps (paper: 1M; see RESULTS.md for what this costs)
-    network: str = "paper"  # GTA denoiser network preset of gta-diffusion train
+    network: str = "fast-mixer"  # GTA denoiser of gta-diffusion train --network
     synther_steps: int = 100_000  # SynthER's own protocol
     synther_network: str = "synther"
     generated: int = 5_000_000  # transitions per augmented store (paper: 5M)
@@ -98,7 +98,7 @@ class Scale:
     sampler_steps: int | None = None  # EDM sampler steps of GTA and SynthER (None: the models' 128)
 
 
-TINY = Scale(size=3000, diffusion_steps=30, network="small", synther_steps=30, synther_network="synther-small",
+TINY = Scale(size=3000, diffusion_steps=30, network="fast-mixer-small", synther_steps=30, synther_network="synther-small",
              generated=2000, rl_steps=40, batch_size=64, seeds="0-1", eval_every=20, eval_episodes=2, quality_samples=500,
              quality_segments=20, sampler_batch=256, sampler_steps=8)
 
@@ -140,7 +140,7 @@ def build_stages(dataset: str, w: Path, scale: Scale, gpu: bool) -> list[Stage]:
     stages = [
         Stage("data", (), [*cli("data"), "make", dataset, "--out", orig, *size], store=orig),
         Stage("gta-model", ("data",), [*cli("diffusion"), "train", "--data", orig, "--out", str(w / "gta-model"),
-                                       "--preset", scale.network, "--steps", str(scale.diffusion_steps),
+                                       "--network", scale.network, "--steps", str(scale.diffusion_steps),
                                        "--checkpoint-every", str(max(1, min(5000, scale.diffusion_steps))),
                                        *dfast, *device]),
         Stage("gta", ("gta-model",), [*cli("diffusion"), "augment", "--method", "gta", "--model", str(w / "gta-model"),
@@ -151,7 +151,7 @@ def build_stages(dataset: str, w: Path, scale: Scale, gpu: bool) -> list[Stage]:
                                   "--num-transitions", str(scale.generated), "--out", str(w / "s4rl.zarr")],
               store=str(w / "s4rl.zarr")),
         Stage("synther-model", ("data",), [*cli("diffusion"), "train", "--model", "synther", "--data", orig, "--out",
-                                           str(w / "synther-model"), "--preset", scale.synther_network, "--steps",
+                                           str(w / "synther-model"), "--network", scale.synther_network, "--steps",
                                            str(scale.synther_steps), *sfast, *device]),
         Stage("synther", ("synther-model",), [*cli("diffusion"), "augment", "--method", "synther", "--model",
                                               str(w / "synther-model"), "--num-transitions", str(scale.generated),
@@ -359,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stop-after-s", type=float, default=None,
                     help="stop the stages still running after this many seconds; a rerun continues")
     ap.add_argument("--diffusion-steps", type=int, default=None)
-    ap.add_argument("--network", default=None, help="GTA denoiser network preset of gta-diffusion train")
+    ap.add_argument("--network", default=None, help="GTA denoiser network (gta-diffusion train --network)")
     ap.add_argument("--synther-steps", type=int, default=None)
     ap.add_argument("--generated", type=int, default=None, help="transitions per augmented store")
     ap.add_argument("--rl-steps", type=int, default=None)

@@ -32,7 +32,7 @@ def model(tmp_path_factory, make_toy_store):
     root = tmp_path_factory.mktemp("aug")
     store_path, run = root / "toy.zarr", root / "run"
     make_toy_store(store_path)
-    cfg = TrainConfig(preset="small", network_overrides=TINY, steps=20, batch_size=32, warmup_steps=2,
+    cfg = TrainConfig(preset="fast-mixer-small", network_overrides=TINY, steps=20, batch_size=32, warmup_steps=2,
                       log_every=10, checkpoint_every=20)
     Trainer.create(run, store_path, cfg, WindowConfig(horizon=4, penalty_in_reward_channel=True)).train()
     return run, store_path
@@ -170,7 +170,7 @@ def test_inpainting_holds_the_amplified_rewards(model):
 
 def test_horizon_one(tmp_path, make_toy_store):
     store = make_toy_store(tmp_path / "t.zarr")
-    cfg = TrainConfig(preset="small", network_overrides=TINY, steps=2, batch_size=8, warmup_steps=1,
+    cfg = TrainConfig(preset="fast-mixer-small", network_overrides=TINY, steps=2, batch_size=8, warmup_steps=1,
                       log_every=1, checkpoint_every=2)
     Trainer.create(tmp_path / "run", store.path, cfg, WindowConfig(horizon=1)).train()
     out = augment(tmp_path / "run", store.path, tmp_path / "a.zarr", _quick(num_transitions=7))
@@ -219,7 +219,7 @@ def test_source_choice_is_deterministic_and_reweighted(model):
 def test_generated_return_follows_the_condition(tmp_path, make_toy_store):
     """A small model trained < 60 s on the toy data: generated rewards rise with the conditioned return."""
     store = make_toy_store(tmp_path / "toy.zarr", episodes=64)
-    cfg = TrainConfig(preset="small", network_overrides={"dim": 16, "dim_mults": (1, 2), "emb_dim": 32},
+    cfg = TrainConfig(preset="fast-mixer-small", network_overrides={"dim": 16, "dim_mults": (1, 2), "emb_dim": 32},
                       steps=400, batch_size=64, warmup_steps=20, lr=1e-3, log_every=100, checkpoint_every=400)
     Trainer.create(tmp_path / "run", store.path, cfg, WindowConfig(horizon=4, cond_scale=0.1)).train()
     denoiser, norm, wcfg, edm, _ = load_model(tmp_path / "run")

@@ -13,7 +13,7 @@ from gta_data import TrajectoryStore
 from gta_diffusion.cli import app
 
 runner = CliRunner()
-SMALL = ["--preset", "small", "--batch-size", "16", "--horizon", "4", "--warmup-steps", "2",
+SMALL = ["--network", "fast-mixer-small", "--batch-size", "16", "--horizon", "4", "--warmup-steps", "2",
          "--log-every", "2", "--checkpoint-every", "3", "--device", "cpu"]
 
 
@@ -167,3 +167,52 @@ def test_dataset_preset_lookup():
     assert dataset_preset("halfcheetah-medium")["reweight"] == "none"
     assert dataset_preset("maze2d-umaze-v1") == {"mu": 0.5, "alpha": 1.3, "reweight": "episodes", "success_weight": 10.0}
     assert dataset_preset("pen-human")["reweight"] == "none"
+
+
+def test_run_written_with_the_old_network_names_resumes_and_augments(tmp_path, toy_store):
+    """Runs started before the rename say "paper" / "small" in their config: they load, resume and augment."""
+    run = tmp_path / "old"
+    res = runner.invoke(app, ["train", "--data", str(toy_store.path), "--out", str(run), "--steps", "6",
+                              "--stop-after", "3", *SMALL])
+    assert res.exit_code == 0, res.output
+    config_path = run / "config.json"
+    config = json.loads(config_path.read_text())
+    config["train"]["preset"] = config["network"]["preset"] = "small"  # as the old code wrote it
+    config_path.write_text(json.dumps(config))
+    res = runner.invoke(app, ["train", "--out", str(run)])
+    assert res.exit_code == 0 and "resuming at step 3" in res.output and "done: 6 steps" in res.output, res.output
+    res = runner.invoke(app, ["augment", "--model", str(run), "--data", str(toy_store.path), "--out",
+                              str(tmp_path / "aug.zarr"), "--num-transitions", "10", "--batch-size", "8",
+                              "--num-steps", "4", "--device", "cpu"])
+    assert res.exit_code == 0 and "10 transitions" in res.output, res.output
+    assert json.loads(config_path.read_text())["network"]["preset"] == "small"  # the saved config is left as is
+    from gta_diffusion.networks import build_network, count_parameters
+
+    assert count_parameters(build_network("paper", 24, 32)) == count_parameters(build_network("fast-mixer", 24, 32))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--network", "paper"], "network 'paper' is now called 'fast-mixer'"),
+    (["--network", "small"], "network 'small' is now called 'fast-mixer-small'"),
+    (["--network", "huge"], "unknown network 'huge'"),
+    (["--network", "synther-small"], "a GTA model needs a trajectory network"),
+    (["--preset", "fast-mixer"], "No such option"),  # --preset names dataset / algorithm presets only
+])
+def test_network_names_are_checked(tmp_path, toy_store, args, message):
+    res = runner.invoke(app, ["train", "--data", str(toy_store.path), "--out", str(tmp_path / "r"), "--steps", "2",
+                          "--device", "cpu", *args])
+    assert res.exit_code != 0 and message in res.output, res.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_train_mixer_unet_from_the_cli(tmp_path, toy_store):
+    run = tmp_path / "gta"
+    args = ["train", "--data", str(toy_store.path), "--out", str(run), "--network", "mixer-unet", "--steps", "2",
+            "--batch-size", "4", "--horizon", "7", "--warmup-steps", "1", "--log-every", "1", "--device", "cpu"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0 and "done: 2 steps" in res.output, res.output
+    config = json.loads((run / "config.json").read_text())
+    assert config["network"]["preset"] == config["train"]["preset"] == "mixer-unet"
+    from gta_diffusion.networks import build_network, count_parameters
+
+    assert config["network"]["parameters"] == count_parameters(build_network("mixer-unet", 3, 8))

@@ -31,7 +31,7 @@ def test_shard_range_covers_everything_once():
 
 def test_ddp_training_exact_resume_and_sharded_augmentation(tmp_path, toy_store):
     run, split, out = tmp_path / "run", tmp_path / "split", tmp_path / "aug.zarr"
-    args = ["--preset", "small", "--steps", "4", "--batch-size", "16", "--horizon", "4", "--warmup-steps", "1",
+    args = ["--network", "fast-mixer-small", "--steps", "4", "--batch-size", "16", "--horizon", "4", "--warmup-steps", "1",
             "--log-every", "2", "--checkpoint-every", "100", "--device", "cpu"]
     for cmd in (["--data", str(toy_store.path), "--out", str(run)],
                 ["--data", str(toy_store.path), "--out", str(split), "--stop-after", "2"],

@@ -475,7 +475,7 @@ def test_sampler_captures_in_a_cuda_graph():
     from gta_diffusion.networks import build_network
 
     torch.manual_seed(0)
-    net = build_network("small", SHAPE[1], SHAPE[0]).cuda().eval()
+    net = build_network("fast-mixer-small", SHAPE[1], SHAPE[0]).cuda().eval()
     den = Denoiser(net)
     cfg = EDMConfig(num_steps=8)
     x = torch.randn(16, *SHAPE, device="cuda")
@@ -503,7 +503,7 @@ def test_sampler_and_loss_trace_as_single_graphs_without_breaks():
 
     from gta_diffusion.networks import build_network
 
-    den = Denoiser(build_network("small", 4, 8, dim=8))
+    den = Denoiser(build_network("fast-mixer-small", 4, 8, dim=8))
     x, cond = torch.randn(4, 8, 4), torch.randn(4)
     noise = SeededNoise(torch.arange(4))
     cfg = EDMConfig(num_steps=3, s_tmax=100.0)  # steps 1, 2: churn, Heun correction, final Euler step

@@ -12,11 +12,13 @@ from gta_diffusion.data import WindowConfig
 from gta_diffusion.train import TrainConfig, Trainer
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
-SMALL = {"dim": 32, "dim_mults": (1, 2, 4), "emb_dim": 64}
+SMALL = {"fast-mixer-small": {"dim": 32, "dim_mults": (1, 2, 4), "emb_dim": 64},
+         "mixer-unet": {"dim": 16, "dim_mults": (1, 2, 4)}}
+both_networks = pytest.mark.parametrize("network", sorted(SMALL))
 
 
-def _trainer(tmp_path, store, name, **kw):
-    cfg = TrainConfig(preset="small", network_overrides=SMALL, steps=100, batch_size=64, warmup_steps=5,
+def _trainer(tmp_path, store, name, network="fast-mixer-small", **kw):
+    cfg = TrainConfig(preset=network, network_overrides=SMALL[network], steps=100, batch_size=64, warmup_steps=5,
                       log_every=1000, checkpoint_every=1000, **kw)
     return Trainer.create(tmp_path / name, store.path, cfg, WindowConfig(horizon=7), device="cuda")
 
@@ -37,8 +39,9 @@ def test_eager_training_step_does_not_sync(tmp_path, toy_store):
         torch.cuda.set_sync_debug_mode("default")
 
 
-def test_sampler_does_not_sync(tmp_path, toy_store):
-    tr = _trainer(tmp_path, toy_store, "run")
+@both_networks
+def test_sampler_does_not_sync(tmp_path, toy_store, network):
+    tr = _trainer(tmp_path, toy_store, "run", network)
     aug = Augmenter(tr.denoiser, tr.windows.norm, tr.windows.cfg, tr.edm, AugmentConfig(mu=0.5, num_steps=16), "cuda")
     starts = tr.windows.starts[:32]
     seeds = torch.arange(32, device="cuda")
@@ -52,10 +55,11 @@ def test_sampler_does_not_sync(tmp_path, toy_store):
 
 
 @pytest.mark.slow
-def test_fast_paths_agree_with_eager(tmp_path, toy_store):
-    eager = _trainer(tmp_path, toy_store, "eager")
+@both_networks
+def test_fast_paths_agree_with_eager(tmp_path, toy_store, network):
+    eager = _trainer(tmp_path, toy_store, "eager", network)
     for mode in ("reduce-overhead", None):
-        fast = _trainer(tmp_path, toy_store, f"fast-{mode}", bf16=True, compile=True, compile_mode=mode)
+        fast = _trainer(tmp_path, toy_store, f"fast-{mode}", network, bf16=True, compile=True, compile_mode=mode)
         losses = torch.stack([fast.step() for _ in range(30)]).cpu()
         assert torch.isfinite(losses).all()
     ref = torch.stack([eager.step() for _ in range(30)]).cpu()
@@ -93,9 +97,10 @@ def _graph_replays_match_eager(eager, graph, steps: int) -> None:
         torch.cuda.set_sync_debug_mode("default")
 
 
-def test_whole_step_cuda_graph_matches_eager_and_resumes_exactly(tmp_path, toy_store):
-    graph = _trainer(tmp_path, toy_store, "graph", cuda_graph=True)
-    _graph_replays_match_eager(_trainer(tmp_path, toy_store, "eager-ref"), graph, 12)
+@both_networks
+def test_whole_step_cuda_graph_matches_eager_and_resumes_exactly(tmp_path, toy_store, network):
+    graph = _trainer(tmp_path, toy_store, "graph", network, cuda_graph=True)
+    _graph_replays_match_eager(_trainer(tmp_path, toy_store, "eager-ref", network), graph, 12)
     # Exact resume: a checkpoint taken between replays continues like the uninterrupted run.
     graph.save()
     cont = torch.stack([graph.step().clone() for _ in range(6)]).cpu()

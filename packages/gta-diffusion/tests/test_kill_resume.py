@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from gta_diffusion.checkpoint import latest_checkpoint
 from gta_diffusion.cli import app
 
-ARGS = ["--preset", "small", "--steps", "400", "--batch-size", "16", "--horizon", "4", "--warmup-steps", "5",
+ARGS = ["--network", "fast-mixer-small", "--steps", "400", "--batch-size", "16", "--horizon", "4", "--warmup-steps", "5",
         "--log-every", "25", "--checkpoint-every", "20", "--device", "cpu", "--seed", "3"]
 
 
@@ -54,7 +54,7 @@ def test_sigkill_then_resume_is_exact(tmp_path, toy_store):
     assert not [p for p in (killed / "checkpoints").iterdir() if p.name.startswith(".")]
 
 
-SYNTHER_ARGS = ["--model", "synther", "--preset", "synther-small", "--steps", "300", "--batch-size", "16",
+SYNTHER_ARGS = ["--model", "synther", "--network", "synther-small", "--steps", "300", "--batch-size", "16",
                 "--log-every", "10", "--device", "cpu", "--seed", "2"]
 
 
@@ -96,8 +96,8 @@ def test_signal_checkpoints_at_the_step_and_resumes_exactly(tmp_path, toy_store,
 
 
 @pytest.mark.parametrize("model_args, other_preset", [
-    (["--preset", "small", "--horizon", "4", "--batch-size", "16"], "paper"),
-    (["--model", "synther", "--preset", "synther-small", "--batch-size", "16"], "synther"),
+    (["--network", "fast-mixer-small", "--horizon", "4", "--batch-size", "16"], "fast-mixer"),
+    (["--model", "synther", "--network", "synther-small", "--batch-size", "16"], "synther"),
 ], ids=["gta", "synther"])
 def test_resume_with_other_options_applies_or_refuses(tmp_path, toy_store, model_args, other_preset):
     runner = CliRunner()
@@ -115,7 +115,7 @@ def test_resume_with_other_options_applies_or_refuses(tmp_path, toy_store, model
     assert (train["steps"], train["batch_size"]) == (6, 8)
     # What changes the model, or steps that end before the saved step: one line, nothing changed.
     before = (run / "config.json").read_text()
-    refusals = [(["--preset", other_preset], "cannot change the network"),
+    refusals = [(["--network", other_preset], "cannot change the network"),
                 (["--steps", "5"], "already at step 6")]
     if "synther" not in model_args:
         refusals.append((["--penalty-in-rewards"], "cannot change what the model learns"))

@@ -1,4 +1,4 @@
-"""MixerUnet (GTA App. A.2) and ResidualMLPDenoiser (SynthER): shapes, conditioning, presets, learning."""
+"""FastMixerUnet (fast-mixer) and ResidualMLPDenoiser (SynthER): shapes, conditioning, named networks, learning."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from torch import nn
 from gta_diffusion.edm import Denoiser, EDMConfig, edm_loss, edm_sampler
 from gta_diffusion.networks import (
     PRESETS,
-    MixerUnet,
+    FastMixerUnet,
     ResidualMLPDenoiser,
     build_network,
     count_parameters,
@@ -47,14 +47,14 @@ def inputs(b: int, rows: int, d: int, seed: int = 0):
 
 
 @pytest.mark.parametrize("horizon", [1, 7, 31, 127])
-def test_mixer_unet_any_horizon(horizon):
+def test_fast_mixer_any_horizon(horizon):
     rows, d = horizon + 1, 5
-    net = randomize_zero_inits(build_network("small", d, rows))
+    net = randomize_zero_inits(build_network("fast-mixer-small", d, rows))
     x, c_noise, cond, dropped = inputs(3, rows, d)
     out = net(x, c_noise, cond, dropped)
     assert out.shape == (3, rows, d) and out.dtype == torch.float32
     assert torch.isfinite(out).all()
-    assert net.padded_rows % 2 ** (len(PRESETS["small"]["dim_mults"]) - 1) == 0
+    assert net.padded_rows % 2 ** (len(PRESETS["fast-mixer-small"]["dim_mults"]) - 1) == 0
     out.square().mean().backward()
     assert all(p.grad is not None for p in net.parameters())
 
@@ -62,21 +62,21 @@ def test_mixer_unet_any_horizon(horizon):
 def test_output_depends_on_every_input_row():
     # Padding rows must not cut real rows off from each other (the U-Net mixes across all of time).
     rows, d = 7, 3
-    net = randomize_zero_inits(build_network("small", d, rows)).double()
+    net = randomize_zero_inits(build_network("fast-mixer-small", d, rows)).double()
     x, c_noise, cond, _ = inputs(1, rows, d)
     x = x.double().requires_grad_(True)
     net(x, c_noise.double(), cond.double(), None)[0, 0].sum().backward()
     assert (x.grad[0].abs().sum(-1) > 0).all()
 
 
-def test_paper_preset_size_matches_gta():
-    net = build_network("paper", 24, 32)  # halfcheetah: 17 + 6 + 1, H = 31
+def test_fast_mixer_size_is_close_to_gta():
+    net = build_network("fast-mixer", 24, 32)  # halfcheetah: 17 + 6 + 1, H = 31
     assert count_parameters(net) == 29_497_688  # GTA App. B.1: ~29.6M
     assert net.rows == [32, 16, 8, 4] and net.widths == [96, 192, 384, 768]
 
 
-def test_small_and_synther_preset_sizes():
-    assert 100_000 <= count_parameters(build_network("small", 24, 32)) <= 500_000
+def test_small_and_synther_sizes():
+    assert 100_000 <= count_parameters(build_network("fast-mixer-small", 24, 32)) <= 500_000
     # SynthER's ResidualMLPDenoiser with resmlp_denoiser.gin for D = 42, counted by hand from its code:
     # proj 42*128+128, time MLP (16+1)*128+128 + 128*128+128, trunk 128*2048+2048, 6 x (2048^2+2048),
     # out 2048*42+42 (its 8 random frequencies are a frozen parameter there, a buffer here).
@@ -87,22 +87,22 @@ def test_small_and_synther_preset_sizes():
 
 
 def test_build_network_overrides_and_errors():
-    net = build_network("small", 4, 8, dim=8, dim_mults=(1, 2))
-    assert isinstance(net, MixerUnet) and net.widths == [8, 16]
-    with pytest.raises(ValueError, match="unknown network preset"):
+    net = build_network("fast-mixer-small", 4, 8, dim=8, dim_mults=(1, 2))
+    assert isinstance(net, FastMixerUnet) and net.widths == [8, 16]
+    with pytest.raises(ValueError, match="unknown network"):
         build_network("huge", 4, 8)
     with pytest.raises(ValueError):
-        build_network("small", 4, 0)
+        build_network("fast-mixer-small", 4, 0)
     with pytest.raises(ValueError):
         build_network("synther", 4, 8)  # transition-level model only
-    net = build_network("small", 4, 8)
+    net = build_network("fast-mixer-small", 4, 8)
     with pytest.raises(ValueError):
         net(torch.zeros(2, 9, 4), torch.zeros(2), None, None)
 
 
 def test_condition_handling():
     rows, d = 8, 4
-    net = randomize_zero_inits(build_network("small", d, rows)).eval()
+    net = randomize_zero_inits(build_network("fast-mixer-small", d, rows)).eval()
     x, c_noise, cond, _ = inputs(4, rows, d)
     all_dropped = torch.ones(4, dtype=torch.bool)
     none_dropped = torch.zeros(4, dtype=torch.bool)
@@ -123,7 +123,7 @@ def test_condition_handling():
 
 def test_eval_and_train_mode_are_deterministic_and_batch_independent():
     rows, d = 8, 4
-    net = randomize_zero_inits(build_network("small", d, rows))
+    net = randomize_zero_inits(build_network("fast-mixer-small", d, rows))
     x, c_noise, cond, dropped = inputs(6, rows, d)
     with torch.no_grad():
         net.eval()
@@ -139,7 +139,7 @@ def test_eval_and_train_mode_are_deterministic_and_batch_independent():
 
 def test_zero_init_network_makes_denoiser_c_skip_x():
     # adaLN-Zero + zero output layer: F = 0 at initialisation, so D = c_skip x (a sane start).
-    net = build_network("small", 4, 8)
+    net = build_network("fast-mixer-small", 4, 8)
     x, _, cond, dropped = inputs(2, 8, 4)
     sigma = torch.tensor([0.5, 3.0])
     d = Denoiser(net)(x, sigma, cond, dropped)
@@ -147,7 +147,7 @@ def test_zero_init_network_makes_denoiser_c_skip_x():
 
 
 def test_bf16_autocast_forward_returns_input_dtype():
-    net = randomize_zero_inits(build_network("small", 4, 8))
+    net = randomize_zero_inits(build_network("fast-mixer-small", 4, 8))
     den = Denoiser(net)
     x, _, cond, dropped = inputs(3, 8, 4)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -157,9 +157,9 @@ def test_bf16_autocast_forward_returns_input_dtype():
     assert torch.allclose(d, ref, atol=0.1)
 
 
-def test_sampler_with_mixer_unet_depends_on_seed_not_batch():
+def test_sampler_with_fast_mixer_depends_on_seed_not_batch():
     rows, d = 8, 4
-    den = Denoiser(randomize_zero_inits(build_network("small", d, rows)).eval())
+    den = Denoiser(randomize_zero_inits(build_network("fast-mixer-small", d, rows)).eval())
     cfg = EDMConfig(num_steps=6)
     x, _, cond, _ = inputs(5, rows, d)
     seeds = torch.tensor([11, 12, 13, 14, 15])
@@ -172,12 +172,12 @@ def test_sampler_with_mixer_unet_depends_on_seed_not_batch():
     assert torch.allclose(part, full[[3, 1]], atol=1e-4)
 
 
-def test_small_mixer_unet_learns_a_toy_distribution():
+def test_small_fast_mixer_learns_a_toy_distribution():
     # Windows are a sine wave with random phase plus per-row reward = condition; the EDM loss must
     # fall well below its value at initialisation within a few hundred CPU steps.
     torch.manual_seed(0)
     rows, d, b = 8, 3, 64
-    net = build_network("small", d, rows, dim=16)
+    net = build_network("fast-mixer-small", d, rows, dim=16)
     den = Denoiser(net)
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     cfg = EDMConfig()
@@ -231,7 +231,7 @@ def test_models_without_a_style_load_as_the_first_version():
     network = {"preset": "synther-small", "overrides": {}, "transition_dim": 6, "horizon_rows": 1}
     assert build_denoiser(network, 1.0).net.style == "silu-rff128"
     assert build_denoiser({**network, "style": "synther"}, 1.0).net.style == "synther"
-    assert build_denoiser({"preset": "small", "overrides": {}, "transition_dim": 4, "horizon_rows": 8}, 1.0) is not None
+    assert build_denoiser({"preset": "small", "overrides": {}, "transition_dim": 4, "horizon_rows": 8}, 1.0) is not None  # old name
 
 
 def test_residual_mlp_denoiser():

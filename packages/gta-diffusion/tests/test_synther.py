@@ -240,7 +240,7 @@ def test_bad_input(tmp_path, trained):
     with pytest.raises(StoreError, match="no store"):
         create_synther_trainer(tmp_path / "r", tmp_path / "missing.zarr", cfg)
     with pytest.raises(DiffusionError, match="residual-MLP preset"):
-        create_synther_trainer(tmp_path / "r", store.path, tiny_cfg(100, preset="paper", network_overrides={}))
+        create_synther_trainer(tmp_path / "r", store.path, tiny_cfg(100, preset="fast-mixer", network_overrides={}))
     with pytest.raises(DiffusionError, match="must be positive"):
         create_synther_trainer(tmp_path / "r", store.path, tiny_cfg(100, steps=0))
     assert not (tmp_path / "r").exists()
@@ -273,7 +273,7 @@ def test_cli(tmp_path):
     from gta_diffusion.cli import app
 
     run = tmp_path / "run"
-    args = ["train", "--model", "synther", "--data", str(store.path), "--out", str(run), "--preset", "synther-small",
+    args = ["train", "--model", "synther", "--data", str(store.path), "--out", str(run), "--network", "synther-small",
             "--steps", "4", "--log-every", "2", "--checkpoint-every", "2", "--device", "cpu"]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
@@ -308,7 +308,7 @@ def test_cli_stop_after_then_resume_equals_an_uninterrupted_run(tmp_path):
     runner = CliRunner()
     from gta_diffusion.cli import app
 
-    args = ["--model", "synther", "--preset", "synther-small", "--steps", "6", "--batch-size", "16", "--log-every",
+    args = ["--model", "synther", "--network", "synther-small", "--steps", "6", "--batch-size", "16", "--log-every",
             "2", "--checkpoint-every", "4", "--device", "cpu"]
     stopped = tmp_path / "stopped"
     res = runner.invoke(app, ["train", "--data", str(store.path), "--out", str(stopped), *args, "--stop-after", "3"])

@@ -17,7 +17,7 @@ TINY = {"dim": 8, "dim_mults": (1, 2), "emb_dim": 16, "mid_blocks": 1}
 
 
 def _cfg(**kw):
-    base = dict(preset="small", network_overrides=TINY, steps=8, batch_size=16, warmup_steps=2,
+    base = dict(preset="fast-mixer-small", network_overrides=TINY, steps=8, batch_size=16, warmup_steps=2,
                 log_every=2, checkpoint_every=3, keep_checkpoints=2)
     return TrainConfig(**{**base, **kw})
 

@@ -14,7 +14,7 @@ import typer
 
 app = typer.Typer(
     no_args_is_help=True,
-    help="GTA conditional trajectory diffusion (EDM, MLP-Mixer temporal U-Net, classifier-free guidance): "
+    help="GTA conditional trajectory diffusion (EDM, MLP-Mixer temporal U-Nets, classifier-free guidance): "
     "training and augmentation.",
 )
 
@@ -56,8 +56,9 @@ def train(
     data: Path = typer.Option(None, "--data", help="Training store (.zarr); optional when resuming a run."),
     out: Path = typer.Option(..., "--out", help="Run directory (created, or resumed if it holds a run)."),
     model: str = typer.Option("gta", "--model", help="gta (trajectory model, Sec. 4.1) | synther (baseline)."),
-    preset: str = typer.Option(None, help="Network preset: paper (~29.6M params, A.2) | small (CPU); synther: "
-                               "synther (25.6M) | synther-small. Default: paper / synther."),
+    network: str = typer.Option(None, "--network", help="Denoiser network. gta: fast-mixer (29.5M params, this "
+                                "package's design) | mixer-unet (29.6M, GTA's A.2 network) | fast-mixer-small (CPU); "
+                                "synther: synther (25.6M) | synther-small. Default: fast-mixer / synther."),
     steps: int = typer.Option(None, help="Gradient steps (default: gta 1e6 as Table 6, synther 1e5)."),
     batch_size: int = typer.Option(None, help="Global batch size (default: gta 256; synther 1024, 256 below "
                                    "800k transitions)."),
@@ -93,7 +94,7 @@ def train(
 
                 raise DiffusionError("--penalty-in-rewards is for the GTA model (SynthER has no terminal penalty)")
         return train_synther_command(
-            data=data, out=out, preset=preset, steps=steps, batch_size=batch_size, lr=lr,
+            data=data, out=out, network=network, steps=steps, batch_size=batch_size, lr=lr,
             bf16=bf16, compile=compile, compile_mode=compile_mode, cuda_graph=cuda_graph, device=device, seed=seed,
             log_every=log_every, checkpoint_every=checkpoint_every, stop_after=stop_after, debug=debug,
         )
@@ -105,8 +106,8 @@ def train(
 
         if model != "gta":
             raise DiffusionError(f"unknown model {model!r} (choose gta or synther)")
-        given = {"steps": steps, "batch_size": batch_size, "preset": preset, "penalty_in_rewards": penalty_in_rewards}
-        preset = preset or "paper"
+        given = {"steps": steps, "batch_size": batch_size, "preset": network, "penalty_in_rewards": penalty_in_rewards}
+        network = network or "fast-mixer"
         steps = 1_000_000 if steps is None else steps
         batch_size = 256 if batch_size is None else batch_size
         if steps < 1 or batch_size < 1 or log_every < 1 or checkpoint_every < 1:
@@ -119,7 +120,7 @@ def train(
             changes = apply_resume_options(out, **given, dist=dist) if resuming else []
             trainer = Trainer.create(
                 out, data,
-                TrainConfig(preset=preset, steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
+                TrainConfig(preset=network, steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
                             ema_decay=ema_decay, bf16=bf16, compile=compile, compile_mode=compile_mode,
                             cuda_graph=cuda_graph, seed=seed, log_every=log_every,
                             checkpoint_every=checkpoint_every),

@@ -55,13 +55,21 @@ from gta_diffusion.data import Normalizer, WindowConfig, WindowSet, fit_normaliz
 from gta_diffusion.distributed import DistInfo, barrier, broadcast_object, gather_objects
 from gta_diffusion.edm import Denoiser, EDMConfig, edm_loss
 from gta_diffusion.errors import DiffusionError
-from gta_diffusion.networks import PRESETS, build_network, count_parameters
+from gta_diffusion.networks import (
+    LEGACY_NAMES,
+    PRESETS,
+    TRAJECTORY_KINDS,
+    build_network,
+    count_parameters,
+    network_spec,
+    resolve_network_name,
+)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    preset: str = "paper"  # network preset of gta_diffusion.networks.PRESETS (paper: A.2, ~29.6M params)
-    network_overrides: dict[str, Any] = field(default_factory=dict)  # keyword overrides of the preset
+    preset: str = "fast-mixer"  # network name in gta_diffusion.networks.PRESETS (mixer-unet: GTA's A.2)
+    network_overrides: dict[str, Any] = field(default_factory=dict)  # keyword overrides of the network
     steps: int = 1_000_000  # gradient steps (Table 6: 1e6)
     batch_size: int = 256  # global batch, split over ranks (Table 6: 256)
     lr: float = 3e-4  # peak learning rate (Table 6)
@@ -95,6 +103,12 @@ def check_train_config(cfg: TrainConfig) -> None:
         raise DiffusionError(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
     if not 0.0 <= cfg.cond_drop_prob <= 1.0:
         raise DiffusionError(f"cond_drop_prob must be in [0, 1], got {cfg.cond_drop_prob}")
+    if cfg.preset in LEGACY_NAMES:  # old runs still load with these names; new ones use the current names
+        raise DiffusionError(f"network {cfg.preset!r} is now called {LEGACY_NAMES[cfg.preset]!r}")
+    try:
+        network_spec(cfg.preset)
+    except ValueError as exc:
+        raise DiffusionError(str(exc)) from None
 
 
 def config_from_dict(cls: type, d: dict[str, Any]) -> Any:
@@ -110,7 +124,7 @@ def build_denoiser(network: dict[str, Any], sigma_data: float) -> Denoiser:
     """The denoiser a model's ``config["network"]`` describes. A residual-MLP (SynthER) model records its
     ``style``; models written before it existed used "silu-rff128"."""
     extra = dict(network.get("overrides", {}))
-    if PRESETS.get(network["preset"], {}).get("kind") == "residual_mlp":
+    if network_spec(network["preset"])["kind"] == "residual_mlp":
         extra.setdefault("style", network.get("style", "silu-rff128"))
     net = build_network(network["preset"], network["transition_dim"], network["horizon_rows"], **extra)
     return Denoiser(net, sigma_data=sigma_data)
@@ -227,6 +241,9 @@ class Trainer:
             raise DiffusionError(f"{run_dir} exists and is not a gta-diffusion run directory")
         cfg, wcfg, edm = cfg or TrainConfig(), wcfg or WindowConfig(), edm or EDMConfig()
         check_train_config(cfg)
+        if network_spec(cfg.preset)["kind"] not in TRAJECTORY_KINDS:
+            trajectory = [n for n in PRESETS if PRESETS[n]["kind"] in TRAJECTORY_KINDS]
+            raise DiffusionError(f"a GTA model needs a trajectory network ({', '.join(trajectory)}), got {cfg.preset!r}")
         if wcfg.horizon < 1:
             raise DiffusionError(f"horizon must be >= 1, got {wcfg.horizon}")
         store, data = _load_store(data_path)
@@ -462,10 +479,10 @@ def apply_resume_options(run_dir: str | Path, *, steps: int | None = None, batch
 def _apply_resume_options(run_dir: Path, steps: int | None, batch_size: int | None, preset: str | None,
                           penalty_in_rewards: bool | None) -> list[str]:
     config = read_config(run_dir)
-    saved_preset = config["network"]["preset"]
-    if preset is not None and preset != saved_preset:
+    saved_preset = resolve_network_name(config["network"]["preset"])
+    if preset is not None and resolve_network_name(preset) != saved_preset:
         raise DiffusionError(f"{run_dir} was trained with network preset {saved_preset!r}; a resume cannot change "
-                             f"the network (got --preset {preset}): start a new run in another directory")
+                             f"the network (got --network {preset}): start a new run in another directory")
     saved_penalty = bool(config.get("window", {}).get("penalty_in_reward_channel", False))
     if penalty_in_rewards is not None and penalty_in_rewards != saved_penalty:
         raise DiffusionError(f"{run_dir} was trained with the terminal penalty {'in' if saved_penalty else 'out of'} "

@@ -52,8 +52,8 @@ def augment_s4rl_command(
 def train_synther_command(
     data: Path = typer.Option(None, "--data", help="Training store (.zarr); optional when resuming a run."),
     out: Path = typer.Option(..., "--out", help="Run directory (created, or resumed if it holds a run)."),
-    preset: str = typer.Option(None, help="Network preset: synther (25.6M params, the default) or synther-small "
-                               "(CPU)."),
+    network: str = typer.Option(None, "--network", help="Network: synther (25.6M params, the default) or "
+                                "synther-small (CPU)."),
     steps: int = typer.Option(None, help="Gradient steps (default: SynthER's 1e5)."),
     batch_size: int = typer.Option(None, help="Batch size (default: 1024, or 256 below 800k transitions)."),
     lr: float = typer.Option(3e-4, help="Peak learning rate (cosine annealing, no warm-up)."),
@@ -84,10 +84,10 @@ def train_synther_command(
         resuming = (out / "config.json").exists()
         cfg, changes = None, []
         if resuming:
-            changes = apply_resume_options(out, steps=steps, batch_size=batch_size, preset=preset)
+            changes = apply_resume_options(out, steps=steps, batch_size=batch_size, preset=network)
         elif data is not None:
             cfg = synther_train_config(
-                TrajectoryStore.open(data).num_transitions, batch_size=batch_size, preset=preset or "synther",
+                TrajectoryStore.open(data).num_transitions, batch_size=batch_size, preset=network or "synther",
                 steps=100_000 if steps is None else steps, lr=lr, bf16=bf16, compile=compile,
                 compile_mode=compile_mode, cuda_graph=cuda_graph, seed=seed, log_every=log_every,
                 checkpoint_every=checkpoint_every,
