@@ -125,7 +125,7 @@ def build_stages(dataset: str, w: Path, scale: Scale, gpu: bool) -> list[Stage]:
     size = ["--size", str(scale.size)] if scale.size else []
     dfast = ["--bf16", "--compile", "--cuda-graph"] if gpu else []
     afast = ["--bf16", "--compile", "--compile-mode", "reduce-overhead"] if gpu else []
-    sfast = ["--bf16", "--compile"] if gpu else []
+    sfast = ["--bf16", "--compile"] if gpu else []  # SynthER's sampler (compute-bound: no graph needed)
     rfast = ["--fullgraph", "--cuda-graph", "--tf32", "--bf16", "--fused-mlp", "--eval-async"] if gpu else []
     if algorithm_for(dataset) != "td3bc":
         rfast = [f for f in rfast if f != "--fused-mlp"]  # IQL's networks: no 256-256 pair of the kernel's shape
@@ -152,7 +152,7 @@ def build_stages(dataset: str, w: Path, scale: Scale, gpu: bool) -> list[Stage]:
               store=str(w / "s4rl.zarr")),
         Stage("synther-model", ("data",), [*cli("diffusion"), "train", "--model", "synther", "--data", orig, "--out",
                                            str(w / "synther-model"), "--network", scale.synther_network, "--steps",
-                                           str(scale.synther_steps), *sfast, *device]),
+                                           str(scale.synther_steps), *dfast, *device]),
         Stage("synther", ("synther-model",), [*cli("diffusion"), "augment", "--method", "synther", "--model",
                                               str(w / "synther-model"), "--num-transitions", str(scale.generated),
                                               "--out", str(w / "synther.zarr"), *steps, *sfast, *device],
@@ -173,7 +173,7 @@ def build_stages(dataset: str, w: Path, scale: Scale, gpu: bool) -> list[Stage]:
                                                    "--samples", str(scale.quality_samples), "--segments",
                                                    str(scale.quality_segments), *quality_device, "--overwrite"]))
     stages.append(Stage("compare", ("rl",), [*cli("eval"), "compare", *(str(w / "rl" / m) for m in METHODS),
-                                             "--baseline", "gta", "--out", str(w / "compare"), "--overwrite"]))
+                                             "--baseline", "GTA", "--out", str(w / "compare"), "--overwrite"]))
     return stages
 
 
@@ -303,8 +303,9 @@ def _fmt(mean_std) -> str:
 def write_row(dataset: str, w: Path, scale: Scale, gpu: bool, commit: str) -> dict:
     """row.json and row.md from the compare and quality reports and stages.json."""
     compare = json.loads((w / "compare" / "results.json").read_text())
-    cells = {c["method"]: c for c in compare["table"]}
-    welch = {t["method"]: t for t in compare["welch"] if t.get("baseline") == "gta"}
+    cells = {c["method"].lower(): c for c in compare["table"]}  # gta-eval's labels: none, S4RL, SynthER, GTA
+    welch = {t["method"].lower(): t for t in compare["welch"]
+             if str(t.get("baseline")).lower() == "gta" and t.get("task") != "average"}
     quality = {}
     for m in AUGMENTED:
         q = json.loads((w / f"quality-{m}" / "quality.json").read_text())
@@ -318,7 +319,7 @@ def write_row(dataset: str, w: Path, scale: Scale, gpu: bool, commit: str) -> di
     row = {
         "dataset": dataset, "algorithm": algorithm_for(dataset), "device": _device_name(gpu), "commit": commit,
         "scores": {m: {"mean": cells[m]["mean"], "std": cells[m]["std"], "seeds": cells[m]["seeds"]} for m in METHODS},
-        "welch_gta_vs": {m: {"t": welch[m].get("t"), "df": welch[m].get("df"), "p": welch[m].get("p")}
+        "welch_gta_vs": {m: {"t": welch[m].get("t"), "df": welch[m].get("df"), "p": welch[m].get("p_value")}
                          for m in METHODS if m in welch},
         "quality": quality, "paper": PAPER.get(dataset),
         "protocol": {"diffusion_steps": scale.diffusion_steps, "network": scale.network,
