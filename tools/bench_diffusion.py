@@ -1,19 +1,24 @@
-"""Throughput benchmark of the GTA denoiser: training steps/s and augmentation transitions/s.
+"""Throughput benchmark of a GTA denoiser: training steps/s and augmentation transitions/s.
 
 Measures the product code paths (``gta_diffusion.train.Trainer.step`` and
 ``gta_diffusion.augment.Augmenter.generate``) on a synthetic halfcheetah-sized store (obs 17, act 6:
-D = 24, H = 31 -> 32 rows), paper network preset, training batch 256, augmentation at mu = 0.5 with
-classifier-free guidance (w = 2, s = 3), for two paths in the same run:
+D = 24, H = 31 -> 32 rows) for the network given by ``--network`` (fast-mixer, the default, or mixer-unet,
+GTA's A.2 network), training batch 256, augmentation at mu = 0.5 with classifier-free guidance (w = 2, s = 3),
+for two paths in the same run:
 
-    eager-fp32   plain eager float32, sampling batch 2048
+    eager-fp32   plain eager float32 (TF32 off), sampling batch 2048
     fast         bf16 autocast + torch.compile; training captures the whole step (batch drawing, loss,
                  backward, clipping, AdamW, EMA) in one CUDA graph (TrainConfig.cuda_graph), sampling uses
                  compile's reduce-overhead mode (CUDA graphs); each falls back to compile's other modes if
                  graphs fail (the JSON records the mode used and the error), sampling batch 16384
+                 (mixer-unet: 8192)
 
-Targets (DESIGN.md, one H100): >= 200 training steps/s, >= 40,000 transitions/s (authors: 13.4, ~2,200).
+The table gives each path's speed-up over eager-fp32 of the same network in the same run. Targets on one
+H100 (fast path): fast-mixer >= 200 training steps/s and >= 40,000 transitions/s; mixer-unet >= 10x its eager
+fp32 path (the authors' code: 13.4-15.6 training steps/s, ~2,200 transitions/s).
 
-    python tools/bench_diffusion.py --out results.json          # CUDA, full size (~3-4 min with compiles)
+    python tools/bench_diffusion.py --out results.json                          # CUDA, fast-mixer
+    python tools/bench_diffusion.py --network mixer-unet --out mixer-unet.json  # CUDA, GTA's network
     python tools/bench_diffusion.py --quick --out quick.json    # CPU smoke test: tiny network, seconds
 
 Prints a short table last and writes all numbers (plus errors of any path that failed) as JSON to --out.
@@ -33,8 +38,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-TARGETS = {"train_steps_per_s": 200.0, "augment_transitions_per_s": 40_000.0}
+TARGETS = {"fast-mixer": {"train_steps_per_s": 200.0, "augment_transitions_per_s": 40_000.0},
+           "mixer-unet": {"speedup_over_eager_fp32": 10.0}}
 AUTHORS = {"train_steps_per_s": 13.4, "augment_transitions_per_s": 2_200.0}
+QUICK = {"fast-mixer": ("fast-mixer-small", {"dim": 16, "dim_mults": (1, 2), "emb_dim": 32}),
+         "mixer-unet": ("mixer-unet", {"dim": 8, "dim_mults": (1, 2), "head_dim": 8})}
+"""The tiny network of --quick for each --network."""
 
 
 def make_store(path: Path, episodes: int, length: int, obs_dim: int = 17, act_dim: int = 6, seed: int = 0):
@@ -135,24 +144,27 @@ def main() -> None:
     ap.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     ap.add_argument("--budget", type=float, default=None, help="seconds of timed work per measurement")
     ap.add_argument("--paths", default="eager-fp32,fast", help="comma-separated subset of eager-fp32,fast")
+    ap.add_argument("--network", default="fast-mixer", choices=sorted(QUICK), help="the denoiser to time")
     args = ap.parse_args()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False  # the eager path is genuinely fp32
         torch.backends.cudnn.allow_tf32 = False
     if args.quick:
-        preset, overrides = "small", {"dim": 16, "dim_mults": (1, 2), "emb_dim": 32}
+        preset, overrides = QUICK[args.network]
         episodes, length, train_batch, sample_batches = 8, 64, 32, {"eager-fp32": 64, "fast": 128}
         warmup, budget, num_steps = 2, args.budget or 1.0, 16
     else:
-        preset, overrides = "paper", {}
-        episodes, length, train_batch, sample_batches = 200, 1000, 256, {"eager-fp32": 2048, "fast": 16384}
+        preset, overrides = args.network, {}
+        # mixer-unet keeps [B, C, T, D] activations (D times more than fast-mixer's [B, T, C]): half the batch.
+        fast_batch = 16384 if args.network == "fast-mixer" else 8192
+        episodes, length, train_batch, sample_batches = 200, 1000, 256, {"eager-fp32": 2048, "fast": fast_batch}
         warmup, budget, num_steps = 30, args.budget or 10.0, 128
     use_compile = device.type == "cuda"  # CPU compile takes minutes: the quick smoke test runs bf16 only
     results = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-               "torch": torch.__version__, "preset": preset, "overrides": overrides, "train_batch": train_batch,
+               "torch": torch.__version__, "network": preset, "overrides": overrides, "train_batch": train_batch,
                "horizon_rows": 32, "transition_dim": 24, "mu": 0.5, "guidance_scale": 3.0, "quick": args.quick,
-               "targets": TARGETS, "authors": AUTHORS, "paths": {}}
+               "targets": TARGETS[args.network], "authors": AUTHORS, "paths": {}}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         t0 = time.perf_counter()
@@ -203,18 +215,26 @@ def main() -> None:
     def fmt(v, digits=1):
         return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:,.{digits}f}"
 
-    print(f"\ndevice {results['device']}, torch {results['torch']}, preset {preset} "
+    base = results["paths"].get("eager-fp32", {})
+
+    def speedup(row: dict, key: str) -> str:
+        return f"{row[key] / base[key]:.1f}x" if row.get(key) and base.get(key) else "-"
+
+    print(f"\ndevice {results['device']}, torch {results['torch']}, network {preset} "
           f"({next((r.get('parameters') for r in results['paths'].values() if r.get('parameters')), '?'):,} params), "
           f"train batch {train_batch}, augment mu=0.5 s=3 H=31")
-    print(f"{'path':12s} {'train steps/s':>14s} {'augment trans/s':>16s} {'sample batch':>13s}  notes")
+    print(f"{'path':12s} {'train steps/s':>14s} {'(vs eager)':>10s} {'augment trans/s':>16s} {'(vs eager)':>10s} "
+          f"{'sample batch':>13s}  notes")
     for name, row in results["paths"].items():
         notes = "; ".join(x for x in (row.get("train_error"), row.get("augment_error"),
                                       f"train {row.get('train_compile_mode')}, augment {row.get('augment_compile_mode')}")
                          if x)
-        print(f"{name:12s} {fmt(row.get('train_steps_per_s')):>14s} {fmt(row.get('augment_transitions_per_s'), 0):>16s} "
+        print(f"{name:12s} {fmt(row.get('train_steps_per_s')):>14s} {speedup(row, 'train_steps_per_s'):>10s} "
+              f"{fmt(row.get('augment_transitions_per_s'), 0):>16s} {speedup(row, 'augment_transitions_per_s'):>10s} "
               f"{row.get('sample_batch', '-'):>13}  {notes}")
-    print(f"{'target':12s} {fmt(TARGETS['train_steps_per_s']):>14s} {fmt(TARGETS['augment_transitions_per_s'], 0):>16s}")
-    print(f"{'authors':12s} {fmt(AUTHORS['train_steps_per_s']):>14s} {fmt(AUTHORS['augment_transitions_per_s'], 0):>16s}")
+    print(f"targets: {results['targets']}")
+    print(f"{'authors':12s} {fmt(AUTHORS['train_steps_per_s']):>14s} {'':>10s} "
+          f"{fmt(AUTHORS['augment_transitions_per_s'], 0):>16s}")
     print(f"results written to {args.out}")
 
 

@@ -8,13 +8,13 @@
 # halfcheetah-medium; it also names the augmentation preset). Environment: GTA_BIN (default .venv/bin),
 # DIFF_STEPS (40000), AUG (1000000), RL_STEPS (100000), SEEDS (0-7), BASELINE (1: also train on the original
 # data alone), DEVICE (cuda; cpu runs the eager paths, for a smoke test), SIZE (dataset transitions, default the
-# recipe's), PRESET (denoiser network, fast-mixer).
+# recipe's), NETWORK (denoiser network: fast-mixer, or mixer-unet for GTA's A.2 network).
 set -euo pipefail
 OUT=${1:?usage: tools/e2e_locomotion.sh OUT_DIR [DATASET]}
 DATASET=${2:-halfcheetah-medium}
 BIN=${GTA_BIN:-.venv/bin}
 DIFF_STEPS=${DIFF_STEPS:-40000}; AUG=${AUG:-1000000}; RL_STEPS=${RL_STEPS:-100000}; SEEDS=${SEEDS:-0-7}
-BASELINE=${BASELINE:-1}; DEVICE=${DEVICE:-cuda}; PRESET=${PRESET:-fast-mixer}
+BASELINE=${BASELINE:-1}; DEVICE=${DEVICE:-cuda}; NETWORK=${NETWORK:-fast-mixer}
 if [ "$DEVICE" = cpu ]; then
   FAST=(--device cpu); DFAST=(--device cpu); AFAST=(--device cpu --batch-size 256)
 else
@@ -27,9 +27,9 @@ stage() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 
 stage "A. dataset $DATASET"
 [ -d "$OUT/original.zarr" ] || "$BIN/gta-data" make "$DATASET" --out "$OUT/original.zarr" ${SIZE:+--size "$SIZE"}
-stage "B. denoiser: $PRESET network, $DIFF_STEPS steps"
+stage "B. denoiser: $NETWORK network, $DIFF_STEPS steps"
 rm -rf "$OUT/diffusion"
-"$BIN/gta-diffusion" train --data "$OUT/original.zarr" --out "$OUT/diffusion" --network "$PRESET" \
+"$BIN/gta-diffusion" train --data "$OUT/original.zarr" --out "$OUT/diffusion" --network "$NETWORK" \
   --steps "$DIFF_STEPS" --log-every 5000 --checkpoint-every "$DIFF_STEPS" "${DFAST[@]}"
 stage "C. augmentation: $AUG transitions, preset $DATASET"
 "$BIN/gta-diffusion" augment --model "$OUT/diffusion" --data "$OUT/original.zarr" --out "$OUT/augmented.zarr" \

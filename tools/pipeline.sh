@@ -22,7 +22,7 @@ echo "== A. dataset: pointmaze-umaze, $SIZE transitions"
 "$BIN/gta-data" make pointmaze-umaze --out "$OUT/original.zarr" --size "$SIZE" --seed 0 --overwrite
 "$BIN/gta-data" info "$OUT/original.zarr"
 
-echo "== B. diffusion model: small preset, $DIFF_STEPS steps"
+echo "== B. diffusion model: fast-mixer-small network, $DIFF_STEPS steps"
 rm -rf "$OUT/diffusion"
 "$BIN/gta-diffusion" train --data "$OUT/original.zarr" --out "$OUT/diffusion" --network fast-mixer-small \
   --steps "$DIFF_STEPS" --batch-size 64 --log-every 100 --checkpoint-every "$DIFF_STEPS" --device "$DEVICE"

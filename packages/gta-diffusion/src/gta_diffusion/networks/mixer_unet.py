@@ -224,6 +224,8 @@ class MixerUnet(nn.Module):
         dim_mults: tuple[int, ...] = (1, 2, 4, 8),
         fourier_dim: int = 16,
         groups: int = 8,
+        heads: int = 4,
+        head_dim: int = 32,
     ) -> None:
         super().__init__()
         if transition_dim < 1 or horizon_rows < 1:
@@ -240,20 +242,24 @@ class MixerUnet(nn.Module):
             raise ValueError("the coarsest level must hold more than one (row, feature) position for its "
                              f"InstanceNorm, got {self.rows[-1]} x {transition_dim}")
         w, rows, d, emb_dim = self.widths, self.rows, transition_dim, 2 * dim
+
+        def attention(c: int) -> LinearAttention:
+            return LinearAttention(c, heads, head_dim)
+
         self.embed = MixerUnetEmbedding(dim, fourier_dim)
         c_in = [1, *w[:-1]]
         self.down = nn.ModuleList(
             nn.ModuleList([MixerBlock(rows[lvl], d, c_in[lvl], w[lvl], emb_dim),
-                           MixerBlock(rows[lvl], d, w[lvl], w[lvl], emb_dim), LinearAttention(w[lvl])])
+                           MixerBlock(rows[lvl], d, w[lvl], w[lvl], emb_dim), attention(w[lvl])])
             for lvl in range(levels)
         )
         # 3x3 convolution, stride 2 over time: T -> T/2 rows, D kept.
         self.downsample = nn.ModuleList(nn.Conv2d(w[lvl], w[lvl], 3, (2, 1), 1) for lvl in range(levels - 1))
-        self.mid = nn.ModuleList([MixerBlock(rows[-1], d, w[-1], w[-1], emb_dim), LinearAttention(w[-1]),
+        self.mid = nn.ModuleList([MixerBlock(rows[-1], d, w[-1], w[-1], emb_dim), attention(w[-1]),
                                   MixerBlock(rows[-1], d, w[-1], w[-1], emb_dim)])
         self.up = nn.ModuleList(  # up[lvl - 1] runs at level lvl and ends at C_{lvl-1} channels
             nn.ModuleList([MixerBlock(rows[lvl], d, 2 * w[lvl], w[lvl - 1], emb_dim),
-                           MixerBlock(rows[lvl], d, w[lvl - 1], w[lvl - 1], emb_dim), LinearAttention(w[lvl - 1])])
+                           MixerBlock(rows[lvl], d, w[lvl - 1], w[lvl - 1], emb_dim), attention(w[lvl - 1])])
             for lvl in range(1, levels)
         )
         # Transposed convolution, kernel (4, 3), stride (2, 1), padding 1: T -> 2T rows, D kept.
