@@ -42,7 +42,7 @@ from gta_rl.algorithms import (
 from gta_rl.base import Agent, resolve_device
 from gta_rl.buffer import RewardTransform, load_training_data
 from gta_rl.checkpoint import load_checkpoint, save_checkpoint, write_json
-from gta_rl.evaluation import Evaluator, action_bound, make_env
+from gta_rl.evaluation import Evaluator, action_bound, check_env_matches
 from gta_rl.fast import MetricAccumulator, StepRunner
 from gta_rl.nets import fused_mlp_networks, set_fused_mlp
 
@@ -257,8 +257,8 @@ def train(
     if cfg.fused_mlp and not fused_mlp_networks(agent):
         raise RunError(f"--fused-mlp: none of {algorithm}'s networks has the kernel's shape (two hidden layers of "
                        f"{fused_mlp.HIDDEN}); drop the flag")
-    if cfg.eval_episodes > 0:  # before anything is written: an unknown env fails the run up front
-        make_env(env_id, **env_kwargs).close()
+    if cfg.eval_episodes > 0:  # before anything is written: an env the store does not fit fails the run up front
+        check_env_matches(env_id, env_kwargs, run["observation_layout"], data.obs_dim)
     if restart:
         _clear_unstarted_run(out)
     out.mkdir(parents=True, exist_ok=True)

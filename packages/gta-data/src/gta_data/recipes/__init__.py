@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gta_data.errors import RecipeError
+from gta_data.simulators import simulator_versions
 from gta_data.store import StoreWriter, TrajectoryStore, Transitions
 
 
@@ -72,7 +73,8 @@ def make_dataset(
 
         check_export_target(minari_id, overwrite=overwrite)
     episodes, meta = recipe.build(size, seed, options)
-    provenance = {"source": "recipe", "recipe": name, "seed": seed, "size": size, **meta.pop("provenance", {})}
+    provenance = {"source": "recipe", "recipe": name, "seed": seed, "size": size, "simulators": simulator_versions(),
+                  **meta.pop("provenance", {})}
     with StoreWriter(out, provenance=provenance, overwrite=overwrite, **meta) as writer:
         for episode in episodes:
             writer.add_episode(episode)
