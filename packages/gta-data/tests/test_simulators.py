@@ -60,6 +60,23 @@ def test_making_envs_prints_nothing_and_writes_no_mujoco_log(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+_NAN_STEP = ("import mujoco\n"
+             "model = mujoco.MjModel.from_xml_string(\"<mujoco><worldbody><body><joint/><geom size='.1'/></body>"
+             "</worldbody></mujoco>\")\n"
+             "data = mujoco.MjData(model)\n"
+             "data.qpos[:] = float('nan')\n"
+             "mujoco.mj_step(model, data)\n")
+
+
+def test_mujoco_warnings_made_errors_are_printed_not_raised_through_mujoco(tmp_path):
+    # An exception raised in MuJoCo's warning callback would abort the interpreter.
+    code = ("import warnings; warnings.simplefilter('error')\n"
+            "from gta_data.simulators import quiet_mujoco; quiet_mujoco()\n" + _NAN_STEP + "print('alive')")
+    result = _run_quietly(code, tmp_path)
+    assert result.returncode == 0 and result.stdout == "alive\n", result.stderr
+    assert result.stderr.startswith("MuJoCo warning: Nan, Inf or huge value in QPOS")
+
+
 def test_other_mujoco_warnings_become_python_warnings(tmp_path):
     import mujoco
 

@@ -47,8 +47,12 @@ def simulator_versions() -> dict[str, str | None]:
 
 
 def _mujoco_warning(message: str) -> None:
-    if not message.startswith(_MUJOCO_DEPRECATIONS):
+    if message.startswith(_MUJOCO_DEPRECATIONS):
+        return
+    try:
         warnings.warn(message, MujocoWarning, stacklevel=2)
+    except Exception:  # warnings made errors: an exception must not cross MuJoCo's C code (it aborts)
+        sys.stderr.write(f"MuJoCo warning: {message}\n")
 
 
 def quiet_mujoco() -> None:
