@@ -94,3 +94,24 @@ def test_pointmaze_reaches_goals(tmp_path, name):
     # Deterministic for a seed.
     again = make_dataset(name, tmp_path / "m2.zarr", size=3000, seed=0).load()
     np.testing.assert_array_equal(again.actions, data.actions)
+
+
+def test_sizes_beyond_what_a_recipe_can_make_are_refused_up_front(tmp_path, monkeypatch):
+    import time
+
+    from typer.testing import CliRunner
+
+    import gta_data.recipes as recipes
+    from gta_data.cli import app
+
+    start = time.perf_counter()
+    result = CliRunner().invoke(app, ["make", "random", "--env", "HalfCheetah-v5", "--size", "1000000000000",
+                                      "--out", str(tmp_path / "big.zarr")])
+    assert result.exit_code == 1 and result.output.strip().count("\n") == 0, result.output
+    assert "above the 100,000,000 transitions" in result.output
+    assert time.perf_counter() - start < 30 and list(tmp_path.iterdir()) == []
+    # With --minari-id the whole store is held in memory by the export: the machine's memory bounds the size.
+    monkeypatch.setattr(recipes.os, "sysconf", lambda name: {"SC_PHYS_PAGES": 256, "SC_PAGE_SIZE": 4096}[name])
+    with pytest.raises(RecipeError, match="export would hold about"):
+        make_dataset("pointmaze-umaze", tmp_path / "pm.zarr", size=20_000, minari_id="test/pointmaze/big-v0")
+    assert [p.name for p in tmp_path.iterdir()] == ["minari"]  # the datasets folder, nothing else

@@ -337,3 +337,67 @@ def test_damaged_copies_are_one_line_errors_not_zeros(tmp_path, transitions):
     (bad_meta / "data" / "rewards" / "zarr.json").write_text("{not json")
     with pytest.raises(StoreError, match="badmeta.zarr"):
         TrajectoryStore.open(bad_meta)
+
+
+def test_every_array_has_dimension_names_and_xarray_opens_the_store(tmp_path, transitions):
+    data = Transitions(**{n: getattr(transitions, n) for n in ("observations", "actions", "rewards",
+                                                               "next_observations", "terminals", "timeouts")},
+                       extras={"timesteps": np.arange(100), "pair": np.zeros((100, 2), np.float32)})
+    store = write_store(tmp_path / "s.zarr", data, np.array([30, 70, 100]), env_id="HalfCheetah-v5",
+                        episode_meta={"seed": np.arange(3), "condition": np.zeros((3, 4))})
+    group = zarr.open_group(str(store.path), mode="r")
+    assert group["data/observations"].metadata.dimension_names == ("time", "obs_dim")
+    assert group["data/actions"].metadata.dimension_names == ("time", "act_dim")
+    assert group["data/pair"].metadata.dimension_names == ("time", "pair_dim1")
+    assert group["meta/episode_ends"].metadata.dimension_names == ("episode",)
+    assert group["meta/condition"].metadata.dimension_names == ("episode", "condition_dim1")
+    xr = pytest.importorskip("xarray")
+    ds = xr.open_zarr(store.path, group="data", consolidated=False)
+    assert dict(ds.sizes) == {"time": 100, "obs_dim": 3, "act_dim": 2, "pair_dim1": 2}
+    np.testing.assert_array_equal(ds["next_observations"].values, transitions.next_observations)
+    meta = xr.open_zarr(store.path, group="meta", consolidated=False)
+    np.testing.assert_array_equal(meta["episode_ends"].values, [30, 70, 100])
+    TrajectoryStore.open(store.path).validate()
+
+
+def test_a_store_written_before_dimension_names_still_reads(tmp_path, transitions):
+    store = _write(tmp_path, transitions)
+    for meta in store.path.rglob("zarr.json"):  # as written by gta-data before arrays had dimension names
+        doc = json.loads(meta.read_text())
+        if doc.get("node_type") == "array":
+            doc.pop("dimension_names", None)
+            meta.write_text(json.dumps(doc))
+    old = TrajectoryStore.open(store.path)
+    assert zarr.open_array(str(store.path / "data" / "observations"), mode="r").metadata.dimension_names is None
+    np.testing.assert_array_equal(old.load().observations, transitions.observations)
+
+
+def test_a_sigterm_leaves_a_temporary_store_that_the_next_write_removes(tmp_path, transitions, caplog):
+    import signal
+
+    script = textwrap.dedent(f"""
+        import sys, time, numpy as np
+        from gta_data import StoreWriter, Transitions
+        n = 50
+        ep = Transitions(np.zeros((n, 3)), np.zeros((n, 2)), np.zeros(n), np.zeros((n, 3)),
+                         np.zeros(n, bool), np.zeros(n, bool))
+        w = StoreWriter({str(tmp_path / 'k.zarr')!r}, env_id="E", obs_dim=3, act_dim=2, flush_rows=10)
+        w.add_episode(ep)
+        print("writing", flush=True)
+        time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == -signal.SIGTERM
+    stale = [p for p in tmp_path.iterdir()]
+    assert len(stale) == 1 and stale[0].name.startswith(".k.zarr.tmp-")
+    # Kept: a temporary store of a live writer (this process), and a folder of that name that is not a store.
+    live = tmp_path / ".k.zarr.tmp-0123abcd"
+    StoreWriter(tmp_path / "other.zarr", env_id="E", obs_dim=3, act_dim=2)._tmp.rename(live)
+    (tmp_path / ".k.zarr.tmp-feedbeef").mkdir()
+    with caplog.at_level("WARNING"):
+        store = _write(tmp_path, transitions, name="k.zarr")
+    assert f"removed {stale[0]}: an incomplete store left by an interrupted write" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".k.zarr.tmp-0123abcd", ".k.zarr.tmp-feedbeef", "k.zarr"]
+    assert "writer" not in store.attrs

@@ -724,6 +724,40 @@ def test_unknown_env_fails_before_writing(tmp_path):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["max_action"] == 1.0
 
 
+def test_store_that_does_not_fit_its_env_fails_before_training(tmp_path):
+    # A PointMaze store re-imported without its observation_layout and env_kwargs used to train for minutes
+    # and fail at the first evaluation.
+    pytest.importorskip("gymnasium_robotics")
+    from gta_data import write_store
+    from gta_data.store import Transitions
+    from gta_rl.evaluation import check_env_matches
+
+    layout = [{"key": "observation", "start": 0, "stop": 4}, {"key": "desired_goal", "start": 4, "stop": 6}]
+    kwargs = {"continuing_task": True, "reset_target": False, "max_episode_steps": 20}
+    check_env_matches("PointMaze_UMaze-v3", kwargs, layout, 6)
+    with pytest.raises(ValueError, match="no observation_layout"):
+        check_env_matches("PointMaze_UMaze-v3", kwargs, None, 6)
+    with pytest.raises(ValueError, match="width 6 but the store's rows have obs_dim 8"):
+        check_env_matches("PointMaze_UMaze-v3", kwargs, layout, 8)
+    with pytest.raises(ValueError, match="does not observe"):
+        check_env_matches("PointMaze_UMaze-v3", kwargs, [{"key": "goal", "start": 0, "stop": 6}], 6)
+    with pytest.raises(ValueError, match="env_kwargs"):
+        check_env_matches("PointMaze_UMaze-v3", {"no_such_option": 1}, layout, 6)
+    with pytest.raises(ValueError, match="flatten to width 17 but the store's rows have obs_dim 2"):
+        check_env_matches("HalfCheetah-v5", None, None, 2)
+
+    rng = np.random.default_rng(0)
+    n = 40
+    obs = rng.normal(size=(n, 6)).astype(np.float32)
+    data = Transitions(obs, rng.uniform(-1, 1, (n, 2)), rng.normal(size=n), obs, np.zeros(n, bool),
+                       np.r_[np.zeros(n - 1, bool), True])
+    store = write_store(tmp_path / "pm.zarr", data, np.array([n]), env_id="PointMaze_UMaze-v3")  # no layout
+    with pytest.raises(ValueError, match="no observation_layout"):
+        train(RunConfig("td3bc", (str(store.path),), (0,), steps=5, batch_size=4, overrides=TINY["td3bc"]),
+              tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 def test_async_evaluation_matches_sync():
     from gta_rl import toy
     from gta_rl.evaluation import Evaluator

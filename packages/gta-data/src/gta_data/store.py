@@ -7,15 +7,19 @@ The layout is specified in ``STORE_FORMAT.md`` next to this package.
 
 Writes are atomic: a writer fills a hidden temporary sibling (``.<name>.tmp-<id>``) and renames it
 into place only once every array and the final attributes (``complete: true`` last) are written, so
-an interrupted write never leaves anything at the target path that opens as a store.
+an interrupted write never leaves anything at the target path that opens as a store. A killed writer's
+temporary sibling is removed by the next write of the same path (:func:`remove_stale_temporaries`).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import os
+import re
 import shutil
+import socket
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
@@ -27,6 +31,8 @@ import zarr
 
 from gta_data import __version__
 from gta_data.errors import StoreError
+
+_log = logging.getLogger(__name__)
 
 FORMAT_NAME = "gta-trajectory-store"
 # Chunks equal to the fill value are written too (Zarr skips them by default), so a missing chunk file means
@@ -127,6 +133,15 @@ class Transitions:
         )
 
 
+def dimension_names(name: str, ndim: int, first: str = "time") -> tuple[str, ...]:
+    """Zarr v3 ``dimension_names`` of a per-row (``first="time"``) or per-episode (``"episode"``) array, so that
+    xarray opens each group as one dataset: rows share "time", observations and next observations share
+    "obs_dim", actions have "act_dim", any other array's trailing axes are "<name>_dim1", ..."""
+    if first == "time" and name in CORE_ARRAYS and CORE_ARRAYS[name][1] is not None:
+        return (first, CORE_ARRAYS[name][1])
+    return (first, *(f"{name}_dim{i}" for i in range(1, ndim)))
+
+
 def _chunk_rows(row_shape: tuple[int, ...], itemsize: int) -> int:
     row_bytes = max(1, int(np.prod(row_shape, dtype=np.int64)) * itemsize)
     rows = max(1024, _CHUNK_BYTES // row_bytes)
@@ -191,6 +206,7 @@ class StoreWriter:
         self.obs_dim, self.act_dim = int(obs_dim), int(act_dim)
         self.overwrite = overwrite
         self.flush_rows = flush_rows
+        remove_stale_temporaries(self.path)
         self._tmp = self.path.parent / f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}"
         self._attrs: dict[str, Any] = {
             "format": FORMAT_NAME,
@@ -213,7 +229,9 @@ class StoreWriter:
             self._attrs[key] = value
         self._group = zarr.open_group(store=str(self._tmp), mode="w-", zarr_format=3)
         # Until commit the store says it is incomplete, should anyone open the temporary directory.
-        self._group.attrs.put(_clean_meta({**self._attrs, "complete": False}))
+        # Who is writing it: a later writer of the same path removes it once that process is gone.
+        self._group.attrs.put(_clean_meta({**self._attrs, "complete": False,
+                                           "writer": {"host": socket.gethostname(), "pid": os.getpid()}}))
         self._group.create_group("data")
         self._group.create_group("meta")
         self._arrays: dict[str, zarr.Array] = {}
@@ -279,6 +297,7 @@ class StoreWriter:
                     shape=(0, *arr.shape[1:]),
                     dtype=arr.dtype,
                     chunks=(_chunk_rows(arr.shape[1:], arr.dtype.itemsize), *arr.shape[1:]),
+                    dimension_names=dimension_names(name, arr.ndim),
                     config=_EVERY_CHUNK,
                 )
                 self._arrays[name] = target
@@ -292,7 +311,8 @@ class StoreWriter:
             if target is None:
                 target = self._group.create_array(
                     f"meta/{key}", shape=(0, *stacked.shape[1:]), dtype=stacked.dtype,
-                    chunks=(1 << 16, *stacked.shape[1:]), config=_EVERY_CHUNK,
+                    chunks=(1 << 16, *stacked.shape[1:]), dimension_names=dimension_names(key, stacked.ndim, "episode"),
+                    config=_EVERY_CHUNK,
                 )
                 self._meta_arrays[key] = target
             n = target.shape[0]
@@ -315,7 +335,7 @@ class StoreWriter:
             raise StoreError("refusing to write a store with no transitions")
         ends = np.asarray(self._episode_ends, dtype=np.int64)
         self._group.create_array("meta/episode_ends", shape=ends.shape, dtype="int64", chunks=(1 << 16,),
-                                 config=_EVERY_CHUNK)
+                                 dimension_names=("episode",), config=_EVERY_CHUNK)
         self._group["meta/episode_ends"][:] = ends
         attrs = _clean_meta(
             {**self._attrs, "num_transitions": self._rows, "num_episodes": len(ends), "complete": True,
@@ -346,6 +366,47 @@ class StoreWriter:
                 raise
         elif not self._closed:
             self.abort()
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary stores that interrupted writes of ``path`` left behind (a kill or SIGTERM skips
+    the writer's cleanup), saying so on stderr (the ``gta_data`` logger); returns what was removed. Only what
+    is provably one: a directory named ``.<name>.tmp-<8 hex digits>`` whose attributes say it is an
+    incomplete trajectory store written on this host by a process that no longer runs."""
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.tmp-[0-9a-f]{{8}}")
+    if not path.parent.is_dir():
+        return []
+    removed = []
+    for entry in path.parent.iterdir():
+        if not pattern.fullmatch(entry.name) or not entry.is_dir():
+            continue
+        try:
+            attrs = json.loads((entry / "zarr.json").read_text()).get("attributes", {})
+        except (OSError, ValueError, AttributeError):
+            continue
+        if not isinstance(attrs, dict) or attrs.get("format") != FORMAT_NAME or attrs.get("complete") is not False:
+            continue
+        writer = attrs.get("writer") if isinstance(attrs.get("writer"), dict) else {}
+        if writer.get("host") != socket.gethostname() or not _process_gone(writer.get("pid")):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry)
+        _log.warning("removed %s: an incomplete store left by an interrupted write (process %s, no longer running)",
+                     entry, writer["pid"])
+    return removed
+
+
+def _process_gone(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists but belongs to someone else, or cannot be asked
+        return False
+    return False
 
 
 def check_replaceable(path: str | os.PathLike) -> None:

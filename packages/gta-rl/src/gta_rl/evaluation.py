@@ -27,14 +27,11 @@ def make_env(env_id: str, **env_kwargs: Any):
     import gymnasium as gym
 
     import gta_rl.toy  # noqa: F401  (registers the toy task)
+    from gta_data.simulators import quiet_mujoco, register_robotics_envs
 
+    quiet_mujoco()
     if env_id not in gym.registry:
-        try:
-            import gymnasium_robotics
-
-            gym.register_envs(gymnasium_robotics)
-        except ImportError:
-            pass
+        register_robotics_envs()
     if env_id not in gym.registry:
         raise ValueError(f"environment {env_id!r} is not registered in gymnasium")
     return gym.make(env_id, **env_kwargs)
@@ -51,6 +48,32 @@ def flatten_observation(obs: Any, layout: Sequence[dict] | None, num_envs: int) 
     for item in layout:
         out[:, int(item["start"]):int(item["stop"])] = np.asarray(obs[item["key"]]).reshape(num_envs, -1)
     return out
+
+
+def check_env_matches(env_id: str, env_kwargs: dict | None, layout: Sequence[dict] | None, obs_dim: int) -> None:
+    """Raise ValueError (one line) unless the store's environment can be made with its ``env_kwargs`` and one
+    reset observation, flattened with the store's ``observation_layout``, has the store's ``obs_dim``: run
+    before training, so that a store evaluation cannot use fails at once rather than at the first evaluation."""
+    try:
+        env = make_env(env_id, **(env_kwargs or {}))
+    except TypeError as exc:  # an env_kwargs key the env does not take
+        raise ValueError(f"cannot make {env_id} with the store's env_kwargs {env_kwargs}: {exc}") from None
+    try:
+        obs, _ = env.reset(seed=0)
+    finally:
+        env.close()
+    if isinstance(obs, dict):
+        if not layout:
+            raise ValueError(f"{env_id} observes a dict ({', '.join(obs)}) but the store has no observation_layout "
+                             "to flatten it with")
+        missing = [item["key"] for item in layout if item["key"] not in obs]
+        if missing:
+            raise ValueError(f"the store's observation_layout names {missing}, which {env_id} does not observe "
+                             f"(it has {', '.join(obs)})")
+    width = flatten_observation({k: np.asarray(v)[None] for k, v in obs.items()} if isinstance(obs, dict)
+                                else np.asarray(obs)[None], layout, 1).shape[1]
+    if width != obs_dim:
+        raise ValueError(f"{env_id} observations flatten to width {width} but the store's rows have obs_dim {obs_dim}")
 
 
 def action_bound(env_id: str, env_kwargs: dict | None = None) -> float:

@@ -36,7 +36,7 @@ from gta_rl.algorithms import (
 from gta_rl.base import Agent, resolve_device
 from gta_rl.buffer import RewardTransform, StackedData, load_training_data, open_stores
 from gta_rl.checkpoint import load_checkpoint, save_checkpoint, write_json
-from gta_rl.evaluation import action_bound, make_env
+from gta_rl.evaluation import action_bound, check_env_matches
 from gta_rl.fast import MetricAccumulator, StepRunner
 from gta_rl.nets import fused_mlp_networks
 from gta_rl.run_dir import (
@@ -310,8 +310,9 @@ def train_arms(
     if cfg.fused_mlp and not fused_mlp_networks(agent):
         raise RunError(f"--fused-mlp: none of {algorithm}'s networks has the kernel's shape (two hidden layers of "
                        f"{fused_mlp.HIDDEN}); drop the flag")
-    if eval_episodes > 0:  # before anything is written: an unknown env fails the run up front
-        make_env(stack_run["env_id"], **stack_run["env_kwargs"]).close()
+    if eval_episodes > 0:  # before anything is written: an env the stores do not fit fails the run up front
+        check_env_matches(stack_run["env_id"], stack_run["env_kwargs"], stack_run["observation_layout"],
+                          stack_run["obs_dim"])
     members = _MemberState(agent, stack_run) if len(group) > 1 else None
     for arm in group:
         _open_run_dir(arm, resume)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gta_data.errors import RecipeError
+from gta_data.simulators import simulator_versions
 from gta_data.store import StoreWriter, TrajectoryStore, Transitions
 
 
@@ -27,6 +28,24 @@ class Recipe:
 
 _OPTION_FLAGS = {"env_id": "--env", "policy_file": "--policy-file", "replay_file": "--replay-file",
                  "action_noise": "action_noise (library only)"}
+
+
+# The most transitions a recipe makes: D4RL's largest datasets (medium-expert) have 2M.
+MAX_SIZE = 100_000_000
+
+
+def _check_export_memory(size: int, obs_dim: int, act_dim: int) -> None:
+    """Minari export holds the whole store in memory (read once, then as episode buffers of float64): refuse a
+    size whose export would not fit in this machine's memory, before any simulation."""
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return
+    row = 4 * (2 * obs_dim + act_dim + 1) + 2  # a store row: float32 observations, next observations, actions
+    need = size * (row + 8 * (obs_dim + 1) + 4 * act_dim + 2)  # plus the buffers' float64 observations, rewards
+    if need > memory:
+        raise RecipeError(f"--minari-id with size {size:,}: the export would hold about {need / 2**30:.1f} GiB in "
+                          f"memory, this machine has {memory / 2**30:.1f} GiB")
 
 
 def _registry() -> dict[str, Recipe]:
@@ -65,6 +84,9 @@ def make_dataset(
     size = recipe.default_size if size is None else int(size)
     if size <= 0:
         raise RecipeError(f"size must be positive, got {size}")
+    if size > MAX_SIZE:
+        raise RecipeError(f"size {size:,} is above the {MAX_SIZE:,} transitions a recipe makes (50x D4RL's largest "
+                          "dataset; that many already take tens of GB and days of simulation)")
     if not 0 <= int(seed) < 2**32:
         raise RecipeError(f"seed must be in [0, 2^32), got {seed}")
     if minari_id is not None:  # before any work: a bad or taken id fails now, not after the store is written
@@ -72,7 +94,10 @@ def make_dataset(
 
         check_export_target(minari_id, overwrite=overwrite)
     episodes, meta = recipe.build(size, seed, options)
-    provenance = {"source": "recipe", "recipe": name, "seed": seed, "size": size, **meta.pop("provenance", {})}
+    if minari_id is not None:
+        _check_export_memory(size, meta["obs_dim"], meta["act_dim"])
+    provenance = {"source": "recipe", "recipe": name, "seed": seed, "size": size, "simulators": simulator_versions(),
+                  **meta.pop("provenance", {})}
     with StoreWriter(out, provenance=provenance, overwrite=overwrite, **meta) as writer:
         for episode in episodes:
             writer.add_episode(episode)

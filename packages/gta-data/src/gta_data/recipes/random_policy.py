@@ -10,21 +10,8 @@ import numpy as np
 from gta_data.errors import RecipeError
 from gta_data.recipes import Recipe
 from gta_data.scores import D4RL_REFERENCE_SCORES, env_family
+from gta_data.simulators import make_env
 from gta_data.store import Transitions
-
-
-def make_env(env_id: str, **kwargs: Any):
-    try:
-        import gymnasium as gym
-    except ImportError:
-        raise RecipeError("recipes need the extra: pip install 'gta-data[recipes]'") from None
-    from gta_data.minari_bridge import register_robotics_envs
-
-    register_robotics_envs()
-    try:
-        return gym.make(env_id, **kwargs)
-    except gym.error.Error as exc:
-        raise RecipeError(f"cannot make environment {env_id!r}: {exc}") from None
 
 
 def rollout_episodes(env, policy, size: int, seed: int, obs_keys=None, on_reset=None,
