@@ -183,3 +183,17 @@ def test_gta_data_installs_alone_without_torch(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-1000:]
     proc = subprocess.run([str(venv / "bin" / "gta-data"), "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "validate" in proc.stdout
+
+
+def test_hatch_workspace_installs_every_package_editable_with_triton():
+    # `hatch run test` must test the working tree: every package is a workspace member (installed editable),
+    # none is a plain dependency (a non-editable copy, stale until the env is rebuilt), and gta-rl's
+    # `fused` extra brings Triton for the fused kernels' CPU-interpreter tests.
+    env = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["envs"]["default"]
+    members = {}
+    for m in env.get("workspace", {}).get("members", []):
+        m = {"path": m} if isinstance(m, str) else m
+        members[Path(m["path"]).name] = set(m.get("features", []))
+    assert sorted(members) == [p.name for p in PACKAGES]
+    assert "all" in members["gta-data"] and "fused" in members["gta-rl"]
+    assert not [d for d in env.get("dependencies", []) if Requirement(d).name.startswith("gta-")]

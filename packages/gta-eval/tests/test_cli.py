@@ -53,30 +53,86 @@ def test_quality_of_original_windows_is_exact(cheetah, tmp_path):
     assert (out / "quality.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_quality_compares_like_with_like_at_the_velocity_clip(envdata, tmp_path):
+def test_quality_headline_is_over_exactly_known_states(tmp_path):
     # Walker2d clips velocities to +-10 in the observation; random play has many such rows. The data judged
-    # against itself: over the exactly known states the oracle reproduces the original reward (the baseline
-    # taken over the original's own such rows), and the headline metrics count every row as the paper does.
-    from gta_data import write_store
+    # against itself: over the exactly known states (the headline) the oracle reproduces the data to float
+    # precision; the rows stepped from a clipped velocity put a floor under the 'with clipped states' version.
+    from gta_data import TrajectoryStore
+    from gta_data.cli import app as data_app
 
-    tr, ends = envdata.collect("Walker2d-v5", 400, max_episode_steps=100)
-    store = write_store(tmp_path / "walker.zarr", tr, ends, env_id="Walker2d-v5")
+    path = tmp_path / "walker.zarr"
+    res = runner.invoke(data_app, ["make", "random", "--env", "Walker2d-v5", "--size", "2000", "--out", str(path)])
+    assert res.exit_code == 0, res.output
+    data = TrajectoryStore.open(path).load()
+    clipped = np.any(np.abs(data.observations[:, 8:]) >= 10.0, axis=1)
+    assert 0 < clipped.sum() < 2000
     out = tmp_path / "report"
-    res = runner.invoke(app, ["quality", "--original", str(store.path), "--augmented", str(store.path),
-                              "--samples", "400", "--device", "cpu", "--out", str(out)])
+    res = runner.invoke(app, ["quality", "--original", str(path), "--augmented", str(path),
+                              "--samples", "2000", "--workers", "1", "--device", "cpu", "--out", str(out)])
     assert res.exit_code == 0, res.output
     m = json.loads((out / "quality.json").read_text())
-    clipped = np.any(np.abs(tr.observations[:, 8:]) >= 10.0, axis=1)
-    assert 0 < clipped.sum() < 400
-    assert m["valid_samples"] == 400 and m["flags"]["clipped_state"] == int(clipped.sum())
-    ex = m["exact_states"]
-    assert ex["samples"] == ex["original_transitions"] == int((~clipped).sum())
-    assert ex["original_reward"] == pytest.approx(float(tr.rewards[~clipped].mean()), abs=1e-6)
-    assert ex["oracle_reward"] == pytest.approx(ex["original_reward"], abs=1e-4)
-    assert ex["dynamic_mse"] < 1e-8
-    assert m["original_reward"] == pytest.approx(float(tr.rewards.mean()), abs=1e-6)
-    assert m["dynamic_mse"] > ex["dynamic_mse"]  # the clipped rows were stepped from another state
-    assert "exactly known" in (out / "README.md").read_text()
+    wc = m["with_clipped_states"]
+    assert m["valid_samples"] == wc["samples"] == 2000 and m["flags"]["clipped_state"] == int(clipped.sum())
+    assert m["exact_samples"] == m["original_exact_transitions"] == int((~clipped).sum())
+    assert m["dynamic_mse"] < 1e-10 < 1e-3 < wc["dynamic_mse"]
+    assert m["reward_abs_error"] < 1e-5 < 1e-3 < wc["reward_abs_error"]
+    assert m["oracle_reward"] == pytest.approx(m["original_reward"], abs=1e-5)
+    assert m["original_reward"] == pytest.approx(float(data.rewards[~clipped].mean()), abs=1e-6)
+    assert wc["original_reward"] == pytest.approx(float(data.rewards.mean()), abs=1e-6)
+    text = (out / "README.md").read_text()
+    assert "| exactly known states | with clipped states |" in text and "**Clipped velocities**" in text
+    assert f"over {m['exact_samples']}/2000 sampled transitions with exactly known states" in res.output
+
+
+def test_quality_refuses_swapped_stores(cheetah, tmp_path):
+    # An augmented store records its source: given the other way round, the report would call generated data
+    # original. One line, exit 1, no report; the right order works.
+    from gta_data import StoreWriter, TrajectoryStore
+
+    src = TrajectoryStore.open(cheetah.path)
+    aug = tmp_path / "aug.zarr"
+    with StoreWriter(aug, env_id=src.env_id, obs_dim=src.obs_dim, act_dim=src.act_dim,
+                     provenance={"method": "S4RL", "source_store": str(cheetah.path)}) as w:
+        w.add_transitions(src.load(), src.episode_ends)
+    out = tmp_path / "report"
+    res = runner.invoke(app, ["quality", "--original", str(aug), "--augmented", str(cheetah.path),
+                              "--samples", "50", "--device", "cpu", "--out", str(out)])
+    assert res.exit_code == 1
+    assert res.output.strip() == (f"error: --original {aug} is a S4RL store made from --augmented {cheetah.path}: "
+                                  "--original and --augmented look swapped")
+    assert not out.exists() and not list(tmp_path.glob(".report.tmp-*"))
+    # An augmented "original" beside a plain "augmented" store made elsewhere: swapped just the same.
+    other = tmp_path / "other.zarr"
+    write_store(other, src.load(), src.episode_ends, env_id=src.env_id)
+    res = runner.invoke(app, ["quality", "--original", str(aug), "--augmented", str(other), "--out", str(out)])
+    assert res.exit_code == 1 and "look swapped" in res.output and len(res.output.strip().splitlines()) == 1
+    res = runner.invoke(app, ["quality", "--original", str(cheetah.path), "--augmented", str(aug),
+                              "--samples", "50", "--device", "cpu", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "quality.json").read_text())["warnings"] == []
+
+
+def test_quality_readme_reads_the_numbers(cheetah, tmp_path):
+    # Generated rewards 3x the true ones, actions past the bounds (the fixture's random actions go 20% past
+    # them): the report says so in words.
+    from gta_data import TrajectoryStore
+
+    src = TrajectoryStore.open(cheetah.path).load()
+    tr = Transitions(src.observations, src.actions, src.rewards * 3.0, src.next_observations,
+                     src.terminals, src.timeouts)
+    aug = write_store(tmp_path / "aug.zarr", tr, cheetah.episode_ends, env_id="HalfCheetah-v5")
+    out = tmp_path / "report"
+    res = runner.invoke(app, ["quality", "--original", str(cheetah.path), "--augmented", str(aug.path),
+                              "--samples", "400", "--workers", "1", "--device", "cpu", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    m = json.loads((out / "quality.json").read_text())
+    text = (out / "README.md").read_text()
+    outside = float(np.mean(np.any(np.abs(tr.actions) > 1.0, axis=1)))
+    assert 0.3 < outside < 1.0 and m["flags"]["action_out_of_range"] == round(400 * outside)
+    assert f"{100 * outside:.3g}% of the sampled generated actions lie outside the action bounds" in text
+    ratio = m["generated_reward"] / m["oracle_reward"]
+    assert f"the generated reward is {ratio:.3g}x the oracle's" in text and abs(ratio - 3.0) < 1e-4
+    assert "**Better data?**" in text and "| exactly known states |" not in text  # HalfCheetah clips nothing
 
 
 def test_quality_warns_when_the_original_is_not_the_augmented_source(cheetah, tmp_path):
@@ -183,6 +239,12 @@ def test_compare_report(tmp_path):
     assert len(doc["sensitivity"]) == 1
     for name in ("README.md", "scores.md", "scores.csv", "learning_curves.png", "sensitivity_0.png"):
         assert (out / name).stat().st_size > 100
+    # One std convention, said in every table gta-eval writes and in the console output.
+    for text in ((out / "scores.md").read_text(), (out / "README.md").read_text(), res.output):
+        assert "mean ± std (ddof=1) over 4 seeds" in text
+    assert (out / "scores.csv").read_text().startswith("algorithm,method,task,mean,std_ddof1,seeds\n")
+    gta = next(c for c in doc["table"] if c["method"] == "gta" and c["task"] == "hopper-medium")
+    assert gta["std"] == pytest.approx(float(np.std([55 + 0.5 * k for k in range(4)], ddof=1)))
     res = runner.invoke(app, ["compare", str(tmp_path / "runs"), "--out", str(out)])
     assert res.exit_code == 1 and "already exists" in res.output
     (tmp_path / "empty").mkdir()

@@ -88,7 +88,8 @@ def quality(
             m = res.metrics
             makers = {
                 "quality.png": lambda p: plots.quality_chart(
-                    {"original": {"oracle_reward": m["original_reward"]}, "augmented": m}, p, title=m["env_id"]),
+                    {Path(m["augmented"]).name: m}, p,
+                    title=f"{m['env_id']}: {Path(m['augmented']).name} against {Path(m['original']).name}"),
             }
             if res.reward_sums:
                 makers["reward_sums.png"] = lambda p: plots.reward_histograms(res.reward_sums, p, title=m["env_id"])
@@ -102,9 +103,12 @@ def quality(
         _fail(exc)
     for warning in m.get("warnings", []):
         typer.echo(f"warning: {warning}", err=True)
-    typer.echo(f"dynamic MSE {m['dynamic_mse']:.4g}  oracle reward {m['oracle_reward']:.4g}  "
-               f"novelty(s,a) {m['novelty_state_action']:.4g}  ({m['valid_samples']}/{m['samples']} valid, "
-               f"{m['exact_states']['samples']} with exactly known states)")
+    clipped = m["with_clipped_states"]
+    typer.echo(f"dynamic MSE {m['dynamic_mse']:.4g}  oracle reward {m['oracle_reward']:.4g}  generated reward "
+               f"{m['generated_reward']:.4g}  novelty(s,a) {m['novelty_state_action']:.4g}  over "
+               f"{m['exact_samples']}/{m['samples']} sampled transitions with exactly known states"
+               + (f" (with clipped states: dynamic MSE {clipped['dynamic_mse']:.4g}, oracle reward "
+                  f"{clipped['oracle_reward']:.4g})" if clipped["samples"] > m["exact_samples"] else ""))
     typer.echo(f"report written to {out}")
 
 
@@ -143,6 +147,7 @@ def compare(
             (tmp / "scores.csv").write_text(table.to_csv())
             (tmp / "scores.md").write_text(table_md)
             report.write_json(tmp / "results.json", {
+                "std": "sample standard deviation (ddof=1) over seeds",
                 "runs": [{"task": r.task, "method": r.method, "algorithm": r.algorithm, "mu": r.mu, "alpha": r.alpha,
                           "scores": r.scores, "source": r.source} for r in results],
                 "table": [{"algorithm": a, "method": m, "task": t, "mean": v[0], "std": v[1], "seeds": v[2]}

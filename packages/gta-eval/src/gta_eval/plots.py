@@ -3,8 +3,9 @@
 * ``reward_histograms``: Figure 8 / F.7, reward sums of sub-trajectories: original windows, generated
   rewards and oracle rewards of the generated segments.
 * ``quality_chart``: a clear equivalent of Figure 5's relative radar chart: one panel per metric (oracle
-  reward, novelty, log10 dynamic MSE as in F.4), a bar per dataset/method.
-* ``learning_curves``: normalized score over training steps, mean +- std over seeds, one panel per task.
+  and generated reward against the original data's, dynamic MSE on a log axis as in F.4, novelty), a bar
+  per augmented store.
+* ``learning_curves``: normalized score over training steps, mean +- std (ddof=1) over seeds, one panel per task.
 * ``sensitivity_heatmap``: Table 29's mu x alpha grid of mean scores.
 * ``condition_scatter``: Figure 7 / F.6, conditioning value against generated return.
 """
@@ -49,33 +50,67 @@ def reward_histograms(series: Mapping[str, np.ndarray], path: str | Path, *, tit
     return _save(fig, path)
 
 
+# (key, panel title, y-axis label, log scale)
+_QUALITY_PANELS = [
+    ("dynamic_mse", "dynamic MSE (lower is better)", "mean squared error of s', z-scored", True),
+    ("novelty_state_action", "novelty of (s, a) (higher)", "mean l2 distance to nearest original", False),
+    ("novelty_state", "novelty of s (higher)", "mean l2 distance to nearest original", False),
+    ("novelty_action", "novelty of a (higher)", "mean l2 distance to nearest original", False),
+]
+
+
 def quality_chart(metrics: Mapping[str, Mapping[str, float]], path: str | Path, *, title: str = "") -> Path:
-    """Per-metric panels comparing datasets/methods (keys of ``metrics``)."""
+    """Figure 5's comparison as bar panels, one bar per augmented store (keys of ``metrics``, values
+    quality.json dicts). The reward panel puts each store's oracle reward (the true reward of its (s, a))
+    beside its generated reward, with the original data's reward as a dashed line; dynamic MSE is on a
+    log axis. Every bar carries its value."""
     plt = _plt()
-    panels = [
-        ("oracle_reward", "oracle reward (higher)", False),
-        ("novelty_state_action", "novelty (s, a) (higher)", False),
-        ("novelty_state", "novelty s (higher)", False),
-        ("novelty_action", "novelty a (higher)", False),
-        ("dynamic_mse", "log10 dynamic MSE (lower)", True),
-    ]
-    panels = [p for p in panels if any(m.get(p[0]) is not None for m in metrics.values())]
     names = list(metrics)
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.2), squeeze=False)
+    panels = [p for p in _QUALITY_PANELS if any(m.get(p[0]) is not None for m in metrics.values())]
+    fig, axes = plt.subplots(1, 1 + len(panels), figsize=(2.7 * (1 + len(panels)), 4.2), squeeze=False,
+                             layout="constrained")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, (key, label, log) in zip(axes[0], panels, strict=True):
-        vals = [metrics[n].get(key) for n in names]
-        vals = [np.nan if v is None else (np.log10(max(v, 1e-12)) if log else v) for v in vals]
-        ax.bar(range(len(names)), vals, color=[colors[i % len(colors)] for i in range(len(names))])
-        ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    x = np.arange(len(names))
+    ax = axes[0][0]
+    for offset, key, label, style in ((-0.2, "oracle_reward", "oracle (true) reward", {}),
+                                      (0.2, "generated_reward", "generated reward",
+                                       {"hatch": "//", "alpha": 0.45})):
+        vals = [np.nan if metrics[n].get(key) is None else metrics[n][key] for n in names]
+        bars = ax.bar(x + offset, vals, width=0.4, color=[colors[i % len(colors)] for i in x], label=label,
+                      edgecolor="black", linewidth=0.5, **style)
+        ax.bar_label(bars, fmt="%.3g", fontsize=7, rotation=90 if len(names) > 1 else 0, padding=2)
+    originals = {metrics[n].get("original_reward") for n in names} - {None}
+    if len(originals) == 1:
+        ref = originals.pop()
+        ax.axhline(ref, color="black", linestyle="--", linewidth=1, label=f"original data ({ref:.3g})")
+    ax.axhline(0.0, color="grey", linewidth=0.5)
+    ax.set_title("reward of the same (s, a)", fontsize=9)
+    ax.set_ylabel("mean reward per transition", fontsize=8)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12 if len(names) == 1 else -0.3),
+              ncol=1, frameon=False)
+    for ax, (key, label, ylabel, log) in zip(axes[0][1:], panels, strict=True):
+        vals = [np.nan if metrics[n].get(key) is None else float(metrics[n][key]) for n in names]
+        shown = [max(v, 1e-16) if log else v for v in vals]  # 0 has no place on a log axis; the label says 0
+        bars = ax.bar(x, shown, width=0.6, color=[colors[i % len(colors)] for i in x], edgecolor="black",
+                      linewidth=0.5)
+        ax.bar_label(bars, labels=[f"{v:.3g}" for v in vals], fontsize=7)
+        if log:
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(bottom=0.0)  # distances: 0 is a copy of the original data
         ax.set_title(label, fontsize=9)
+        ax.set_ylabel(ylabel, fontsize=8)
+    for ax in axes[0]:
+        ax.set_xticks(x, names, rotation=20 if len(names) > 1 else 0, ha="right" if len(names) > 1 else "center")
+        ax.set_xlim(-0.8, len(names) - 0.2)
+        ax.margins(y=0.15)
     fig.suptitle(title or "data quality (GTA Figure 5)")
     return _save(fig, path)
 
 
 def learning_curves(curves: Mapping[str, Mapping[str, list[tuple[np.ndarray, np.ndarray]]]], path: str | Path) -> Path:
     """``curves[task][label]`` = list of (steps, scores) per seed; seeds are aligned on the steps they
-    share, and plotted as mean +- std."""
+    share, and plotted as mean +- sample std (ddof=1) over the seeds, the count in each legend entry."""
     plt = _plt()
     tasks = list(curves)
     fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(4.5 * max(1, len(tasks)), 3.4), squeeze=False)
@@ -86,12 +121,13 @@ def learning_curves(curves: Mapping[str, Mapping[str, list[tuple[np.ndarray, np.
                 continue
             steps = np.array(sorted(common))
             ys = np.stack([np.interp(steps, s, v) for s, v in seeds])  # exact at shared steps
-            m, sd = ys.mean(0), ys.std(0)
-            ax.plot(steps, m, label=label)
+            m = ys.mean(0)
+            sd = ys.std(0, ddof=1) if len(ys) > 1 else np.zeros_like(m)
+            ax.plot(steps, m, label=f"{label} ({len(ys)} seed{'s' if len(ys) != 1 else ''})")
             ax.fill_between(steps, m - sd, m + sd, alpha=0.2)
         ax.set_title(task)
         ax.set_xlabel("gradient step")
-        ax.set_ylabel("normalized score")
+        ax.set_ylabel("normalized score, mean ± std (ddof=1)")
         ax.legend(fontsize=7)
     return _save(fig, path)
 

@@ -339,6 +339,13 @@ class ScoreTable:
     average: dict[tuple[str, str], tuple[float, float, int]]  # F.2 average column
     sweeps: list[tuple[str, str, str, int]] = field(default_factory=list)  # (task, method, algo, settings) left out
 
+    def seeds_caption(self) -> str:
+        """The table's statistic in words, e.g. 'mean ± std (ddof=1) over 8 seeds'."""
+        counts = sorted({n for _, _, n in self.cells.values()} | {n for _, _, n in self.average.values()})
+        seeds = (f"{counts[0]} seed" + ("s" if counts[0] != 1 else "") if len(counts) == 1
+                 else f"{counts[0]}-{counts[-1]} seeds (each cell's count in scores.csv)")
+        return f"mean ± std (ddof=1) over {seeds}"
+
     def to_markdown(self, digits: int = 2) -> str:
         def fmt(cell):
             if cell is None:
@@ -348,14 +355,15 @@ class ScoreTable:
 
         head = "| algorithm | method | " + " | ".join(self.tasks) + " | average |"
         sep = "|" + "---|" * (len(self.tasks) + 3)
-        lines = [head, sep]
+        lines = [f"Normalized score, {self.seeds_caption()}; average: the per-seed mean across tasks (GTA F.2).",
+                 "", head, sep]
         for algo, method in self.rows:
             cells = [fmt(self.cells.get((algo, method, t))) for t in self.tasks]
             lines.append(f"| {algo} | {method} | " + " | ".join(cells) + f" | {fmt(self.average.get((algo, method)))} |")
         return "\n".join(lines) + "\n"
 
     def to_csv(self) -> str:
-        lines = ["algorithm,method,task,mean,std,seeds"]
+        lines = ["algorithm,method,task,mean,std_ddof1,seeds"]
         for (algo, method, task), (m, s, n) in sorted(self.cells.items()):
             lines.append(f"{algo},{method},{task},{m:.6g},{s:.6g},{n}")
         for (algo, method), (m, s, n) in sorted(self.average.items()):
