@@ -1,5 +1,5 @@
 """Stage D -> E across packages: what `gta-rl train` writes is what `gta-eval compare` reads (scores and
-labels), through the files only, as a user's pipeline composes them (tools/e2e_locomotion.sh)."""
+labels), through the files only, as a user's pipeline composes them (tools/pipeline.sh, tools/reproduce.py)."""
 
 from __future__ import annotations
 

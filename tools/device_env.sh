@@ -8,7 +8,7 @@ export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda)"
 # Command shims for the packages' CLIs (not installed here), for scripts that take GTA_BIN (tools/pipeline.sh,
-# tools/e2e_locomotion.sh).
+# tools/reproduce.py uses the interpreter directly).
 mkdir -p /tmp/gta-bin
 for _pkg in data diffusion rl eval pixel; do
   printf '#!/bin/sh\nexec python3 -c "from gta_%s.cli import app; app()" "$@"\n' "$_pkg" > /tmp/gta-bin/gta-$_pkg

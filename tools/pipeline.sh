@@ -3,8 +3,10 @@
 #   A. gta-data       make a D4RL maze2d-style PointMaze dataset               -> original.zarr
 #   B. gta-diffusion  train the conditional trajectory diffusion model (4.1)   -> diffusion/
 #   C. gta-diffusion  augment: partial noising + amplified return guidance    -> augmented.zarr
-#   D. gta-rl         TD3+BC on original + augmented data, 2 seeds at once     -> rl/
-#   E. gta-eval       data quality of the augmented data (oracle, novelty)     -> quality/
+#   D. gta-rl         TD3+BC on the original data alone (none) and on original + augmented (gta),
+#                     2 seeds each, the two arms in one stack                  -> rl/none, rl/gta
+#   E. gta-eval       the comparison (mean +- std, Welch's t-test)            -> compare/, summary.md
+#   F. gta-eval       data quality of the augmented data (oracle, novelty)     -> quality/
 # Sizes are tiny so that it runs on a laptop CPU in a few minutes; every knob is an environment variable.
 # Usage: tools/pipeline.sh [OUT_DIR]   (uses .venv/bin; run tools/install.sh first)
 set -euo pipefail
@@ -32,13 +34,17 @@ echo "== C. augmentation: $AUG transitions, maze2d preset (mu 0.5, alpha 1.3, su
   --dataset-preset maze2d --num-transitions "$AUG" --batch-size 1024 --device "$DEVICE" --overwrite
 "$BIN/gta-data" info "$OUT/augmented.zarr"
 
-echo "== D. offline RL: TD3+BC on original + augmented, seeds 0-1, $RL_STEPS steps"
+echo "== D. offline RL: TD3+BC on the original data (none) and on original + augmented (gta), seeds 0-1, $RL_STEPS steps"
 rm -rf "$OUT/rl"
-"$BIN/gta-rl" train td3bc --data "$OUT/original.zarr" --data "$OUT/augmented.zarr" --seeds 0-1 \
-  --steps "$RL_STEPS" --batch-size 256 --eval-every "$RL_STEPS" --eval-episodes 5 --out "$OUT/rl" --device "$DEVICE"
-"$BIN/gta-rl" summary "$OUT/rl"
+"$BIN/gta-rl" train td3bc --arm "none=$OUT/original.zarr" --arm "gta=$OUT/original.zarr,$OUT/augmented.zarr" \
+  --seeds 0-1 --steps "$RL_STEPS" --batch-size 256 --eval-every "$RL_STEPS" --eval-episodes 5 --out "$OUT/rl" \
+  --device "$DEVICE"
 
-echo "== E. data quality of the augmented data"
+echo "== E. does GTA make the agent better? (at this tiny scale: a smoke test, not a result; see RESULTS.md)"
+"$BIN/gta-eval" compare "$OUT/rl/none" "$OUT/rl/gta" --out "$OUT/compare" --overwrite
+cp "$OUT/compare/scores.md" "$OUT/summary.md"
+
+echo "== F. data quality of the augmented data"
 "$BIN/gta-eval" quality --original "$OUT/original.zarr" --augmented "$OUT/augmented.zarr" --samples 5000 \
   --segments 100 --workers 2 --out "$OUT/quality" --overwrite
-echo "done: results in $OUT (quality report: $OUT/quality)"
+echo "done: results in $OUT (score table: $OUT/summary.md; comparison: $OUT/compare; quality report: $OUT/quality)"

@@ -309,9 +309,11 @@ def write_row(dataset: str, w: Path, scale: Scale, gpu: bool, commit: str) -> di
     quality = {}
     for m in AUGMENTED:
         q = json.loads((w / f"quality-{m}" / "quality.json").read_text())
+        # gta-eval's headline: over the rows whose state the simulator can be set to exactly (Hopper and
+        # Walker2d clip velocities in their observations), all rows beside it
         quality[m] = {"oracle_reward": q.get("oracle_reward"), "generated_reward": q.get("generated_reward"),
                       "dynamic_mse": q.get("dynamic_mse"), "novelty": q.get("novelty_state_action"),
-                      "exact_states": q.get("exact_states")}
+                      "exact_samples": q.get("exact_samples"), "with_clipped_states": q.get("with_clipped_states")}
     stages = json.loads((w / "stages.json").read_text())
     missing = [m for m in METHODS if m not in cells]
     if missing:

@@ -137,7 +137,7 @@ def test_no_dropout_inside_the_network_training_drops_in_the_loss():
         alone = net(x[2:3], c_noise[2:3], cond[2:3], dropped[2:3])
     assert torch.equal(train_a, train_b)
     torch.testing.assert_close(train_a, evaluated)
-    torch.testing.assert_close(alone[0], evaluated[2], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(alone[0], evaluated[2], rtol=1e-4, atol=1e-5)  # float32: another batch size, other GEMM blocking
     den = Denoiser(net.train())
     cfg = EDMConfig()
 

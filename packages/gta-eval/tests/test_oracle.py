@@ -103,3 +103,18 @@ def test_bad_input_is_a_clear_error():
         make_oracle(OracleSpec.create("PointMaze_UMaze-v3", 4, 2, [{"key": "observation", "start": 0, "stop": 4}]))
     with pytest.raises(EvalError, match="observations have shape"):
         run_oracle(OracleSpec.create("Hopper-v5", 11, 3), np.zeros((3, 12)), np.zeros((3, 3)))
+
+
+@pytest.mark.parametrize("env_id", ["PointMaze_UMaze-v3", "HalfCheetah-v5"])
+def test_oracle_envs_are_quiet(env_id, tmp_path):
+    # gymnasium-robotics' AdroitHand notice (printed on import), MuJoCo's settotalmass deprecation and its
+    # MUJOCO_LOG.TXT: none of them on any gta-eval command.
+    import subprocess
+    import sys
+
+    code = (f"from gta_eval.oracle import _make_env; env = _make_env({env_id!r}); env.reset(seed=0); "
+            "env.step(env.action_space.sample()); env.close()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "" and proc.stderr == "", proc.stderr
+    assert not (tmp_path / "MUJOCO_LOG.TXT").exists()

@@ -147,12 +147,13 @@ class OracleBatch:
 def _make_env(env_id: str, **kwargs: Any):
     import gymnasium as gym
 
+    from gta_data.simulators import quiet_mujoco, register_robotics_envs
+
+    quiet_mujoco()  # no engine warnings on stderr, no MUJOCO_LOG.TXT in the working directory
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if env_id.startswith("PointMaze"):
-            import gymnasium_robotics
-
-            gym.register_envs(gymnasium_robotics)
+            register_robotics_envs()  # without the AdroitHand notice it prints on import
         try:
             return gym.make(env_id, **kwargs)
         except Exception as exc:  # gymnasium raises many types for bad ids/kwargs

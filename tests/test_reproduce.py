@@ -1,0 +1,83 @@
+"""tools/reproduce.py: one Table 1 row end to end at a tiny scale on the CPU, and a rerun that redoes nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOL = ROOT / "tools" / "reproduce.py"
+
+
+def _run(*args, timeout=900):
+    return subprocess.run([sys.executable, str(TOOL), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+@pytest.mark.slow
+def test_a_row_end_to_end_then_a_rerun_that_skips_every_stage(tmp_path):
+    w = tmp_path / "row"
+    first = _run("pointmaze-umaze", "--workdir", w, "--tiny", "--jobs", "2")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    row = json.loads((w / "row.json").read_text())
+    assert row["algorithm"] == "iql" and set(row["scores"]) == {"none", "s4rl", "synther", "gta"}
+    for method, cell in row["scores"].items():
+        assert cell["seeds"] == 2 and cell["mean"] == cell["mean"], method  # a number, not NaN
+        # the scores come from the arms' own run directories, one per method
+        results = json.loads((w / "rl" / method / "results.json").read_text())
+        finals = [s["final_score"] for s in results["seeds"].values()]
+        assert cell["mean"] == pytest.approx(sum(finals) / len(finals))
+    assert set(row["welch_gta_vs"]) == {"none", "s4rl", "synther"}
+    assert set(row["quality"]) == {"s4rl", "synther", "gta"}
+    assert all(q["dynamic_mse"] is not None for q in row["quality"].values())
+    assert row["paper"]["gta"] == [41.68, 1.41]
+    assert row["protocol"]["generated"] == 2000 and row["protocol"]["rl_steps"] == 40
+    stages = json.loads((w / "stages.json").read_text())
+    assert set(stages) == {"data", "gta-model", "gta", "s4rl", "synther-model", "synther", "rl", "compare",
+                           "quality-s4rl", "quality-synther", "quality-gta"}
+    assert all(v["wall_s"] is not None for v in stages.values())
+    md = (w / "row.md").read_text()
+    assert "| gta |" in md and "Stage wall times" in md
+    # SynthER's arm trains on its samples alone, in the original data's env settings
+    synther_run = json.loads((w / "rl" / "synther" / "config.json").read_text())
+    assert synther_run["data"] == [str(w / "synther.zarr")]
+    assert synther_run["env_kwargs"] == json.loads((w / "rl" / "none" / "config.json").read_text())["env_kwargs"]
+
+    mtimes = {p: p.stat().st_mtime_ns for p in (w / "rl").rglob("checkpoint.safetensors")}
+    again = _run("pointmaze-umaze", "--workdir", w, "--tiny", "--jobs", "2", timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("done earlier") == len(stages) and ": start" not in again.stdout
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes  # nothing was trained again
+
+    # another scale in the same folder is refused, not mixed with the finished stages
+    other = _run("pointmaze-umaze", "--workdir", w, "--tiny", "--rl-steps", "50", timeout=120)
+    assert other.returncode != 0 and "another command" in other.stderr
+
+
+def test_stages_follow_the_paper(tmp_path):
+    sys.path.insert(0, str(TOOL.parent))
+    try:
+        import reproduce
+    finally:
+        sys.path.remove(str(TOOL.parent))
+    stages = {s.name: s for s in reproduce.build_stages("hopper-medium", tmp_path, reproduce.Scale(), gpu=True)}
+    rl = stages["rl"].command
+    arms = [rl[i + 1] for i, a in enumerate(rl) if a == "--arm"]
+    w = str(tmp_path)
+    assert arms == [f"none={w}/original.zarr", f"s4rl={w}/original.zarr,{w}/s4rl.zarr", f"synther={w}/synther.zarr",
+                    f"gta={w}/original.zarr,{w}/gta.zarr"]
+    assert rl[rl.index("train") + 1] == "td3bc" and rl[rl.index("--steps") + 1] == "1000000"
+    assert rl[rl.index("--batch-size") + 1] == "1024" and rl[rl.index("--seeds") + 1] == "0-7"
+    gta = stages["gta"].command
+    assert gta[gta.index("--num-transitions") + 1] == "5000000"
+    assert gta[gta.index("--dataset-preset") + 1] == "hopper-medium"
+    synther = stages["synther-model"].command
+    assert synther[synther.index("--steps") + 1] == "100000"
+    maze = {s.name: s for s in reproduce.build_stages("pointmaze-large", tmp_path, reproduce.Scale(), gpu=True)}
+    assert maze["rl"].command[maze["rl"].command.index("train") + 1] == "iql"
+    assert "--fused-mlp" not in maze["rl"].command
+    assert maze["gta"].command[maze["gta"].command.index("--dataset-preset") + 1] == "maze2d"
