@@ -19,8 +19,14 @@ def _run(*args, timeout=900):
 
 
 @pytest.mark.slow
-def test_a_row_end_to_end_then_a_rerun_that_skips_every_stage(tmp_path):
+def test_a_row_stopped_then_continued_then_a_rerun_that_skips_every_stage(tmp_path):
     w = tmp_path / "row"
+    # a time-limited session: the stages still running are stopped, the finished ones recorded
+    stopped = _run("pointmaze-umaze", "--workdir", w, "--tiny", "--jobs", "2", "--stop-after-s", "12")
+    assert stopped.returncode == 3, stopped.stdout[-3000:] + stopped.stderr[-3000:]
+    assert "rerun the same command to continue" in stopped.stdout
+    partial = json.loads((w / "stages-partial.json").read_text())
+    assert partial and all(v > 0 for v in partial.values())
     first = _run("pointmaze-umaze", "--workdir", w, "--tiny", "--jobs", "2")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     row = json.loads((w / "row.json").read_text())
@@ -40,6 +46,9 @@ def test_a_row_end_to_end_then_a_rerun_that_skips_every_stage(tmp_path):
     assert set(stages) == {"data", "gta-model", "gta", "s4rl", "synther-model", "synther", "rl", "compare",
                            "quality-s4rl", "quality-synther", "quality-gta"}
     assert all(v["wall_s"] is not None for v in stages.values())
+    for name, seconds in partial.items():  # a stage's wall time counts its stopped calls too
+        assert stages[name]["wall_s"] > seconds
+    assert json.loads((w / "stages-partial.json").read_text()) == {}
     md = (w / "row.md").read_text()
     assert "| gta |" in md and "Stage wall times" in md
     # SynthER's arm trains on its samples alone, in the original data's env settings

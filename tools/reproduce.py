@@ -76,6 +76,14 @@ class Stage:
     store: str | None = None  # the store the stage writes, if any (found complete: the stage is done)
     resume_flag: list[str] = field(default_factory=list)  # added on a rerun that continues the stage
 
+    @property
+    def args(self) -> list[str]:
+        """The command without the interpreter or script that runs the CLI: what must match on a rerun."""
+        for i, word in enumerate(self.command):
+            if word.startswith("from gta_") or Path(word).name.startswith("gta-"):
+                return self.command[i + 1:]
+        return self.command
+
 
 @dataclass(frozen=True)
 class Scale:
@@ -178,18 +186,37 @@ def build_stages(dataset: str, w: Path, scale: Scale, gpu: bool) -> list[Stage]:
 
 
 class Ledger:
-    """``stages.json``: each finished stage's command and wall time (written atomically after each)."""
+    """``stages.json``: each finished stage's command, arguments and wall time, the time of its stopped
+    earlier calls included (those are kept in ``stages-partial.json`` meanwhile). Written atomically."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.partial_path = path.with_name("stages-partial.json")
         self.done: dict[str, dict] = json.loads(path.read_text()) if path.exists() else {}
+        self.partial: dict[str, float] = (json.loads(self.partial_path.read_text())
+                                          if self.partial_path.exists() else {})
 
-    def record(self, name: str, command: list[str], wall_s: float | None, note: str = "") -> None:
-        self.done[name] = {"command": command, "wall_s": wall_s, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                           **({"note": note} if note else {})}
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.done, indent=2))
-        os.replace(tmp, self.path)
+    def matches(self, stage: Stage) -> bool:
+        old = self.done[stage.name]
+        return old["args"] == stage.args if "args" in old else old["command"] == stage.command
+
+    def record(self, stage: Stage, wall_s: float | None, note: str = "") -> None:
+        if wall_s is not None:
+            wall_s += self.partial.pop(stage.name, 0.0)
+        self.done[stage.name] = {"command": stage.command, "args": stage.args, "wall_s": wall_s,
+                                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **({"note": note} if note else {})}
+        _write_json(self.path, self.done)
+        _write_json(self.partial_path, self.partial)
+
+    def stopped(self, stage: Stage, wall_s: float) -> None:
+        self.partial[stage.name] = self.partial.get(stage.name, 0.0) + wall_s
+        _write_json(self.partial_path, self.partial)
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
 
 
 def _store_complete(path: str) -> bool:
@@ -216,10 +243,10 @@ def run_stages(stages: list[Stage], w: Path, jobs: int, stop_after_s: float | No
     logs = w / "logs"
     logs.mkdir(exist_ok=True)
     for stage in stages:
-        old = ledger.done.get(stage.name)
-        if old is not None and old["command"] != stage.command:
-            raise SystemExit(f"error: stage {stage.name} in {w} was run with another command ({' '.join(old['command'])}); "
-                             "use another --workdir for another scale")
+        if stage.name in ledger.done and not ledger.matches(stage):
+            old = ledger.done[stage.name]
+            raise SystemExit(f"error: stage {stage.name} in {w} was run with another command "
+                             f"({' '.join(old.get('args', old['command']))}); use another --workdir for another scale")
     pending = [s for s in stages if s.name not in ledger.done]
     running: dict[str, tuple[Stage, subprocess.Popen, float, object]] = {}
 
@@ -231,14 +258,19 @@ def run_stages(stages: list[Stage], w: Path, jobs: int, stop_after_s: float | No
             print(f"{stamp()} {stage.name}: done earlier ({ledger.done[stage.name]['wall_s'] or 0:.0f} s), skipped")
     while pending or running:
         if stop_after_s is not None and time.perf_counter() - t0 > stop_after_s and running:
+            # SIGTERM to each stage's own process: training commands write a checkpoint at their step boundary
+            # first (their worker processes are closed by them); whatever is left of the group goes after.
             for name, (_, proc, _, _) in running.items():
                 print(f"{stamp()} {name}: stopping (--stop-after-s {stop_after_s:.0f}); rerun to continue", flush=True)
                 proc.send_signal(signal.SIGTERM)
-            for _, proc, _, log in running.values():
+            for stage, proc, started, log in running.values():
                 try:
-                    proc.wait(timeout=120)
+                    proc.wait(timeout=300)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+                    proc.wait()
+                _kill_group(proc)
+                ledger.stopped(stage, time.perf_counter() - started)
                 log.close()
             return False
         for stage in list(pending):
@@ -248,7 +280,7 @@ def run_stages(stages: list[Stage], w: Path, jobs: int, stop_after_s: float | No
                 continue
             pending.remove(stage)
             if stage.store and _store_complete(stage.store):
-                ledger.record(stage.name, stage.command, None, "output found complete")
+                ledger.record(stage, None, "output found complete")
                 print(f"{stamp()} {stage.name}: {stage.store} found complete, not redone", flush=True)
                 continue
             if stop_after_s is not None and time.perf_counter() - t0 > stop_after_s:
@@ -277,13 +309,22 @@ def run_stages(stages: list[Stage], w: Path, jobs: int, stop_after_s: float | No
                     other_log.close()
                 raise SystemExit(f"error: stage {name} failed (exit {proc.returncode}) after {wall:.0f} s; its log "
                                  f"{logs / (name + '.log')} ends:\n" + "\n".join(tail))
-            ledger.record(name, stage.command, wall)
-            print(f"{stamp()} {name}: done in {wall:.0f} s", flush=True)
+            _kill_group(proc)
+            ledger.record(stage, wall)
+            print(f"{stamp()} {name}: done in {ledger.done[name]['wall_s']:.0f} s", flush=True)
         if running:
             time.sleep(1.0)
         elif pending and not any(all(n in ledger.done for n in s.needs) for s in pending):
             raise SystemExit(f"error: stages {', '.join(s.name for s in pending)} wait for stages that cannot run")
     return True
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """End what a finished stage left running in its process group (e.g. compile workers)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _device_name(gpu: bool) -> str:
@@ -314,7 +355,7 @@ def write_row(dataset: str, w: Path, scale: Scale, gpu: bool, commit: str) -> di
         quality[m] = {"oracle_reward": q.get("oracle_reward"), "generated_reward": q.get("generated_reward"),
                       "dynamic_mse": q.get("dynamic_mse"), "novelty": q.get("novelty_state_action"),
                       "exact_samples": q.get("exact_samples"), "with_clipped_states": q.get("with_clipped_states")}
-    stages = json.loads((w / "stages.json").read_text())
+    stages = json.loads((w / "stages.json").read_text())  # wall times include the stopped calls' time
     missing = [m for m in METHODS if m not in cells]
     if missing:
         raise SystemExit(f"error: the comparison has no {', '.join(missing)} row")

@@ -123,3 +123,23 @@ def test_resume_with_other_options_applies_or_refuses(tmp_path, toy_store, model
         res = runner.invoke(app, ["train", "--out", str(run), *common, *extra])
         assert res.exit_code == 1 and message in res.output and len(res.output.strip().splitlines()) == 1, res.output
     assert (run / "config.json").read_text() == before
+
+
+def test_resume_of_the_other_model_kind_rewrites_nothing(tmp_path, toy_store):
+    # `train --steps N` on a SynthER run without --model synther (or the reverse) is refused before its
+    # config.json is rewritten with the new options.
+    runner = CliRunner()
+    synther, gta = tmp_path / "synther", tmp_path / "gta"
+    res = runner.invoke(app, ["train", "--data", str(toy_store.path), "--out", str(synther), *SYNTHER_ARGS[:4],
+                              "--steps", "2", "--batch-size", "16", "--checkpoint-every", "2", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["train", "--data", str(toy_store.path), "--out", str(gta), "--network",
+                              "fast-mixer-small", "--horizon", "4", "--steps", "2", "--batch-size", "16",
+                              "--checkpoint-every", "2", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    for run, model_args in ((synther, []), (gta, ["--model", "synther"])):
+        before = (run / "config.json").read_text()
+        res = runner.invoke(app, ["train", "--out", str(run), *model_args, "--steps", "500", "--device", "cpu"])
+        assert res.exit_code == 1 and "model, not a" in res.output and len(res.output.strip().splitlines()) == 1, \
+            res.output
+        assert (run / "config.json").read_text() == before

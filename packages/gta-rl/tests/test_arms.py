@@ -188,3 +188,67 @@ def test_arms_evaluated_in_worker_processes_score_as_in_the_foreground(stores, t
         for seed in ("0", "1"):
             assert there[name]["seeds"][seed]["final_score"] == pytest.approx(
                 here[name]["seeds"][seed]["final_score"], abs=1e-4)
+
+
+def test_a_refused_resume_touches_no_arm(stores, tmp_path):
+    # The second arm's config no longer matches: the first arm, finished, must keep its results and config.
+    arms = {"orig": ((stores[0],), tmp_path / "orig"), "aug": (stores, tmp_path / "aug")}
+    train_arms(_cfg(), arms)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    changed = {"orig": arms["orig"], "aug": ((stores[1],), tmp_path / "aug")}
+    with pytest.raises(RunError, match="differs in data"):
+        train_arms(_cfg(steps=30), changed, resume=True)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_arms_at_different_steps_are_refused_before_anything_is_written(stores, tmp_path):
+    arms = {"orig": ((stores[0],), tmp_path / "orig"), "aug": (stores, tmp_path / "aug")}
+    train_arms(_cfg(), arms, stop_after=12)
+    train(RunConfig(**{**_cfg().__dict__, "data": (stores[0],)}), tmp_path / "orig", resume=True, stop_after=12)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(RunError, match=r"different steps \(orig at 24, aug at 12\)"):
+        train_arms(_cfg(), arms, resume=True)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_sigterm_checkpoints_every_arm_at_the_same_step_then_resumes(stores, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "row"
+    args = ["train", "td3bc", "--arm", f"orig={stores[0]}", "--arm", f"aug={stores[0]},{stores[1]}", "--out", str(out),
+            "--seeds", "0-1", "--steps", "100000", "--batch-size", "16", "--eval-every", "50", "--eval-episodes", "1",
+            "--log-every", "50", "--set", "hidden=[16]", "--device", "cpu"]
+    code = "import sys; from gta_rl.cli import app; sys.argv[0] = 'gta-rl'; app()"
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 240
+    while not (out / "aug" / "checkpoint.safetensors").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "stopped by SIGTERM at step" in err and "--resume" in err
+    steps = {json.loads(_meta(out / name))["step"] for name in ("orig", "aug")}
+    assert len(steps) == 1
+    assert not (out / "orig" / "results.json").exists()
+    step = steps.pop()
+    resumed = CliRunner().invoke(app, [*args[:args.index("--steps") + 1], str(step + 50),
+                                       *args[args.index("--steps") + 2:], "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads((out / "aug" / "results.json").read_text())["step"] == step + 50
+
+
+def _meta(path):
+    from safetensors import safe_open
+
+    with safe_open(str(path / "checkpoint.safetensors"), framework="pt") as f:
+        return f.metadata()["meta"]
+
+
+def test_cli_arms_refuse_a_file_as_out(stores, tmp_path):
+    (tmp_path / "file").write_text("x")
+    result = CliRunner().invoke(app, ["train", "td3bc", "--arm", f"a={stores[0]}", "--out", str(tmp_path / "file")])
+    assert result.exit_code == 1 and "is a file" in result.output

@@ -148,7 +148,7 @@ def train(
 def run_training(trainer: Any, out: Path, stop_after: int | None, *, show: bool = True) -> None:
     """The training loop of both models with a progress bar: to the end, to ``stop_after`` (then a checkpoint),
     or to a SIGINT/SIGTERM (a checkpoint at that step boundary, then exit code 128 + the signal)."""
-    from gta_diffusion.stop import StopSignals
+    from gta_data.stop import StopSignals
 
     with StopSignals() as signals, _progress(show) as bar:
         task = bar.add_task("train", total=trainer.cfg.steps, completed=trainer.step_count, info="")

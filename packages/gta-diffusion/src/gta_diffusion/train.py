@@ -19,7 +19,7 @@ states advance with every replay and checkpoints stay exact.
 Exact resume: the checkpoint holds the raw and EMA weights, the optimizer state, the step (which fixes the
 learning rate) and the states of the data-order and loss-noise generators of every rank, so a run that is
 killed and resumed from its last checkpoint continues exactly as if it had not stopped.
-A SIGINT or SIGTERM (``gta_diffusion.stop``) makes the loop checkpoint at the current step boundary and
+A SIGINT or SIGTERM (``gta_data.stop``) makes the loop checkpoint at the current step boundary and
 return; a resume may grow the total of steps or change the batch size (:func:`apply_resume_options`), never
 the network.
 Data-parallel training: under torchrun each rank draws its own ``batch_size / world_size`` windows
@@ -360,7 +360,7 @@ class Trainer:
         """Run to step ``until`` (default: the configured total), logging and checkpointing on schedule.
         Stopping early (``until`` < total) without a checkpoint at ``until`` behaves like a kill.
 
-        ``stop`` (e.g. :meth:`gta_diffusion.stop.StopSignals.requested`) is asked after every step; once it
+        ``stop`` (e.g. :meth:`gta_data.stop.StopSignals.requested`) is asked after every step; once it
         answers True the run checkpoints at that step boundary and returns True. Under torchrun the ranks
         agree on it at metric lines (every ``log_every`` steps), the loop's only synchronisation points."""
         until = self.cfg.steps if until is None else min(until, self.cfg.steps)
@@ -455,7 +455,7 @@ class Trainer:
 
 
 def apply_resume_options(run_dir: str | Path, *, steps: int | None = None, batch_size: int | None = None,
-                         preset: str | None = None, penalty_in_rewards: bool | None = None,
+                         preset: str | None = None, penalty_in_rewards: bool | None = None, model: str = "gta",
                          dist: DistInfo = DistInfo()) -> list[str]:
     """Options given again when resuming the run in ``run_dir`` (None: not given), against its saved config.
 
@@ -463,11 +463,13 @@ def apply_resume_options(run_dir: str | Path, *, steps: int | None = None, batch
     penalty moved into (or out of) the reward channel. What changes only the rest of the optimisation is
     applied by rewriting ``config.json`` (atomically) and returned as one line each: a new total of steps
     (not below the step of the last checkpoint; the learning-rate schedule follows the new total from the
-    resumed step on) and a new batch size. Rank 0 decides; every rank gets its answer."""
+    resumed step on) and a new batch size. A run of another ``model`` kind (gta / synther) is refused before
+    anything is rewritten. Rank 0 decides; every rank gets its answer."""
     outcome: tuple[str, Any] | None = None
     if dist.is_main:
         try:
-            outcome = ("ok", _apply_resume_options(Path(run_dir), steps, batch_size, preset, penalty_in_rewards))
+            outcome = ("ok", _apply_resume_options(Path(run_dir), steps, batch_size, preset, penalty_in_rewards,
+                                                   model))
         except DiffusionError as exc:
             outcome = ("error", str(exc))
     kind, value = broadcast_object(dist, outcome)
@@ -477,8 +479,12 @@ def apply_resume_options(run_dir: str | Path, *, steps: int | None = None, batch
 
 
 def _apply_resume_options(run_dir: Path, steps: int | None, batch_size: int | None, preset: str | None,
-                          penalty_in_rewards: bool | None) -> list[str]:
+                          penalty_in_rewards: bool | None, model: str) -> list[str]:
     config = read_config(run_dir)
+    saved_model = config.get("model", "gta")
+    if saved_model != model:
+        raise DiffusionError(f"{run_dir} holds a {saved_model} model, not a {model} one (pass --model {saved_model} "
+                             "to resume it)")
     saved_preset = resolve_network_name(config["network"]["preset"])
     if preset is not None and resolve_network_name(preset) != saved_preset:
         raise DiffusionError(f"{run_dir} was trained with network preset {saved_preset!r}; a resume cannot change "

@@ -157,23 +157,25 @@ class StackedData:
     members) draws its batches from ``parts[g]`` only.
 
     This is how runs that differ in their data, not only in their seed, train in one process (``gta-rl train
-    --arm``: original data, original + GTA, ...). The parts' arrays are concatenated once on the device;
+    --arm``: original data, original + GTA, ...). The parts' arrays (which may stay on the host) are
+    concatenated once on ``device``;
     member group g draws exactly the rows that ``parts[g]`` alone would give it (its own seeds' streams, its
     own size and mix ratio), offset into the concatenation. Each part keeps its own state statistics and
     reward transform (already applied to its arrays); :attr:`obs_mean` / :attr:`obs_std` are per member
     ([S, 1, obs]) for acting."""
 
-    def __init__(self, parts: Sequence[OfflineData], counts: Sequence[int]) -> None:
+    def __init__(self, parts: Sequence[OfflineData], counts: Sequence[int],
+                 device: torch.device | str | None = None) -> None:
         if len(parts) != len(counts) or not parts or min(counts) < 1:
             raise ValueError("one positive member count per part is needed")
         dims = {(p.obs_dim, p.act_dim) for p in parts}
         if len(dims) != 1:
             raise StoreError(f"the arms' data disagree in (obs, act) dims: {sorted(dims)}")
         self.parts, self.counts = list(parts), [int(c) for c in counts]
-        self.device = parts[0].device
+        self.device = torch.device(device) if device is not None else parts[0].device
         self.offsets = np.cumsum([0, *(p.num_transitions for p in parts)])[:-1].tolist()
-        for name in ("observations", "actions", "rewards", "next_observations", "dones"):
-            setattr(self, name, torch.cat([getattr(p, name) for p in parts]))
+        for name in ("observations", "actions", "rewards", "next_observations", "dones"):  # the parts may stay on the host
+            setattr(self, name, torch.cat([getattr(p, name) for p in parts]).to(self.device))
 
         def per_member(stat: str) -> np.ndarray:  # [S, 1, obs]
             return np.concatenate([np.repeat(getattr(p, stat)[None, None], c, axis=0)

@@ -93,7 +93,7 @@ def train(
     from gta_data import StoreError
     from gta_rl.algorithms import ConfigError, parse_override
     from gta_rl.seeds import SeedSpecError, parse_seeds
-    from gta_rl.train import RunConfig, RunError, train_arms
+    from gta_rl.train import RunConfig, RunError, RunStopped, train_arms
 
     is_dt = algorithm.lower() == "dt"
     steps = steps if steps is not None else (100_000 if is_dt else 1_000_000)
@@ -118,6 +118,9 @@ def train(
             task = bar.add_task(f"{algorithm} {what}{len(cfg.seeds)} seeds", total=steps)
             results = train_arms(cfg, arms, resume=resume,
                                  progress=lambda done, total: bar.update(task, completed=done))
+    except RunStopped as exc:  # SIGINT / SIGTERM: every run directory holds a checkpoint of the same step
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(exc.exit_code) from None
     except (StoreError, ConfigError, SeedSpecError, RunError, ValueError, FileNotFoundError) as exc:
         _fail(exc, debug)
         return
@@ -149,6 +152,8 @@ def _parse_arms(specs: list[str], data: list[Path], out: Path) -> dict[str, tupl
         if not data:
             raise RunError("no training data given (pass --data at least once, or --arm)")
         return {"": (tuple(str(p) for p in data), out)}
+    if out.exists() and not out.is_dir():
+        raise RunError(f"--out {out} is a file: with --arm it is the folder of the arms' run directories")
     arms: dict[str, tuple[tuple[str, ...], Path]] = {}
     for spec in specs:
         name, sep, stores = spec.partition("=")
@@ -179,7 +184,7 @@ def evaluate(
     try:
         run, agent, meta = load_run(run_dir, device)
         if episodes is None:
-            episodes = run.get("eval_episodes") or default_eval_episodes(run["env_id"])
+            episodes = run.get("eval_episodes") or default_eval_episodes(run["env_id"], run["algorithm"])
         if episodes < 1:
             raise RunError(f"--episodes must be >= 1, got {episodes}")
         evaluator = make_evaluator(run, episodes, run.get("eval_async", False) if eval_async is None else eval_async)

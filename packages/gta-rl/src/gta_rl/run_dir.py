@@ -27,6 +27,14 @@ class RunError(ValueError):
     """A run that cannot start or resume (one-line message)."""
 
 
+class RunStopped(Exception):
+    """A run stopped by SIGINT or SIGTERM after writing its checkpoint; ``exit_code`` is 128 + the signal."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 def check_out_dir(out: Path, resume: bool) -> bool:
     """Whether ``out`` may receive this run; True where it holds an earlier start that never reached its
     first checkpoint (to be cleared with :func:`clear_unstarted_run` once the new start is valid)."""

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from gta_data.stop import StopSignals
 from gta_rl import fused_mlp
 from gta_rl.algorithms import (
     build_agent,
@@ -42,6 +43,7 @@ from gta_rl.nets import fused_mlp_networks
 from gta_rl.run_dir import (
     CHECKPOINT,
     RunError,
+    RunStopped,
     SeedLogs,
     check_out_dir,
     clear_unstarted_run,
@@ -57,8 +59,8 @@ from gta_rl.run_eval import (
     make_evaluator,
 )
 
-__all__ = ["CHECKPOINT", "CpuPolicies", "RunConfig", "RunError", "default_eval_episodes", "evaluate_agent",
-           "load_run", "make_evaluator", "train", "train_arms"]
+__all__ = ["CHECKPOINT", "CpuPolicies", "RunConfig", "RunError", "RunStopped", "default_eval_episodes",
+           "evaluate_agent", "load_run", "make_evaluator", "train", "train_arms"]
 
 # Settings a resume may change: they change how fast the run goes, not what it computes.
 _FREE_ON_RESUME = ("steps", "device", "compile", "cuda_graph", "tf32", "bf16", "fused_mlp", "fullgraph",
@@ -289,7 +291,9 @@ def train_arms(
     group: list[_Arm] = []
     for i, ((name, (paths, _)), out, restart) in enumerate(zip(arms.items(), outs, restarts, strict=True)):
         saved = read_config(out) if resume else None
-        run, data = _prepare(cfg, algorithm, tuple(str(Path(p)) for p in paths), saved, device)
+        # several arms: each arm's arrays stay on the host, only their concatenation goes to the device
+        where = device if len(arms) == 1 else torch.device("cpu")
+        run, data = _prepare(cfg, algorithm, tuple(str(Path(p)) for p in paths), saved, where)
         if len(arms) > 1:
             run |= {"arm": name, "arms": list(arms)}
         members = slice(i * len(cfg.seeds), (i + 1) * len(cfg.seeds))
@@ -298,7 +302,8 @@ def train_arms(
     eval_episodes = group[0].run["eval_episodes"]
     # The stack's own view: every member's seed, the arms' shared settings (evaluation, agent, env).
     stack_run = {**group[0].run, "seeds": [s for arm in group for s in arm.run["seeds"]]}
-    data = group[0].data if len(group) == 1 else StackedData([a.data for a in group], [len(cfg.seeds)] * len(group))
+    data = (group[0].data if len(group) == 1 else
+            StackedData([a.data for a in group], [len(cfg.seeds)] * len(group), device=device))
 
     def new_agent() -> Agent:
         agent = build_agent(stack_run, device)
@@ -314,12 +319,12 @@ def train_arms(
         check_env_matches(stack_run["env_id"], stack_run["env_kwargs"], stack_run["observation_layout"],
                           stack_run["obs_dim"])
     members = _MemberState(agent, stack_run) if len(group) > 1 else None
+    loaded = _read_checkpoints(group, device) if resume else None  # refusals before anything is written
     for arm in group:
         _open_run_dir(arm, resume)
-
     start, pending_at_start = 0, None
-    if resume:
-        start, pending_at_start = _resume(agent, group, members, device)
+    if loaded is not None:
+        start, pending_at_start = _resume(agent, group, members, loaded)
 
     compile_step = cfg.compile
     if algorithm == "dt" and cfg.compile:
@@ -350,7 +355,9 @@ def train_arms(
             save_checkpoint(arm.out / CHECKPOINT, own, {"step": done, "history": arm.history, "pending_eval": pending})
 
     t0, t_last, last_step = time.perf_counter(), time.perf_counter(), start
+    stop = StopSignals()
     try:
+        stop.__enter__()
         if eval_episodes > 0:
             evaluator = make_evaluator(stack_run, eval_episodes, cfg.eval_async)
             if cfg.eval_overlap and algorithm != "dt":  # the DT's rollouts keep context state
@@ -387,10 +394,19 @@ def train_arms(
                 save(done, pending)
             if progress is not None:
                 progress(done, cfg.steps)
+            if stop.requested():  # SIGINT / SIGTERM: every arm's checkpoint at this step, then stop
+                collect()
+                save(done, None)
+                end = done
+                break
         collect()
     finally:
+        stop.__exit__()
         if evaluator is not None:
             evaluator.close()
+    if stop.requested() and end < cfg.steps:
+        raise RunStopped(f"stopped by {stop.name} at step {end}: checkpoint written; continue with --resume",
+                         stop.exit_code)
     wall = time.perf_counter() - t0
     out_results = {}
     for arm in group:
@@ -406,15 +422,28 @@ def read_config(out: Path) -> dict[str, Any]:
     return json.loads((out / "config.json").read_text())
 
 
+def _read_checkpoints(group: Sequence[_Arm], device: torch.device) -> list[tuple[dict, dict]]:
+    """Every arm's checkpoint, after checking each arm's config against its saved one and that the arms
+    stopped at the same step: a resume is refused before any run directory is touched."""
+    for arm in group:
+        differs = [k for k in arm.run if k not in _FREE_ON_RESUME and arm.saved.get(k) != arm.run[k]]
+        if differs:
+            raise RunError(f"cannot resume {arm.out}: the config differs in {', '.join(differs)}")
+    loaded = [load_checkpoint(arm.out / CHECKPOINT, device) for arm in group]
+    steps = {int(meta["step"]) for _, meta in loaded}
+    pendings = {meta.get("pending_eval") for _, meta in loaded}
+    if len(steps) != 1 or len(pendings) != 1:
+        at = ", ".join(f"{arm.name} at {int(meta['step'])}" for arm, (_, meta) in zip(group, loaded, strict=True))
+        raise RunError(f"the arms' checkpoints are at different steps ({at}): resume them one by one")
+    return loaded
+
+
 def _open_run_dir(arm: _Arm, resume: bool) -> None:
-    """Check a resume against the saved config, then write config.json and open the seed logs."""
+    """Write config.json and open the seed logs (a resume was checked by :func:`_read_checkpoints`)."""
     if arm.restart:
         clear_unstarted_run(arm.out)
     arm.out.mkdir(parents=True, exist_ok=True)
     if resume:
-        differs = [k for k in arm.run if k not in _FREE_ON_RESUME and arm.saved.get(k) != arm.run[k]]
-        if differs:
-            raise RunError(f"cannot resume {arm.out}: the config differs in {', '.join(differs)}")
         # written again when the run reaches its (possibly new) last step; until then it is unfinished
         (arm.out / "results.json").unlink(missing_ok=True)
     write_json(arm.out / "config.json", arm.run)
@@ -422,18 +451,13 @@ def _open_run_dir(arm: _Arm, resume: bool) -> None:
 
 
 def _resume(agent: Agent, group: Sequence[_Arm], members: _MemberState | None,
-            device: torch.device) -> tuple[int, int | None]:
-    """Load every arm's checkpoint into the stacked agent; the step and the pending evaluation's step."""
-    loaded = [load_checkpoint(arm.out / CHECKPOINT, device) for arm in group]
-    steps = {int(meta["step"]) for _, meta in loaded}
-    pendings = {meta.get("pending_eval") for _, meta in loaded}
-    if len(steps) != 1 or len(pendings) != 1:
-        raise RunError("the arms' checkpoints are at different steps: resume them separately")
+            loaded: Sequence[tuple[dict, dict]]) -> tuple[int, int | None]:
+    """Load the arms' checkpoints into the stacked agent; the step and the pending evaluation's step."""
     if members is None:
         agent.load_full_state_dict(loaded[0][0])
     else:
         agent.load_full_state_dict(members.join([state for state, _ in loaded], agent.full_state_dict()))
-    start, pending = steps.pop(), pendings.pop()
+    start, pending = int(loaded[0][1]["step"]), loaded[0][1].get("pending_eval")
     for arm, (_, meta) in zip(group, loaded, strict=True):
         arm.history = meta["history"]
         # A checkpoint written while its step's evaluation ran in the background: evaluate that step again.

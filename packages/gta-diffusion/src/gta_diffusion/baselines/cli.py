@@ -84,7 +84,7 @@ def train_synther_command(
         resuming = (out / "config.json").exists()
         cfg, changes = None, []
         if resuming:
-            changes = apply_resume_options(out, steps=steps, batch_size=batch_size, preset=network)
+            changes = apply_resume_options(out, steps=steps, batch_size=batch_size, preset=network, model="synther")
         elif data is not None:
             cfg = synther_train_config(
                 TrajectoryStore.open(data).num_transitions, batch_size=batch_size, preset=network or "synther",

@@ -32,6 +32,7 @@ segment's first transition (the others follow consecutively).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -360,6 +361,9 @@ def _source_env_attrs(config: dict[str, Any]) -> dict[str, Any]:
     try:
         store = TrajectoryStore.open(data["path"])
     except (StoreError, FileNotFoundError, NotADirectoryError):
+        warnings.warn(f"the SynthER run predates recording its env settings and its training store {data['path']} is "
+                      "gone: the samples carry no env_kwargs / observation layout (an env that needs them, e.g. "
+                      "PointMaze, will be evaluated with its defaults)", stacklevel=2)
         return {}
     return {"env_kwargs": store.attrs.get("env_kwargs"), "observation_layout": store.attrs.get("observation_layout")}
 
