@@ -1,4 +1,4 @@
-"""Dataset recipes: make offline datasets locally, deterministically from a seed (DESIGN.md section 5).
+"""Dataset recipes: make offline datasets locally, deterministically from a seed (docs/datasets.md).
 
 Each recipe streams episodes into a trajectory store; ``make_dataset`` can also export the result as a
 local Minari dataset. Recipes step real simulators, so they need ``gta-data[recipes]``.

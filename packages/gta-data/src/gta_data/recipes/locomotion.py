@@ -1,4 +1,4 @@
-"""D4RL-style MuJoCo locomotion datasets (halfcheetah, hopper, walker2d), made locally (DESIGN.md section 5).
+"""D4RL-style MuJoCo locomotion datasets (halfcheetah, hopper, walker2d), made locally (docs/datasets.md).
 
 D4RL (Fu et al., 2020, section 5 and appendix) defined the datasets of GTA's Table 1 as:
 
