@@ -5,4 +5,6 @@ Heavy modules (torch) are imported on use: ``from gta_diffusion.train import Tra
 ``from gta_diffusion.augment import augment, AugmentConfig``.
 """
 
-__version__ = "0.1.0"
+from gta_diffusion._version import __version__
+
+__all__ = ["__version__"]

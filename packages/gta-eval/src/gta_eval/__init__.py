@@ -1,3 +1,5 @@
 """gta-eval: Data-quality metrics (oracle reward, dynamic MSE, novelty), statistics, reports and plots for GTA."""
 
-__version__ = "0.1.0"
+from gta_eval._version import __version__
+
+__all__ = ["__version__"]

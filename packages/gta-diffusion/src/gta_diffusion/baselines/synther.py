@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from gta_data import StoreError, StoreWriter, TrajectoryStore, Transitions
-from gta_diffusion import __version__
+from gta_diffusion._version import __version__
 from gta_diffusion.augment import check_output_store, clip_actions
 from gta_diffusion.checkpoint import (
     CONFIG_NAME,
