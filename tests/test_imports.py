@@ -58,3 +58,29 @@ def test_checker_accepts_sibling_submodules_imported_through_the_package(tmp_pat
         "packages/gta-rl/src/gta_rl/b.py": "import numpy\n",
     })
     assert check_imports.check(tmp_path) == []
+
+
+def test_public_api_is_lazy_and_leaves_the_modules_reachable():
+    code = textwrap.dedent("""
+        import sys
+        import gta_diffusion, gta_eval, gta_rl
+        assert "torch" not in sys.modules, "importing a package must not import torch"
+        for pkg in (gta_diffusion, gta_rl, gta_eval):
+            for name in pkg.__all__:
+                assert getattr(pkg, name) is not None, (pkg.__name__, name)
+        from gta_diffusion import AugmentConfig, Trainer
+        from gta_rl import RunConfig
+        import gta_diffusion.augment as aug_module
+        import gta_rl.train as train_module
+        assert callable(aug_module.augment) and aug_module.AugmentConfig is AugmentConfig
+        assert callable(train_module.train) and train_module.RunConfig is RunConfig
+        assert Trainer.__module__ == "gta_diffusion.train"
+        try:
+            gta_rl.no_such_name
+        except AttributeError as exc:
+            assert "no_such_name" in str(exc)
+        else:
+            raise AssertionError("unknown names must raise AttributeError")
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
