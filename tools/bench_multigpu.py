@@ -62,7 +62,7 @@ def main() -> None:
     n_gpu = torch.cuda.device_count() if device == "cuda" else 2
     counts = [int(c) for c in args.gpus.split(",")] if args.gpus else sorted({1, n_gpu})
     env = dict(os.environ)
-    env.setdefault("NCCL_NVLS_ENABLE", "0")  # keep NVLink multicast off (device tool's KINDS.md)
+    env.setdefault("NCCL_NVLS_ENABLE", "0")  # NVLink multicast off, as in the figures of BENCHMARKS.md
     env.setdefault("OMP_NUM_THREADS", "1")
     if args.quick:
         net = ["--network", "fast-mixer-small", "--horizon", "7"]

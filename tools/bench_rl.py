@@ -1,4 +1,4 @@
-"""Benchmark of gta-rl's offline RL updates (GTA stage C; DESIGN.md section 4 targets).
+"""Benchmark of gta-rl's offline RL updates (GTA stage C).
 
 Measures updates/s at batch 1024 on synthetic HalfCheetah-shaped data (obs 17, act 6) written to a
 temporary store, for:

@@ -1,5 +1,5 @@
-# Source this on the GPU machine of the device tool (see ../shared/DEVICE.md): installs the wheels carried
-# in .whl (gymnasium, mujoco, minari, zarr: made by ../shared/tools/device-wheels.sh) into /tmp/site and puts
+# Source this on a GPU machine that has torch but no network: installs the wheels carried in .whl (gymnasium,
+# mujoco, minari, zarr and their dependencies, made beforehand with `pip wheel -w .whl ...`) into /tmp/site and puts
 # them and every package's src/ on PYTHONPATH (the machine has torch but no hatchling to install ours).
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 _root=$(pwd)

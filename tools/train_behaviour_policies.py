@@ -1,4 +1,4 @@
-"""Train the SAC behaviour policies of the D4RL-style locomotion datasets (DESIGN.md section 5).
+"""Train the SAC behaviour policies of the D4RL-style locomotion datasets (docs/datasets.md).
 
 For each of halfcheetah (HalfCheetah-v5), hopper (Hopper-v5) and walker2d (Walker2d-v5) this trains online
 SAC (``gta_rl.sac``: 1M environment steps, one update per step, an evaluated actor checkpoint every 10k

@@ -105,7 +105,7 @@ def test_sigma_schedule_endpoints_and_monotone():
         cfg.sigma_max ** (1 / rho) + i / (n - 1) * (cfg.sigma_min ** (1 / rho) - cfg.sigma_max ** (1 / rho))
     ) ** rho
     assert s[i].item() == pytest.approx(ref, rel=1e-12)
-    # DESIGN.md: mu = 0.5 starts at index 64 with sigma ~ 2.43.
+    # Partial noising (GTA 4.2): mu = 0.5 starts at index 64 with sigma ~ 2.43.
     assert s[start_index(0.5, 128)].item() == pytest.approx(2.428, abs=1e-3)
     assert sigma_schedule(cfg, dtype=torch.float32).dtype == torch.float32
 

@@ -1,11 +1,10 @@
 """gta-data: the trajectory store shared by the GTA packages, the Minari bridge, dataset recipes and
 D4RL reference scores."""
 
-__version__ = "0.1.0"
-
-from gta_data.errors import RecipeError, StoreError  # noqa: E402
-from gta_data.scores import normalized_score, reference_scores  # noqa: E402
-from gta_data.store import (  # noqa: E402
+from gta_data._version import __version__
+from gta_data.errors import RecipeError, StoreError
+from gta_data.scores import normalized_score, reference_scores
+from gta_data.store import (
     FORMAT_VERSION,
     StoreWriter,
     TrajectoryStore,
@@ -16,9 +15,10 @@ from gta_data.store import (  # noqa: E402
     write_episodes,
     write_store,
 )
-from gta_data.windows import WindowBatch, gather_windows, window_starts  # noqa: E402
+from gta_data.windows import WindowBatch, gather_windows, window_starts
 
 __all__ = [
+    "__version__",
     "FORMAT_VERSION",
     "RecipeError",
     "StoreError",

@@ -1,6 +1,6 @@
 """Behaviour policy files: SAC actors small enough to live in the repository, run with numpy.
 
-D4RL made its locomotion datasets by rolling out SAC policies (DESIGN.md section 5): "medium" is a
+D4RL made its locomotion datasets by rolling out SAC policies (docs/datasets.md): "medium" is a
 policy early-stopped at about one third of the expert's return, "expert" a fully trained one, both with
 *stochastic* actions. gta-data must not need torch, so a policy file holds the actors' weights as plain
 float32 arrays in one ``.npz`` (no pickle: the metadata is a JSON string) and this module runs them.

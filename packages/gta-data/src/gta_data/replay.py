@@ -1,7 +1,7 @@
 """Replay files: D4RL's medium-replay data kept as actions and initial simulator states, re-simulated.
 
 D4RL's ``medium-replay`` is every transition the SAC agent saw until its policy reached "medium"
-(DESIGN.md section 5). Storing those transitions verbatim costs ~100 bytes each (tens of MB per env); but
+(docs/datasets.md). Storing those transitions verbatim costs ~100 bytes each (tens of MB per env); but
 a MuJoCo locomotion episode is a deterministic function of its initial state (qpos, qvel) and its
 actions. A replay file therefore keeps, per episode, the full initial state (float64, as the simulator
 held it) and the exact float32 actions the agent sent, plus what is needed to check the re-simulation

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from gta_data import __version__
+from gta_data._version import __version__
 from gta_data.errors import StoreError
 
 _log = logging.getLogger(__name__)

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from gta_data import StoreWriter, TrajectoryStore, Transitions, check_replaceable
-from gta_diffusion import __version__
+from gta_diffusion._version import __version__
 from gta_diffusion.data import Normalizer, WindowConfig, WindowSet, windows_to_transitions
 from gta_diffusion.distributed import DistInfo, barrier, broadcast_object, shard_range
 from gta_diffusion.edm import Denoiser, EDMConfig, edm_sampler, start_index

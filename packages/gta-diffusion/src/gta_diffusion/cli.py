@@ -6,11 +6,14 @@ Multi-GPU: launch either command with ``torchrun --nproc-per-node N -m gta_diffu
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import typer
+
+from gta_diffusion.cli_support import errors as _errors
+from gta_diffusion.cli_support import progress as _progress
+from gta_diffusion.cli_support import run_training
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -27,28 +30,9 @@ def main() -> None:
 @app.command()
 def version() -> None:
     """Print the package version."""
-    from gta_diffusion import __version__
+    from gta_diffusion._version import __version__
 
     typer.echo(__version__)
-
-
-@contextmanager
-def _errors(debug: bool):
-    """Known errors -> one line on stderr and exit code 1 (the traceback only with --debug)."""
-    try:
-        yield
-    except (ValueError, FileNotFoundError, NotADirectoryError) as exc:  # DiffusionError, StoreError, config errors
-        if debug:
-            raise
-        typer.echo(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", err=True)
-        raise typer.Exit(1) from None
-
-
-def _progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    TextColumn("{task.fields[info]}"), disable=not enabled, transient=False)
 
 
 @app.command()
@@ -143,28 +127,6 @@ def train(
             run_training(trainer, out, stop_after, show=dist.is_main)
         finally:
             shutdown(dist)
-
-
-def run_training(trainer: Any, out: Path, stop_after: int | None, *, show: bool = True) -> None:
-    """The training loop of both models with a progress bar: to the end, to ``stop_after`` (then a checkpoint),
-    or to a SIGINT/SIGTERM (a checkpoint at that step boundary, then exit code 128 + the signal)."""
-    from gta_data.stop import StopSignals
-
-    with StopSignals() as signals, _progress(show) as bar:
-        task = bar.add_task("train", total=trainer.cfg.steps, completed=trainer.step_count, info="")
-        trainer.train(stop_after, on_step=lambda s: bar.update(task, completed=s),
-                      on_log=lambda r: bar.update(task, info=f"loss {r['loss']:.4f}"), stop=signals.requested)
-        if trainer.step_count < trainer.cfg.steps:
-            trainer.save()
-    where = f"checkpoints in {out / 'checkpoints'}"
-    if signals.requested():
-        if show:
-            typer.echo(f"interrupted by {signals.name} at step {trainer.step_count}: checkpoint saved; run the "
-                       f"same command to resume; {where}")
-        raise typer.Exit(signals.exit_code)
-    if show:
-        state = "done" if trainer.step_count >= trainer.cfg.steps else "stopped (resume with the same --out)"
-        typer.echo(f"{state}: {trainer.step_count} steps; {where}")
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""Per-sample reproducible Gaussian noise for the EDM sampler (STYLE.md item 6).
+"""Per-sample reproducible Gaussian noise for the EDM sampler.
 
 EDM's ``StackedRandomGenerator`` keeps one ``torch.Generator`` per sample so that a generated
 sample depends on its seed and not on the batch it was drawn in. A Python loop over generators

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 from gta_data import TrajectoryStore
-from gta_diffusion import __version__
+from gta_diffusion._version import __version__
 from gta_diffusion.checkpoint import (
     CONFIG_NAME,
     METRICS_NAME,

@@ -39,7 +39,7 @@ def _known_errors():
 @app.command()
 def version() -> None:
     """Print the package version."""
-    from gta_eval import __version__
+    from gta_eval._version import __version__
 
     typer.echo(__version__)
 

@@ -1,3 +1,5 @@
 """gta-pixel: GTA pixel pipeline: DrQ+BC encoder pretraining, latent projection and latent-space augmentation."""
 
-__version__ = "0.1.0"
+from gta_pixel._version import __version__
+
+__all__ = ["__version__"]

@@ -13,6 +13,6 @@ def main() -> None:
 @app.command()
 def version() -> None:
     """Print the package version."""
-    from gta_pixel import __version__
+    from gta_pixel._version import __version__
 
     typer.echo(__version__)

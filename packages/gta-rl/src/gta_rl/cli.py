@@ -20,7 +20,7 @@ def main() -> None:
 @app.command()
 def version() -> None:
     """Print the package version."""
-    from gta_rl import __version__
+    from gta_rl._version import __version__
 
     typer.echo(__version__)
 

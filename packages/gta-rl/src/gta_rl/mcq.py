@@ -4,7 +4,7 @@ A CVAE models the behaviour policy. Critic j minimises lambda MSE(Q_j(s, a), y) 
 MSE(Q_j(s~, pi(s~)), y_ood) with the SAC target y = r + gamma (1 - d) (min_k Q'_k(s', a') - alpha log pi(a'|s'))
 and the pseudo target y_ood = min_k max_{i<=n} Q'_k(s~, a_i), a_i ~ CVAE(s~), for s~ in {s, s'}. The
 actor and temperature are SAC's and see the critics after their step (sequential, as the reference).
-GTA's version z-scores states (REFERENCE.md).
+GTA's version (the authors' code) z-scores states.
 """
 
 from __future__ import annotations

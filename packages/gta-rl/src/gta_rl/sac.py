@@ -1,4 +1,4 @@
-"""Online Soft Actor-Critic for the behaviour policies of D4RL-style datasets (DESIGN.md section 5).
+"""Online Soft Actor-Critic for the behaviour policies of D4RL-style datasets (docs/datasets.md).
 
 D4RL's locomotion data come from SAC agents (Haarnoja et al., 2018, "Soft Actor-Critic Algorithms and
 Applications"): "medium" is the actor early-stopped at about 1/3 of the expert's return, "medium-replay"

@@ -3,7 +3,7 @@
 Critic target y = r + gamma (1 - d) min_j Q'_j(s', clip(pi'(s') + clip(eps, -c, c), -m, m)), eps ~
 N(0, sigma^2); critic loss sum_j MSE(Q_j(s, a), y). Every ``policy_freq`` steps the actor minimises
 -lambda Q_1(s, pi(s)) + MSE(pi(s), a) with lambda = alpha / mean|Q_1(s, pi(s))| (detached), then both
-target networks move by Polyak averaging. Defaults are CORL's ``td3_bc.py`` (REFERENCE.md).
+target networks move by Polyak averaging. Defaults are CORL's ``algorithms/offline/td3_bc.py``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Dataset recipes: make offline datasets locally, deterministically from a seed (DESIGN.md section 5).
+"""Dataset recipes: make offline datasets locally, deterministically from a seed (docs/datasets.md).
 
 Each recipe streams episodes into a trajectory store; ``make_dataset`` can also export the result as a
 local Minari dataset. Recipes step real simulators, so they need ``gta-data[recipes]``.
@@ -7,23 +7,15 @@ local Minari dataset. Recipes step real simulators, so they need ``gta-data[reci
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 from gta_data.errors import RecipeError
+from gta_data.recipes.recipe import Recipe
 from gta_data.simulators import simulator_versions
-from gta_data.store import StoreWriter, TrajectoryStore, Transitions
+from gta_data.store import StoreWriter, TrajectoryStore
 
-
-@dataclass(frozen=True)
-class Recipe:
-    name: str
-    description: str
-    default_size: int
-    # (size, seed, options) -> (episode iterator, store metadata)
-    build: Callable[[int, int, dict[str, Any]], tuple[Iterator[Transitions], dict[str, Any]]]
-    options: tuple[str, ...] = ()  # the option keys ``build`` reads (anything else is refused)
+__all__ = ["MAX_SIZE", "Recipe", "list_recipes", "make_dataset"]
 
 
 _OPTION_FLAGS = {"env_id": "--env", "policy_file": "--policy-file", "replay_file": "--replay-file",

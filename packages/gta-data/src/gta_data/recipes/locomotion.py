@@ -1,4 +1,4 @@
-"""D4RL-style MuJoCo locomotion datasets (halfcheetah, hopper, walker2d), made locally (DESIGN.md section 5).
+"""D4RL-style MuJoCo locomotion datasets (halfcheetah, hopper, walker2d), made locally (docs/datasets.md).
 
 D4RL (Fu et al., 2020, section 5 and appendix) defined the datasets of GTA's Table 1 as:
 
@@ -31,8 +31,8 @@ import numpy as np
 
 from gta_data.errors import RecipeError
 from gta_data.policies import PolicyError, load_policy_file, policy_dir
-from gta_data.recipes import Recipe
 from gta_data.recipes.random_policy import rollout_episodes
+from gta_data.recipes.recipe import Recipe
 from gta_data.replay import ReplayCheck, ReplayError, load_replay_file, resimulate
 from gta_data.scores import D4RL_REFERENCE_SCORES
 from gta_data.simulators import make_env

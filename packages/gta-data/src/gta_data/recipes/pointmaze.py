@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from gta_data.recipes import Recipe
 from gta_data.recipes.random_policy import rollout_episodes
+from gta_data.recipes.recipe import Recipe
 from gta_data.scores import D4RL_REFERENCE_SCORES
 from gta_data.simulators import make_env
 

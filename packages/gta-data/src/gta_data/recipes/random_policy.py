@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from gta_data.errors import RecipeError
-from gta_data.recipes import Recipe
+from gta_data.recipes.recipe import Recipe
 from gta_data.scores import D4RL_REFERENCE_SCORES, env_family
 from gta_data.simulators import make_env
 from gta_data.store import Transitions

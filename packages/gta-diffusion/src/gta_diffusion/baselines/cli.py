@@ -4,9 +4,8 @@
     train --model synther     -> :func:`train_synther_command`
     augment --method synther  -> :func:`augment_synther_command`
 
-Known errors become one line on stderr and
-exit code 1 (the shared ``gta_diffusion.cli`` error handler); heavy modules are imported inside the
-commands so ``--help`` stays instant.
+Known errors become one line on stderr and exit code 1 (``gta_diffusion.cli_support``, shared with
+``gta_diffusion.cli``); heavy modules are imported inside the commands so ``--help`` stays instant.
 """
 
 from __future__ import annotations
@@ -15,14 +14,11 @@ from pathlib import Path
 
 import typer
 
+from gta_diffusion.cli_support import errors as _errors
+from gta_diffusion.cli_support import progress as _progress
+from gta_diffusion.cli_support import run_training
+
 __all__ = ["augment_s4rl_command", "train_synther_command", "augment_synther_command"]
-
-
-def _shared():
-    # Imported on call: gta_diffusion.cli may import this module at its top.
-    from gta_diffusion.cli import _errors, _progress
-
-    return _errors, _progress
 
 
 def augment_s4rl_command(
@@ -37,7 +33,6 @@ def augment_s4rl_command(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """S4RL: copies of the source with N(0, sigma^2) noise on every state (GTA appendix C.1)."""
-    _errors, _progress = _shared()
     with _errors(debug):
         from gta_diffusion.baselines.s4rl import S4RLConfig, augment_s4rl
 
@@ -70,11 +65,9 @@ def train_synther_command(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Train (or resume) SynthER's unconditional transition diffusion model on a store."""
-    _errors, _ = _shared()
     with _errors(debug):
         from gta_data import TrajectoryStore
         from gta_diffusion.baselines.synther import create_synther_trainer, synther_train_config
-        from gta_diffusion.cli import run_training
         from gta_diffusion.distributed import resolve_device
         from gta_diffusion.errors import DiffusionError
         from gta_diffusion.train import apply_resume_options
@@ -119,7 +112,6 @@ def augment_synther_command(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """SynthER: sample transitions from pure noise with the trained model and write them as a store."""
-    _errors, _progress = _shared()
     with _errors(debug):
         from gta_diffusion.baselines.synther import SampleConfig, generate_synther
         from gta_diffusion.distributed import resolve_device

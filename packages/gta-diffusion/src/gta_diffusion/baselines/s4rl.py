@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from gta_data import StoreWriter, TrajectoryStore, Transitions
-from gta_diffusion import __version__
+from gta_diffusion._version import __version__
 from gta_diffusion.augment import check_output_store
 from gta_diffusion.errors import DiffusionError
 

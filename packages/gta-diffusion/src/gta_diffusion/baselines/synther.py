@@ -9,7 +9,7 @@ Data: every column is z-scored with the statistics of the training store except 
 which stays in {0, 1} (SynthER's ``skip_dims`` for the terminal). Training reuses
 :class:`gta_diffusion.train.Trainer` (AdamW, cosine schedule, clipping, EMA, atomic checkpoints, exact
 resume, metrics JSONL) through the small adapter :class:`SynthERTrainer`. Defaults follow SynthER
-(REFERENCE.md): 100k steps, batch 1024 (256 for stores under 800k transitions), AdamW lr 3e-4 with
+(conglu1997/SynthER): 100k steps, batch 1024 (256 for stores under 800k transitions), AdamW lr 3e-4 with
 betas (0.9, 0.99), no weight decay, cosine annealing without warm-up, gradient clipping at 1.0.
 SynthER's EMA is decay 0.995 applied every 10 steps (ema_pytorch); the shared Trainer updates the EMA
 every step, so we use the per-step decay with the same time constant, 0.995 ** (1/10) = 0.999499.
@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from gta_data import StoreError, StoreWriter, TrajectoryStore, Transitions
-from gta_diffusion import __version__
+from gta_diffusion._version import __version__
 from gta_diffusion.augment import check_output_store, clip_actions
 from gta_diffusion.checkpoint import (
     CONFIG_NAME,
@@ -193,7 +193,7 @@ class SynthERTrainer(Trainer):
 
 
 def synther_train_config(num_transitions: int, *, batch_size: int | None = None, **overrides: Any) -> TrainConfig:
-    """SynthER's training defaults (REFERENCE.md); ``batch_size`` None picks 1024, or 256 for stores under
+    """SynthER's training defaults (conglu1997/SynthER); ``batch_size`` None picks 1024, or 256 for stores under
     800k transitions. Keyword overrides replace any TrainConfig field."""
     if batch_size is None:
         batch_size = 256 if num_transitions < SMALL_DATASET else 1024

@@ -1,0 +1,4 @@
+"""The version of gta-diffusion, in a module of its own so that the package's modules can read it without importing
+the package's ``__init__``."""
+
+__version__ = "0.1.0"
