@@ -188,13 +188,12 @@ class _TrainStatus:
             if step > 0:
                 typer.echo(f"resuming at step {step}")
             self.bar.begin(step)
-            return
         if kind == "train":
             key = next((k for k in self.LOSSES if k in values),
                        next((k for k in values if k.endswith("loss")), None))
             if key is not None:
                 self.loss = float(np.mean(values[key]))
-        elif kind == "eval":
+        elif values.get("score_mean"):  # an evaluation, or the latest one of a resumed run
             scores = values["score_mean"]
             for i, name in enumerate(self.arms):
                 self.scores[name] = float(np.mean(scores[i * self.num_seeds:(i + 1) * self.num_seeds]))

@@ -280,7 +280,8 @@ def train_arms(
     :func:`train` would alone (``cfg.data`` is ignored). Returns each arm's results document.
 
     ``progress(done, total)`` is called after every step; ``on_event(kind, step, values)`` once the run
-    starts (``"start"``, the first step: > 0 on a resume, no values), at every metric line (``"train"``,
+    starts (``"start"``, the first step: > 0 on a resume, with the latest evaluation's ``score_mean`` per
+    member if there is one), at every metric line (``"train"``,
     each metric's value per stacked member, arm after arm) and at every recorded evaluation (``"eval"``,
     ``score_mean`` per member)."""
     _check(cfg)
@@ -333,8 +334,10 @@ def train_arms(
     start, pending_at_start = 0, None
     if resume:
         start, pending_at_start = _resume(agent, group, members, device)
-    if on_event is not None:
-        on_event("start", start, {})
+    if on_event is not None:  # a resumed run's latest evaluation, per member
+        latest = [arm.history["evals"][-1]["scores"] for arm in group if arm.history["evals"]]
+        on_event("start", start, {"score_mean": [s for scores in latest for s in scores]}
+                 if len(latest) == len(group) else {})
 
     compile_step = cfg.compile
     if algorithm == "dt" and cfg.compile:
