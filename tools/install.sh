@@ -9,8 +9,8 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --disable-pip-version-check \
   "torch==2.13.0" \
   -e "packages/gta-data[all]" \
-  -e packages/gta-diffusion \
-  -e packages/gta-rl \
+  -e "packages/gta-diffusion[tensorboard]" \
+  -e "packages/gta-rl[tensorboard]" \
   -e packages/gta-eval \
   -e packages/gta-pixel \
   "pytest>=8" 2>&1 | grep -v "is ignored" || true

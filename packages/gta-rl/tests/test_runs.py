@@ -447,6 +447,12 @@ def test_cli_bad_input_is_one_line(extra, message, point_store, tmp_path):
     assert not (tmp_path / "x" / "checkpoint.safetensors").exists()
 
 
+def _started_then_one_error_line(output: str) -> bool:
+    """A failure once training has started: the run directory line, then the error in one line."""
+    lines = output.strip().splitlines()
+    return len(lines) == 2 and lines[0].startswith("run directory: ") and lines[1].startswith("error: ")
+
+
 def test_cli_compile_failure_is_one_line_and_the_out_dir_is_reusable(point_store, tmp_path, monkeypatch):
     # An inductor failure (seen on an H100 for CQL's one-seed fullgraph step) must not print pages, and the
     # failed run must leave nothing that a later run of the same --out would take for a checkpoint.
@@ -463,7 +469,7 @@ def test_cli_compile_failure_is_one_line_and_the_out_dir_is_reusable(point_store
             "--batch-size", "8", "--eval-episodes", "0", "--log-every", "2", "--set", "hidden=[8,8]"]
     res = runner.invoke(app, [*args, "--fullgraph"])
     assert res.exit_code == 1, res.output
-    assert len(res.output.strip().splitlines()) == 1 and "torch.compile failed" in res.output
+    assert _started_then_one_error_line(res.output) and "torch.compile failed" in res.output
     assert "AssertionError: scheduler fusion" in res.output  # the wrapped failure, not the wrapper's banner
     assert "without --fullgraph" in res.output and not (tmp_path / "x" / "checkpoint.safetensors").exists()
     res = runner.invoke(app, args)
@@ -508,7 +514,7 @@ def test_cli_runtime_error_of_a_compiled_step_is_one_line(point_store, tmp_path,
     args = ["train", "td3bc", "--data", str(point_store), "--steps", "4", "--batch-size", "8",
             "--eval-episodes", "0", "--set", "hidden=[8,8]"]
     res = runner.invoke(app, [*args, "--out", str(tmp_path / "a"), "--compile"])
-    assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1, res.output
+    assert res.exit_code == 1 and _started_then_one_error_line(res.output), res.output
     assert "torch.compile failed (RuntimeError: Function CompiledFunctionBackward" in res.output
     assert "run again without --compile (" in res.output
     res = runner.invoke(app, [*args, "--out", str(tmp_path / "b")])  # not compiled: not a compile failure

@@ -37,12 +37,10 @@ def _errors():
 
 @contextmanager
 def _progress(total: int | None, description: str):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+    from gta_data.progress import progress
 
-    columns = [BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
-    with Progress("[progress.description]{task.description}", *columns, transient=True) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n: bar.advance(task, n)
+    with progress(description, total=total, unit="transitions", transient=True) as bar:
+        yield bar.advance
 
 
 @app.command()

@@ -11,9 +11,12 @@ from typing import Any
 
 import typer
 
+from gta_diffusion.cli_support import LOG_TO_HELP as _LOG_TO_HELP
+from gta_diffusion.cli_support import THREADS_HELP as _THREADS_HELP
 from gta_diffusion.cli_support import errors as _errors
-from gta_diffusion.cli_support import progress as _progress
 from gta_diffusion.cli_support import run_training
+from gta_diffusion.cli_support import sinks as _sinks
+from gta_diffusion.cli_support import threads_note as _threads_note
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -66,6 +69,8 @@ def train(
     log_every: int = typer.Option(1000, help="Steps between metric lines."),
     checkpoint_every: int = typer.Option(20_000, help="Steps between checkpoints."),
     stop_after: int = typer.Option(None, help="Checkpoint and stop at this step (resume later; for job limits)."),
+    log_to: str = typer.Option(None, "--log-to", help=_LOG_TO_HELP),
+    threads: int = typer.Option(None, "--threads", help=_THREADS_HELP),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Train (or resume) a GTA denoiser on a trajectory store (GTA Sec. 4.1, Table 6), or SynthER's model."""
@@ -80,17 +85,21 @@ def train(
         return train_synther_command(
             data=data, out=out, network=network, steps=steps, batch_size=batch_size, lr=lr,
             bf16=bf16, compile=compile, compile_mode=compile_mode, cuda_graph=cuda_graph, device=device, seed=seed,
-            log_every=log_every, checkpoint_every=checkpoint_every, stop_after=stop_after, debug=debug,
+            log_every=log_every, checkpoint_every=checkpoint_every, stop_after=stop_after, log_to=log_to,
+            threads=threads, debug=debug,
         )
     with _errors(debug):
         from gta_diffusion.data import WindowConfig
         from gta_diffusion.distributed import init_distributed, shutdown
         from gta_diffusion.errors import DiffusionError
+        from gta_diffusion.threads import set_cpu_threads
         from gta_diffusion.train import TrainConfig, Trainer, apply_resume_options
 
         if model != "gta":
             raise DiffusionError(f"unknown model {model!r} (choose gta or synther)")
-        given = {"steps": steps, "batch_size": batch_size, "preset": network, "penalty_in_rewards": penalty_in_rewards}
+        sinks = _sinks(log_to)
+        given = {"steps": steps, "batch_size": batch_size, "preset": network, "penalty_in_rewards": penalty_in_rewards,
+                 "log_to": sinks}
         network = network or "fast-mixer"
         steps = 1_000_000 if steps is None else steps
         batch_size = 256 if batch_size is None else batch_size
@@ -100,6 +109,7 @@ def train(
             raise DiffusionError(f"--stop-after must be a positive step, got {stop_after}")
         dist, dev = init_distributed(device)
         try:
+            set_cpu_threads(threads, dev)
             resuming = (out / "config.json").exists()
             changes = apply_resume_options(out, **given, dist=dist) if resuming else []
             trainer = Trainer.create(
@@ -107,7 +117,7 @@ def train(
                 TrainConfig(preset=network, steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
                             ema_decay=ema_decay, bf16=bf16, compile=compile, compile_mode=compile_mode,
                             cuda_graph=cuda_graph, seed=seed, log_every=log_every,
-                            checkpoint_every=checkpoint_every),
+                            checkpoint_every=checkpoint_every, log_to=sinks or ()),
                 WindowConfig(horizon=horizon, cond_scale=cond_scale, terminal_penalty=terminal_penalty,
                              penalty_in_reward_channel=bool(penalty_in_rewards)),
                 device=dev, dist=dist,
@@ -120,7 +130,7 @@ def train(
                     typer.echo(f"changed on resume: {line}")
                 typer.echo(f"{out}: {verb}; {facts['env_id']}, {facts['num_windows']} windows of "
                            f"H={trainer.windows.cfg.horizon}, {trainer.config['network']['parameters']:,} parameters, "
-                           f"{dist.world_size} rank(s) on {dev}")
+                           f"{dist.world_size} rank(s) on {dev}{_threads_note(dev)}")
                 if norm.skipped_episodes:
                     typer.echo(f"skipped {norm.skipped_episodes} episodes shorter than H "
                                f"({norm.skipped_transitions} transitions)")
@@ -160,6 +170,7 @@ def augment(
                                       help="gta, synther: clip generated actions to the source (training) data's "
                                       "range per dimension."),
     device: str = typer.Option(None, help="cpu, cuda ... (default: cuda if available)."),
+    threads: int = typer.Option(None, "--threads", help=_THREADS_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output store."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
@@ -176,15 +187,18 @@ def augment(
 
         return augment_synther_command(model=model, out=out, num_transitions=num_transitions,
                                        batch_size=100_000 if batch_size is None else batch_size,
-                                       num_steps=num_steps, seed=seed, bf16=bf16, compile=compile, clip_actions=clip_actions, device=device, overwrite=overwrite,
-                                       debug=debug)
+                                       num_steps=num_steps, seed=seed, bf16=bf16, compile=compile,
+                                       clip_actions=clip_actions, device=device, threads=threads,
+                                       overwrite=overwrite, debug=debug)
     batch_size = 8192 if batch_size is None else batch_size
     with _errors(debug):
+        from gta_data.progress import progress
         from gta_diffusion.augment import AugmentConfig
         from gta_diffusion.augment import augment as run_augment
         from gta_diffusion.distributed import init_distributed, shutdown
         from gta_diffusion.errors import DiffusionError
         from gta_diffusion.presets import dataset_preset as lookup
+        from gta_diffusion.threads import set_cpu_threads
 
         fields: dict[str, Any] = lookup(dataset_preset) if dataset_preset else {}
         explicit = {"mu": mu, "alpha": alpha, "reweight": reweight, "num_bins": num_bins,
@@ -199,11 +213,12 @@ def augment(
             raise DiffusionError(f"{out} already exists (use --overwrite to replace it)")
         dist, dev = init_distributed(device)
         try:
-            with _progress(dist.is_main) as bar:
-                task = bar.add_task("augment", total=None, info=f"mu={cfg.mu} alpha={cfg.alpha}")
+            set_cpu_threads(threads, dev)
+            with progress("augment", unit="windows", enabled=dist.is_main) as bar:
+                bar.update(info=f"mu={cfg.mu} alpha={cfg.alpha}")
                 store = run_augment(
                     model, data, out, cfg, device=dev, dist=dist, overwrite=overwrite,
-                    on_start=lambda n: bar.update(task, total=n), progress=lambda k: bar.advance(task, k),
+                    on_start=lambda n: bar.update(total=n), progress=bar.advance,
                 )
             if dist.is_main and store is not None:
                 typer.echo(f"wrote {store.path}: {store.num_transitions} transitions in {store.num_episodes} segments")

@@ -1,5 +1,5 @@
 """What the ``gta-diffusion`` commands share, in both ``gta_diffusion.cli`` and ``gta_diffusion.baselines.cli``:
-known errors as one line, the progress bar, and the training loop of both models behind it. A module of its
+known errors as one line, the --log-to and --threads options, and the training loop of both models. A module of its
 own so that the two command modules import it and not each other."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 import typer
 
-__all__ = ["errors", "progress", "run_training"]
+__all__ = ["LOG_TO_HELP", "THREADS_HELP", "errors", "run_training", "sinks", "threads_note"]
 
 
 @contextmanager
@@ -26,23 +26,42 @@ def errors(debug: bool) -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
-def progress(enabled: bool):
-    """The rich progress bar of the long commands (renders nothing when not ``enabled``)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+def sinks(log_to: str | None) -> tuple[str, ...] | None:
+    """``--log-to`` checked before anything runs (None: not given; a resume keeps the run's own)."""
+    from gta_data.metric_sinks import parse_sinks
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    TextColumn("{task.fields[info]}"), disable=not enabled, transient=False)
+    return None if log_to is None else parse_sinks(log_to, "gta-diffusion")
+
+
+LOG_TO_HELP = ("Also copy the metrics to csv, tensorboard and/or wandb (comma-separated; tensorboard and wandb "
+               "need the extras gta-diffusion[tensorboard], gta-diffusion[wandb]). Default: as the run being "
+               "resumed, else none.")
+THREADS_HELP = "CPU threads of torch (default on CPU: see the README's CPU notes; ignored on CUDA)."
+
+
+def threads_note(dev: Any) -> str:
+    import torch
+
+    return f" ({torch.get_num_threads()} thread(s))" if dev.type == "cpu" else ""
 
 
 def run_training(trainer: Any, out: Path, stop_after: int | None, *, show: bool = True) -> None:
     """The training loop of both models with a progress bar: to the end, to ``stop_after`` (then a checkpoint),
     or to a SIGINT/SIGTERM (a checkpoint at that step boundary, then exit code 128 + the signal)."""
+    from gta_data.metric_sinks import MetricSinks
+    from gta_data.progress import progress
     from gta_data.stop import StopSignals
 
-    with StopSignals() as signals, progress(show) as bar:
-        task = bar.add_task("train", total=trainer.cfg.steps, completed=trainer.step_count, info="")
-        trainer.train(stop_after, on_step=lambda s: bar.update(task, completed=s),
-                      on_log=lambda r: bar.update(task, info=f"loss {r['loss']:.4f}"), stop=signals.requested)
+    metric_sinks = MetricSinks(out, trainer.cfg.log_to if show else (), name=out.name, config=trainer.config)
+    metric_sinks.rewind(trainer.step_count)  # as metrics.jsonl: a resume writes the lines after its checkpoint again
+
+    def on_log(record: dict[str, Any]) -> None:
+        metric_sinks.write(record["step"], "train", record)
+        bar.update(info=f"loss {record['loss']:.4f}")
+
+    with StopSignals() as signals, metric_sinks, progress("train", total=trainer.cfg.steps,
+                                                          completed=trainer.step_count, enabled=show) as bar:
+        trainer.train(stop_after, on_step=bar.update, on_log=on_log, stop=signals.requested)
         if trainer.step_count < trainer.cfg.steps:
             trainer.save()
     where = f"checkpoints in {out / 'checkpoints'}"

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from gta_data import TrajectoryStore
+from gta_data.metric_sinks import SinkError, parse_sinks
 from gta_diffusion._version import __version__
 from gta_diffusion.checkpoint import (
     CONFIG_NAME,
@@ -88,6 +89,7 @@ class TrainConfig:
     log_every: int = 1000  # steps between metric lines (the only host syncs of the loop)
     checkpoint_every: int = 20_000
     keep_checkpoints: int = 2
+    log_to: tuple[str, ...] = ()  # copies of metrics.jsonl: csv, tensorboard, wandb (gta_data.metric_sinks)
 
 
 def check_train_config(cfg: TrainConfig) -> None:
@@ -103,6 +105,10 @@ def check_train_config(cfg: TrainConfig) -> None:
         raise DiffusionError(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
     if not 0.0 <= cfg.cond_drop_prob <= 1.0:
         raise DiffusionError(f"cond_drop_prob must be in [0, 1], got {cfg.cond_drop_prob}")
+    try:
+        parse_sinks(cfg.log_to, "gta-diffusion")
+    except SinkError as exc:
+        raise DiffusionError(str(exc)) from None
     if cfg.preset in LEGACY_NAMES:  # old runs still load with these names; new ones use the current names
         raise DiffusionError(f"network {cfg.preset!r} is now called {LEGACY_NAMES[cfg.preset]!r}")
     try:
@@ -455,7 +461,8 @@ class Trainer:
 
 
 def apply_resume_options(run_dir: str | Path, *, steps: int | None = None, batch_size: int | None = None,
-                         preset: str | None = None, penalty_in_rewards: bool | None = None, model: str = "gta",
+                         preset: str | None = None, penalty_in_rewards: bool | None = None,
+                         log_to: tuple[str, ...] | None = None, model: str = "gta",
                          dist: DistInfo = DistInfo()) -> list[str]:
     """Options given again when resuming the run in ``run_dir`` (None: not given), against its saved config.
 
@@ -463,13 +470,13 @@ def apply_resume_options(run_dir: str | Path, *, steps: int | None = None, batch
     penalty moved into (or out of) the reward channel. What changes only the rest of the optimisation is
     applied by rewriting ``config.json`` (atomically) and returned as one line each: a new total of steps
     (not below the step of the last checkpoint; the learning-rate schedule follows the new total from the
-    resumed step on) and a new batch size. A run of another ``model`` kind (gta / synther) is refused before
-    anything is rewritten. Rank 0 decides; every rank gets its answer."""
+    resumed step on), a new batch size, and new ``--log-to`` sinks. A run of another ``model`` kind (gta /
+    synther) is refused before anything is rewritten. Rank 0 decides; every rank gets its answer."""
     outcome: tuple[str, Any] | None = None
     if dist.is_main:
         try:
             outcome = ("ok", _apply_resume_options(Path(run_dir), steps, batch_size, preset, penalty_in_rewards,
-                                                   model))
+                                                   log_to, model))
         except DiffusionError as exc:
             outcome = ("error", str(exc))
     kind, value = broadcast_object(dist, outcome)
@@ -479,7 +486,8 @@ def apply_resume_options(run_dir: str | Path, *, steps: int | None = None, batch
 
 
 def _apply_resume_options(run_dir: Path, steps: int | None, batch_size: int | None, preset: str | None,
-                          penalty_in_rewards: bool | None, model: str) -> list[str]:
+                          penalty_in_rewards: bool | None, log_to: tuple[str, ...] | None,
+                          model: str) -> list[str]:
     config = read_config(run_dir)
     saved_model = config.get("model", "gta")
     if saved_model != model:
@@ -508,6 +516,10 @@ def _apply_resume_options(run_dir: Path, steps: int | None, batch_size: int | No
             raise DiffusionError(f"--batch-size {batch_size} must be positive and divisible by the {world} rank(s)")
         changes.append(f"batch size: {train['batch_size']} -> {batch_size} from step {at} on")
         train["batch_size"] = batch_size
+    if log_to is not None and list(log_to) != list(train.get("log_to", [])):
+        changes.append(f"log to: {','.join(train.get('log_to', [])) or 'jsonl only'} -> "
+                       f"{','.join(log_to) or 'jsonl only'}")
+        train["log_to"] = list(log_to)
     if changes:
         write_json_atomic(run_dir / CONFIG_NAME, {**config, "train": train})
     return changes

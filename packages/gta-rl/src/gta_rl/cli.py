@@ -84,13 +84,17 @@ def train(
     preset: str = typer.Option("auto", "--preset", help="per-family settings: auto, none or a preset name"),
     set_: list[str] = typer.Option([], "--set", help="algorithm setting key=value (JSON value), repeatable"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its checkpoint"),
+    log_to: str = typer.Option("", "--log-to", help="also copy the metrics to csv, tensorboard and/or wandb "
+                               "(comma-separated; tensorboard and wandb need the extras gta-rl[tensorboard], "
+                               "gta-rl[wandb])"),
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 ) -> None:
     """Train S seeds of an offline RL algorithm at once on one or more stores."""
     import torch
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from gta_data import StoreError
+    from gta_data.metric_sinks import SinkError, parse_sinks
+    from gta_data.progress import progress
     from gta_rl.algorithms import ConfigError, parse_override
     from gta_rl.seeds import SeedSpecError, parse_seeds
     from gta_rl.train import RunConfig, RunError, RunStopped, train_arms
@@ -100,6 +104,7 @@ def train(
     batch_size = batch_size if batch_size is not None else (4096 if is_dt else 1024)
     try:
         arms = _parse_arms(arm, data, out)
+        sinks = parse_sinks(log_to, "gta-rl")
         overrides = dict(parse_override(s) for s in set_)
         if target_return:
             if not is_dt:
@@ -110,18 +115,18 @@ def train(
             batch_size=batch_size, eval_every=eval_every, eval_episodes=eval_episodes, log_every=log_every,
             checkpoint_every=checkpoint_every, mix_ratio=mix_ratio, device=device, compile=compile,
             cuda_graph=cuda_graph, tf32=tf32, bf16=bf16, fused_mlp=fused_mlp, fullgraph=fullgraph,
-            eval_async=eval_async, eval_overlap=eval_overlap, preset=None if preset == "none" else preset, overrides=overrides,
+            eval_async=eval_async, eval_overlap=eval_overlap, preset=None if preset == "none" else preset,
+            overrides=overrides, log_to=sinks,
         )
-        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn(), transient=True) as bar:
-            what = f"{len(arms)} arms x " if arm else ""
-            task = bar.add_task(f"{algorithm} {what}{len(cfg.seeds)} seeds", total=steps)
-            results = train_arms(cfg, arms, resume=resume,
-                                 progress=lambda done, total: bar.update(task, completed=done))
+        what = f"{len(arms)} arms x " if arm else ""
+        with progress(f"{algorithm} {what}{len(cfg.seeds)} seeds", total=steps, unit="steps") as bar:
+            status = _TrainStatus(bar, arms, len(cfg.seeds))
+            results = train_arms(cfg, arms, resume=resume, progress=lambda done, total: bar.update(done),
+                                 on_event=status)
     except RunStopped as exc:  # SIGINT / SIGTERM: every run directory holds a checkpoint of the same step
         typer.echo(str(exc), err=True)
         raise typer.Exit(exc.exit_code) from None
-    except (StoreError, ConfigError, SeedSpecError, RunError, ValueError, FileNotFoundError) as exc:
+    except (StoreError, ConfigError, SeedSpecError, RunError, SinkError, ValueError, FileNotFoundError) as exc:
         _fail(exc, debug)
         return
     except (torch._dynamo.exc.TorchDynamoException, RuntimeError) as exc:
@@ -133,11 +138,72 @@ def train(
         _fail(RunError(_compile_failure(exc, out, fullgraph)), debug)
         return
     for name, result in results.items():
-        if name:
-            typer.echo(f"arm {name} ({arms[name][1]}):")
-        for seed, r in result["seeds"].items():
-            by_target = "".join(f", target {t}: {v:.2f}" for t, v in (r.get("final_by_target") or {}).items())
-            typer.echo(f"seed {seed}: final {r['final_score']}, best {r['best_score']}{by_target}")
+        for line in final_lines(name, result, arms[name][1]):
+            typer.echo(line)
+
+
+def _score(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def final_lines(name: str, result: dict, out: Path) -> list[str]:
+    """What `gta-rl train` prints at the end of one run (arm): each seed's final and best normalized score,
+    then their mean +- sample std (ddof=1) over the seeds."""
+    import numpy as np
+
+    lines = [f"arm {name} ({out}):"] if name else []
+    for seed, r in result["seeds"].items():
+        by_target = "".join(f", target {t}: {v:.2f}" for t, v in (r.get("final_by_target") or {}).items())
+        lines.append(f"seed {seed}: final {_score(r['final_score'])}, best {_score(r['best_score'])}{by_target}")
+    summary = []
+    for which in ("final", "best"):
+        values = [r[f"{which}_score"] for r in result["seeds"].values() if r[f"{which}_score"] is not None]
+        if len(values) >= 2:
+            summary.append(f"{which} {np.mean(values):.2f} +- {np.std(values, ddof=1):.2f}")
+        elif values:
+            summary.append(f"{which} {values[0]:.2f}")
+    n = len(result["seeds"])
+    if summary:
+        spread = " (mean +- std, ddof=1)" if n >= 2 else ""
+        lines.append(f"{name or 'run'}: {', '.join(summary)} over {n} seed{'s' if n != 1 else ''}{spread}")
+    else:
+        lines.append(f"{name or 'run'}: no evaluation (--eval-episodes 0)")
+    return lines
+
+
+class _TrainStatus:
+    """Prints the run directories and a resume as the run starts, and keeps the bar's text current: the
+    latest training loss and the latest mean evaluation score (per arm, over its seeds)."""
+
+    LOSSES = ("critic_loss", "q_loss", "loss")  # the loss shown: the first of these an algorithm reports
+
+    def __init__(self, bar, arms: dict, num_seeds: int) -> None:
+        self.bar, self.arms, self.num_seeds = bar, arms, num_seeds
+        self.loss: float | None = None
+        self.scores: dict[str, float] = {}
+
+    def __call__(self, kind: str, step: int, values: dict[str, list[float]]) -> None:
+        import numpy as np
+
+        if kind == "start":
+            dirs = [str(out) for _, out in self.arms.values()]
+            typer.echo(f"run director{'ies' if len(dirs) > 1 else 'y'}: {', '.join(dirs)}")
+            if step > 0:
+                typer.echo(f"resuming at step {step}")
+            self.bar.begin(step)
+        if kind == "train":
+            key = next((k for k in self.LOSSES if k in values),
+                       next((k for k in values if k.endswith("loss")), None))
+            if key is not None:
+                self.loss = float(np.mean(values[key]))
+        elif values.get("score_mean"):  # an evaluation, or the latest one of a resumed run
+            scores = values["score_mean"]
+            for i, name in enumerate(self.arms):
+                self.scores[name] = float(np.mean(scores[i * self.num_seeds:(i + 1) * self.num_seeds]))
+        parts = [f"loss {self.loss:.4g}"] if self.loss is not None else []
+        if self.scores:
+            parts.append("score " + ", ".join(f"{n} {v:.2f}" if n else f"{v:.2f}" for n, v in self.scores.items()))
+        self.bar.update(info=", ".join(parts))
 
 
 def _parse_arms(specs: list[str], data: list[Path], out: Path) -> dict[str, tuple[tuple[str, ...], Path]]:
@@ -268,8 +334,7 @@ def sac(
 ) -> None:
     """Online SAC (behaviour policies of D4RL-style datasets): evaluated actor checkpoints and the full
     replay buffer in --out."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
+    from gta_data.progress import progress
     from gta_rl.sac import SACConfig, SACError, train_sac
 
     try:
@@ -284,11 +349,9 @@ def sac(
                         cuda_graph=cuda_graph, state_every=state_every)
         cfg.check()
         deadline = time.time() + 60.0 * minutes if minutes else None
-        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn(), transient=True) as bar:
-            task = bar.add_task(f"SAC {env}", total=steps)
+        with progress(f"SAC {env}", total=steps, unit="steps") as bar:
             result = train_sac(cfg, out, resume=resume, deadline=deadline,
-                               progress=lambda done, total: bar.update(task, completed=done))
+                               progress=lambda done, total: bar.update(done))
     except (SACError, ValueError, FileNotFoundError) as exc:
         _fail(exc, debug)
         return

@@ -4,6 +4,7 @@ read (format: RUN_FORMAT.md beside this package's README).
     out/config.json               resolved run + algorithm config, env, dims, max_action
     out/checkpoint.safetensors    every seed's networks, targets, optimizer moments, step, state stats
     out/seed_<k>/metrics.jsonl    append-only per-seed log: train metrics and evaluations
+    out/seed_<k>/{train,eval}.csv, out/tensorboard/, out/wandb/   copies of the logs (--log-to; optional)
     out/results.json              final and best normalized score of every seed (written at the end)
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from gta_data.metric_sinks import MetricSinks
 from gta_rl.algorithms import ConfigError
 from gta_rl.base import Agent, resolve_device
 from gta_rl.checkpoint import load_checkpoint
@@ -72,8 +74,11 @@ def clear_unstarted_run(out: Path) -> None:
 
 
 class SeedLogs:
-    def __init__(self, out: Path, seeds: list[int]) -> None:
+    """The per-seed JSONL logs, and their copies in the ``--log-to`` sinks (tag ``seed_<k>``)."""
+
+    def __init__(self, out: Path, seeds: list[int], sinks: MetricSinks | None = None) -> None:
         self.paths = {s: out / f"seed_{s}" / "metrics.jsonl" for s in seeds}
+        self.sinks = sinks or MetricSinks(out, ())
         for p in self.paths.values():
             p.parent.mkdir(parents=True, exist_ok=True)
 
@@ -87,11 +92,16 @@ class SeedLogs:
                 keep = [line for line, r in records if r["step"] <= step
                         and not (r["kind"] == "eval" and r["step"] == drop_evals_at)]
                 p.write_text("".join(line + "\n" for line in keep))
+        self.sinks.rewind(step, {"eval": drop_evals_at} if drop_evals_at is not None else None)
 
     def write(self, per_seed: dict[int, dict[str, Any]]) -> None:
         for seed, record in per_seed.items():
             with self.paths[seed].open("a") as f:
                 f.write(json.dumps(record) + "\n")
+            self.sinks.write(record["step"], record["kind"], record, tag=f"seed_{seed}")
+
+    def close(self) -> None:
+        self.sinks.close()
 
 
 def summarize_history(run: dict[str, Any], history: dict[str, Any], step: int) -> dict[str, Any]:

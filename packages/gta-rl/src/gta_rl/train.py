@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from gta_data.metric_sinks import MetricSinks, SinkError, parse_sinks
 from gta_data.stop import StopSignals
 from gta_rl import fused_mlp
 from gta_rl.algorithms import (
@@ -64,7 +65,7 @@ __all__ = ["CHECKPOINT", "CpuPolicies", "RunConfig", "RunError", "RunStopped", "
 
 # Settings a resume may change: they change how fast the run goes, not what it computes.
 _FREE_ON_RESUME = ("steps", "device", "compile", "cuda_graph", "tf32", "bf16", "fused_mlp", "fullgraph",
-                   "eval_async", "eval_overlap", "arm", "arms")
+                   "eval_async", "eval_overlap", "arm", "arms", "log_to")
 # What every arm of a stack must share: one agent config, one evaluation.
 _ARMS_AGREE_ON = ("algorithm_config", "env_id", "env_kwargs", "obs_dim", "act_dim", "max_action", "ref_scores",
                   "observation_layout", "eval_episodes", "eval_seeding")
@@ -94,6 +95,7 @@ class RunConfig:
     eval_seed: int = 0  # env seed of evaluation episode 0
     eval_async: bool = False  # evaluation envs sharded over worker processes
     eval_overlap: bool = True  # evaluate a copy of the agent in a background thread while training goes on
+    log_to: tuple[str, ...] = ()  # copies of the metric logs: csv, tensorboard, wandb (gta_data.metric_sinks)
 
 
 
@@ -128,6 +130,10 @@ def _check(cfg: RunConfig) -> None:
         raise RunError(f"checkpoint_every must be >= 0 (0: at every evaluation), got {cfg.checkpoint_every}")
     if not cfg.seeds:
         raise RunError("no seeds")
+    try:
+        parse_sinks(cfg.log_to, "gta-rl")
+    except SinkError as exc:
+        raise RunError(str(exc)) from None
 
 
 
@@ -254,11 +260,12 @@ def train(
     resume: bool = False,
     stop_after: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    on_event: Callable[[str, int, dict[str, list[float]]], None] | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) a run; returns the results document. ``stop_after`` ends the call after that
     many steps of this call (tests use it to simulate an interruption)."""
     arms = {"": (cfg.data, Path(out))}
-    return train_arms(cfg, arms, resume=resume, stop_after=stop_after, progress=progress)[""]
+    return train_arms(cfg, arms, resume=resume, stop_after=stop_after, progress=progress, on_event=on_event)[""]
 
 
 def train_arms(
@@ -268,10 +275,17 @@ def train_arms(
     resume: bool = False,
     stop_after: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    on_event: Callable[[str, int, dict[str, list[float]]], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Train (or resume) runs that differ only in their data as one stacked agent: arm ``name`` trains
     ``cfg.seeds`` on the stores ``arms[name][0]`` into the run directory ``arms[name][1]``, exactly as
-    :func:`train` would alone (``cfg.data`` is ignored). Returns each arm's results document."""
+    :func:`train` would alone (``cfg.data`` is ignored). Returns each arm's results document.
+
+    ``progress(done, total)`` is called after every step; ``on_event(kind, step, values)`` once the run
+    starts (``"start"``, the first step: > 0 on a resume, with the latest evaluation's ``score_mean`` per
+    member if there is one), at every metric line (``"train"``,
+    each metric's value per stacked member, arm after arm) and at every recorded evaluation (``"eval"``,
+    ``score_mean`` per member)."""
     _check(cfg)
     if not arms:
         raise RunError("no arms")
@@ -325,6 +339,10 @@ def train_arms(
     start, pending_at_start = 0, None
     if loaded is not None:
         start, pending_at_start = _resume(agent, group, members, loaded)
+    if on_event is not None:  # a resumed run's latest evaluation, per member
+        latest = [arm.history["evals"][-1]["scores"] for arm in group if arm.history["evals"]]
+        on_event("start", start, {"score_mean": [s for scores in latest for s in scores]}
+                 if len(latest) == len(group) else {})
 
     compile_step = cfg.compile
     if algorithm == "dt" and cfg.compile:
@@ -340,6 +358,8 @@ def train_arms(
     def record_eval(step: int, scores: dict[str, Any]) -> None:
         for arm in group:
             _record_eval(arm, step, _member_rows(scores, arm.members))
+        if on_event is not None:
+            on_event("eval", step, {"score_mean": list(scores["score_mean"])})
 
     def collect(wait: bool = True) -> None:
         """Record the background evaluation if one is out (``wait=False``: only if it has finished)."""
@@ -376,6 +396,8 @@ def train_arms(
                     arm.logs.write({s: {"step": done, "kind": "train", "updates_per_s": rate,
                                         **{k: v[arm.members][i] for k, v in means.items()}}
                                     for i, s in enumerate(arm.run["seeds"])})
+                if on_event is not None:
+                    on_event("train", done, {"updates_per_s": [rate] * len(stack_run["seeds"]), **means})
                 collect(wait=False)  # a finished background evaluation is logged without waiting for the next
             pending = None
             if evaluator is not None and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps):
@@ -404,6 +426,8 @@ def train_arms(
         stop.__exit__()
         if evaluator is not None:
             evaluator.close()
+        for arm in group:
+            arm.logs.close()
     if stop.requested() and end < cfg.steps:
         raise RunStopped(f"stopped by {stop.name} at step {end}: checkpoint written; continue with --resume",
                          stop.exit_code)
@@ -447,7 +471,10 @@ def _open_run_dir(arm: _Arm, resume: bool) -> None:
         # written again when the run reaches its (possibly new) last step; until then it is unfinished
         (arm.out / "results.json").unlink(missing_ok=True)
     write_json(arm.out / "config.json", arm.run)
-    arm.logs = SeedLogs(arm.out, arm.run["seeds"])
+    sinks = MetricSinks(arm.out, arm.run.get("log_to") or (), name=f"{arm.out.name}", config=arm.run)
+    if arm.restart:
+        sinks.rewind(0)  # copies written by the start that never reached a checkpoint
+    arm.logs = SeedLogs(arm.out, arm.run["seeds"], sinks)
 
 
 def _resume(agent: Agent, group: Sequence[_Arm], members: _MemberState | None,

@@ -15,8 +15,9 @@ from pathlib import Path
 import typer
 
 from gta_diffusion.cli_support import errors as _errors
-from gta_diffusion.cli_support import progress as _progress
 from gta_diffusion.cli_support import run_training
+from gta_diffusion.cli_support import sinks as _sinks
+from gta_diffusion.cli_support import threads_note as _threads_note
 
 __all__ = ["augment_s4rl_command", "train_synther_command", "augment_synther_command"]
 
@@ -34,13 +35,14 @@ def augment_s4rl_command(
 ) -> None:
     """S4RL: copies of the source with N(0, sigma^2) noise on every state (GTA appendix C.1)."""
     with _errors(debug):
+        from gta_data.progress import progress
         from gta_diffusion.baselines.s4rl import S4RLConfig, augment_s4rl
 
         cfg = S4RLConfig(sigma=sigma, num_transitions=num_transitions, seed=seed, scale=noise_scale)
         cfg.check()
-        with _progress(True) as bar:
-            task = bar.add_task("s4rl", total=num_transitions, info=f"sigma={sigma:g}")
-            store = augment_s4rl(data, out, cfg, overwrite=overwrite, progress=lambda k: bar.advance(task, k))
+        with progress("s4rl", total=num_transitions, unit="transitions") as bar:
+            bar.update(info=f"sigma={sigma:g}")
+            store = augment_s4rl(data, out, cfg, overwrite=overwrite, progress=bar.advance)
         typer.echo(f"wrote {store.path}: {store.num_transitions} transitions in {store.num_episodes} segments")
 
 
@@ -62,6 +64,8 @@ def train_synther_command(
     log_every: int = typer.Option(1000, help="Steps between metric lines."),
     checkpoint_every: int = typer.Option(10_000, help="Steps between checkpoints."),
     stop_after: int = typer.Option(None, help="Checkpoint and stop at this step (resume later; for job limits)."),
+    log_to: str = typer.Option(None, "--log-to", help="Also copy the metrics to csv, tensorboard and/or wandb."),
+    threads: int = typer.Option(None, "--threads", help="CPU threads of torch (ignored on CUDA)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Train (or resume) SynthER's unconditional transition diffusion model on a store."""
@@ -70,29 +74,34 @@ def train_synther_command(
         from gta_diffusion.baselines.synther import create_synther_trainer, synther_train_config
         from gta_diffusion.distributed import resolve_device
         from gta_diffusion.errors import DiffusionError
+        from gta_diffusion.threads import set_cpu_threads
         from gta_diffusion.train import apply_resume_options
 
         if stop_after is not None and stop_after < 1:
             raise DiffusionError(f"--stop-after must be a positive step, got {stop_after}")
+        sinks = _sinks(log_to)
         resuming = (out / "config.json").exists()
         cfg, changes = None, []
         if resuming:
-            changes = apply_resume_options(out, steps=steps, batch_size=batch_size, preset=network, model="synther")
+            changes = apply_resume_options(out, steps=steps, batch_size=batch_size, preset=network, log_to=sinks,
+                                           model="synther")
         elif data is not None:
             cfg = synther_train_config(
                 TrajectoryStore.open(data).num_transitions, batch_size=batch_size, preset=network or "synther",
                 steps=100_000 if steps is None else steps, lr=lr, bf16=bf16, compile=compile,
                 compile_mode=compile_mode, cuda_graph=cuda_graph, seed=seed, log_every=log_every,
-                checkpoint_every=checkpoint_every,
+                checkpoint_every=checkpoint_every, log_to=sinks or (),
             )
         dev = resolve_device(device)
+        set_cpu_threads(threads, dev)
         trainer = create_synther_trainer(out, data, cfg, device=dev)
         facts = trainer.config["data"]
         verb = f"resuming at step {trainer.step_count} (saved config is used)" if resuming else "new run"
         for line in changes:
             typer.echo(f"changed on resume: {line}")
         typer.echo(f"{out}: {verb}; {facts['env_id']}, {facts['num_transitions']} transitions, batch "
-                   f"{trainer.cfg.batch_size}, {trainer.config['network']['parameters']:,} parameters on {dev}")
+                   f"{trainer.cfg.batch_size}, {trainer.config['network']['parameters']:,} parameters on {dev}"
+                   f"{_threads_note(dev)}")
         run_training(trainer, out, stop_after)
 
 
@@ -108,20 +117,22 @@ def augment_synther_command(
     clip_actions: bool = typer.Option(True, "--clip-actions/--no-clip-actions",
                                       help="Clip generated actions to the training data's range per dimension."),
     device: str = typer.Option(None, help="cpu, cuda ... (default: cuda if available)."),
+    threads: int = typer.Option(None, "--threads", help="CPU threads of torch (ignored on CUDA)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output store."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """SynthER: sample transitions from pure noise with the trained model and write them as a store."""
     with _errors(debug):
+        from gta_data.progress import progress
         from gta_diffusion.baselines.synther import SampleConfig, generate_synther
         from gta_diffusion.distributed import resolve_device
+        from gta_diffusion.threads import set_cpu_threads
 
         cfg = SampleConfig(num_transitions=num_transitions, batch_size=batch_size, num_steps=num_steps, seed=seed,
                            bf16=bf16, compile=compile, clip_actions=clip_actions)
         cfg.check()
         dev = resolve_device(device)
-        with _progress(True) as bar:
-            task = bar.add_task("synther", total=num_transitions, info="")
-            store = generate_synther(model, out, cfg, device=dev, overwrite=overwrite,
-                                     progress=lambda k: bar.advance(task, k))
+        set_cpu_threads(threads, dev)
+        with progress("synther", total=num_transitions, unit="transitions") as bar:
+            store = generate_synther(model, out, cfg, device=dev, overwrite=overwrite, progress=bar.advance)
         typer.echo(f"wrote {store.path}: {store.num_transitions} transitions in {store.num_episodes} segments")
