@@ -252,3 +252,21 @@ def test_cli_arms_refuse_a_file_as_out(stores, tmp_path):
     (tmp_path / "file").write_text("x")
     result = CliRunner().invoke(app, ["train", "td3bc", "--arm", f"a={stores[0]}", "--out", str(tmp_path / "file")])
     assert result.exit_code == 1 and "is a file" in result.output
+
+
+def test_cli_threads_rule(stores, tmp_path, monkeypatch):
+    # On a CPU device: one thread unless OMP_NUM_THREADS or --threads says otherwise; --threads 0 refused.
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    base = ["train", "td3bc", "--data", stores[0], "--seeds", "0", "--steps", "2", "--batch-size", "8",
+            "--eval-episodes", "0", "--set", "hidden=[8]", "--device", "cpu"]
+    try:
+        torch.set_num_threads(2)
+        assert CliRunner().invoke(app, [*base, "--out", str(tmp_path / "a")]).exit_code == 0
+        assert torch.get_num_threads() == 1
+        assert CliRunner().invoke(app, [*base, "--out", str(tmp_path / "b"), "--threads", "2"]).exit_code == 0
+        assert torch.get_num_threads() == 2
+        bad = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "c"), "--threads", "0"])
+        assert bad.exit_code == 1 and "--threads must be >= 1" in bad.output and not (tmp_path / "c").exists()
+    finally:
+        torch.set_num_threads(before)

@@ -83,6 +83,8 @@ def train(
                                       "goes on (same scores; not for dt)"),
     preset: str = typer.Option("auto", "--preset", help="per-family settings: auto, none or a preset name"),
     set_: list[str] = typer.Option([], "--set", help="algorithm setting key=value (JSON value), repeatable"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads of torch on a CPU device (default: "  # noqa: UP045
+                                          "OMP_NUM_THREADS if set, else 1; ignored on CUDA)"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its checkpoint"),
     log_to: str = typer.Option("", "--log-to", help="also copy the metrics to csv, tensorboard and/or wandb "
                                "(comma-separated; tensorboard and wandb need the extras gta-rl[tensorboard], "
@@ -104,6 +106,7 @@ def train(
     batch_size = batch_size if batch_size is not None else (4096 if is_dt else 1024)
     try:
         arms = _parse_arms(arm, data, out)
+        _set_threads(threads, device)
         sinks = parse_sinks(log_to, "gta-rl")
         overrides = dict(parse_override(s) for s in set_)
         if target_return:
@@ -204,6 +207,18 @@ class _TrainStatus:
         if self.scores:
             parts.append("score " + ", ".join(f"{n} {v:.2f}" if n else f"{v:.2f}" for n, v in self.scores.items()))
         self.bar.update(info=", ".join(parts))
+
+
+def _set_threads(threads: int | None, device: str) -> None:
+    """The CPU thread rule of gta_data.threads (small CPU steps slow down badly with busy cores)."""
+    import torch
+
+    from gta_data.threads import cpu_threads
+
+    on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    chosen = cpu_threads(threads, "cuda" if on_cuda else "cpu")
+    if chosen is not None:
+        torch.set_num_threads(chosen)
 
 
 def _parse_arms(specs: list[str], data: list[Path], out: Path) -> dict[str, tuple[tuple[str, ...], Path]]:
