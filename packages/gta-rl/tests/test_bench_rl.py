@@ -166,3 +166,18 @@ def test_profile_rl_sets_inductor_config(bench_rl):
                 profile_rl.set_inductor_config(bad)
     finally:
         config.coordinate_descent_tuning, config.triton.cudagraphs = before
+
+
+def test_quick_arms_run_compares_a_stack_with_sequential_runs(tmp_path):
+    out = tmp_path / "arms.json"
+    proc = subprocess.run([sys.executable, str(TOOLS / "bench_rl.py"), "--quick", "--algos", "td3bc", "--modes",
+                           "eager", "--arms", "3", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    rows = {(r["impl"], r["seeds"], r["arms"]): r for r in result["rows"] if "steps_per_s" in r}
+    stacked, alone = rows["eager", 2, 3], rows["eager", 2, 1]
+    assert stacked["seed_updates_per_s"] == pytest.approx(stacked["steps_per_s"] * 6)
+    summary = result["summary"]["td3bc"]
+    assert summary["arms_vs_sequential_speedup"]["eager"] == pytest.approx(
+        stacked["steps_per_s"] * 3 / alone["steps_per_s"])
+    assert "3 arms x 2 seeds at once vs 3 sequential 2-seed runs" in proc.stdout
