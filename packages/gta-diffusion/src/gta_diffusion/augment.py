@@ -242,8 +242,8 @@ def segment_conditions(windows: WindowSet, starts: np.ndarray, cfg: AugmentConfi
 def clip_actions(tr: Transitions, low: np.ndarray, high: np.ndarray) -> float:
     """Clip ``tr.actions`` in place to [low, high] per dimension; returns the fraction of transitions that
     had an action entry outside. The sampler knows nothing of action bounds: on the locally made
-    halfcheetah-medium (a SAC policy that often saturates its tanh), 37.5% of GTA-generated transitions had an
-    action outside [-1, 1] (BENCHMARKS.md, sixth session), which the environment would clip and which a
+    halfcheetah-medium (a SAC policy that often saturates its tanh), over a third of GTA-generated transitions
+    had an action outside [-1, 1] (docs/benchmarks-log.md), which the environment would clip and which a
     tanh policy cannot produce. The source data's own range lies inside the environment's bounds."""
     outside = (tr.actions < low) | (tr.actions > high)
     tr.actions = np.clip(tr.actions, low, high).astype(np.float32)

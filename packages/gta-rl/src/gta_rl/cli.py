@@ -134,7 +134,7 @@ def train(
         return
     except (torch._dynamo.exc.TorchDynamoException, RuntimeError) as exc:
         # Compiler failures print pages otherwise. A RuntimeError is one only when it comes from a compiled
-        # function (seen on an H100: "Function CompiledFunctionBackward returned an invalid gradient", DT, 1 seed).
+        # function (seen on CUDA: "Function CompiledFunctionBackward returned an invalid gradient", DT, 1 seed).
         compiled = isinstance(exc, torch._dynamo.exc.TorchDynamoException) or "CompiledFunction" in str(exc)
         if not compiled or not (compile or fullgraph):
             raise

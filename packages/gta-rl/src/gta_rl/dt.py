@@ -108,8 +108,7 @@ class StackedTransformer(nn.Module):
 
     def _lin(self, name: str, x: Tensor) -> Tensor:
         """[S, N, in] -> [S, N, out]. bmm + add rather than baddbmm, which copies the broadcast bias into its
-        output first (as in ``nets.stacked_affine``; compiled 4-seed DT 18.2 -> 21.5 steps/s on two H100
-        machines); the bias joins in the matmul's dtype (bf16 under autocast, as baddbmm had it)."""
+        output first (as in ``nets.stacked_affine``; the compiled DT step was faster for it); the bias joins in the matmul's dtype (bf16 under autocast, as baddbmm had it)."""
         y = torch.bmm(x, self.p[f"{name}_w"])
         return y + self.p[f"{name}_b"].to(y.dtype)
 
@@ -117,9 +116,8 @@ class StackedTransformer(nn.Module):
         g, b = self.p[f"{name}_g"], self.p[f"{name}_b"]  # [S, 1, D]
         if g.shape[0] == 1:
             # One seed: the affine goes inside layer_norm (the same values). With the broadcast form below, the
-            # compiled one-seed DT's backward returned the gradient of emb_norm_g ([1, 1, D]) as [D] on an H100
-            # ("invalid gradient at index 13"); with this form it compiles and runs (bf16+compile+graph 76.9
-            # steps/s, 7.5x eager fp32; BENCHMARKS.md).
+            # compiled one-seed DT's backward returned the gradient of emb_norm_g ([1, 1, D]) as [D] (torch
+            # 2.11, CUDA: "invalid gradient at index 13"); with this form it compiles and runs.
             return F.layer_norm(x, x.shape[-1:], g.view(-1), b.view(-1))
         return F.layer_norm(x, x.shape[-1:]) * g + b
 

@@ -36,8 +36,7 @@ def inductor_options(autotune: bool = False) -> dict[str, bool]:
 
     Loop reordering after fusion is off: in torch 2.11 on CUDA it fails an assertion
     (``reorder_loops_by_dep_pair``) while fusing the one-seed CQL and MCQ fullgraph steps, and turning it off
-    left TD3+BC's compiled step as fast (H100, off vs on: 4,815 vs 4,791 updates/s for one seed, 2,464 vs
-    2,469 steps/s for 8; BENCHMARKS.md). ``autotune`` is the "max-autotune-no-cudagraphs" mode: Triton matmul templates
+    left TD3+BC's compiled step as fast (docs/benchmarks-log.md). ``autotune`` is the "max-autotune-no-cudagraphs" mode: Triton matmul templates
     (with fused bias/activation epilogues) timed against cuBLAS for every matmul shape, without inductor's own
     CUDA graphs, as the runner captures the step itself."""
     options = {"loop_ordering_after_fusion": False}

@@ -6,9 +6,8 @@ kernels cover; CQL's critics have three hidden layers and MCQ's are 400 wide, so
 refuses them (gta-rl sac has no bf16 mode). Acting goes through the forward kernel where it runs on the GPU
 (not in ``--eval-async`` workers). Through cuBLAS and inductor a forward pass is 8-10 kernels (weight casts, the
 padded input, two bf16 products, two bias + ReLU passes, the output layer) and its backward as many again, and
-with 8 stacked seeds each of them moves a whole [M, B, 256] activation through DRAM. H100, TD3+BC step at batch
-1024 (BENCHMARKS.md, eleventh session): 8 seeds 3,761 steps/s without the kernels, 4,326 with the forward kernel
-for the gradient-free passes only, 5,415 with every pass fused (one seed 7,300 / 8,104 / 8,585).
+with 8 stacked seeds each of them moves a whole [M, B, 256] activation through DRAM. Fusing every pass is what
+let 8 stacked seeds run 5x the throughput of 8 sequential runs (figures: BENCHMARKS.md).
 
 **Forward** (:func:`mlp2_forward`), for one block of rows of one member m (a program per block and member)::
 
@@ -125,11 +124,10 @@ def _bmm_f32(a: Tensor, b: Tensor) -> Tensor:
 
 def _launch_config(kernel: str, members: int, batch: int, device: torch.device) -> tuple[int, int, int]:
     """(rows per program, warps, software-pipeline stages of the column-chunk loops) of the forward ("fwd") or
-    backward ("bwd") kernel for ``members`` x ``batch`` rows. Chosen on an H100 (BENCHMARKS.md, eleventh
-    session; TD3+BC step, steps/s 8 seeds / one seed): pipelined chunk loops instead of unrolled ones 5,012 /
-    8,101 -> 5,195 / 8,269 (2 stages everywhere) -> 5,508 / 8,673 (3 stages, but 2 for the backward of 8
-    seeds' twin critics: 3 made that kernel 57 us instead of 49); 4 stages, 128-row blocks with 8 warps for
-    the largest calls, or 32-row forward blocks were slower."""
+    backward ("bwd") kernel for ``members`` x ``batch`` rows, chosen by timing the TD3+BC step with 1 and 8
+    seeds (docs/benchmarks-log.md): software-pipelined chunk loops with 3 stages, but 2 for the backward of 8
+    seeds' twin critics (3 made that kernel slower); 4 stages, 128-row blocks with 8 warps for the largest
+    calls, or 32-row forward blocks were slower. Not tuned for other member counts or cards."""
     if kernel == "fwd":
         return 64, 4, 3
     sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
@@ -174,9 +172,7 @@ def _define() -> None:
         dy = dy.contiguous()
         w2 = w2.to(_LOW)  # read by every block of rows: half the bytes of fp32 (see the forward op)
         # 64-row blocks with 4 warps; 32-row blocks where 64-row ones would leave most SMs idle (one seed).
-        # H100, TD3+BC step: 128-row blocks with 8 warps made the 8-seed step slower (tenth session 4,924 ->
-        # 4,661 steps/s; eleventh, pipelined: 5,508 -> 5,243), 32-row blocks made one seed's as fast as
-        # without the backward kernel (BENCHMARKS.md).
+        # 128-row blocks with 8 warps made the 8-seed step slower (docs/benchmarks-log.md).
         bm, warps, ns = _launch_config("bwd", m, b, x.device)
         nblk = triton.cdiv(b, bm)
         new = functools.partial(torch.empty, device=x.device)
@@ -209,16 +205,13 @@ def _define() -> None:
         # contiguous rows within a member.
         w1, w2, w3, b1, b2, b3 = _member_strided(w1, w2, w3, b1, b2, b3)
         # Layer 2's weights as bf16 once (a small cast kernel) rather than fp32 loaded and rounded by each
-        # block of rows: every block reads all of them, so L2 traffic halves. H100, TD3+BC step with the
-        # backward kernel: 8 seeds 4,213 -> 4,924 steps/s, one seed 6,444 -> 7,830 (that one with 32-row
-        # backward blocks too; BENCHMARKS.md, tenth session).
+        # block of rows: every block reads all of them, so L2 traffic halves (the largest single gain of the
+        # fused step when measured: docs/benchmarks-log.md).
         w2 = w2.to(_LOW)
         y = torch.empty(m, b, out, device=x.device, dtype=torch.float32)
         # 64-row blocks with 4 warps, 64-column chunks of layer 2. With bf16 layer-2 weights, 128-row blocks
-        # with 8 warps (before: the 8-seed critics' choice) no longer paid: TD3+BC step on an H100, 8 seeds,
-        # 4,928 with them vs 5,040 steps/s without (pipelined: 5,224 vs 5,508). 64-row blocks with 8 warps
-        # gave wrong results or illegal memory accesses on the H100 (torch 2.11, Triton 3.6), as did bf16
-        # products for the output layer.
+        # with 8 warps no longer paid. 64-row blocks with 8 warps gave wrong results or illegal memory
+        # accesses (torch 2.11, Triton 3.6), as did bf16 products for the output layer.
         bm, warps, ns = _launch_config("fwd", m, b, x.device)
         grid = (triton.cdiv(b, bm), m)
         wrap_triton(_mlp2_forward_kernel)[grid](

@@ -30,15 +30,14 @@ def stacked_affine(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """x [M, B, in] @ weight [M, in, out] + bias [M, 1, out].
 
     Written as ``bmm`` + add rather than ``torch.baddbmm(bias, x, weight)``: baddbmm first copies the
-    broadcast bias into its [M, B, out] output (one extra full-size copy kernel per layer: 82 of 491 us of
-    a compiled 8-seed TD3+BC step on an H100), while torch.compile fuses the add into the activation that
-    follows.
+    broadcast bias into its [M, B, out] output (one extra full-size copy kernel per layer, a sixth of a
+    compiled 8-seed TD3+BC step's GPU time when measured), while torch.compile fuses the add into the
+    activation that follows.
 
     Under torch.compile any layer with one output (the Q and value heads of every algorithm here, SAC's
     included) is a multiply-and-sum over ``in`` instead: inductor fuses it with the ReLU that produces x (and
-    its backward with the ReLU's), where a bmm is a separate cuBLAS gemv reading the whole activation again.
-    Compiled TD3+BC step on an H100 (TF32, whole-step graph): 4,782 -> 5,253 updates/s for one seed, 2,440 ->
-    2,753 steps/s for 8 seeds; IQL 3,423 -> 3,800 and 1,773 -> 1,978 (BENCHMARKS.md). Not being a matmul,
+    its backward with the ReLU's), where a bmm is a separate cuBLAS gemv reading the whole activation again;
+    it made the compiled TD3+BC and IQL steps about 10% faster (docs/benchmarks-log.md). Not being a matmul,
     the head escapes TF32 and bf16 autocast: it is computed in x's dtype (fp32 after the fp32 bias add)
     where the eager bmm would use TF32 / bf16. Eager keeps the bmm (its gemv is the faster kernel there)."""
     if weight.shape[-1] == 1 and torch.compiler.is_compiling():
@@ -62,8 +61,8 @@ def lowp_affine(x: Tensor, weight: Tensor, bias: Tensor, dtype: torch.dtype) -> 
 
     An input width that is not a multiple of 8 (17 observations, 23 = observations + actions) is padded
     with zero columns of x and zero rows of the weight, which leaves the product unchanged: unpadded, cuBLAS
-    falls back to slow align-1 / align-2 bf16 kernels for these skinny products (H100: the 8-seed TD3+BC
-    step's first-layer GEMMs took 40 of its 269 us of GPU time). The padding is made at use time, so the
+    falls back to slow align-1 / align-2 bf16 kernels for these skinny products (the first-layer products
+    then took a seventh of the 8-seed TD3+BC step). The padding is made at use time, so the
     parameters (and checkpoints) keep their shapes."""
     if not torch.is_grad_enabled():  # acting and evaluation: the same product, without the autograd function
         return _lowp_product(x, weight, dtype)[0] + bias
@@ -89,7 +88,7 @@ class _LowpAffine(torch.autograd.Function):
     ``bmm(x.to(dtype), weight.to(dtype)) + bias`` except for the bias gradient, summed here from the
     bf16-rounded output gradient that the weight gradient uses, not from the fp32 one: compiled, the
     derived version had inductor write each hidden layer's [M, B, out] fp32 output gradient to memory only
-    to sum it over the batch (H100, 8-seed TD3+BC step: BENCHMARKS.md, sixth session)."""
+    to sum it over the batch (docs/benchmarks-log.md)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, dtype: torch.dtype) -> Tensor:

@@ -42,7 +42,7 @@ class Adam:
     @torch.no_grad()
     def step(self, grads: Sequence[Tensor]) -> None:
         # Scalars in the parameters' dtype: compiled, inductor recomputes them for every element of the
-        # fused update, and float64 powers there cost the 8-seed TD3+BC step ~5 us on an H100 (BENCHMARKS.md).
+        # fused update, and float64 powers there are slow on GPUs (docs/benchmarks-log.md).
         dtype = self.params[0].dtype
         lr = self.base_lr if self.schedule is None else self.base_lr * self.schedule(self.t.to(dtype))
         self.t.add_(1.0)

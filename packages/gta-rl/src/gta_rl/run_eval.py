@@ -55,7 +55,7 @@ class BackgroundEvaluation:
     """Evaluates a copy of the agent in a worker thread while training goes on.
 
     The paper's protocol evaluates every 5k of 1M updates (200 evaluations of 10 episodes per seed); in
-    the foreground, on an H100, HalfCheetah evaluations took longer than the updates between them. The
+    the foreground, HalfCheetah evaluations took longer on a fast GPU than the updates between them. The
     copy (``shadow``, an agent of the same config) is loaded on the training stream right after the
     evaluated step, so its scores equal a foreground evaluation's; on CUDA the thread runs on its own
     stream and waits only for that copy."""
