@@ -230,8 +230,8 @@ def _store_complete(path: str) -> bool:
 
 
 def _started(stage: Stage) -> bool:
-    """Whether a stage left something to continue (RL checkpoints)."""
-    if stage.name != "rl":
+    """Whether a stage that is continued with a flag (RL: ``--resume``) left checkpoints in its ``--out``."""
+    if not stage.resume_flag:
         return False
     out = Path(stage.command[stage.command.index("--out") + 1])
     return any(out.glob("*/checkpoint.safetensors"))

@@ -158,8 +158,7 @@ class StackedData:
 
     This is how runs that differ in their data, not only in their seed, train in one process (``gta-rl train
     --arm``: original data, original + GTA, ...). The parts' arrays (which may stay on the host) are
-    concatenated once on ``device``;
-    member group g draws exactly the rows that ``parts[g]`` alone would give it (its own seeds' streams, its
+    concatenated once on ``device``; member group g draws exactly the rows that ``parts[g]`` alone would give it (its own seeds' streams, its
     own size and mix ratio), offset into the concatenation. Each part keeps its own state statistics and
     reward transform (already applied to its arrays); :attr:`obs_mean` / :attr:`obs_std` are per member
     ([S, 1, obs]) for acting."""
@@ -174,7 +173,7 @@ class StackedData:
         self.parts, self.counts = list(parts), [int(c) for c in counts]
         self.device = torch.device(device) if device is not None else parts[0].device
         self.offsets = np.cumsum([0, *(p.num_transitions for p in parts)])[:-1].tolist()
-        for name in ("observations", "actions", "rewards", "next_observations", "dones"):  # the parts may stay on the host
+        for name in ("observations", "actions", "rewards", "next_observations", "dones"):
             setattr(self, name, torch.cat([getattr(p, name) for p in parts]).to(self.device))
 
         def per_member(stat: str) -> np.ndarray:  # [S, 1, obs]
@@ -182,8 +181,6 @@ class StackedData:
                                    for p, c in zip(parts, counts, strict=True)])
 
         self.obs_mean, self.obs_std = per_member("obs_mean"), per_member("obs_std")
-        self.sizes = [p.num_transitions for p in parts]
-        self.max_abs_action = max(p.max_abs_action for p in parts)
 
     obs_dim = OfflineData.obs_dim
     act_dim = OfflineData.act_dim

@@ -37,6 +37,11 @@ class RunStopped(Exception):
         self.exit_code = exit_code
 
 
+def read_config(out: Path) -> dict[str, Any]:
+    """A run directory's ``config.json``."""
+    return json.loads((out / "config.json").read_text())
+
+
 def check_out_dir(out: Path, resume: bool) -> bool:
     """Whether ``out`` may receive this run; True where it holds an earlier start that never reached its
     first checkpoint (to be cleared with :func:`clear_unstarted_run` once the new start is valid)."""
@@ -59,7 +64,7 @@ def check_out_dir(out: Path, resume: bool) -> bool:
 def is_run_dir(out: Path) -> bool:
     """Whether ``out`` holds a gta-rl run (its config.json names an algorithm and the training stores)."""
     try:
-        config = json.loads((out / "config.json").read_text())
+        config = read_config(out)
     except (OSError, ValueError):
         return False
     return isinstance(config, dict) and "algorithm" in config and "seeds" in config and "data" in config
@@ -125,7 +130,7 @@ def load_run(out: str | Path, device: str = "auto") -> tuple[dict[str, Any], Age
     out = Path(out)
     if not (out / "config.json").exists() or not (out / CHECKPOINT).exists():
         raise RunError(f"{out} is not a gta-rl run directory (config.json and {CHECKPOINT} expected)")
-    run = json.loads((out / "config.json").read_text())
+    run = read_config(out)
     dev = resolve_device(device, RunError)
     try:
         agent = agent_with_stats(run, dev)

@@ -40,10 +40,12 @@ def env_seeds(run: dict[str, Any], episodes: int) -> list[list[int]]:
         return [[base + i for i in range(episodes)] for _ in run["seeds"]]
     return [[base + int(s) * episodes + i for i in range(episodes)] for s in run["seeds"]]
 
+
 def make_evaluator(run: dict[str, Any], episodes: int, asynchronous: bool) -> Evaluator:
     """The evaluator of a run: ``episodes`` episodes per seed in copies of its env (env seeds:
-    :func:`env_seeds`). ``asynchronous`` (``--eval-async``) shards the copies over worker processes in which CPU copies of the
-    policies act (:class:`CpuPolicies`); the Decision Transformer's rollouts act in this process."""
+    :func:`env_seeds`). ``asynchronous`` (``--eval-async``) shards the copies over worker processes in which
+    CPU copies of the policies act (:class:`CpuPolicies`); the Decision Transformer's rollouts act in this
+    process."""
     workers_act = asynchronous and run["algorithm"] != "dt"
     return Evaluator(run["env_id"], len(run["seeds"]), episodes, layout=run.get("observation_layout"),
                      env_seeds=env_seeds(run, episodes), env_kwargs=run.get("env_kwargs"),

@@ -14,7 +14,6 @@ resume evaluates that step again).
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -32,7 +31,6 @@ from gta_rl.algorithms import (
     build_config,
     canonical_name,
     config_to_dict,
-    get_spec,
     match_preset,
 )
 from gta_rl.base import Agent, resolve_device
@@ -49,6 +47,7 @@ from gta_rl.run_dir import (
     check_out_dir,
     clear_unstarted_run,
     load_run,
+    read_config,
     summarize_history,
 )
 from gta_rl.run_eval import (
@@ -120,7 +119,6 @@ def _dataset_name(store) -> str:
     return " ".join([*prov, store.path.name, store.env_id])
 
 
-
 def _check(cfg: RunConfig) -> None:
     if cfg.steps < 1 or cfg.batch_size < 1:
         raise RunError("steps and batch size must be positive")
@@ -134,7 +132,6 @@ def _check(cfg: RunConfig) -> None:
         parse_sinks(cfg.log_to, "gta-rl")
     except SinkError as exc:
         raise RunError(str(exc)) from None
-
 
 
 def _check_flags(cfg: RunConfig, algorithm: str, device: torch.device) -> None:
@@ -297,8 +294,7 @@ def train_arms(
     outs = [Path(out) for _, out in arms.values()]
     if len({o.resolve() for o in outs}) != len(outs):
         raise RunError("each arm needs its own run directory")
-    restarts = [check_out_dir(out, resume) for out in outs]
-    get_spec(algorithm)  # validates the name before any data is read
+    restarts = [check_out_dir(out, resume) for out in outs]  # the name was validated by canonical_name
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
 
@@ -310,8 +306,8 @@ def train_arms(
         run, data = _prepare(cfg, algorithm, tuple(str(Path(p)) for p in paths), saved, where)
         if len(arms) > 1:
             run |= {"arm": name, "arms": list(arms)}
-        members = slice(i * len(cfg.seeds), (i + 1) * len(cfg.seeds))
-        group.append(_Arm(name, out, run, data, members, restart, saved))
+        rows = slice(i * len(cfg.seeds), (i + 1) * len(cfg.seeds))  # this arm's members in the stack
+        group.append(_Arm(name, out, run, data, rows, restart, saved))
     _check_arms_agree(group)
     eval_episodes = group[0].run["eval_episodes"]
     # The stack's own view: every member's seed, the arms' shared settings (evaluation, agent, env).
@@ -440,10 +436,6 @@ def train_arms(
             write_json(arm.out / "results.json", results)
         out_results[arm.name] = results
     return out_results
-
-
-def read_config(out: Path) -> dict[str, Any]:
-    return json.loads((out / "config.json").read_text())
 
 
 def _read_checkpoints(group: Sequence[_Arm], device: torch.device) -> list[tuple[dict, dict]]:
