@@ -71,9 +71,10 @@ def test_public_api_is_lazy_and_leaves_the_modules_reachable():
         from gta_diffusion import AugmentConfig, Trainer
         from gta_rl import RunConfig
         import gta_diffusion.augment as aug_module
-        import gta_rl.train as train_module
+        import gta_rl.training as train_module
         assert callable(aug_module.augment) and aug_module.AugmentConfig is AugmentConfig
         assert callable(train_module.train) and train_module.RunConfig is RunConfig
+        assert gta_rl.train is train_module.train  # the function: no module of that name hides it
         assert Trainer.__module__ == "gta_diffusion.train"
         try:
             gta_rl.no_such_name

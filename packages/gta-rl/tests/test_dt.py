@@ -18,7 +18,7 @@ from gta_rl.cli import app
 from gta_rl.dt import DT, DTConfig, StackedTransformer
 from gta_rl.rng import SeedStreams
 from gta_rl.sequences import load_sequence_data, relabel_segments, returns_to_go
-from gta_rl.train import RunConfig, RunError, load_run, train
+from gta_rl.training import RunConfig, RunError, load_run, train
 
 TINY = {"embedding_dim": 16, "num_layers": 2, "num_heads": 2, "context": 4, "episode_len": 16,
         "warmup_steps": 5, "return_scale": 0.5, "target_returns": [-1.0, -3.0]}

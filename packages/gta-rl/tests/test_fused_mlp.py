@@ -23,7 +23,7 @@ from gta_rl.nets import (
     set_matmul_dtype,
     twin_input,
 )
-from gta_rl.train import RunConfig, RunError, train
+from gta_rl.training import RunConfig, RunError, train
 
 needs_triton = pytest.mark.skipif(not fused_mlp.available(), reason="needs CUDA and Triton")
 

@@ -20,13 +20,10 @@ from gta_data.metric_sinks import MetricSinks
 from gta_rl.algorithms import ConfigError
 from gta_rl.base import Agent, resolve_device
 from gta_rl.checkpoint import load_checkpoint
+from gta_rl.config import ResolvedRun, RunError
 from gta_rl.run_eval import agent_with_stats
 
 CHECKPOINT = "checkpoint.safetensors"
-
-
-class RunError(ValueError):
-    """A run that cannot start or resume (one-line message)."""
 
 
 class RunStopped(Exception):
@@ -109,10 +106,11 @@ class SeedLogs:
         self.sinks.close()
 
 
-def summarize_history(run: dict[str, Any], history: dict[str, Any], step: int) -> dict[str, Any]:
+def summarize_history(run: ResolvedRun, history: dict[str, Any], step: int) -> dict[str, Any]:
+    """A run's results document (``results.json``): every seed's final and best normalized score."""
     evals = history["evals"]
     per_seed = {}
-    for i, seed in enumerate(run["seeds"]):
+    for i, seed in enumerate(run.seeds):
         scores = [e["scores"][i] for e in evals]
         per_seed[str(seed)] = {
             "final_score": scores[-1] if scores else None,
@@ -121,20 +119,21 @@ def summarize_history(run: dict[str, Any], history: dict[str, Any], step: int) -
         }
         if evals and "targets" in evals[-1]:  # Decision Transformer: the final score of every target
             per_seed[str(seed)]["final_by_target"] = {t: v[i] for t, v in evals[-1]["targets"].items()}
-    return {"algorithm": run["algorithm"], "env_id": run["env_id"], "data": run["data"], "step": step,
+    return {"algorithm": run.algorithm, "env_id": run.env_id, "data": list(run.config.data), "step": step,
             "seeds": per_seed}
 
 
-def load_run(out: str | Path, device: str = "auto") -> tuple[dict[str, Any], Agent, dict]:
-    """The run's config and its agent restored from the checkpoint."""
+def load_run(out: str | Path, device: str = "auto") -> tuple[ResolvedRun, Agent, dict]:
+    """The run's resolved config, its agent restored from the checkpoint, and the checkpoint's metadata
+    (``step``, ``history``)."""
     out = Path(out)
     if not (out / "config.json").exists() or not (out / CHECKPOINT).exists():
         raise RunError(f"{out} is not a gta-rl run directory (config.json and {CHECKPOINT} expected)")
-    run = read_config(out)
     dev = resolve_device(device, RunError)
     try:
+        run = ResolvedRun.from_json(read_config(out))
         agent = agent_with_stats(run, dev)
-    except ConfigError as exc:
+    except (ConfigError, RunError) as exc:
         raise RunError(f"{out}: {exc}") from None
     state, meta = load_checkpoint(out / CHECKPOINT, dev)
     agent.load_full_state_dict(state)
