@@ -83,7 +83,7 @@ def _graph_replays_match_eager(eager, graph, steps: int) -> None:
     checker: no host sync inside a replayed step."""
     ref = torch.stack([eager.step() for _ in range(steps)]).cpu()
     got = torch.stack([graph.step().clone() for _ in range(steps)]).cpu()
-    assert graph._graph is not None
+    assert graph.graph_runner.captured()
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
     for p_e, p_g in zip(eager.denoiser.parameters(), graph.denoiser.parameters(), strict=True):
         torch.testing.assert_close(p_g, p_e, rtol=1e-5, atol=1e-6)

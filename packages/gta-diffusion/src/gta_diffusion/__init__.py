@@ -6,8 +6,7 @@ torch loads then). ``augment`` stays the module (``from gta_diffusion.augment im
 package attribute of the same name would hide the module from ``import gta_diffusion.augment as m``.
 """
 
-import importlib
-
+from gta_data.lazy import lazy_attributes
 from gta_diffusion._version import __version__
 
 _API = {"AugmentConfig": "augment", "Augmenter": "augment", "TrainConfig": "train", "Trainer": "train",
@@ -15,7 +14,4 @@ _API = {"AugmentConfig": "augment", "Augmenter": "augment", "TrainConfig": "trai
 __all__ = ["__version__", *_API]
 
 
-def __getattr__(name: str):  # PEP 562: the API's modules load on first use; ``import gta_diffusion`` stays light
-    if name not in _API:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_API[name]}"), name)
+__getattr__, __dir__ = lazy_attributes(__name__, _API)  # the API's modules load on first use (torch then)
