@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from gta_diffusion.augment import AugmentConfig, Augmenter, window_seeds
+from gta_diffusion.augmentation import AugmentConfig, Augmenter, window_seeds
 from gta_diffusion.data import WindowConfig
-from gta_diffusion.train import TrainConfig, Trainer
+from gta_diffusion.training import TrainConfig, Trainer
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 SMALL = {"fast-mixer-small": {"dim": 32, "dim_mults": (1, 2, 4), "emb_dim": 64},

@@ -75,7 +75,7 @@ def train_synther_command(
         from gta_diffusion.baselines.synther import create_synther_trainer, synther_train_config
         from gta_diffusion.errors import DiffusionError
         from gta_diffusion.threads import set_cpu_threads
-        from gta_diffusion.train import apply_resume_options
+        from gta_diffusion.training import apply_resume_options
 
         if stop_after is not None and stop_after < 1:
             raise DiffusionError(f"--stop-after must be a positive step, got {stop_after}")

@@ -40,6 +40,7 @@ import torch
 
 from gta_data import TrajectoryStore
 from gta_data.accel.cuda_graph import CudaGraphRunner
+from gta_data.accel.devices import resolve_device
 from gta_data.jsonl import JsonlLog
 from gta_data.metric_sinks import SinkError, parse_sinks
 from gta_diffusion._version import __version__
@@ -447,6 +448,27 @@ class Trainer:
             truncate_metrics(self.run_dir, self.step_count)
 
 
+def train(data: str | Path | None, out: str | Path, cfg: TrainConfig | None = None,
+          window: WindowConfig | None = None, edm: EDMConfig | None = None, *,
+          device: str | torch.device | None = None, until: int | None = None) -> Trainer:
+    """Train a GTA denoiser on the store ``data`` into the run directory ``out``, or resume the run there (its
+    saved config wins; ``data`` None: the store it recorded). Runs to the configured total of steps, or to step
+    ``until`` and checkpoints there (call again to continue). ``device`` None: CUDA when available. Metrics go
+    to ``out/metrics.jsonl`` (and the ``cfg.log_to`` copies); :func:`load_model` gives the trained denoiser.
+
+        trainer = gta_diffusion.train("hopper.zarr", "runs/hopper", TrainConfig(steps=100_000))
+    """
+    from gta_data.metric_sinks import MetricSinks
+
+    trainer = Trainer.create(out, data, cfg, window, edm, device=resolve_device(device, DiffusionError))
+    with MetricSinks(trainer.run_dir, trainer.cfg.log_to, name=trainer.run_dir.name, config=trainer.config) as sinks:
+        sinks.rewind(trainer.step_count)  # as metrics.jsonl: a resume writes the lines after its checkpoint again
+        trainer.train(until, on_log=lambda record: sinks.write(record["step"], "train", record))
+    if trainer.step_count < trainer.cfg.steps:
+        trainer.save()
+    return trainer
+
+
 def apply_resume_options(run_dir: str | Path, *, steps: int | None = None, batch_size: int | None = None,
                          preset: str | None = None, penalty_in_rewards: bool | None = None,
                          log_to: tuple[str, ...] | None = None, model: str = "gta",
@@ -552,4 +574,4 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu", *, ema: 
     return denoiser, norm, config_from_dict(WindowConfig, config["window"]), edm, config
 
 
-__all__ = ["TrainConfig", "Trainer", "apply_resume_options", "load_model", "lr_at"]
+__all__ = ["TrainConfig", "Trainer", "apply_resume_options", "load_model", "lr_at", "train"]
