@@ -93,7 +93,7 @@ def train(
         from gta_diffusion.distributed import init_distributed, shutdown
         from gta_diffusion.errors import DiffusionError
         from gta_diffusion.threads import set_cpu_threads
-        from gta_diffusion.train import TrainConfig, Trainer, apply_resume_options
+        from gta_diffusion.training import TrainConfig, Trainer, apply_resume_options
 
         if model != "gta":
             raise DiffusionError(f"unknown model {model!r} (choose gta or synther)")
@@ -152,7 +152,7 @@ def augment(
     mu: float = typer.Option(None, help="Partial noising ratio, 0 < mu <= 1 (default 0.5)."),
     alpha: float = typer.Option(None, help="Return multiplier of the amplified condition (default 1.3)."),
     num_transitions: int = typer.Option(5_000_000, help="Transitions to generate."),
-    guidance: float = typer.Option(2.0, help="Guidance weight w of the paper (scale s = w + 1)."),
+    guidance: float = typer.Option(2.0, help="Guidance weight w of Eq. 4 (the sampler's scale is s = w + 1)."),
     conditioning: str = typer.Option("amplified", help="amplified | fixed | none | inpaint."),
     fixed_return: float = typer.Option(None, help="Target return for --conditioning fixed."),
     reweight: str = typer.Option(None, help="none | bins (Eq. 13) | episodes (sparse tasks)."),
@@ -193,8 +193,8 @@ def augment(
     batch_size = 8192 if batch_size is None else batch_size
     with _errors(debug):
         from gta_data.progress import progress
-        from gta_diffusion.augment import AugmentConfig
-        from gta_diffusion.augment import augment as run_augment
+        from gta_diffusion.augmentation import AugmentConfig
+        from gta_diffusion.augmentation import augment as run_augment
         from gta_diffusion.distributed import init_distributed, shutdown
         from gta_diffusion.errors import DiffusionError
         from gta_diffusion.presets import dataset_preset as lookup
@@ -204,7 +204,7 @@ def augment(
         explicit = {"mu": mu, "alpha": alpha, "reweight": reweight, "num_bins": num_bins,
                     "success_weight": success_weight, "reweight_clip": reweight_clip}
         fields.update({k: v for k, v in explicit.items() if v is not None})
-        cfg = AugmentConfig(**fields, guidance_scale=guidance + 1.0, conditioning=conditioning,
+        cfg = AugmentConfig(**fields, guidance_weight=guidance, conditioning=conditioning,
                             fixed_return=fixed_return, num_transitions=num_transitions, batch_size=batch_size,
                             num_steps=num_steps, seed=seed, bf16=bf16, compile=compile,
                             compile_mode=compile_mode, clip_actions=clip_actions)

@@ -71,11 +71,11 @@ def train_synther_command(
     """Train (or resume) SynthER's unconditional transition diffusion model on a store."""
     with _errors(debug):
         from gta_data import TrajectoryStore
+        from gta_data.accel.devices import resolve_device
         from gta_diffusion.baselines.synther import create_synther_trainer, synther_train_config
-        from gta_diffusion.distributed import resolve_device
         from gta_diffusion.errors import DiffusionError
         from gta_diffusion.threads import set_cpu_threads
-        from gta_diffusion.train import apply_resume_options
+        from gta_diffusion.training import apply_resume_options
 
         if stop_after is not None and stop_after < 1:
             raise DiffusionError(f"--stop-after must be a positive step, got {stop_after}")
@@ -92,7 +92,7 @@ def train_synther_command(
                 compile_mode=compile_mode, cuda_graph=cuda_graph, seed=seed, log_every=log_every,
                 checkpoint_every=checkpoint_every, log_to=sinks or (),
             )
-        dev = resolve_device(device)
+        dev = resolve_device(device, DiffusionError)
         set_cpu_threads(threads, dev)
         trainer = create_synther_trainer(out, data, cfg, device=dev)
         facts = trainer.config["data"]
@@ -123,15 +123,16 @@ def augment_synther_command(
 ) -> None:
     """SynthER: sample transitions from pure noise with the trained model and write them as a store."""
     with _errors(debug):
+        from gta_data.accel.devices import resolve_device
         from gta_data.progress import progress
         from gta_diffusion.baselines.synther import SampleConfig, generate_synther
-        from gta_diffusion.distributed import resolve_device
+        from gta_diffusion.errors import DiffusionError
         from gta_diffusion.threads import set_cpu_threads
 
         cfg = SampleConfig(num_transitions=num_transitions, batch_size=batch_size, num_steps=num_steps, seed=seed,
                            bf16=bf16, compile=compile, clip_actions=clip_actions)
         cfg.check()
-        dev = resolve_device(device)
+        dev = resolve_device(device, DiffusionError)
         set_cpu_threads(threads, dev)
         with progress("synther", total=num_transitions, unit="transitions") as bar:
             store = generate_synther(model, out, cfg, device=dev, overwrite=overwrite, progress=bar.advance)

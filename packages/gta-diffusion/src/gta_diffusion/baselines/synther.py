@@ -7,7 +7,7 @@ transition vectors x = [s, a, r, s', terminal] (D = 2 obs + act + 2; 42 for half
 
 Data: every column is z-scored with the statistics of the training store except the terminal column,
 which stays in {0, 1} (SynthER's ``skip_dims`` for the terminal). Training reuses
-:class:`gta_diffusion.train.Trainer` (AdamW, cosine schedule, clipping, EMA, atomic checkpoints, exact
+:class:`gta_diffusion.training.Trainer` (AdamW, cosine schedule, clipping, EMA, atomic checkpoints, exact
 resume, metrics JSONL) through the small adapter :class:`SynthERTrainer`. Defaults follow SynthER
 (conglu1997/SynthER): 100k steps, batch 1024 (256 for stores under 800k transitions), AdamW lr 3e-4 with
 betas (0.9, 0.99), no weight decay, cosine annealing without warm-up, gradient clipping at 1.0.
@@ -43,7 +43,7 @@ import torch
 
 from gta_data import StoreError, StoreWriter, TrajectoryStore, Transitions
 from gta_diffusion._version import __version__
-from gta_diffusion.augment import check_output_store, clip_actions
+from gta_diffusion.augmentation import check_output_store, clip_actions
 from gta_diffusion.checkpoint import (
     CONFIG_NAME,
     latest_checkpoint,
@@ -55,7 +55,7 @@ from gta_diffusion.edm import EDMConfig, edm_sampler
 from gta_diffusion.errors import DiffusionError
 from gta_diffusion.networks import PRESETS, count_parameters
 from gta_diffusion.noise import SeededNoise
-from gta_diffusion.train import TrainConfig, Trainer, build_denoiser, check_run_data, check_train_config
+from gta_diffusion.training import TrainConfig, Trainer, build_denoiser, check_run_data, check_train_config
 
 __all__ = [
     "MODEL_KIND",
@@ -157,7 +157,7 @@ class _NoWindows:
 class TransitionSet:
     """The z-scored transition vectors of a store on the device, sampled uniformly with replacement.
 
-    Quacks like ``data.WindowSet`` for :class:`gta_diffusion.train.Trainer`: ``sample`` returns
+    Quacks like ``data.WindowSet`` for :class:`gta_diffusion.training.Trainer`: ``sample`` returns
     ``([B, 1, D], None)`` -- one row per transition and no condition (unconditional model)."""
 
     def __init__(self, data: Transitions, norm: TransitionNormalizer, device: torch.device | str = "cpu") -> None:

@@ -27,7 +27,7 @@ import math
 import shutil
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import InitVar, asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,7 @@ REWEIGHTS = ("none", "bins", "episodes")
 class AugmentConfig:
     mu: float = 0.5  # partial noising ratio, 0 < mu <= 1 (Sec. 4.2; Table 8)
     alpha: float = 1.3  # return multiplier (Eq. 8; Table 8)
-    guidance_scale: float = 3.0  # s in D_u + s (D_c - D_u); paper w = 2.0 is s = w + 1 (Table 7)
+    guidance_weight: float = 2.0  # w of GTA Eq. 4 (Table 7: 2.0); the sampler's scale is s = w + 1
     conditioning: str = "amplified"  # amplified | fixed | none | inpaint (ablations, appendix E.6)
     fixed_return: float | None = None  # target return (unscaled) for conditioning = fixed
     num_transitions: int = 5_000_000  # generated transitions (Sec. 5: 5M); last window truncated to fit
@@ -70,6 +70,19 @@ class AugmentConfig:
     compile: bool = False  # torch.compile the denoiser
     compile_mode: str | None = None  # torch.compile mode, e.g. "reduce-overhead" (CUDA graphs)
     clip_actions: bool = True  # clip generated actions to the per-dimension range of the source data's actions
+    # Refused: the old name of the knob, which took the sampler's scale s = w + 1 (see __post_init__).
+    guidance_scale: InitVar[float | None] = None
+
+    def __post_init__(self, guidance_scale: float | None) -> None:
+        if guidance_scale is not None:
+            raise DiffusionError(f"AugmentConfig takes guidance_weight, the paper's w (Eq. 4), not guidance_scale: "
+                                 f"guidance_scale={guidance_scale} is guidance_weight={guidance_scale - 1}")
+
+    @property
+    def sampler_scale(self) -> float:
+        """s of ``edm.guided_denoise`` (D_u + s (D_c - D_u)) for the paper's w of Eq. 4,
+        eps_c + w (eps_c - eps_u) = eps_u + (w + 1)(eps_c - eps_u): the one place w becomes s."""
+        return self.guidance_weight + 1.0
 
     def check(self) -> None:
         if not 0.0 < self.mu <= 1.0:
@@ -90,8 +103,9 @@ class AugmentConfig:
             raise DiffusionError(f"seed must be in [0, 2^31), got {self.seed}")
         if not (math.isfinite(self.alpha) and self.alpha > 0):
             raise DiffusionError(f"alpha must be a positive number, got {self.alpha}")
-        if not (math.isfinite(self.guidance_scale) and self.guidance_scale >= 0):
-            raise DiffusionError(f"the guidance scale must be a number >= 0 (--guidance >= -1), got {self.guidance_scale}")
+        if not (math.isfinite(self.guidance_weight) and self.guidance_weight >= -1):
+            raise DiffusionError(f"the guidance weight w must be a number >= -1 (w = -1: unconditional, 0: "
+                                 f"conditional), got {self.guidance_weight}")
         if self.fixed_return is not None and not math.isfinite(self.fixed_return):
             raise DiffusionError(f"the fixed return must be a finite number, got {self.fixed_return}")
         if self.num_steps is not None and (int(self.num_steps) != self.num_steps or self.num_steps < 2):
@@ -188,7 +202,7 @@ class Augmenter:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
             out = edm_sampler(
                 self.net, x_src, cond, cfg=self.edm, start_index=self.start_index,
-                guidance_scale=self.cfg.guidance_scale, noise=SeededNoise(seeds), known=known, known_mask=mask,
+                guidance_scale=self.cfg.sampler_scale, noise=SeededNoise(seeds), known=known, known_mask=mask,
             )
         return out.float()
 
@@ -277,15 +291,22 @@ def check_output_store(out_path: str | Path, *, overwrite: bool, source: str | P
     return out_path
 
 
-def augment(model_dir: str | Path, data_path: str | Path, out_path: str | Path, cfg: AugmentConfig, *,
-            device: str | torch.device = "cpu", dist: DistInfo = DistInfo(), overwrite: bool = False,
+def augment(model_dir: str | Path, data_path: str | Path, out_path: str | Path, cfg: AugmentConfig | None = None,
+            *, device: str | torch.device | None = None, dist: DistInfo = DistInfo(), overwrite: bool = False,
             progress: Callable[[int], None] | None = None, on_start: Callable[[int], None] | None = None,
             ) -> TrajectoryStore | None:
     """Generate ``cfg.num_transitions`` transitions from the model in ``model_dir`` using the source store
-    ``data_path``; write them to ``out_path``. Returns the store on rank 0 (None on other ranks)."""
-    from gta_diffusion.train import load_model
+    ``data_path``; write them to ``out_path``. Returns the store on rank 0 (None on other ranks).
+    ``cfg`` None: the defaults (GTA's mu 0.5, alpha 1.3, w 2); ``device`` None: CUDA when available.
 
+        store = gta_diffusion.augment("runs/hopper", "hopper.zarr", "hopper-gta.zarr", AugmentConfig(mu=0.25))
+    """
+    from gta_data.accel.devices import resolve_device
+    from gta_diffusion.training import load_model
+
+    cfg = cfg or AugmentConfig()
     cfg.check()
+    device = resolve_device(device, DiffusionError)
     out_path = check_output_store(out_path, overwrite=overwrite, source=data_path)
     denoiser, norm, wcfg, edm, config = load_model(model_dir, device)
     store = TrajectoryStore.open(data_path)

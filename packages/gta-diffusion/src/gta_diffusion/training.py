@@ -39,6 +39,9 @@ from typing import Any
 import torch
 
 from gta_data import TrajectoryStore
+from gta_data.accel.cuda_graph import CudaGraphRunner
+from gta_data.accel.devices import resolve_device
+from gta_data.jsonl import JsonlLog
 from gta_data.metric_sinks import SinkError, parse_sinks
 from gta_diffusion._version import __version__
 from gta_diffusion.checkpoint import (
@@ -183,8 +186,6 @@ class Trainer:
         self.opt = torch.optim.AdamW(self.params, lr=lr, betas=self.cfg.betas, weight_decay=self.cfg.weight_decay,
                                      fused=use_fused, capturable=self.cfg.cuda_graph)
         self._ema_weight = torch.zeros((), device=device)  # 1 - decay, refreshed before every graph replay
-        self._graph: torch.cuda.CUDAGraph | None = None
-        self._graph_loss: torch.Tensor | None = None
         self.model: torch.nn.Module = self.denoiser
         if dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -202,9 +203,15 @@ class Trainer:
         self.loss_gen = torch.Generator(device=device).manual_seed(self.cfg.seed * 1_000_003 + 2 * dist.rank + 1)
         self.step_count = 0
         self._saved_step: int | None = None  # the step of the last checkpoint written or loaded here
-        self._eager_graph_steps = 0
         self._resume_acc: dict[str, Any] | None = None
         self._zero_accumulators()
+        # --cuda-graph: three eager warm-up steps, then the whole step as one graph; the data and loss generators
+        # advance with every replay, and gradients are allocated from the graph's pool.
+        self.graph_runner = CudaGraphRunner(
+            self._graph_body, cuda_graph=self.cfg.cuda_graph, device=device, warmup=3,
+            generators=(self.data_gen, self.loss_gen), before_capture=lambda: self.opt.zero_grad(set_to_none=True),
+            error=DiffusionError,
+        )
 
     # -- construction ------------------------------------------------------------------------------
 
@@ -333,25 +340,7 @@ class Trainer:
         for group in self.opt.param_groups:
             group["lr"].fill_(lr)
         self._ema_weight.fill_(ema_weight)
-        if self._graph is None and self._eager_graph_steps < 3:
-            # Warm-up on a side stream (as CUDA graph capture requires): real training steps.
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):
-                loss = self._graph_body()
-            torch.cuda.current_stream(self.device).wait_stream(side)
-            self._eager_graph_steps += 1
-            return self._count(loss)
-        if self._graph is None:
-            self.opt.zero_grad(set_to_none=True)  # gradients are then allocated from the graph's pool
-            graph = torch.cuda.CUDAGraph()
-            graph.register_generator_state(self.data_gen)
-            graph.register_generator_state(self.loss_gen)
-            with torch.cuda.graph(graph):
-                self._graph_loss = self._graph_body()
-            self._graph = graph
-        self._graph.replay()
-        return self._count(self._graph_loss)
+        return self._count(self.graph_runner())
 
     def _count(self, loss: torch.Tensor) -> torch.Tensor:
         self.step_count += 1
@@ -405,8 +394,7 @@ class Trainer:
                   "lr": lr_at(self.cfg, self.step_count - 1), "steps_per_s": n / dt if dt > 0 else None,
                   "time": time.time()}
         if self.dist.is_main:
-            with open(self.run_dir / METRICS_NAME, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            JsonlLog(self.run_dir / METRICS_NAME).append(record)
         self._zero_accumulators()
         return record
 
@@ -458,6 +446,27 @@ class Trainer:
         self._resume_acc = ckpt["state"]
         if self.dist.is_main:
             truncate_metrics(self.run_dir, self.step_count)
+
+
+def train(data: str | Path | None, out: str | Path, cfg: TrainConfig | None = None,
+          window: WindowConfig | None = None, edm: EDMConfig | None = None, *,
+          device: str | torch.device | None = None, until: int | None = None) -> Trainer:
+    """Train a GTA denoiser on the store ``data`` into the run directory ``out``, or resume the run there (its
+    saved config wins; ``data`` None: the store it recorded). Runs to the configured total of steps, or to step
+    ``until`` and checkpoints there (call again to continue). ``device`` None: CUDA when available. Metrics go
+    to ``out/metrics.jsonl`` (and the ``cfg.log_to`` copies); :func:`load_model` gives the trained denoiser.
+
+        trainer = gta_diffusion.train("hopper.zarr", "runs/hopper", TrainConfig(steps=100_000))
+    """
+    from gta_data.metric_sinks import MetricSinks
+
+    trainer = Trainer.create(out, data, cfg, window, edm, device=resolve_device(device, DiffusionError))
+    with MetricSinks(trainer.run_dir, trainer.cfg.log_to, name=trainer.run_dir.name, config=trainer.config) as sinks:
+        sinks.rewind(trainer.step_count)  # as metrics.jsonl: a resume writes the lines after its checkpoint again
+        trainer.train(until, on_log=lambda record: sinks.write(record["step"], "train", record))
+    if trainer.step_count < trainer.cfg.steps:
+        trainer.save()
+    return trainer
 
 
 def apply_resume_options(run_dir: str | Path, *, steps: int | None = None, batch_size: int | None = None,
@@ -565,4 +574,4 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu", *, ema: 
     return denoiser, norm, config_from_dict(WindowConfig, config["window"]), edm, config
 
 
-__all__ = ["TrainConfig", "Trainer", "apply_resume_options", "load_model", "lr_at"]
+__all__ = ["TrainConfig", "Trainer", "apply_resume_options", "load_model", "lr_at", "train"]
