@@ -10,17 +10,11 @@ The Python API, for notebooks and scripts::
 ``ResolvedRun`` is a run directory's ``config.json``.
 """
 
-import importlib
-
+from gta_data.lazy import lazy_attributes
 from gta_rl._version import __version__
 
-# public name -> its module; loaded on first use (PEP 562), so ``import gta_rl`` stays light
+# public name -> its module, loaded on first use so that ``import gta_rl`` stays light
 _API = {"RunConfig": "config", "ResolvedRun": "config", "train": "training", "train_arms": "training",
         "load_run": "run_dir"}
 __all__ = ["__version__", *_API]
-
-
-def __getattr__(name: str):
-    if name not in _API:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_API[name]}"), name)
+__getattr__, __dir__ = lazy_attributes(__name__, _API)

@@ -15,22 +15,6 @@ from gta_rl.optim import Adam
 from gta_rl.rng import SeedStreams
 
 
-def resolve_device(name: str, error: type[Exception] = ValueError) -> torch.device:
-    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N`` as a torch.device; ``error`` with one
-    line for an unknown name or a CUDA device this machine does not have."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise error(f"device {name!r} requested but CUDA is not available")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise error(f"unknown device {name!r} (auto, cpu, cuda, cuda:N)") from None
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise error(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return dev
-
-
 class Agent(nn.Module):
     """Base class. Subclasses set ``name``, build their stacked networks and Adam optimizers, and
     implement :meth:`update` and :meth:`act`."""

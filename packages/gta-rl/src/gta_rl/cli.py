@@ -10,7 +10,12 @@ from typing import Optional
 
 import typer
 
+from gta_data.cli_errors import fail, one_line_errors
 from gta_rl.config import ALGORITHM_DEFAULTS, DT_DEFAULTS, default_of
+
+# The bad-input errors of gta-rl's commands, printed as one line: gta-rl's (RunError, ConfigError, SACError,
+# SeedSpecError) and gta-data's (StoreError, SinkError, ...) are ValueErrors.
+_KNOWN = (ValueError, FileNotFoundError)
 
 app = typer.Typer(no_args_is_help=True, help="Offline RL on trajectory stores: TD3+BC, IQL, CQL, MCQ and Decision Transformer, many seeds at once, with gymnasium evaluation.")
 
@@ -28,16 +33,9 @@ def version() -> None:
     typer.echo(__version__)
 
 
-def _fail(exc: Exception, debug: bool) -> None:
-    if debug:
-        raise exc
-    typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(1)
-
-
 def _compile_failure(exc: Exception, out: Path, fullgraph: bool) -> str:
     """One line for a failed torch.compile: the wrapped error and which flag to drop."""
-    from gta_rl.fast import describe_error
+    from gta_data.accel.cuda_graph import describe_error
     from gta_rl.training import CHECKPOINT
 
     without = "without --fullgraph (or without --compile)" if fullgraph else "without --compile"
@@ -154,31 +152,26 @@ def _train_with_progress(cfg, arms: dict, named: bool, resume: bool) -> dict:
 
 @contextlib.contextmanager
 def _errors(debug: bool, compiling: bool = False, out: Path | None = None, fullgraph: bool = False):
-    """The errors a command reports in one line (exit 1; ``--debug``: the traceback), a stopped run's exit
-    code (128 + the signal), and a torch.compile failure as one line that says which flag to drop."""
+    """gta-data's one-line errors for what `gta-rl train` refuses, a stopped run's exit code (128 + the
+    signal), and a torch.compile failure as one line that says which flag to drop."""
     import torch
 
-    from gta_data import StoreError
-    from gta_data.metric_sinks import SinkError
-    from gta_rl.algorithms import ConfigError
     from gta_rl.config import RunError
     from gta_rl.run_dir import RunStopped
-    from gta_rl.seeds import SeedSpecError
 
     try:
-        yield
+        with one_line_errors(_KNOWN, debug):
+            yield
     except RunStopped as exc:  # SIGINT / SIGTERM: every run directory holds a checkpoint of the same step
         typer.echo(str(exc), err=True)
         raise typer.Exit(exc.exit_code) from None
-    except (StoreError, ConfigError, SeedSpecError, RunError, SinkError, ValueError, FileNotFoundError) as exc:
-        _fail(exc, debug)
     except (torch._dynamo.exc.TorchDynamoException, RuntimeError) as exc:
         # Compiler failures print pages otherwise. A RuntimeError is one only when it comes from a compiled
         # function (seen on CUDA: "Function CompiledFunctionBackward returned an invalid gradient", DT, 1 seed).
         compiled = isinstance(exc, torch._dynamo.exc.TorchDynamoException) or "CompiledFunction" in str(exc)
-        if not compiled or not compiling:
+        if isinstance(exc, typer.Exit) or not compiled or not compiling:
             raise
-        _fail(RunError(_compile_failure(exc, out, fullgraph)), debug)
+        fail(RunError(_compile_failure(exc, out, fullgraph)), debug)
 
 
 def _score(value: float | None) -> str:
@@ -307,7 +300,7 @@ def evaluate(
     """Evaluate the checkpointed policies of a run and print each seed's normalized score."""
     from gta_rl.training import RunError, default_eval_episodes, evaluate_agent, load_run, make_evaluator
 
-    try:
+    with one_line_errors(_KNOWN, debug):
         run, agent, meta = load_run(run_dir, device)
         if episodes is None:
             episodes = run.config.eval_episodes or default_eval_episodes(run.env_id, run.algorithm)
@@ -318,9 +311,6 @@ def evaluate(
             scores = evaluate_agent(agent, evaluator, run)
         finally:
             evaluator.close()
-    except (RunError, ValueError, FileNotFoundError) as exc:
-        _fail(exc, debug)
-        return
     for i, seed in enumerate(run.seeds):
         by_target = "".join(f", target {t}: return {v['return_mean'][i]:.2f} score {v['score_mean'][i]:.2f}"
                             for t, v in scores.get("targets", {}).items())
@@ -346,12 +336,9 @@ def summary(
     from gta_rl.summary import summarize
 
     if which not in ("final", "best"):
-        _fail(ValueError("--which must be final or best"), debug)
-    try:
+        fail(ValueError("--which must be final or best"), debug)
+    with one_line_errors((*_KNOWN, KeyError), debug):
         result = summarize(run_dirs, which, ddof, allow_unfinished)
-    except (FileNotFoundError, KeyError, ValueError) as exc:
-        _fail(exc, debug)
-        return
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
@@ -367,27 +354,41 @@ def summary(
     Console().print(table)
 
 
+def _sac_opt(name: str, *flags: str, **kwargs) -> typer.models.OptionInfo:
+    """An option for the SACConfig setting ``name``: its default is the dataclass's (declared there only)."""
+    from gta_rl.behaviour.config import default_of as sac_default
+
+    default = sac_default(name)
+    if isinstance(default, tuple):  # hidden widths
+        default = ",".join(map(str, default))
+    return typer.Option(default, *flags, **kwargs)
+
+
 @app.command()
 def sac(
     env: str = typer.Option(..., "--env", help="gymnasium env id, e.g. HalfCheetah-v5"),
     out: Path = typer.Option(..., "--out", help="run directory"),
-    steps: int = typer.Option(1_000_000, "--steps", help="environment transitions"),
-    num_envs: int = typer.Option(1, "--num-envs", help="env copies stepped together"),
-    seed: int = typer.Option(0, "--seed"),
-    hidden: str = typer.Option("256,256", "--hidden", help="actor and critic widths"),
-    batch_size: int = typer.Option(256, "--batch-size"),
-    lr: float = typer.Option(3e-4, "--lr", help="actor, critic and temperature learning rate"),
-    learning_starts: int = typer.Option(5000, "--learning-starts", help="uniform random steps before updates"),
-    updates_per_step: float = typer.Option(1.0, "--updates-per-step", help="gradient updates per transition"),
-    checkpoint_every: int = typer.Option(10_000, "--checkpoint-every", help="steps between evaluated actor checkpoints"),
-    eval_episodes: int = typer.Option(5, "--eval-episodes"),
-    log_every: int = typer.Option(1000, "--log-every"),
-    device: str = typer.Option("auto", "--device"),
-    env_async: bool = typer.Option(False, "--env-async", help="training envs in worker processes"),
-    eval_async: bool = typer.Option(False, "--eval-async", help="evaluation envs in worker processes"),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the update"),
-    cuda_graph: bool = typer.Option(False, "--cuda-graph", help="capture the update in a CUDA graph"),
-    state_every: int = typer.Option(0, "--state-every", help="steps between resumable-state saves (0: every checkpoint)"),
+    steps: int = _sac_opt("total_steps", "--steps", help="environment transitions"),
+    num_envs: int = _sac_opt("num_envs", "--num-envs", help="env copies stepped together"),
+    seed: int = _sac_opt("seed", "--seed"),
+    hidden: str = _sac_opt("hidden", "--hidden", help="actor and critic widths"),
+    batch_size: int = _sac_opt("batch_size", "--batch-size"),
+    lr: float = _sac_opt("actor_lr", "--lr", help="actor, critic and temperature learning rate"),
+    learning_starts: int = _sac_opt("learning_starts", "--learning-starts",
+                                    help="uniform random steps before updates"),
+    updates_per_step: float = _sac_opt("updates_per_step", "--updates-per-step",
+                                       help="gradient updates per transition"),
+    checkpoint_every: int = _sac_opt("checkpoint_every", "--checkpoint-every",
+                                     help="steps between evaluated actor checkpoints"),
+    eval_episodes: int = _sac_opt("eval_episodes", "--eval-episodes"),
+    log_every: int = _sac_opt("log_every", "--log-every"),
+    device: str = _sac_opt("device", "--device"),
+    env_async: bool = _sac_opt("env_async", "--env-async", help="training envs in worker processes"),
+    eval_async: bool = _sac_opt("eval_async", "--eval-async", help="evaluation envs in worker processes"),
+    compile: bool = _sac_opt("compile", "--compile", help="torch.compile the update"),
+    cuda_graph: bool = _sac_opt("cuda_graph", "--cuda-graph", help="capture the update in a CUDA graph"),
+    state_every: int = _sac_opt("state_every", "--state-every",
+                                help="steps between resumable-state saves (0: every checkpoint)"),
     minutes: Optional[float] = typer.Option(None, "--minutes", help="stop (with a checkpoint) after this wall time"),  # noqa: UP045
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
@@ -395,25 +396,22 @@ def sac(
     """Online SAC (behaviour policies of D4RL-style datasets): evaluated actor checkpoints and the full
     replay buffer in --out."""
     from gta_data.progress import progress
-    from gta_rl.sac import SACConfig, SACError, train_sac
+    from gta_rl.behaviour import SACConfig, SACError, train_sac
 
-    try:
-        widths = tuple(int(w) for w in hidden.split(",") if w.strip())
-        if not widths or min(widths) < 1:
-            raise SACError(f"--hidden must list positive widths, got {hidden!r}")
+    with one_line_errors(_KNOWN, debug):
+        try:
+            widths = tuple(int(w) for w in hidden.split(",") if w.strip())
+        except ValueError:
+            raise SACError(f"--hidden must list positive widths, got {hidden!r}") from None
         cfg = SACConfig(env_id=env, total_steps=steps, num_envs=num_envs, seed=seed, hidden=widths,
                         batch_size=batch_size, actor_lr=lr, critic_lr=lr, alpha_lr=lr,
                         learning_starts=learning_starts, updates_per_step=updates_per_step,
                         checkpoint_every=checkpoint_every, eval_episodes=eval_episodes, log_every=log_every,
                         device=device, env_async=env_async, eval_async=eval_async, compile=compile,
                         cuda_graph=cuda_graph, state_every=state_every)
-        cfg.check()
         deadline = time.time() + 60.0 * minutes if minutes else None
         with progress(f"SAC {env}", total=steps, unit="steps") as bar:
             result = train_sac(cfg, out, resume=resume, deadline=deadline,
                                progress=lambda done, total: bar.update(done))
-    except (SACError, ValueError, FileNotFoundError) as exc:
-        _fail(exc, debug)
-        return
     for c in result["checkpoints"]:
         typer.echo(f"step {c['step']}: eval return {c['eval_return']:.1f} +- {c['eval_return_std']:.1f}")

@@ -16,9 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from gta_data.accel.devices import resolve_device
+from gta_data.jsonl import JsonlLog
 from gta_data.metric_sinks import MetricSinks
 from gta_rl.algorithms import ConfigError
-from gta_rl.base import Agent, resolve_device
+from gta_rl.base import Agent
 from gta_rl.checkpoint import load_checkpoint
 from gta_rl.config import ResolvedRun, RunError
 from gta_rl.run_eval import agent_with_stats
@@ -58,6 +60,7 @@ def check_out_dir(out: Path, resume: bool) -> bool:
         return True
     return False
 
+
 def is_run_dir(out: Path) -> bool:
     """Whether ``out`` holds a gta-rl run (its config.json names an algorithm and the training stores)."""
     try:
@@ -76,30 +79,26 @@ def clear_unstarted_run(out: Path) -> None:
 
 
 class SeedLogs:
-    """The per-seed JSONL logs, and their copies in the ``--log-to`` sinks (tag ``seed_<k>``)."""
+    """The per-seed JSONL logs (:class:`gta_data.jsonl.JsonlLog`), and their copies in the ``--log-to`` sinks
+    (tag ``seed_<k>``)."""
 
     def __init__(self, out: Path, seeds: list[int], sinks: MetricSinks | None = None) -> None:
-        self.paths = {s: out / f"seed_{s}" / "metrics.jsonl" for s in seeds}
+        self.logs = {s: JsonlLog(out / f"seed_{s}" / "metrics.jsonl") for s in seeds}
         self.sinks = sinks or MetricSinks(out, ())
-        for p in self.paths.values():
-            p.parent.mkdir(parents=True, exist_ok=True)
+        for log in self.logs.values():
+            log.path.parent.mkdir(parents=True, exist_ok=True)
 
     def truncate_after(self, step: int, drop_evals_at: int | None = None) -> None:
         """Drop records written after the checkpoint we resume from, and the evaluation of step
         ``drop_evals_at`` (one that ran in the background when the checkpoint was written): they will be
         written again."""
-        for p in self.paths.values():
-            if p.exists():
-                records = [(line, json.loads(line)) for line in p.read_text().splitlines() if line]
-                keep = [line for line, r in records if r["step"] <= step
-                        and not (r["kind"] == "eval" and r["step"] == drop_evals_at)]
-                p.write_text("".join(line + "\n" for line in keep))
+        for log in self.logs.values():
+            log.truncate_after(step, drop=lambda r: r["kind"] == "eval" and r["step"] == drop_evals_at)
         self.sinks.rewind(step, {"eval": drop_evals_at} if drop_evals_at is not None else None)
 
     def write(self, per_seed: dict[int, dict[str, Any]]) -> None:
         for seed, record in per_seed.items():
-            with self.paths[seed].open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            self.logs[seed].append(record)
             self.sinks.write(record["step"], record["kind"], record, tag=f"seed_{seed}")
 
     def close(self) -> None:
