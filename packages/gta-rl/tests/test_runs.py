@@ -17,7 +17,7 @@ from gta_rl.buffer import load_training_data
 from gta_rl.checkpoint import load_checkpoint
 from gta_rl.cli import app
 from gta_rl.fast import StepRunner
-from gta_rl.nets import StackedMLP
+from gta_rl.nets import BF16, FP32, StackedMLP
 from gta_rl.training import RunConfig, RunError, load_run, train
 
 TINY = {
@@ -28,8 +28,9 @@ TINY = {
 }
 
 
-def make_agent(name, seeds):
-    return get_spec(name).agent(build_config(name, None, TINY[name]), 2, 2, seeds, total_steps=30)
+def make_agent(name, seeds, arithmetic=FP32):
+    return get_spec(name).agent(build_config(name, None, TINY[name]), 2, 2, seeds, total_steps=30,
+                                arithmetic=arithmetic)
 
 
 @pytest.mark.parametrize("name", list(TINY))
@@ -51,9 +52,7 @@ def test_bf16_mode_tracks_fp32_and_keeps_seeds_independent(name, point_store):
     # fp32 run's (5%; a loose check, the learning tests and BENCHMARKS.md's halfcheetah run are the real
     # ones) but not equal to it, and a seed trained in a bf16 stack still equals the seed trained alone.
     data, _ = load_training_data([point_store])
-    fp32, stacked, alone = make_agent(name, [1]), make_agent(name, [4, 1]), make_agent(name, [1])
-    for agent in (stacked, alone):
-        agent.set_matmul_dtype(torch.bfloat16)
+    fp32, stacked, alone = make_agent(name, [1]), make_agent(name, [4, 1], BF16), make_agent(name, [1], BF16)
     for step in range(20):
         for agent in (fp32, stacked, alone):
             agent.train_step(data, 32, actor_step=agent.is_actor_step(step))
@@ -290,10 +289,7 @@ def test_compile_paths_match_eager(name, fullgraph, bf16, point_store):
     # AOTAutograd) and checks the plumbing: `compile` breaks the step's graph at each autograd.grad,
     # `fullgraph` traces those too (fullgraph=True would raise at any break); inductor runs on the GPU below.
     data, _ = load_training_data([point_store])
-    eager, compiled = make_agent(name, [0, 1]), make_agent(name, [0, 1])
-    if bf16:
-        eager.set_matmul_dtype(torch.bfloat16)
-        compiled.set_matmul_dtype(torch.bfloat16)
+    eager, compiled = (make_agent(name, [0, 1], BF16 if bf16 else FP32) for _ in range(2))
     run_e = StepRunner(eager, data, 32)
     run_c = StepRunner(compiled, data, 32, compile=True, fullgraph=fullgraph, compile_backend="aot_eager")
     for step in range(4):
@@ -691,9 +687,8 @@ def test_bf16_fullgraph_matches_eager_bf16_on_gpu(name, halfcheetah_sized_data):
     data = halfcheetah_sized_data
 
     def make():
-        agent = get_spec(name).agent(build_config(name, None, {}), 17, 6, [0, 1], device="cuda", total_steps=1000)
-        agent.set_matmul_dtype(torch.bfloat16)
-        return agent
+        return get_spec(name).agent(build_config(name, None, {}), 17, 6, [0, 1], device="cuda", total_steps=1000,
+                                    arithmetic=BF16)
 
     eager, fast = make(), make()
     start = [p.detach().clone() for p in eager.parameters()]

@@ -17,7 +17,7 @@ from gta_rl.iql import IQL, IQLConfig
 from gta_rl.iql import PRESETS as IQL_PRESETS
 from gta_rl.mcq import MCQ, MCQConfig
 from gta_rl.mcq import PRESETS as MCQ_PRESETS
-from gta_rl.nets import set_fused_mlp
+from gta_rl.nets import Arithmetic
 from gta_rl.td3bc import PRESETS as TD3BC_PRESETS
 from gta_rl.td3bc import TD3BC, TD3BCConfig
 
@@ -172,9 +172,6 @@ def build_agent(run: ResolvedRun, device: torch.device):
     CUDA (CPU copies, e.g. evaluation workers, keep the ordinary path)."""
     spec = get_spec(run.algorithm)
     algo_cfg = build_config(run.algorithm, None, run.algorithm_config, check_ranges=False)
-    agent = spec.agent(algo_cfg, run.obs_dim, run.act_dim, list(run.seeds), max_action=run.max_action,
-                       device=device, total_steps=run.config.steps)
-    agent.set_matmul_dtype(torch.bfloat16 if run.config.bf16 else None)
-    if run.config.fused_mlp and device.type == "cuda":
-        set_fused_mlp(agent, True)
-    return agent
+    arithmetic = Arithmetic.of(run.config.bf16, run.config.fused_mlp and device.type == "cuda")
+    return spec.agent(algo_cfg, run.obs_dim, run.act_dim, list(run.seeds), max_action=run.max_action,
+                      device=device, total_steps=run.config.steps, arithmetic=arithmetic)

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from gta_rl.buffer import Batch, OfflineData
-from gta_rl.nets import set_matmul_dtype
+from gta_rl.nets import FP32, Arithmetic
 from gta_rl.optim import Adam
 from gta_rl.rng import SeedStreams
 
@@ -23,7 +23,8 @@ class Agent(nn.Module):
     update_period = 1  # actor (and target) updates happen on every ``update_period``-th step
     policy_prefixes: tuple[str, ...] = ("actor.",)  # the state that :meth:`act` reads (see policy_state)
 
-    def __init__(self, seeds: Sequence[int], max_action: float, device: torch.device | str) -> None:
+    def __init__(self, seeds: Sequence[int], max_action: float, device: torch.device | str,
+                 arithmetic: Arithmetic = FP32) -> None:
         super().__init__()
         if len(seeds) == 0:
             raise ValueError("at least one seed is needed")
@@ -34,14 +35,12 @@ class Agent(nn.Module):
         self.register_buffer("seeds", torch.tensor(self.seed_list, dtype=torch.int64))
         self.register_buffer("step", torch.zeros((), dtype=torch.int64))
         self.optimizers: dict[str, Adam] = {}
-        self.matmul_dtype: torch.dtype | None = None
+        self.arithmetic = arithmetic  # of every network, given to each when it is built (nets.Arithmetic)
 
-    def set_matmul_dtype(self, dtype: torch.dtype | None) -> None:
-        """bf16 mixed precision (``gta-rl train --bf16``): hidden layers multiply in bf16 with fp32
-        accumulation (their backward products too); output layers, losses, parameters, the stored
-        gradients and Adam stay fp32. ``None``: fp32."""
-        set_matmul_dtype(self, dtype)
-        self.matmul_dtype = dtype
+    @property
+    def matmul_dtype(self) -> torch.dtype | None:
+        """bf16 where the networks multiply in bf16 (``gta-rl train --bf16``), else None (fp32)."""
+        return self.arithmetic.matmul_dtype
 
     def rng(self) -> SeedStreams:
         return SeedStreams(self.seeds, self.step)

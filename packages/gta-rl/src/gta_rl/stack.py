@@ -14,13 +14,13 @@ from typing import Any
 import torch
 
 from gta_data.metric_sinks import MetricSinks
-from gta_rl import fused_mlp
 from gta_rl.algorithms import build_agent
 from gta_rl.base import Agent
 from gta_rl.buffer import StackedData
 from gta_rl.checkpoint import load_checkpoint, save_checkpoint, write_json
 from gta_rl.config import ResolvedRun, RunConfig, RunError
 from gta_rl.evaluation import check_env_matches
+from gta_rl.kernels import fused_mlp
 from gta_rl.nets import fused_mlp_networks
 from gta_rl.resolve import resolve_run
 from gta_rl.run_dir import CHECKPOINT, SeedLogs, clear_unstarted_run, read_config, summarize_history

@@ -24,10 +24,10 @@ import torch
 
 from gta_data.accel.devices import resolve_device
 from gta_data.stop import StopSignals
-from gta_rl import fused_mlp
 from gta_rl.algorithms import canonical_name
 from gta_rl.config import ResolvedRun, RunConfig, RunError
 from gta_rl.fast import MetricAccumulator, StepRunner
+from gta_rl.kernels import fused_mlp
 from gta_rl.run_dir import CHECKPOINT, RunStopped, check_out_dir, load_run
 from gta_rl.run_eval import (
     BackgroundEvaluation,
