@@ -61,6 +61,8 @@ def test_an_old_config_json_reads_with_the_later_keys_defaulted():
     assert run.config.eval_overlap is True and run.eval_seeding is None and run.arms is None
     doc = run.to_json()
     assert {k: doc[k] for k in OLD_CONFIG} == OLD_CONFIG  # nothing the file said is changed
+    # a run that copied its logs to a sink this machine lacks still reads (evaluate, resume elsewhere)
+    assert ResolvedRun.from_json({**OLD_CONFIG, "log_to": ["wandb"]}).config.log_to == ("wandb",)
     with pytest.raises(RunError, match="not a gta-rl run"):
         ResolvedRun.from_json({k: v for k, v in OLD_CONFIG.items() if k != "obs_dim"})
 

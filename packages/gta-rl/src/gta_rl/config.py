@@ -145,9 +145,11 @@ class ResolvedRun:
     def from_json(cls, doc: dict[str, Any]) -> ResolvedRun:
         """A ``config.json`` read back; keys written by later versions than the file's take their defaults
         (a run written before ``--bf16`` trained in fp32, one before ``eval_seeding`` used the old episodes)."""
-        names = {f.name for f in fields(RunConfig)}
+        names = {f.name for f in fields(RunConfig)} - {"log_to"}
         try:
             config = RunConfig(**{k: v for k, v in doc.items() if k in names})
+            # The sinks the run copied its logs to are recorded, not checked again: reading a run needs none of them.
+            object.__setattr__(config, "log_to", tuple(doc.get("log_to") or ()))
             own = {f.name for f in fields(cls)} - {"config"}
             run = cls(config=config, **{k: v for k, v in doc.items() if k in own})
         except TypeError as exc:  # a required key missing
