@@ -15,9 +15,9 @@ from gta_data.lazy import lazy_attributes
 from gta_diffusion._version import __version__
 
 _API = {  # public name -> its module
-    "train": "training", "TrainConfig": "training", "Trainer": "training", "load_model": "training",
-    "augment": "augmentation", "AugmentConfig": "augmentation", "Augmenter": "augmentation",
-    "WindowConfig": "data", "EDMConfig": "edm",
+    "train": "training", "Trainer": "training", "load_model": "training", "TrainConfig": "config",
+    "augment": "augmentation", "Augmenter": "augmentation", "AugmentConfig": "config",
+    "WindowConfig": "config", "EDMConfig": "edm",
 }
 __all__ = ["__version__", *_API]
 

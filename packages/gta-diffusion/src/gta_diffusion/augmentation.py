@@ -23,11 +23,10 @@ rank generates a contiguous share of the windows; rank 0 merges the shares into 
 
 from __future__ import annotations
 
-import math
 import shutil
 import uuid
 from collections.abc import Callable
-from dataclasses import InitVar, asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -36,80 +35,13 @@ import torch
 
 from gta_data import StoreWriter, TrajectoryStore, Transitions, check_replaceable
 from gta_diffusion._version import __version__
+from gta_diffusion.config import AugmentConfig
 from gta_diffusion.data import Normalizer, WindowConfig, WindowSet, windows_to_transitions
 from gta_diffusion.distributed import DistInfo, barrier, broadcast_object, shard_range
 from gta_diffusion.edm import Denoiser, EDMConfig, edm_sampler, start_index
 from gta_diffusion.errors import DiffusionError
 from gta_diffusion.noise import SeededNoise
 from gta_diffusion.reweight import binned_probabilities, episode_probabilities
-
-CONDITIONINGS = ("amplified", "fixed", "none", "inpaint")
-REWEIGHTS = ("none", "bins", "episodes")
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    mu: float = 0.5  # partial noising ratio, 0 < mu <= 1 (Sec. 4.2; Table 8)
-    alpha: float = 1.3  # return multiplier (Eq. 8; Table 8)
-    guidance_weight: float = 2.0  # w of GTA Eq. 4 (Table 7: 2.0); the sampler's scale is s = w + 1
-    conditioning: str = "amplified"  # amplified | fixed | none | inpaint (ablations, appendix E.6)
-    fixed_return: float | None = None  # target return (unscaled) for conditioning = fixed
-    num_transitions: int = 5_000_000  # generated transitions (Sec. 5: 5M); last window truncated to fit
-    batch_size: int = 8192  # windows per sampler call (large GPU batches)
-    reweight: str = "none"  # none | bins (Eq. 13) | episodes (sparse tasks, A.3)
-    num_bins: int = 50  # N_B (Table 9)
-    u: float = 0.001  # Eq. 13 smoothing (Table 9)
-    q: float = 5.0  # Eq. 13 temperature, in units of the scaled condition (Table 9)
-    # Upper bound on the per-window weight (v_j / sum v) / |B_j| before normalisation (reweight.window_weights);
-    # the authors' code clips at 5.0; None: no clip.
-    reweight_clip: float | None = None
-    success_weight: float = 10.0  # c: weight of successful episodes for reweight = episodes (Table 8)
-    seed: int = 0  # run seed: source choice and the per-window seeds
-    num_steps: int | None = None  # sampler steps K (None: the model's EDM config, 128)
-    bf16: bool = False  # bf16 autocast in the denoiser
-    compile: bool = False  # torch.compile the denoiser
-    compile_mode: str | None = None  # torch.compile mode, e.g. "reduce-overhead" (CUDA graphs)
-    clip_actions: bool = True  # clip generated actions to the per-dimension range of the source data's actions
-    # Refused: the old name of the knob, which took the sampler's scale s = w + 1 (see __post_init__).
-    guidance_scale: InitVar[float | None] = None
-
-    def __post_init__(self, guidance_scale: float | None) -> None:
-        if guidance_scale is not None:
-            raise DiffusionError(f"AugmentConfig takes guidance_weight, the paper's w (Eq. 4), not guidance_scale: "
-                                 f"guidance_scale={guidance_scale} is guidance_weight={guidance_scale - 1}")
-
-    @property
-    def sampler_scale(self) -> float:
-        """s of ``edm.guided_denoise`` (D_u + s (D_c - D_u)) for the paper's w of Eq. 4,
-        eps_c + w (eps_c - eps_u) = eps_u + (w + 1)(eps_c - eps_u): the one place w becomes s."""
-        return self.guidance_weight + 1.0
-
-    def check(self) -> None:
-        if not 0.0 < self.mu <= 1.0:
-            raise DiffusionError(f"mu must be in (0, 1], got {self.mu}")
-        if self.conditioning not in CONDITIONINGS:
-            raise DiffusionError(f"conditioning must be one of {', '.join(CONDITIONINGS)}, got {self.conditioning!r}")
-        if self.reweight not in REWEIGHTS:
-            raise DiffusionError(f"reweight must be one of {', '.join(REWEIGHTS)}, got {self.reweight!r}")
-        if self.reweight_clip is not None and not (math.isfinite(self.reweight_clip) and self.reweight_clip > 0):
-            raise DiffusionError(f"the reweighting clip must be a positive number, got {self.reweight_clip}")
-        if self.reweight_clip is not None and self.reweight != "bins":
-            raise DiffusionError(f"the reweighting clip applies to reweight 'bins' only, not {self.reweight!r}")
-        if self.conditioning == "fixed" and self.fixed_return is None:
-            raise DiffusionError("conditioning 'fixed' needs a target return (fixed_return)")
-        if self.num_transitions < 1 or self.batch_size < 1:
-            raise DiffusionError("num_transitions and batch_size must be positive")
-        if not 0 <= self.seed < 2**31:
-            raise DiffusionError(f"seed must be in [0, 2^31), got {self.seed}")
-        if not (math.isfinite(self.alpha) and self.alpha > 0):
-            raise DiffusionError(f"alpha must be a positive number, got {self.alpha}")
-        if not (math.isfinite(self.guidance_weight) and self.guidance_weight >= -1):
-            raise DiffusionError(f"the guidance weight w must be a number >= -1 (w = -1: unconditional, 0: "
-                                 f"conditional), got {self.guidance_weight}")
-        if self.fixed_return is not None and not math.isfinite(self.fixed_return):
-            raise DiffusionError(f"the fixed return must be a finite number, got {self.fixed_return}")
-        if self.num_steps is not None and (int(self.num_steps) != self.num_steps or self.num_steps < 2):
-            raise DiffusionError(f"num_steps must be an integer >= 2, got {self.num_steps}")
 
 
 def amplify(y: torch.Tensor | np.ndarray, alpha: float):

@@ -32,7 +32,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,6 @@ from gta_data import TrajectoryStore
 from gta_data.accel.cuda_graph import CudaGraphRunner
 from gta_data.accel.devices import resolve_device
 from gta_data.jsonl import JsonlLog
-from gta_data.metric_sinks import SinkError, parse_sinks
 from gta_diffusion._version import __version__
 from gta_diffusion.checkpoint import (
     CONFIG_NAME,
@@ -55,12 +54,12 @@ from gta_diffusion.checkpoint import (
     truncate_metrics,
     write_json_atomic,
 )
-from gta_diffusion.data import Normalizer, WindowConfig, WindowSet, fit_normalizer, loss_mask, resolve_window
+from gta_diffusion.config import TrainConfig, WindowConfig, config_from_dict
+from gta_diffusion.data import Normalizer, WindowSet, fit_normalizer, loss_mask, resolve_window
 from gta_diffusion.distributed import DistInfo, barrier, broadcast_object, gather_objects
 from gta_diffusion.edm import Denoiser, EDMConfig, edm_loss
 from gta_diffusion.errors import DiffusionError
 from gta_diffusion.networks import (
-    LEGACY_NAMES,
     PRESETS,
     TRAJECTORY_KINDS,
     build_network,
@@ -70,63 +69,9 @@ from gta_diffusion.networks import (
 )
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    preset: str = "fast-mixer"  # network name in gta_diffusion.networks.PRESETS (mixer-unet: GTA's A.2)
-    network_overrides: dict[str, Any] = field(default_factory=dict)  # keyword overrides of the network
-    steps: int = 1_000_000  # gradient steps (Table 6: 1e6)
-    batch_size: int = 256  # global batch, split over ranks (Table 6: 256)
-    lr: float = 3e-4  # peak learning rate (Table 6)
-    warmup_steps: int = 1000  # linear warm-up (capped at 10% of steps), then cosine to min_lr_ratio * lr
-    min_lr_ratio: float = 0.0
-    weight_decay: float = 0.0  # Table 6 uses Adam: no decay
-    betas: tuple[float, float] = (0.9, 0.999)
-    grad_clip: float = 1.0  # max gradient norm (SynthER / GTA code)
-    ema_decay: float = 0.999  # EMA of the weights, ramped as min(decay, (1+n)/(10+n))
-    cond_drop_prob: float = 0.25  # classifier-free guidance dropout (Table 6: lambda = 0.25)
-    bf16: bool = False  # bf16 autocast for the forward pass
-    compile: bool = False  # torch.compile the network
-    compile_mode: str | None = None  # torch.compile mode; "reduce-overhead" adds CUDA graphs (single process)
-    cuda_graph: bool = False  # capture the WHOLE step (sampling, loss, backward, clip, AdamW, EMA) in one CUDA graph
-    seed: int = 0
-    log_every: int = 1000  # steps between metric lines (the only host syncs of the loop)
-    checkpoint_every: int = 20_000
-    keep_checkpoints: int = 2
-    log_to: tuple[str, ...] = ()  # copies of metrics.jsonl: csv, tensorboard, wandb (gta_data.metric_sinks)
-
-
 def check_train_config(cfg: TrainConfig) -> None:
-    """One-line errors for settings no training can use (GTA's and SynthER's runs)."""
-    if cfg.steps < 1 or cfg.batch_size < 1:
-        raise DiffusionError(f"steps and batch size must be positive, got {cfg.steps} and {cfg.batch_size}")
-    if cfg.log_every < 1 or cfg.checkpoint_every < 1:
-        raise DiffusionError("log and checkpoint intervals must be positive")
-    if not (math.isfinite(cfg.lr) and cfg.lr > 0) or cfg.warmup_steps < 0 or not 0.0 <= cfg.min_lr_ratio <= 1.0:
-        raise DiffusionError(f"need lr > 0, warmup_steps >= 0 and 0 <= min_lr_ratio <= 1, got {cfg.lr}, "
-                             f"{cfg.warmup_steps}, {cfg.min_lr_ratio}")
-    if not 0.0 <= cfg.ema_decay < 1.0:
-        raise DiffusionError(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
-    if not 0.0 <= cfg.cond_drop_prob <= 1.0:
-        raise DiffusionError(f"cond_drop_prob must be in [0, 1], got {cfg.cond_drop_prob}")
-    try:
-        parse_sinks(cfg.log_to, "gta-diffusion")
-    except SinkError as exc:
-        raise DiffusionError(str(exc)) from None
-    if cfg.preset in LEGACY_NAMES:  # old runs still load with these names; new ones use the current names
-        raise DiffusionError(f"network {cfg.preset!r} is now called {LEGACY_NAMES[cfg.preset]!r}")
-    try:
-        network_spec(cfg.preset)
-    except ValueError as exc:
-        raise DiffusionError(str(exc)) from None
-
-
-def config_from_dict(cls: type, d: dict[str, Any]) -> Any:
-    """Rebuild a frozen config dataclass from JSON (unknown keys refused; lists back to tuples)."""
-    names = {f.name: f for f in fields(cls)}
-    unknown = set(d) - set(names)
-    if unknown:
-        raise DiffusionError(f"unknown {cls.__name__} keys {sorted(unknown)}")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+    """One-line errors for settings no training can use (:meth:`TrainConfig.check`)."""
+    cfg.check()
 
 
 def build_denoiser(network: dict[str, Any], sigma_data: float) -> Denoiser:

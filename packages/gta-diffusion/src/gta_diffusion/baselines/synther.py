@@ -51,6 +51,7 @@ from gta_diffusion.checkpoint import (
     read_config,
     write_json_atomic,
 )
+from gta_diffusion.config import SMALL_DATASET, SYNTHER_TRAIN, merge
 from gta_diffusion.edm import EDMConfig, edm_sampler
 from gta_diffusion.errors import DiffusionError
 from gta_diffusion.networks import PRESETS, count_parameters
@@ -76,8 +77,6 @@ __all__ = [
 ]
 
 MODEL_KIND = "synther"  # config.json "model" entry that marks a SynthER run directory
-SMALL_DATASET = 800_000  # SynthER: batch 256 below this many transitions, 1024 otherwise
-EMA_PER_STEP = 0.995 ** (1 / 10)  # SynthER's 0.995 every 10 steps, as a per-step decay
 
 
 @dataclass
@@ -193,14 +192,11 @@ class SynthERTrainer(Trainer):
 
 
 def synther_train_config(num_transitions: int, *, batch_size: int | None = None, **overrides: Any) -> TrainConfig:
-    """SynthER's training defaults (conglu1997/SynthER); ``batch_size`` None picks 1024, or 256 for stores under
-    800k transitions. Keyword overrides replace any TrainConfig field."""
+    """SynthER's training defaults (``config.SYNTHER_TRAIN``, over TrainConfig's); ``batch_size`` None picks 1024,
+    or 256 for stores under 800k transitions. Keyword overrides (None: not given) replace any TrainConfig field."""
     if batch_size is None:
         batch_size = 256 if num_transitions < SMALL_DATASET else 1024
-    base = dict(preset="synther", steps=100_000, batch_size=batch_size, lr=3e-4, warmup_steps=0, min_lr_ratio=0.0,
-                weight_decay=0.0, betas=(0.9, 0.99), grad_clip=1.0, ema_decay=EMA_PER_STEP, cond_drop_prob=0.0,
-                log_every=1000, checkpoint_every=10_000)
-    return TrainConfig(**{**base, **overrides})
+    return merge(TrainConfig, SYNTHER_TRAIN, {"batch_size": batch_size}, overrides)
 
 
 def _open_data(data_path: str | Path) -> tuple[TrajectoryStore, Transitions]:
