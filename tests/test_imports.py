@@ -68,13 +68,17 @@ def test_public_api_is_lazy_and_leaves_the_modules_reachable():
         for pkg in (gta_diffusion, gta_rl, gta_eval):
             for name in pkg.__all__:
                 assert getattr(pkg, name) is not None, (pkg.__name__, name)
-        from gta_diffusion import AugmentConfig, Trainer
+        from gta_diffusion import AugmentConfig, Trainer, augment, train
         from gta_rl import RunConfig
-        import gta_diffusion.augment as aug_module
-        import gta_rl.train as train_module
+        import gta_diffusion.augmentation as aug_module
+        import gta_rl.training as train_module
         assert callable(aug_module.augment) and aug_module.AugmentConfig is AugmentConfig
+        import gta_diffusion  # the functions, not modules: the package's modules have other names
+        assert gta_diffusion.augment is augment is aug_module.augment and gta_diffusion.train is train
+        assert callable(train) and not isinstance(train, type(sys))
         assert callable(train_module.train) and train_module.RunConfig is RunConfig
-        assert Trainer.__module__ == "gta_diffusion.train"
+        assert gta_rl.train is train_module.train  # the function: no module of that name hides it
+        assert Trainer.__module__ == "gta_diffusion.training"
         try:
             gta_rl.no_such_name
         except AttributeError as exc:

@@ -25,7 +25,8 @@ from packaging.requirements import Requirement
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = sorted(p for p in (ROOT / "packages").iterdir() if (p / "pyproject.toml").exists())
 # Modules that only an extra's dependencies make importable (the rest of the package imports them lazily).
-EXTRA_MODULES = {"gta-rl": {"gta_rl._fused_kernels"}}  # gta-rl[fused]: triton
+EXTRA_MODULES = {"gta-rl": {"gta_rl.kernels._triton"},  # gta-rl[fused]: triton
+                 "gta-data": {"gta_data.accel.cuda_graph", "gta_data.accel.devices"}}  # gta-data[torch]
 
 
 def _norm(name: str) -> str:

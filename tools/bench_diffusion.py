@@ -1,7 +1,7 @@
 """Throughput benchmark of a GTA denoiser: training steps/s and augmentation transitions/s.
 
-Measures the product code paths (``gta_diffusion.train.Trainer.step`` and
-``gta_diffusion.augment.Augmenter.generate``) on a synthetic halfcheetah-sized store (obs 17, act 6:
+Measures the product code paths (``gta_diffusion.training.Trainer.step`` and
+``gta_diffusion.augmentation.Augmenter.generate``) on a synthetic halfcheetah-sized store (obs 17, act 6:
 D = 24, H = 31 -> 32 rows) for the network given by ``--network`` (fast-mixer, the default, or mixer-unet,
 GTA's A.2 network), training batch 256, augmentation at mu = 0.5 with classifier-free guidance (w = 2, s = 3),
 for two paths in the same run:
@@ -74,7 +74,7 @@ def bench_train(store, root: Path, name: str, *, preset: str, overrides: dict, b
                 compile: bool, compile_mode: str | None, device: torch.device, warmup: int, budget_s: float,
                 cuda_graph: bool = False) -> dict:
     from gta_diffusion.data import WindowConfig
-    from gta_diffusion.train import TrainConfig, Trainer
+    from gta_diffusion.training import TrainConfig, Trainer
 
     cfg = TrainConfig(preset=preset, network_overrides=overrides, steps=10**9, batch_size=batch, bf16=bf16,
                       compile=compile, compile_mode=compile_mode, cuda_graph=cuda_graph, warmup_steps=100,
@@ -103,10 +103,10 @@ def bench_train(store, root: Path, name: str, *, preset: str, overrides: dict, b
 
 def bench_augment(store, *, preset: str, overrides: dict, batch: int, bf16: bool, compile: bool,
                   compile_mode: str | None, device: torch.device, budget_s: float, num_steps: int) -> dict:
-    from gta_diffusion.augment import AugmentConfig, Augmenter, window_seeds
+    from gta_diffusion.augmentation import AugmentConfig, Augmenter, window_seeds
     from gta_diffusion.data import WindowConfig, WindowSet, fit_normalizer
     from gta_diffusion.edm import EDMConfig
-    from gta_diffusion.train import build_denoiser
+    from gta_diffusion.training import build_denoiser
 
     data = store.load()
     wcfg = WindowConfig(horizon=31)
@@ -115,7 +115,7 @@ def bench_augment(store, *, preset: str, overrides: dict, batch: int, bf16: bool
     network = {"preset": preset, "overrides": overrides, "transition_dim": norm.transition_dim, "horizon_rows": 32}
     torch.manual_seed(0)
     denoiser = build_denoiser(network, 1.0)
-    cfg = AugmentConfig(mu=0.5, alpha=1.3, guidance_scale=3.0, batch_size=batch, bf16=bf16, compile=compile,
+    cfg = AugmentConfig(mu=0.5, alpha=1.3, guidance_weight=2.0, batch_size=batch, bf16=bf16, compile=compile,
                         compile_mode=compile_mode, num_steps=num_steps)
     aug = Augmenter(denoiser, norm, wcfg, EDMConfig(num_steps=num_steps), cfg, device)
     rng = np.random.default_rng(0)
@@ -163,7 +163,7 @@ def main() -> None:
     use_compile = device.type == "cuda"  # CPU compile takes minutes: the quick smoke test runs bf16 only
     results = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
                "torch": torch.__version__, "network": preset, "overrides": overrides, "train_batch": train_batch,
-               "horizon_rows": 32, "transition_dim": 24, "mu": 0.5, "guidance_scale": 3.0, "quick": args.quick,
+               "horizon_rows": 32, "transition_dim": 24, "mu": 0.5, "guidance_weight": 2.0, "quick": args.quick,
                "targets": TARGETS[args.network], "authors": AUTHORS, "paths": {}}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

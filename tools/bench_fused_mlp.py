@@ -4,7 +4,7 @@ Times one gradient-free pass of a stacked 256-256 MLP at HalfCheetah's sizes, ba
 networks run it: the twin critics (input 23, one output, the two critics of a seed sharing their input) and
 the actor (input 17, 6 outputs), for 1 and 8 seeds. "compiled" is gta-rl's ``--bf16`` path under torch.compile
 (cuBLAS bf16 products, inductor's fused bias/ReLU and head kernels, the weight casts); "fused" is the one
-Triton kernel of ``gta_rl.fused_mlp``. Both are timed as replays of a CUDA graph holding 50 calls (GPU time
+Triton kernel of ``gta_rl.kernels.fused_mlp``. Both are timed as replays of a CUDA graph holding 50 calls (GPU time
 per call, no launch overhead), best of 5. Also prints each path's largest error against float64.
 
     python tools/bench_fused_mlp.py
@@ -12,14 +12,15 @@ per call, no launch overhead), best of 5. Also prints each path's largest error 
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 
 import torch
 
-from gta_rl import fused_mlp
-from gta_rl.fast import inductor_options
-from gta_rl.nets import StackedMLP, mlp_generators, set_fused_mlp, set_matmul_dtype, twin_input
+from gta_data.accel.cuda_graph import inductor_options
+from gta_rl.kernels import fused_mlp
+from gta_rl.nets import BF16, FUSED, StackedMLP, mlp_generators, twin_input
 
 
 def graph_time_us(fn, reps: int = 50) -> float:
@@ -54,8 +55,9 @@ def main() -> None:
     for name, seeds, k0, out, shared in [("critic", 8, 23, 1, 2), ("critic", 1, 23, 1, 2),
                                          ("actor", 8, 17, 6, 1), ("actor", 1, 17, 6, 1)]:
         members = seeds * shared
-        net = StackedMLP(mlp_generators(list(range(seeds)), name, shared), [k0, 256, 256, out]).to(dev)
-        set_matmul_dtype(net, torch.bfloat16)
+        net = StackedMLP(mlp_generators(list(range(seeds)), name, shared), [k0, 256, 256, out], arithmetic=BF16).to(dev)
+        fused_net = StackedMLP(mlp_generators(list(range(seeds)), name, shared), [k0, 256, 256, out],
+                               arithmetic=FUSED).to(dev)  # the same weights
         x = torch.randn(seeds, 1024, k0, device=dev)
 
         def forward(x=x, net=net, shared=shared):
@@ -69,9 +71,9 @@ def main() -> None:
             h = torch.relu(h) if i < 2 else h
         err_c = float((compiled().double() - h).abs().max())
         t_c = graph_time_us(compiled)
-        set_fused_mlp(net, True)
-        err_f = float((forward().double() - h).abs().max())
-        t_f = graph_time_us(forward)
+        fused = functools.partial(forward, net=fused_net)
+        err_f = float((fused().double() - h).abs().max())
+        t_f = graph_time_us(fused)
         assert members == net.num_members
         print(f"{name:8} {seeds:5d} {t_c:13.1f} {t_f:10.1f} {err_c:13.2e} {err_f:10.2e}", flush=True)
 

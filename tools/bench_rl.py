@@ -49,10 +49,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from gta_data import Transitions, write_store
+from gta_data.accel.cuda_graph import describe_error
 from gta_rl.algorithms import build_config, get_spec
 from gta_rl.buffer import StackedData, load_training_data
-from gta_rl.fast import StepRunner, describe_error
-from gta_rl.nets import set_fused_mlp
+from gta_rl.fast import StepRunner
+from gta_rl.nets import Arithmetic
 
 OBS, ACT = 17, 6
 
@@ -161,11 +162,11 @@ def measure(data, device, algo, impl, seeds, batch, seconds, warmup, max_steps=1
         torch.backends.cuda.matmul.allow_tf32 = "tf32" in _flags(impl)
     if arms > 1:
         data = StackedData([data] * arms, [seeds] * arms)
+    flags = _flags(impl)
+    arithmetic = (Arithmetic(torch.bfloat16, fused=True, fused_grad="fused" in flags) if flags & {"fused", "fusedfwd"}
+                  else Arithmetic.of(bf16="bf16" in flags))
     agent = get_spec(algo).agent(build_config(algo, None, {}), OBS, ACT, list(range(seeds)) * arms, device=device,
-                                 total_steps=1_000_000)
-    if "bf16" in _flags(impl):
-        agent.set_matmul_dtype(torch.bfloat16)
-    set_fused_mlp(agent, bool(_flags(impl) & {"fused", "fusedfwd"}), grad="fused" in _flags(impl))
+                                 total_steps=1_000_000, arithmetic=arithmetic)
     runner = StepRunner(agent, data, batch, compile=comp, cuda_graph=graph, fullgraph="fullgraph" in _flags(impl))
     return timed(runner, device, warmup, seconds, max_steps)
 

@@ -1,4 +1,4 @@
-"""Benchmark of online SAC (gta_rl.sac, the behaviour policies of the locomotion datasets; issue 8).
+"""Benchmark of online SAC (gta_rl.behaviour, the behaviour policies of the locomotion datasets; issue 8).
 
 Two measurements, each for the eager update, the update replayed as a CUDA graph, and the update compiled
 by torch.compile and replayed as a CUDA graph (the fast path of ``tools/train_behaviour_policies.py``):
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gta_rl.sac import ReplayBuffer, SACAgent, SACConfig, UpdateRunner, train_sac
+from gta_rl.behaviour import ReplayBuffer, SACAgent, SACConfig, train_sac, update_runner
 
 OBS, ACT = 17, 6
 
@@ -40,7 +40,7 @@ def update_rate(mode: str, device: torch.device, seconds: float, batch: int) -> 
     buffer.add({"obs": rng.normal(size=(n, OBS)), "act": rng.uniform(-1, 1, (n, ACT)), "rew": rng.normal(size=n),
                 "next_obs": rng.normal(size=(n, OBS)), "term": np.zeros(n), "trunc": np.zeros(n, bool),
                 "env": np.zeros(n, np.int32)})
-    runner = UpdateRunner(agent, buffer, batch, compile=mode == "compile+graph", cuda_graph=mode != "eager")
+    runner = update_runner(agent, buffer, batch, compile=mode == "compile+graph", cuda_graph=mode != "eager")
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(10):
         out = runner()

@@ -1,7 +1,7 @@
 """Head-to-head of the two trajectory denoisers on real stores: GTA's A.2 network (mixer-unet) and fast-mixer.
 
-For each store and each network, trains with the product code (``gta_diffusion.train.Trainer``) for the same
-steps, seed and batch, then times augmentation (``gta_diffusion.augment.augment`` with the store's dataset
+For each store and each network, trains with the product code (``gta_diffusion.training.Trainer``) for the same
+steps, seed and batch, then times augmentation (``gta_diffusion.augmentation.augment`` with the store's dataset
 preset, or mu 0.5 / alpha 1.3) on the trained EMA weights. Prints the training loss of both networks at equal
 steps (the metric lines of each run) and training steps/s and generated transitions/s, and writes it all as
 JSON. The run directories and augmented stores stay under --out, so the quality metrics (dynamic MSE, oracle
@@ -37,7 +37,7 @@ def _sync(device: torch.device) -> None:
 
 def train_one(store: Path, run_dir: Path, network: str, args: argparse.Namespace, device: torch.device) -> dict:
     from gta_diffusion.data import WindowConfig
-    from gta_diffusion.train import TrainConfig, Trainer
+    from gta_diffusion.training import TrainConfig, Trainer
 
     cfg = TrainConfig(preset=network, network_overrides=QUICK[network] if args.quick else {}, steps=args.steps,
                       batch_size=args.batch_size, seed=args.seed, log_every=args.log_every,
@@ -58,7 +58,7 @@ def train_one(store: Path, run_dir: Path, network: str, args: argparse.Namespace
 
 
 def augment_one(store: Path, run_dir: Path, out: Path, args: argparse.Namespace, device: torch.device) -> dict:
-    from gta_diffusion.augment import AugmentConfig, augment
+    from gta_diffusion.augmentation import AugmentConfig, augment
     from gta_diffusion.errors import DiffusionError
     from gta_diffusion.presets import dataset_preset
 

@@ -29,7 +29,7 @@ from bench_rl import ACT, OBS, make_store, timed  # noqa: E402
 from gta_rl.algorithms import build_config, get_spec  # noqa: E402
 from gta_rl.buffer import load_training_data  # noqa: E402
 from gta_rl.fast import StepRunner  # noqa: E402
-from gta_rl.nets import set_fused_mlp  # noqa: E402
+from gta_rl.nets import Arithmetic  # noqa: E402
 
 
 def set_inductor_config(item: str) -> None:
@@ -78,10 +78,8 @@ def main() -> None:
         make_store(Path(tmp) / "s.zarr", 200_000)
         data, _ = load_training_data([Path(tmp) / "s.zarr"], device=dev)
         agent = get_spec(args.algo).agent(build_config(args.algo, None, {}), OBS, ACT, list(range(args.seeds)),
-                                          device=dev, total_steps=1_000_000)
-        if args.bf16:
-            agent.set_matmul_dtype(torch.bfloat16)
-        set_fused_mlp(agent, args.fused_mlp)
+                                          device=dev, total_steps=1_000_000,
+                                          arithmetic=Arithmetic.of(args.bf16, args.fused_mlp))
         runner = StepRunner(agent, data, args.batch_size, compile=args.impl != "graph", cuda_graph=True,
                             fullgraph=args.impl == "fullgraph", autotune=args.autotune)
 

@@ -1,12 +1,12 @@
 """Train the SAC behaviour policies of the D4RL-style locomotion datasets (docs/datasets.md).
 
 For each of halfcheetah (HalfCheetah-v5), hopper (Hopper-v5) and walker2d (Walker2d-v5) this trains online
-SAC (``gta_rl.sac``: 1M environment steps, one update per step, an evaluated actor checkpoint every 10k
+SAC (``gta_rl.behaviour``: 1M environment steps, one update per step, an evaluated actor checkpoint every 10k
 steps), then, as D4RL did:
 
 - expert = the best-evaluated checkpoint; medium = the checkpoint before it whose evaluation return is
   closest to the mean return of D4RL's own ``<env>-medium-v2`` data (``--medium d4rl``, the default) or to
-  1/3 of the expert's (``--medium third``, D4RL's stated rule) (``gta_rl.sac.pick_checkpoints``);
+  1/3 of the expert's (``--medium third``, D4RL's stated rule) (``gta_rl.behaviour.pick_checkpoints``);
 - writes ``<policy dir>/<env>.npz`` (gta-data's numpy policy file with the "medium" and "expert" actors,
   their steps and evaluation returns) and ``<policy dir>/<env>-medium-replay.npz`` (the first K
   transitions of the run, K = the medium checkpoint's step: D4RL's medium-replay, kept as each episode's
@@ -53,7 +53,13 @@ def run_one(family: str, args: dict[str, Any]) -> dict[str, Any]:
     from gta_data.recipes import make_dataset
     from gta_data.replay import load_replay_file
     from gta_data.scores import D4RL_DATASET_STATS
-    from gta_rl.sac import SACConfig, export_policy_file, export_replay_file, pick_checkpoints, train_sac
+    from gta_rl.behaviour import (
+        SACConfig,
+        export_policy_file,
+        export_replay_file,
+        pick_checkpoints,
+        train_sac,
+    )
 
     torch.set_num_threads(args["threads"])
     run_dir = Path(args["run_dir"]) / family

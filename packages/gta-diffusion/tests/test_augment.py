@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from gta_diffusion.augment import (
+from gta_diffusion.augmentation import (
     AugmentConfig,
     Augmenter,
     amplify,
@@ -20,7 +20,7 @@ from gta_diffusion.augment import (
 )
 from gta_diffusion.data import WindowConfig, WindowSet
 from gta_diffusion.errors import DiffusionError
-from gta_diffusion.train import TrainConfig, Trainer, load_model
+from gta_diffusion.training import TrainConfig, Trainer, load_model
 
 TINY = {"dim": 8, "dim_mults": (1, 2), "emb_dim": 16, "mid_blocks": 1}
 

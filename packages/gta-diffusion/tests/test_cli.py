@@ -44,8 +44,8 @@ def test_train_resume_augment(tmp_path, toy_store):
     from gta_data import TrajectoryStore
 
     aug = TrajectoryStore.open(out).provenance["augment"]
-    # Preset fills mu and the reweighting (Table 9: N_B = 50), the explicit --alpha wins, --guidance 2 -> s = 3.
-    assert (aug["mu"], aug["alpha"], aug["reweight"], aug["num_bins"], aug["guidance_scale"]) == (0.5, 1.2, "bins", 50, 3.0)
+    # Preset fills mu and the reweighting (Table 9: N_B = 50), the explicit --alpha wins, --guidance 2 is w = 2.
+    assert (aug["mu"], aug["alpha"], aug["reweight"], aug["num_bins"], aug["guidance_weight"]) == (0.5, 1.2, "bins", 50, 2.0)
     assert aug["reweight_clip"] == 5.0  # the authors' clip of the Eq. 13 weights, recorded
     assert aug["clip_actions"] is True and TrajectoryStore.open(out).provenance["action_clip"]["fraction_clipped"] >= 0
     res = runner.invoke(app, ["augment", "--model", str(run), "--data", str(toy_store.path), "--out",
@@ -137,7 +137,7 @@ def test_training_settings_out_of_range_are_refused(tmp_path, toy_store, extra, 
 
 
 @pytest.mark.parametrize("fields, message", [
-    ({"guidance_scale": -4.0}, "guidance scale must be a number >= 0"),  # --guidance -5
+    ({"guidance_weight": -5.0}, "guidance weight w must be a number >= -1"),  # --guidance -5
     ({"alpha": float("inf")}, "alpha must be a positive number"),
     ({"conditioning": "fixed", "fixed_return": float("nan")}, "fixed return must be a finite number"),
     ({"num_steps": 0}, "num_steps must be an integer >= 2"),  # --num-steps 0 was the model's 128
@@ -146,7 +146,7 @@ def test_training_settings_out_of_range_are_refused(tmp_path, toy_store, extra, 
     ({"reweight": "none", "reweight_clip": 5.0}, "applies to reweight 'bins' only"),
 ])
 def test_augment_settings_out_of_range_are_refused(fields, message):
-    from gta_diffusion.augment import AugmentConfig
+    from gta_diffusion.augmentation import AugmentConfig
     from gta_diffusion.errors import DiffusionError
 
     with pytest.raises(DiffusionError, match=re.escape(message)):
@@ -216,3 +216,40 @@ def test_train_mixer_unet_from_the_cli(tmp_path, toy_store):
     from gta_diffusion.networks import build_network, count_parameters
 
     assert config["network"]["parameters"] == count_parameters(build_network("mixer-unet", 3, 8))
+
+
+def test_cli_and_python_api_agree_and_take_the_papers_guidance_weight(tmp_path, toy_store):
+    """``gta-diffusion train/augment`` and ``gta_diffusion.train/augment`` give the same run and the same store:
+    the CLI's --guidance and the library's guidance_weight are both the w of Eq. 4; the old keyword, which took
+    the sampler's scale s = w + 1, is refused."""
+    import numpy as np
+
+    from gta_diffusion import AugmentConfig, TrainConfig, WindowConfig, augment, train
+    from gta_diffusion.errors import DiffusionError
+
+    with pytest.raises(DiffusionError, match=r"guidance_weight, the paper's w \(Eq. 4\).*guidance_weight=1.0"):
+        AugmentConfig(guidance_scale=2.0)
+    assert AugmentConfig().guidance_weight == 2.0 and AugmentConfig(guidance_weight=0.5).sampler_scale == 1.5
+    res = runner.invoke(app, ["train", "--data", str(toy_store.path), "--out", str(tmp_path / "cli"), "--steps", "4",
+                              *SMALL])
+    assert res.exit_code == 0, res.output
+    trainer = train(toy_store.path, tmp_path / "py", TrainConfig(preset="fast-mixer-small", steps=4, batch_size=16,
+                                                                 warmup_steps=2, log_every=2, checkpoint_every=3),
+                    WindowConfig(horizon=4), device="cpu")
+    assert trainer.step_count == 4
+    cli_config = json.loads((tmp_path / "cli" / "config.json").read_text())
+    py_config = json.loads((tmp_path / "py" / "config.json").read_text())
+    assert {k: v for k, v in cli_config.items() if k != "data"} == {k: v for k, v in py_config.items() if k != "data"}
+    assert (tmp_path / "cli" / "metrics.jsonl").read_text().count("\n") == 2
+    small = ["--num-transitions", "20", "--batch-size", "8", "--num-steps", "6", "--device", "cpu"]
+    res = runner.invoke(app, ["augment", "--model", str(tmp_path / "cli"), "--data", str(toy_store.path),
+                              "--out", str(tmp_path / "cli.zarr"), "--guidance", "0.5", *small])
+    assert res.exit_code == 0, res.output
+    for w in (0.5, 1.5):
+        augment(tmp_path / "py", toy_store.path, tmp_path / f"py-{w}.zarr",
+                AugmentConfig(guidance_weight=w, num_transitions=20, batch_size=8, num_steps=6), device="cpu")
+    obs = {name: TrajectoryStore.open(tmp_path / name).load().observations
+           for name in ("cli.zarr", "py-0.5.zarr", "py-1.5.zarr")}
+    np.testing.assert_array_equal(obs["py-0.5.zarr"], obs["cli.zarr"])
+    assert not np.array_equal(obs["py-1.5.zarr"], obs["cli.zarr"])  # the weight matters
+    assert TrajectoryStore.open(tmp_path / "cli.zarr").provenance["augment"]["guidance_weight"] == 0.5

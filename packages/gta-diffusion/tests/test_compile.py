@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from gta_diffusion.augment import AugmentConfig, Augmenter, window_seeds
+from gta_diffusion.augmentation import AugmentConfig, Augmenter, window_seeds
 from gta_diffusion.data import WindowConfig
-from gta_diffusion.train import TrainConfig, Trainer
+from gta_diffusion.training import TrainConfig, Trainer
 
 TINY = {"fast-mixer-small": {"dim": 8, "dim_mults": (1, 2), "emb_dim": 16, "mid_blocks": 1},
         "mixer-unet": {"dim": 8, "dim_mults": (1, 2)}}

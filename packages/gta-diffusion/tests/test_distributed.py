@@ -10,7 +10,7 @@ import sys
 import numpy as np
 
 from gta_data import TrajectoryStore
-from gta_diffusion.augment import AugmentConfig, augment
+from gta_diffusion.augmentation import AugmentConfig, augment
 from gta_diffusion.checkpoint import latest_checkpoint, load_checkpoint
 from gta_diffusion.distributed import DistInfo, shard_range
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from gta_diffusion.augment import AugmentConfig, Augmenter, window_seeds
+from gta_diffusion.augmentation import AugmentConfig, Augmenter, window_seeds
 from gta_diffusion.data import WindowConfig
-from gta_diffusion.train import TrainConfig, Trainer
+from gta_diffusion.training import TrainConfig, Trainer
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 SMALL = {"fast-mixer-small": {"dim": 32, "dim_mults": (1, 2, 4), "emb_dim": 64},
@@ -83,7 +83,7 @@ def _graph_replays_match_eager(eager, graph, steps: int) -> None:
     checker: no host sync inside a replayed step."""
     ref = torch.stack([eager.step() for _ in range(steps)]).cpu()
     got = torch.stack([graph.step().clone() for _ in range(steps)]).cpu()
-    assert graph._graph is not None
+    assert graph.graph_runner.captured()
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
     for p_e, p_g in zip(eager.denoiser.parameters(), graph.denoiser.parameters(), strict=True):
         torch.testing.assert_close(p_g, p_e, rtol=1e-5, atol=1e-6)

@@ -8,12 +8,12 @@ import json
 import pytest
 import torch
 
-from gta_diffusion.augment import AugmentConfig, augment
+from gta_diffusion.augmentation import AugmentConfig, augment
 from gta_diffusion.data import WindowConfig
 from gta_diffusion.edm import Denoiser, EDMConfig, edm_loss, edm_sampler
 from gta_diffusion.networks import MixerUnet, build_network, count_parameters
 from gta_diffusion.noise import SeededNoise
-from gta_diffusion.train import TrainConfig, Trainer, load_model
+from gta_diffusion.training import TrainConfig, Trainer, load_model
 
 TINY = {"dim": 8, "dim_mults": (1, 2)}
 

@@ -226,7 +226,7 @@ def test_residual_mlp_follows_synther():
 
 
 def test_models_without_a_style_load_as_the_first_version():
-    from gta_diffusion.train import build_denoiser
+    from gta_diffusion.training import build_denoiser
 
     network = {"preset": "synther-small", "overrides": {}, "transition_dim": 6, "horizon_rows": 1}
     assert build_denoiser(network, 1.0).net.style == "silu-rff128"

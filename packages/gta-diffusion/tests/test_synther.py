@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 
 from gta_data import StoreError, TrajectoryStore, Transitions, write_store
 from gta_diffusion.baselines.synther import (
-    EMA_PER_STEP,
     SampleConfig,
     TransitionNormalizer,
     create_synther_trainer,
@@ -27,6 +26,7 @@ from gta_diffusion.baselines.synther import (
     vectors_to_transitions,
 )
 from gta_diffusion.checkpoint import latest_checkpoint
+from gta_diffusion.config import EMA_PER_STEP
 from gta_diffusion.errors import DiffusionError
 
 TINY = dict(width=128, num_blocks=2, input_dim=32, emb_dim=32)  # ~40k parameters: seconds on one CPU thread

@@ -11,7 +11,7 @@ import torch
 from gta_diffusion.checkpoint import latest_checkpoint, load_checkpoint
 from gta_diffusion.data import WindowConfig
 from gta_diffusion.errors import DiffusionError
-from gta_diffusion.train import TrainConfig, Trainer, load_model, lr_at
+from gta_diffusion.training import TrainConfig, Trainer, load_model, lr_at
 
 TINY = {"dim": 8, "dim_mults": (1, 2), "emb_dim": 16, "mid_blocks": 1}
 

@@ -15,7 +15,7 @@ from gta_rl.buffer import OfflineData, StackedData, load_training_data
 from gta_rl.cli import app
 from gta_rl.rng import SeedStreams
 from gta_rl.run_eval import default_eval_episodes, env_seeds
-from gta_rl.train import RunConfig, RunError, train, train_arms
+from gta_rl.training import ResolvedRun, RunConfig, RunError, train, train_arms
 
 TINY = {"td3bc": {"hidden": [32, 32]}, "iql": {"hidden": [32, 32]}, "dt": {},
         "cql": {"actor_hidden": [16, 16], "critic_hidden": [16, 16], "n_actions": 3},
@@ -118,17 +118,19 @@ def test_arms_refusals(stores, tmp_path):
 def test_arms_with_other_settings_are_refused_before_anything_is_written(stores, tmp_path, monkeypatch):
     # Each arm resolves its preset from its own first store; arms that end up with other settings (one
     # agent config serves the whole stack) are refused.
-    import gta_rl.train as train_mod
+    import dataclasses
 
-    real = train_mod._prepare
+    import gta_rl.stack as stack_mod
 
-    def prepare(cfg, algorithm, paths, saved, device):
-        run, data = real(cfg, algorithm, paths, saved, device)
+    real = stack_mod.resolve_run
+
+    def resolve(cfg, paths, saved, device):
+        run, data = real(cfg, paths, saved, device)
         if len(paths) > 1:
-            run["algorithm_config"] = {**run["algorithm_config"], "alpha": 9.0}
+            run = dataclasses.replace(run, algorithm_config={**run.algorithm_config, "alpha": 9.0})
         return run, data
 
-    monkeypatch.setattr(train_mod, "_prepare", prepare)
+    monkeypatch.setattr(stack_mod, "resolve_run", resolve)
     with pytest.raises(RunError, match="differ in algorithm_config"):
         train_arms(_cfg(), {"a": ((stores[0],), tmp_path / "a"), "b": (stores, tmp_path / "b")})
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
@@ -153,12 +155,15 @@ def test_cli_arms(stores, tmp_path):
 
 
 def test_each_training_seed_plays_its_own_evaluation_episodes():
-    run = {"seeds": [0, 1, 5], "eval_seed": 100, "eval_seeding": "per_seed"}
-    assert env_seeds(run, 3) == [[100, 101, 102], [103, 104, 105], [115, 116, 117]]
+    def run(seeds, eval_seed, eval_seeding):
+        return ResolvedRun(RunConfig("td3bc", ("store",), seeds, eval_seed=eval_seed), {}, "E", 1, 1, 1.0,
+                           eval_seeding=eval_seeding)
+
+    assert env_seeds(run([0, 1, 5], 100, "per_seed"), 3) == [[100, 101, 102], [103, 104, 105], [115, 116, 117]]
     # a member plays the same episodes whatever it is stacked with
-    assert env_seeds({**run, "seeds": [5]}, 3) == [[115, 116, 117]]
+    assert env_seeds(run([0, 1, 5], 100, "per_seed").with_seeds([5]), 3) == [[115, 116, 117]]
     # runs written before the scheme keep theirs: every seed from eval_seed on
-    assert env_seeds({"seeds": [0, 1], "eval_seed": 3}, 2) == [[3, 4], [3, 4]]
+    assert env_seeds(run([0, 1], 3, None), 2) == [[3, 4], [3, 4]]
 
 
 def test_new_runs_record_the_evaluation_seeding(stores, tmp_path):

@@ -90,7 +90,7 @@ def test_a_missing_sink_package_is_one_line_before_anything_runs(point_store, tm
 
 
 def test_train_api_refuses_an_unknown_sink(point_store, tmp_path):
-    from gta_rl.train import RunConfig, RunError, train
+    from gta_rl.training import RunConfig, RunError, train
 
     with pytest.raises(RunError, match="unknown sink"):
         train(RunConfig("td3bc", (str(point_store),), (0,), steps=2, log_to=("nope",)), tmp_path / "r")

@@ -11,7 +11,7 @@ import torch
 
 from gta_data import StoreError, Transitions, write_store
 from gta_rl.buffer import OfflineData, RewardTransform, load_training_data
-from gta_rl.nets import StackedMLP, lowp_affine, mlp_generators, set_matmul_dtype, stacked_affine
+from gta_rl.nets import BF16, Arithmetic, StackedMLP, lowp_affine, mlp_generators, stacked_affine
 from gta_rl.optim import Adam, bias_correction, cosine_schedule
 from gta_rl.rng import SeedStreams
 from gta_rl.seeds import SeedSpecError, parse_seeds
@@ -128,10 +128,10 @@ def test_lowp_affine_matches_bf16_rounded_float64_reference(k):
 
 
 def test_bf16_mlp_keeps_its_output_layer_in_fp32():
-    net = StackedMLP(mlp_generators([0, 1], "x"), [5, 32, 32, 3])
+    fp32_net = StackedMLP(mlp_generators([0, 1], "x"), [5, 32, 32, 3])
+    net = StackedMLP(mlp_generators([0, 1], "x"), [5, 32, 32, 3], arithmetic=BF16)  # the same weights
     x = torch.randn(2, 7, 5)
-    fp32 = net(x)
-    set_matmul_dtype(net, torch.bfloat16)
+    fp32 = fp32_net(x)
     mixed = net(x)
     h = x
     for layer in net.layers[:-1]:
@@ -139,10 +139,12 @@ def test_bf16_mlp_keeps_its_output_layer_in_fp32():
     expected = torch.bmm(h, net.layers[-1].weight) + net.layers[-1].bias  # fp32 output layer
     torch.testing.assert_close(mixed, expected, rtol=0, atol=0)
     torch.testing.assert_close(mixed, fp32, rtol=5e-2, atol=5e-2)
-    set_matmul_dtype(net, None)
-    torch.testing.assert_close(net(x), fp32, rtol=0, atol=0)
+    assert net.matmul_dtype == torch.bfloat16 and fp32_net.matmul_dtype is None
     with pytest.raises(ValueError, match="bfloat16 or None"):
-        set_matmul_dtype(net, torch.float16)
+        Arithmetic(torch.float16)
+    with pytest.raises(ValueError, match="bf16 arithmetic"):
+        Arithmetic(None, fused=True)
+    assert Arithmetic.of(bf16=True) == BF16 and Arithmetic.of(bf16=True, fused=True).fused
 
 
 def test_adam_matches_torch_adam_float64():

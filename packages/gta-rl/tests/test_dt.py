@@ -16,9 +16,10 @@ from gta_rl.algorithms import build_config
 from gta_rl.checkpoint import load_checkpoint
 from gta_rl.cli import app
 from gta_rl.dt import DT, DTConfig, StackedTransformer
+from gta_rl.nets import BF16
 from gta_rl.rng import SeedStreams
 from gta_rl.sequences import load_sequence_data, relabel_segments, returns_to_go
-from gta_rl.train import RunConfig, RunError, load_run, train
+from gta_rl.training import RunConfig, RunError, load_run, train
 
 TINY = {"embedding_dim": 16, "num_layers": 2, "num_heads": 2, "context": 4, "episode_len": 16,
         "warmup_steps": 5, "return_scale": 0.5, "target_returns": [-1.0, -3.0]}
@@ -314,12 +315,11 @@ def test_bench_quick_runs(tmp_path):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_bf16_flag_is_the_dt_autocast_on_gpu(point_store):
-    # gta-rl train dt --bf16 (Agent.set_matmul_dtype) is the DT's own bf16 setting: the same updates.
+    # gta-rl train dt --bf16 (the agent's bf16 arithmetic) is the DT's own bf16 setting: the same updates.
     cfg = build_config("dt", None, TINY)
     data, _ = load_sequence_data([point_store], context=cfg.context, return_scale=cfg.return_scale, device="cuda")
     own = DT(build_config("dt", None, {**TINY, "bf16": True}), 2, 2, [0, 1], device="cuda")
-    flag, fp32 = DT(cfg, 2, 2, [0, 1], device="cuda"), DT(cfg, 2, 2, [0, 1], device="cuda")
-    flag.set_matmul_dtype(torch.bfloat16)
+    flag, fp32 = DT(cfg, 2, 2, [0, 1], device="cuda", arithmetic=BF16), DT(cfg, 2, 2, [0, 1], device="cuda")
     for _ in range(3):
         for agent in (own, flag, fp32):
             agent.train_step(data, 64, actor_step=True)

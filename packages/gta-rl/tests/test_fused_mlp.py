@@ -1,4 +1,4 @@
-"""The fused MLP kernels (gta_rl.fused_mlp, --fused-mlp: forward, and backward): routing on any machine, the Triton
+"""The fused MLP kernels (gta_rl.kernels.fused_mlp, --fused-mlp: forward, and backward): routing on any machine, the Triton
 kernel against a float64 reference and inside compiled, graph-captured training steps on CUDA."""
 
 from __future__ import annotations
@@ -12,24 +12,28 @@ import numpy as np
 import pytest
 import torch
 
-from gta_rl import fused_mlp
 from gta_rl.algorithms import build_config, get_spec
 from gta_rl.fast import StepRunner
+from gta_rl.kernels import fused_mlp
 from gta_rl.nets import (
+    BF16,
+    FP32,
+    FUSED,
+    Arithmetic,
     StackedMLP,
     fused_mlp_networks,
     mlp_generators,
-    set_fused_mlp,
-    set_matmul_dtype,
     twin_input,
 )
-from gta_rl.train import RunConfig, RunError, train
+from gta_rl.training import RunConfig, RunError, train
 
 needs_triton = pytest.mark.skipif(not fused_mlp.available(), reason="needs CUDA and Triton")
 
 
-def _net(members, sizes, device="cpu", seeds_of=1):
-    net = StackedMLP(mlp_generators(list(range(members // seeds_of)), "fused-test", seeds_of), sizes).to(device)
+def _net(members, sizes, device="cpu", seeds_of=1, arithmetic=FP32):
+    """A stacked MLP of the given arithmetic; nets of the same shape have the same weights whatever their arithmetic."""
+    net = StackedMLP(mlp_generators(list(range(members // seeds_of)), "fused-test", seeds_of), sizes,
+                     arithmetic=arithmetic).to(device)
     with torch.no_grad():  # biases of both signs and sizes (nn.Linear's default init gives them already)
         for layer in net.layers:
             layer.bias.mul_(3.0)
@@ -53,8 +57,7 @@ def _float64(net, x, shared=1, first_of=1):
 
 @pytest.mark.parametrize("bf16", [False, True])
 def test_shared_input_equals_expanded_input(bf16):
-    net = _net(6, [5, 16, 16, 3], seeds_of=2)
-    set_matmul_dtype(net, torch.bfloat16 if bf16 else None)
+    net = _net(6, [5, 16, 16, 3], seeds_of=2, arithmetic=BF16 if bf16 else FP32)
     x = torch.randn(3, 7, 5)
     with torch.no_grad():
         torch.testing.assert_close(net(x, shared=2), net(twin_input(x)), rtol=0, atol=0)
@@ -67,16 +70,15 @@ def test_shared_input_equals_expanded_input(bf16):
 
 
 def test_fused_flag_keeps_the_ordinary_path_where_the_kernel_does_not_apply():
-    net = _net(4, [5, 16, 16, 3], seeds_of=2)
-    set_matmul_dtype(net, torch.bfloat16)
+    net = _net(4, [5, 16, 16, 3], seeds_of=2, arithmetic=BF16)
     x = torch.randn(2, 9, 5)
     with torch.no_grad():
         plain = net(x, shared=2)
-        set_fused_mlp(net, True)
-        assert net.fused and net.fused_grad  # every pass, with gradients too
-        set_fused_mlp(net, True, grad=False)
-        assert net.fused and not net.fused_grad  # the gradient-free passes only (bench_rl's "fusedfwd")
-        torch.testing.assert_close(net(x, shared=2), plain, rtol=0, atol=0)  # CPU tensors: not routed
+        assert FUSED.fused and FUSED.fused_grad  # every pass, with gradients too
+        forward_only = Arithmetic(torch.bfloat16, fused=True, fused_grad=False)  # bench_rl's "fusedfwd"
+        for arithmetic in (FUSED, forward_only):
+            fused = _net(4, [5, 16, 16, 3], seeds_of=2, arithmetic=arithmetic)
+            torch.testing.assert_close(fused(x, shared=2), plain, rtol=0, atol=0)  # CPU tensors: not routed
     w = [layer.weight for layer in net.layers]
     with torch.no_grad():
         assert not fused_mlp.supports(x, w, None)  # CPU
@@ -168,16 +170,15 @@ SHAPES = [  # members, batch, sizes, shared, first_of
 def test_fused_forward_matches_float64(members, batch, sizes, shared, first_of, tf32, kernel_calls):
     torch.backends.cuda.matmul.allow_tf32 = tf32
     try:
-        net = _net(members, sizes, "cuda", seeds_of=2 if first_of == 2 else 1)
-        set_matmul_dtype(net, torch.bfloat16)
+        net = _net(members, sizes, "cuda", seeds_of=2 if first_of == 2 else 1, arithmetic=BF16)
+        fused_net = _net(members, sizes, "cuda", seeds_of=2 if first_of == 2 else 1, arithmetic=FUSED)
         x = torch.randn(members // shared // first_of, batch, sizes[0], device="cuda")
         with torch.no_grad():
             exact = _float64(net, x, shared, first_of)
             plain = net(x, shared=shared, first_of=first_of)  # the bf16 path of the other kernels
-            set_fused_mlp(net, True)
-            fused = net(x, shared=shared, first_of=first_of)
-            fused_bf16_input = net(x.bfloat16(), shared=shared, first_of=first_of)
-            strided = net(torch.cat([x, x], -1)[..., :sizes[0]], shared=shared, first_of=first_of)  # x's row stride
+            fused = fused_net(x, shared=shared, first_of=first_of)
+            fused_bf16_input = fused_net(x.bfloat16(), shared=shared, first_of=first_of)
+            strided = fused_net(torch.cat([x, x], -1)[..., :sizes[0]], shared=shared, first_of=first_of)  # x's stride
         assert len(kernel_calls) == 3
         assert fused.shape == plain.shape == exact.shape and fused.dtype == torch.float32
         scale = float(exact.abs().max())
@@ -194,13 +195,13 @@ def test_fused_forward_matches_float64(members, batch, sizes, shared, first_of, 
         torch.backends.cuda.matmul.allow_tf32 = False
 
 
-# Both kernels in Triton's CPU interpreter (TRITON_INTERPRET=1 makes gta_rl.fused_mlp give them fp32 operands:
+# Both kernels in Triton's CPU interpreter (TRITON_INTERPRET=1 makes gta_rl.kernels.fused_mlp give them fp32 operands:
 # the interpreter's bf16 products are broken), through the registered ops and their autograd formula, against
 # float64: the kernels' indexing, masks, strides and partial sums on any machine with Triton installed.
 INTERPRETER_CHECK = r"""
 import sys
 import torch
-from gta_rl import fused_mlp
+from gta_rl.kernels import fused_mlp
 from gta_rl.nets import StackedMLP, mlp_generators
 
 assert fused_mlp._INTERPRET_F32
@@ -268,24 +269,25 @@ GRAD_SHAPES = [  # members, batch, sizes, shared, first_of, input gradient, weig
 def test_fused_gradients_match_float64(members, batch, sizes, shared, first_of, input_grad, weight_grad,
                                        kernel_calls):
     torch.manual_seed(0)
-    net = _net(members, sizes, "cuda", seeds_of=2 if first_of == 2 else 1)
-    set_matmul_dtype(net, torch.bfloat16)
+    net = _net(members, sizes, "cuda", seeds_of=2 if first_of == 2 else 1, arithmetic=BF16)
+    fused_net = _net(members, sizes, "cuda", seeds_of=2 if first_of == 2 else 1, arithmetic=FUSED)  # same weights
     x = torch.randn(members // shared // first_of, batch, sizes[0], device="cuda")
     weight = torch.randn(members // first_of, batch, sizes[-1], device="cuda")  # d loss / d output
 
-    def gradients(run):
+    def gradients(module, run):
         xi = x.clone().requires_grad_(input_grad)
-        wanted = ([xi] if input_grad else []) + (list(net.parameters()) if weight_grad else [])
+        wanted = ([xi] if input_grad else []) + (list(module.parameters()) if weight_grad else [])
         out = run(xi)
         return out, torch.autograd.grad((out * weight.to(out.dtype)).sum(), wanted)
 
-    exact_out, exact = gradients(lambda xi: _float64(net, xi, shared, first_of))  # float64 arithmetic
-    net_pass = lambda xi: net(xi, shared=shared, first_of=first_of, frozen=not weight_grad)  # noqa: E731
-    plain_out, plain = gradients(net_pass)  # the --bf16 path of cuBLAS and autograd
-    set_fused_mlp(net, True)
-    fused_out, fused = gradients(net_pass)
+    def net_pass(module):
+        return lambda xi: module(xi, shared=shared, first_of=first_of, frozen=not weight_grad)
+
+    exact_out, exact = gradients(net, lambda xi: _float64(net, xi, shared, first_of))  # float64 arithmetic
+    plain_out, plain = gradients(net, net_pass(net))  # the --bf16 path of cuBLAS and autograd
+    fused_out, fused = gradients(fused_net, net_pass(fused_net))
     assert len(kernel_calls) == 1
-    assert torch.equal(fused_out, net(x, shared=shared, first_of=first_of).detach())  # the forward kernel's output
+    assert torch.equal(fused_out, fused_net(x, shared=shared, first_of=first_of).detach())  # the forward kernel's
     names = (["x"] if input_grad else []) + ([n for n, _ in net.named_parameters()] if weight_grad else [])
     for name, e, p, f in zip(names, exact, plain, fused, strict=True):
         assert f.shape == e.shape and f.dtype == e.dtype, name
@@ -366,9 +368,7 @@ def test_backward_kernel_outputs_agree_with_their_definitions(members, batch, k0
 @pytest.mark.gpu
 @needs_triton
 def test_fused_forward_compiles_and_captures(kernel_calls):
-    net = _net(4, [23, 256, 256, 1], "cuda", seeds_of=2)
-    set_matmul_dtype(net, torch.bfloat16)
-    set_fused_mlp(net, True)
+    net = _net(4, [23, 256, 256, 1], "cuda", seeds_of=2, arithmetic=FUSED)
     x = torch.randn(2, 333, 23, device="cuda")
 
     def fn(x):
@@ -402,10 +402,8 @@ def test_fused_training_step_matches_bf16_step(name, halfcheetah_sized_data):
     data = halfcheetah_sized_data
 
     def make(fused):
-        agent = get_spec(name).agent(build_config(name, None, {}), 17, 6, [0, 1], device="cuda", total_steps=1000)
-        agent.set_matmul_dtype(torch.bfloat16)
-        set_fused_mlp(agent, fused)
-        return agent
+        return get_spec(name).agent(build_config(name, None, {}), 17, 6, [0, 1], device="cuda", total_steps=1000,
+                                    arithmetic=FUSED if fused else BF16)
 
     plain, fused = make(False), make(True)
     start = [p.detach().clone() for p in plain.parameters()]

@@ -11,7 +11,7 @@ import pytest
 
 from gta_data import TrajectoryStore
 from gta_rl import toy
-from gta_rl.train import RunConfig, train
+from gta_rl.training import RunConfig, train
 
 SMALL = {
     "td3bc": {"hidden": [64, 64]},

@@ -17,8 +17,8 @@ from gta_rl.buffer import load_training_data
 from gta_rl.checkpoint import load_checkpoint
 from gta_rl.cli import app
 from gta_rl.fast import StepRunner
-from gta_rl.nets import StackedMLP
-from gta_rl.train import RunConfig, RunError, load_run, train
+from gta_rl.nets import BF16, FP32, StackedMLP
+from gta_rl.training import RunConfig, RunError, load_run, train
 
 TINY = {
     "td3bc": {"hidden": [16, 16]},
@@ -28,8 +28,9 @@ TINY = {
 }
 
 
-def make_agent(name, seeds):
-    return get_spec(name).agent(build_config(name, None, TINY[name]), 2, 2, seeds, total_steps=30)
+def make_agent(name, seeds, arithmetic=FP32):
+    return get_spec(name).agent(build_config(name, None, TINY[name]), 2, 2, seeds, total_steps=30,
+                                arithmetic=arithmetic)
 
 
 @pytest.mark.parametrize("name", list(TINY))
@@ -51,9 +52,7 @@ def test_bf16_mode_tracks_fp32_and_keeps_seeds_independent(name, point_store):
     # fp32 run's (5%; a loose check, the learning tests and BENCHMARKS.md's halfcheetah run are the real
     # ones) but not equal to it, and a seed trained in a bf16 stack still equals the seed trained alone.
     data, _ = load_training_data([point_store])
-    fp32, stacked, alone = make_agent(name, [1]), make_agent(name, [4, 1]), make_agent(name, [1])
-    for agent in (stacked, alone):
-        agent.set_matmul_dtype(torch.bfloat16)
+    fp32, stacked, alone = make_agent(name, [1]), make_agent(name, [4, 1], BF16), make_agent(name, [1], BF16)
     for step in range(20):
         for agent in (fp32, stacked, alone):
             agent.train_step(data, 32, actor_step=agent.is_actor_step(step))
@@ -195,7 +194,7 @@ def test_policy_state_is_all_that_act_reads(name):
 
 
 def test_cpu_policies_act_per_row_as_the_agent_does(point_store, tmp_path):
-    from gta_rl.train import CpuPolicies
+    from gta_rl.training import CpuPolicies
 
     train(RunConfig("td3bc", (str(point_store),), (0, 3), steps=20, batch_size=16, eval_episodes=0, log_every=10,
                     overrides=TINY["td3bc"]), tmp_path / "r")
@@ -226,7 +225,7 @@ def test_worker_rollouts_match_in_process_evaluation(overlap, point_store, tmp_p
 
 def test_background_evaluation_error_reaches_the_run(point_store, tmp_path, monkeypatch):
     import gta_rl.run_eval as run_eval
-    import gta_rl.train as train_mod
+    import gta_rl.training as train_mod
 
     real = run_eval.evaluate_agent
     calls = []
@@ -290,10 +289,7 @@ def test_compile_paths_match_eager(name, fullgraph, bf16, point_store):
     # AOTAutograd) and checks the plumbing: `compile` breaks the step's graph at each autograd.grad,
     # `fullgraph` traces those too (fullgraph=True would raise at any break); inductor runs on the GPU below.
     data, _ = load_training_data([point_store])
-    eager, compiled = make_agent(name, [0, 1]), make_agent(name, [0, 1])
-    if bf16:
-        eager.set_matmul_dtype(torch.bfloat16)
-        compiled.set_matmul_dtype(torch.bfloat16)
+    eager, compiled = (make_agent(name, [0, 1], BF16 if bf16 else FP32) for _ in range(2))
     run_e = StepRunner(eager, data, 32)
     run_c = StepRunner(compiled, data, 32, compile=True, fullgraph=fullgraph, compile_backend="aot_eager")
     for step in range(4):
@@ -448,15 +444,17 @@ def test_cli_bad_input_is_one_line(extra, message, point_store, tmp_path):
 
 
 def _started_then_one_error_line(output: str) -> bool:
-    """A failure once training has started: the run directory line, then the error in one line."""
+    """A failure once training has started: the run directory line, the resolved config (two lines), then the
+    error in one line."""
     lines = output.strip().splitlines()
-    return len(lines) == 2 and lines[0].startswith("run directory: ") and lines[1].startswith("error: ")
+    return (len(lines) == 4 and lines[0].startswith("run directory: ") and lines[2].startswith("settings: ")
+            and lines[3].startswith("error: "))
 
 
 def test_cli_compile_failure_is_one_line_and_the_out_dir_is_reusable(point_store, tmp_path, monkeypatch):
     # An inductor failure (seen on an H100 for CQL's one-seed fullgraph step) must not print pages, and the
     # failed run must leave nothing that a later run of the same --out would take for a checkpoint.
-    import gta_rl.train as train_module
+    import gta_rl.training as train_module
 
     class FailingRunner(StepRunner):
         def __call__(self, step):
@@ -502,7 +500,7 @@ def test_compile_failure_message_unwraps_and_names_the_flag(tmp_path):
 
 
 def test_cli_runtime_error_of_a_compiled_step_is_one_line(point_store, tmp_path, monkeypatch):
-    import gta_rl.train as train_module
+    import gta_rl.training as train_module
 
     class FailingRunner(StepRunner):
         def __call__(self, step):
@@ -689,9 +687,8 @@ def test_bf16_fullgraph_matches_eager_bf16_on_gpu(name, halfcheetah_sized_data):
     data = halfcheetah_sized_data
 
     def make():
-        agent = get_spec(name).agent(build_config(name, None, {}), 17, 6, [0, 1], device="cuda", total_steps=1000)
-        agent.set_matmul_dtype(torch.bfloat16)
-        return agent
+        return get_spec(name).agent(build_config(name, None, {}), 17, 6, [0, 1], device="cuda", total_steps=1000,
+                                    arithmetic=BF16)
 
     eager, fast = make(), make()
     start = [p.detach().clone() for p in eager.parameters()]
@@ -780,7 +777,7 @@ def test_async_evaluation_matches_sync():
 
 
 def test_evaluation_episodes_default_to_100_for_mazes(point_store, tmp_path):
-    from gta_rl.train import default_eval_episodes
+    from gta_rl.training import default_eval_episodes
 
     assert [default_eval_episodes(e) for e in ("PointMaze_UMaze-v3", "AntMaze_Medium-v5", "maze2d-large-v1",
                                                "HalfCheetah-v5", "Hopper-v5")] == [100, 100, 100, 10, 10]

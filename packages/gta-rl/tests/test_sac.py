@@ -7,9 +7,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from gta_rl.checkpoint import load_checkpoint
-from gta_rl.cli import app
-from gta_rl.sac import (
+from gta_rl.behaviour import (
     STATE,
     SACAgent,
     SACConfig,
@@ -22,6 +20,8 @@ from gta_rl.sac import (
     replay_episodes,
     train_sac,
 )
+from gta_rl.checkpoint import load_checkpoint
+from gta_rl.cli import app
 
 TINY = dict(env_id="Pendulum-v1", hidden=(16, 16), batch_size=32, learning_starts=100, checkpoint_every=200,
             eval_episodes=1, log_every=100, num_envs=2, total_steps=600)
@@ -200,6 +200,14 @@ def test_resume_and_replay_export(tmp_path):
     assert not (tmp_path / "bad.zarr").exists()
 
 
+def test_former_module_name_gives_the_same_tooling():
+    import gta_rl.behaviour as behaviour
+    import gta_rl.sac as sac
+
+    assert sac.train_sac is train_sac and sac.export_replay_file is export_replay_file
+    assert all(getattr(sac, name) is getattr(behaviour, name) for name in behaviour.__all__)
+
+
 def test_run_errors(tmp_path):
     cfg = SACConfig(**TINY)
     with pytest.raises(SACError, match="nothing to resume"):
@@ -299,7 +307,7 @@ def test_train_behaviour_policies_quick(tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("compile", [False, True], ids=["graph", "compile+graph"])
 def test_cuda_graph_update_equals_eager(compile):
-    from gta_rl.sac import ReplayBuffer, UpdateRunner
+    from gta_rl.behaviour import ReplayBuffer, update_runner
 
     device = torch.device("cuda")
     cfg = SACConfig(env_id="x", hidden=(64, 64), batch_size=128, device="cuda")
@@ -312,7 +320,7 @@ def test_cuda_graph_update_equals_eager(compile):
         agent = SACAgent(cfg, 5, 2, -np.ones(2, np.float32), np.ones(2, np.float32), device)
         buffer = ReplayBuffer(2000, 5, 2, device)
         buffer.add({k: v[:600] for k, v in rows.items()})
-        runner = UpdateRunner(agent, buffer, 128, cuda_graph=graph, compile=graph and compile)
+        runner = update_runner(agent, buffer, 128, cuda_graph=graph, compile=graph and compile)
         metrics = [runner().clone() for _ in range(10)]
         buffer.add({k: v[600:] for k, v in rows.items()})  # the graph must see the new size
         metrics += [runner().clone() for _ in range(10)]

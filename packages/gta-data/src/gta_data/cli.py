@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -18,21 +17,15 @@ _DEBUG = {"on": False}
 @app.callback()
 def main(debug: Annotated[bool, typer.Option(help="Show tracebacks instead of one-line errors.")] = False) -> None:
     """GTA trajectory stores (Zarr v3): make datasets locally, bridge to Minari, inspect and validate."""
-    _DEBUG["on"] = debug or bool(os.environ.get("GTA_DEBUG"))
+    _DEBUG["on"] = debug
 
 
-@contextmanager
 def _errors():
-    """Known errors become one line on stderr and exit code 1 (tracebacks with --debug)."""
+    """Known errors become one line on stderr and exit code 1 (tracebacks with --debug or GTA_DEBUG)."""
+    from gta_data.cli_errors import one_line_errors
     from gta_data.errors import RecipeError, StoreError
 
-    try:
-        yield
-    except (StoreError, RecipeError, FileExistsError, FileNotFoundError) as exc:
-        if _DEBUG["on"]:
-            raise
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    return one_line_errors((StoreError, RecipeError, FileExistsError, FileNotFoundError), _DEBUG["on"])
 
 
 @contextmanager

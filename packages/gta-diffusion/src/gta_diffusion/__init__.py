@@ -1,21 +1,24 @@
 """gta-diffusion: GTA conditional trajectory diffusion (EDM, MLP-Mixer temporal U-Net, classifier-free
 guidance), training and augmentation (GTA Sec. 4), plus the SynthER baseline network.
 
-``from gta_diffusion import Trainer, TrainConfig, AugmentConfig, Augmenter, load_model`` (imported on first use:
-torch loads then). ``augment`` stays the module (``from gta_diffusion.augment import augment`` is the function): a
-package attribute of the same name would hide the module from ``import gta_diffusion.augment as m``.
+The Python API, for a notebook as for a script (names load their module on first use; torch loads then)::
+
+    from gta_diffusion import AugmentConfig, TrainConfig, augment, train
+    train("hopper.zarr", "runs/hopper", TrainConfig(steps=100_000))               # a run directory
+    augment("runs/hopper", "hopper.zarr", "hopper-gta.zarr", AugmentConfig(mu=0.25, guidance_weight=2.0))
+
+``Trainer``, ``Augmenter`` and ``load_model`` are the pieces these two are made of. The modules are
+``gta_diffusion.training`` and ``gta_diffusion.augmentation``.
 """
 
-import importlib
-
+from gta_data.lazy import lazy_attributes
 from gta_diffusion._version import __version__
 
-_API = {"AugmentConfig": "augment", "Augmenter": "augment", "TrainConfig": "train", "Trainer": "train",
-        "load_model": "train"}  # public name -> its module
+_API = {  # public name -> its module
+    "train": "training", "Trainer": "training", "load_model": "training", "TrainConfig": "config",
+    "augment": "augmentation", "Augmenter": "augmentation", "AugmentConfig": "config",
+    "WindowConfig": "config", "EDMConfig": "edm",
+}
 __all__ = ["__version__", *_API]
 
-
-def __getattr__(name: str):  # PEP 562: the API's modules load on first use; ``import gta_diffusion`` stays light
-    if name not in _API:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_API[name]}"), name)
+__getattr__, __dir__ = lazy_attributes(__name__, _API)

@@ -28,6 +28,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from gta_data.jsonl import JsonlLog
 from gta_diffusion.errors import DiffusionError
 
 CONFIG_NAME = "config.json"
@@ -122,10 +123,4 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
 def truncate_metrics(run_dir: str | os.PathLike, step: int) -> None:
     """Drop metric lines logged after ``step`` (written after the checkpoint that a resume restarts from),
     so that a resumed run's metrics.jsonl reads as if the run had never stopped."""
-    path = Path(run_dir) / METRICS_NAME
-    if not path.is_file():
-        return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.write_text("".join(line + "\n" for line in keep))
-    os.replace(tmp, path)
+    JsonlLog(Path(run_dir) / METRICS_NAME).truncate_after(step)

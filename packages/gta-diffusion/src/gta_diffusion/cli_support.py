@@ -4,8 +4,6 @@ own so that the two command modules import it and not each other."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +12,12 @@ import typer
 __all__ = ["LOG_TO_HELP", "THREADS_HELP", "errors", "run_training", "sinks", "threads_note"]
 
 
-@contextmanager
-def errors(debug: bool) -> Iterator[None]:
-    """Known errors -> one line on stderr and exit code 1 (the traceback only with --debug)."""
-    try:
-        yield
-    except (ValueError, FileNotFoundError, NotADirectoryError) as exc:  # DiffusionError, StoreError, config errors
-        if debug:
-            raise
-        typer.echo(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", err=True)
-        raise typer.Exit(1) from None
+def errors(debug: bool):
+    """Known errors -> one line on stderr and exit code 1 (the traceback only with --debug): DiffusionError,
+    StoreError and the config errors are ValueErrors."""
+    from gta_data.cli_errors import one_line_errors
+
+    return one_line_errors((ValueError, FileNotFoundError, NotADirectoryError), debug)
 
 
 def sinks(log_to: str | None) -> tuple[str, ...] | None:

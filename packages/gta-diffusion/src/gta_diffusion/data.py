@@ -33,19 +33,8 @@ import numpy as np
 import torch
 
 from gta_data import Transitions, window_starts
+from gta_diffusion.config import WindowConfig
 from gta_diffusion.errors import DiffusionError
-
-
-@dataclass(frozen=True)
-class WindowConfig:
-    horizon: int = 31  # H transitions per window (paper A.1: 31 transitions = 32 rows)
-    gamma: float = 0.99  # discount of the conditioning return (paper Eq. 8)
-    cond_scale: float = 0.01  # condition = cond_scale * return (authors' code: x0.01)
-    # Added to true terminal rewards before computing returns (A.1). None: -100, or 0 for goal-reaching tasks
-    # (resolve_window, at model creation; the model's config records the number).
-    terminal_penalty: float | None = None
-    penalty_in_reward_channel: bool = False  # authors' variant: the model also sees the penalised reward
-
 
 FAILURE_TERMINAL_PENALTY = -100.0  # A.1
 _GOAL_TASK = re.compile(r"maze|kitchen", re.IGNORECASE)  # PointMaze, AntMaze, maze2d, antmaze, FrankaKitchen

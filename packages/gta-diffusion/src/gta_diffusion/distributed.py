@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import torch.distributed as tdist
 
+from gta_data.accel.devices import resolve_device
 from gta_diffusion.errors import DiffusionError
 
 
@@ -32,27 +33,12 @@ class DistInfo:
         return self.rank == 0
 
 
-def resolve_device(device: str | None) -> torch.device:
-    """``device`` (None: cuda when available, else cpu) as a torch.device, or a one-line DiffusionError."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise DiffusionError(f"unknown device {device!r} (cpu, cuda, cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DiffusionError(f"device {device!r} requested but CUDA is not available")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise DiffusionError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return dev
-
-
 def init_distributed(device: str | None = None) -> tuple[DistInfo, torch.device]:
     """Join the process group if launched by torchrun; returns the rank facts and this rank's device.
     ``device`` None picks CUDA when available, else CPU."""
     want_cuda = torch.cuda.is_available() if device is None else str(device).startswith("cuda")
     if device is not None:
-        resolve_device(device)  # one-line errors for unknown or unavailable devices
+        resolve_device(device, DiffusionError)  # one-line errors for unknown or unavailable devices
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         dev = torch.device(device) if device is not None else torch.device("cuda" if want_cuda else "cpu")

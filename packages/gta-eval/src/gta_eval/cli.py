@@ -23,10 +23,9 @@ def main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for 
 
 
 def _fail(exc: Exception) -> None:
-    if _state["debug"]:
-        raise exc
-    typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(1)
+    from gta_data.cli_errors import fail
+
+    fail(exc, _state["debug"])
 
 
 def _known_errors():

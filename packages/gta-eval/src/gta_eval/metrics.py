@@ -60,17 +60,9 @@ def dynamic_mse(
 
 
 def _torch_device(device: str | None):
-    import torch
+    from gta_data.accel.devices import resolve_device
 
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise EvalError(f"bad device {device!r}: {exc}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise EvalError("device cuda requested but CUDA is not available")
-    return dev
+    return resolve_device(device, EvalError)
 
 
 def nearest_neighbor(

@@ -1,20 +1,20 @@
 """gta-rl: Offline RL on trajectory stores: TD3+BC, IQL, CQL, MCQ and Decision Transformer, many seeds at once,
 with gymnasium evaluation.
 
-``from gta_rl import RunConfig, train_arms, load_run``; ``train`` stays the module (``from gta_rl.train import
-train`` is the function): a package attribute of the same name would hide the module from ``import gta_rl.train
-as m``.
+The Python API, for notebooks and scripts::
+
+    from gta_rl import RunConfig, train
+    results = train(RunConfig("td3bc", data=["halfcheetah-medium"], seeds="0-7"), "runs/halfcheetah")
+
+``train_arms`` trains runs that differ only in their data as one stack, ``load_run`` restores a run's agent,
+``ResolvedRun`` is a run directory's ``config.json``.
 """
 
-import importlib
-
+from gta_data.lazy import lazy_attributes
 from gta_rl._version import __version__
 
-_API = {"RunConfig": "train", "train_arms": "train", "load_run": "train"}  # public name -> its module
+# public name -> its module, loaded on first use so that ``import gta_rl`` stays light
+_API = {"RunConfig": "config", "ResolvedRun": "config", "train": "training", "train_arms": "training",
+        "load_run": "run_dir"}
 __all__ = ["__version__", *_API]
-
-
-def __getattr__(name: str):  # PEP 562: the API's modules load on first use; ``import gta_rl`` stays light
-    if name not in _API:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_API[name]}"), name)
+__getattr__, __dir__ = lazy_attributes(__name__, _API)

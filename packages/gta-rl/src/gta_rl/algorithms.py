@@ -6,7 +6,7 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -17,9 +17,12 @@ from gta_rl.iql import IQL, IQLConfig
 from gta_rl.iql import PRESETS as IQL_PRESETS
 from gta_rl.mcq import MCQ, MCQConfig
 from gta_rl.mcq import PRESETS as MCQ_PRESETS
-from gta_rl.nets import set_fused_mlp
+from gta_rl.nets import Arithmetic
 from gta_rl.td3bc import PRESETS as TD3BC_PRESETS
 from gta_rl.td3bc import TD3BC, TD3BCConfig
+
+if TYPE_CHECKING:
+    from gta_rl.config import ResolvedRun
 
 
 class ConfigError(ValueError):
@@ -163,15 +166,12 @@ def config_to_dict(config) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
 
 
-def build_agent(run: dict[str, Any], device: torch.device):
+def build_agent(run: ResolvedRun, device: torch.device):
     """The stacked agent a run describes (``config.json``: algorithm, its config, dims, seeds), with the run's
     arithmetic chosen at construction: bf16 matmuls for ``bf16``, the Triton kernels for ``fused_mlp`` on
     CUDA (CPU copies, e.g. evaluation workers, keep the ordinary path)."""
-    spec = get_spec(run["algorithm"])
-    algo_cfg = build_config(run["algorithm"], None, run["algorithm_config"], check_ranges=False)
-    agent = spec.agent(algo_cfg, run["obs_dim"], run["act_dim"], run["seeds"], max_action=run["max_action"],
-                       device=device, total_steps=run["steps"])
-    agent.set_matmul_dtype(torch.bfloat16 if run.get("bf16") else None)  # runs written before --bf16 have none
-    if run.get("fused_mlp") and device.type == "cuda":
-        set_fused_mlp(agent, True)
-    return agent
+    spec = get_spec(run.algorithm)
+    algo_cfg = build_config(run.algorithm, None, run.algorithm_config, check_ranges=False)
+    arithmetic = Arithmetic.of(run.config.bf16, run.config.fused_mlp and device.type == "cuda")
+    return spec.agent(algo_cfg, run.obs_dim, run.act_dim, list(run.seeds), max_action=run.max_action,
+                      device=device, total_steps=run.config.steps, arithmetic=arithmetic)

@@ -10,25 +10,9 @@ import torch
 from torch import Tensor, nn
 
 from gta_rl.buffer import Batch, OfflineData
-from gta_rl.nets import set_matmul_dtype
+from gta_rl.nets import FP32, Arithmetic
 from gta_rl.optim import Adam
 from gta_rl.rng import SeedStreams
-
-
-def resolve_device(name: str, error: type[Exception] = ValueError) -> torch.device:
-    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N`` as a torch.device; ``error`` with one
-    line for an unknown name or a CUDA device this machine does not have."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise error(f"device {name!r} requested but CUDA is not available")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise error(f"unknown device {name!r} (auto, cpu, cuda, cuda:N)") from None
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise error(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return dev
 
 
 class Agent(nn.Module):
@@ -39,7 +23,8 @@ class Agent(nn.Module):
     update_period = 1  # actor (and target) updates happen on every ``update_period``-th step
     policy_prefixes: tuple[str, ...] = ("actor.",)  # the state that :meth:`act` reads (see policy_state)
 
-    def __init__(self, seeds: Sequence[int], max_action: float, device: torch.device | str) -> None:
+    def __init__(self, seeds: Sequence[int], max_action: float, device: torch.device | str,
+                 arithmetic: Arithmetic = FP32) -> None:
         super().__init__()
         if len(seeds) == 0:
             raise ValueError("at least one seed is needed")
@@ -50,14 +35,12 @@ class Agent(nn.Module):
         self.register_buffer("seeds", torch.tensor(self.seed_list, dtype=torch.int64))
         self.register_buffer("step", torch.zeros((), dtype=torch.int64))
         self.optimizers: dict[str, Adam] = {}
-        self.matmul_dtype: torch.dtype | None = None
+        self.arithmetic = arithmetic  # of every network, given to each when it is built (nets.Arithmetic)
 
-    def set_matmul_dtype(self, dtype: torch.dtype | None) -> None:
-        """bf16 mixed precision (``gta-rl train --bf16``): hidden layers multiply in bf16 with fp32
-        accumulation (their backward products too); output layers, losses, parameters, the stored
-        gradients and Adam stay fp32. ``None``: fp32."""
-        set_matmul_dtype(self, dtype)
-        self.matmul_dtype = dtype
+    @property
+    def matmul_dtype(self) -> torch.dtype | None:
+        """bf16 where the networks multiply in bf16 (``gta-rl train --bf16``), else None (fp32)."""
+        return self.arithmetic.matmul_dtype
 
     def rng(self) -> SeedStreams:
         return SeedStreams(self.seeds, self.step)

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from gta_data.cli_errors import fail, one_line_errors
+from gta_rl.config import ALGORITHM_DEFAULTS, DT_DEFAULTS, default_of
+
+# The bad-input errors of gta-rl's commands, printed as one line: gta-rl's (RunError, ConfigError, SACError,
+# SeedSpecError) and gta-data's (StoreError, SinkError, ...) are ValueErrors.
+_KNOWN = (ValueError, FileNotFoundError)
 
 app = typer.Typer(no_args_is_help=True, help="Offline RL on trajectory stores: TD3+BC, IQL, CQL, MCQ and Decision Transformer, many seeds at once, with gymnasium evaluation.")
 
@@ -25,17 +33,10 @@ def version() -> None:
     typer.echo(__version__)
 
 
-def _fail(exc: Exception, debug: bool) -> None:
-    if debug:
-        raise exc
-    typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(1)
-
-
 def _compile_failure(exc: Exception, out: Path, fullgraph: bool) -> str:
     """One line for a failed torch.compile: the wrapped error and which flag to drop."""
-    from gta_rl.fast import describe_error
-    from gta_rl.train import CHECKPOINT
+    from gta_data.accel.cuda_graph import describe_error
+    from gta_rl.training import CHECKPOINT
 
     without = "without --fullgraph (or without --compile)" if fullgraph else "without --compile"
     if (out / CHECKPOINT).exists():  # e.g. a --resume run: its checkpoint is untouched
@@ -43,6 +44,17 @@ def _compile_failure(exc: Exception, out: Path, fullgraph: bool) -> str:
     else:
         how = f"run again {without} (the run directory holds no checkpoint yet, so the same --out can be reused)"
     return f"torch.compile failed ({describe_error(exc, 300)}); {how}"
+
+
+def _opt(name: str, *flags: str, **kwargs) -> typer.models.OptionInfo:
+    """An option for the RunConfig setting ``name``: its default is the dataclass's (declared there only)."""
+    default = default_of(name)
+    if isinstance(default, tuple):  # seeds
+        default = ",".join(map(str, default))
+    return typer.Option(default, *flags, **kwargs)
+
+
+_PER_ALGO = "default {:,} (dt: {:,})"
 
 
 @app.command()
@@ -53,35 +65,38 @@ def train(
                                   "comparison, repeatable; the arms train together as one stack, each into its own "
                                   "run directory OUT/NAME, as it would alone"),
     out: Path = typer.Option(..., "--out", help="run directory (with --arm: the folder of the arms' run directories)"),
-    seeds: str = typer.Option("0", "--seeds", help="e.g. 0-7 or 0,3,5: trained together in one process"),
-    steps: Optional[int] = typer.Option(None, "--steps", help="default 1M (dt: 100k)"),  # noqa: UP045
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="default 1024 (dt: 4096)"),  # noqa: UP045
+    seeds: str = _opt("seeds", "--seeds", help="e.g. 0-7 or 0,3,5: trained together in one process"),
+    steps: Optional[int] = _opt("steps", "--steps", help=_PER_ALGO.format(  # noqa: UP045
+        ALGORITHM_DEFAULTS["steps"], DT_DEFAULTS["steps"])),
+    batch_size: Optional[int] = _opt("batch_size", "--batch-size", help=_PER_ALGO.format(  # noqa: UP045
+        ALGORITHM_DEFAULTS["batch_size"], DT_DEFAULTS["batch_size"])),
     target_return: list[float] = typer.Option([], "--target-return",
                                               help="dt: evaluation target return (raw), repeatable; default per env"),
-    eval_every: int = typer.Option(5000, "--eval-every", help="0: evaluate only at the end"),
-    eval_episodes: int = typer.Option(None, "--eval-episodes",
-                                      help="episodes per seed and evaluation (default: 100 for mazes, 10 otherwise, "
-                                      "as CORL); 0: no evaluation"),
-    log_every: int = typer.Option(1000, "--log-every"),
-    checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="0: at every evaluation"),
-    mix_ratio: Optional[float] = typer.Option(None, "--mix-ratio", help="fraction of each batch from the first store"),  # noqa: UP045
-    device: str = typer.Option("auto", "--device"),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the training step"),
-    cuda_graph: bool = typer.Option(False, "--cuda-graph", help="capture the training step in CUDA graphs"),
-    tf32: bool = typer.Option(False, "--tf32", help="TF32 tensor-core matmuls on CUDA (faster, ~1e-3 relative)"),
-    bf16: bool = typer.Option(False, "--bf16", help="bf16 mixed precision: hidden-layer matmuls in bf16, outputs, "
-                              "losses and Adam in fp32 (faster on tensor cores, ~4e-3 relative)"),
-    fused_mlp: bool = typer.Option(False, "--fused-mlp",
-                                   help="with --bf16 on CUDA: every pass of a 256-256 network as Triton kernels "
-                                   "(a forward pass in one kernel, a backward pass in one plus two cuBLAS products)"),
-    fullgraph: bool = typer.Option(False, "--fullgraph",
-                                   help="compile the whole step, gradients included, as one graph (implies --compile)"),
-    eval_async: bool = typer.Option(False, "--eval-async",
-                                    help="evaluation envs sharded over worker processes (one per CPU, less two)"),
-    eval_overlap: bool = typer.Option(True, "--eval-overlap/--no-eval-overlap",
-                                      help="evaluate a copy of the policies in a background thread while training "
-                                      "goes on (same scores; not for dt)"),
-    preset: str = typer.Option("auto", "--preset", help="per-family settings: auto, none or a preset name"),
+    eval_every: int = _opt("eval_every", "--eval-every", help="0: evaluate only at the end"),
+    eval_episodes: Optional[int] = _opt("eval_episodes", "--eval-episodes",  # noqa: UP045
+                                        help="episodes per seed and evaluation (default: 100 for mazes and dt, 10 "
+                                        "otherwise, as CORL); 0: no evaluation"),
+    log_every: int = _opt("log_every", "--log-every"),
+    checkpoint_every: int = _opt("checkpoint_every", "--checkpoint-every", help="0: at every evaluation"),
+    mix_ratio: Optional[float] = _opt("mix_ratio", "--mix-ratio",  # noqa: UP045
+                                      help="fraction of each batch from the first store (default: uniform)"),
+    device: str = _opt("device", "--device"),
+    compile: bool = _opt("compile", "--compile", help="torch.compile the training step"),
+    cuda_graph: bool = _opt("cuda_graph", "--cuda-graph", help="capture the training step in CUDA graphs"),
+    tf32: bool = _opt("tf32", "--tf32", help="TF32 tensor-core matmuls on CUDA (faster, ~1e-3 relative)"),
+    bf16: bool = _opt("bf16", "--bf16", help="bf16 mixed precision: hidden-layer matmuls in bf16, outputs, "
+                      "losses and Adam in fp32 (faster on tensor cores, ~4e-3 relative)"),
+    fused_mlp: bool = _opt("fused_mlp", "--fused-mlp",
+                           help="with --bf16 on CUDA: every pass of a 256-256 network as Triton kernels "
+                           "(a forward pass in one kernel, a backward pass in one plus two cuBLAS products)"),
+    fullgraph: bool = _opt("fullgraph", "--fullgraph",
+                           help="compile the whole step, gradients included, as one graph (implies --compile)"),
+    eval_async: bool = _opt("eval_async", "--eval-async",
+                            help="evaluation envs sharded over worker processes (one per CPU, less two)"),
+    eval_overlap: bool = _opt("eval_overlap", "--eval-overlap/--no-eval-overlap",
+                              help="evaluate a copy of the policies in a background thread while training "
+                              "goes on (same scores; not for dt)"),
+    preset: str = _opt("preset", "--preset", help="per-family settings: auto, none or a preset name"),
     set_: list[str] = typer.Option([], "--set", help="algorithm setting key=value (JSON value), repeatable"),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads of torch on a CPU device (default: "  # noqa: UP045
                                           "OMP_NUM_THREADS if set, else 1; ignored on CUDA)"),
@@ -92,57 +107,71 @@ def train(
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 ) -> None:
     """Train S seeds of an offline RL algorithm at once on one or more stores."""
-    import torch
+    from gta_rl.config import RunConfig
 
-    from gta_data import StoreError
-    from gta_data.metric_sinks import SinkError, parse_sinks
-    from gta_data.progress import progress
-    from gta_rl.algorithms import ConfigError, parse_override
-    from gta_rl.seeds import SeedSpecError, parse_seeds
-    from gta_rl.train import RunConfig, RunError, RunStopped, train_arms
-
-    is_dt = algorithm.lower() == "dt"
-    steps = steps if steps is not None else (100_000 if is_dt else 1_000_000)
-    batch_size = batch_size if batch_size is not None else (4096 if is_dt else 1024)
-    try:
+    settings = dict(steps=steps, batch_size=batch_size, eval_every=eval_every, eval_episodes=eval_episodes,
+                    log_every=log_every, checkpoint_every=checkpoint_every, mix_ratio=mix_ratio, device=device,
+                    compile=compile, cuda_graph=cuda_graph, tf32=tf32, bf16=bf16, fused_mlp=fused_mlp,
+                    fullgraph=fullgraph, eval_async=eval_async, eval_overlap=eval_overlap, preset=preset,
+                    log_to=log_to)
+    with _errors(debug, compiling=compile or fullgraph, out=out, fullgraph=fullgraph):
         arms = _parse_arms(arm, data, out)
         _set_threads(threads, device)
-        sinks = parse_sinks(log_to, "gta-rl")
-        overrides = dict(parse_override(s) for s in set_)
-        if target_return:
-            if not is_dt:
-                raise ConfigError("--target-return is a Decision Transformer (dt) option")
-            overrides["target_returns"] = tuple(target_return)
-        cfg = RunConfig(
-            algorithm=algorithm, data=next(iter(arms.values()))[0], seeds=tuple(parse_seeds(seeds)), steps=steps,
-            batch_size=batch_size, eval_every=eval_every, eval_episodes=eval_episodes, log_every=log_every,
-            checkpoint_every=checkpoint_every, mix_ratio=mix_ratio, device=device, compile=compile,
-            cuda_graph=cuda_graph, tf32=tf32, bf16=bf16, fused_mlp=fused_mlp, fullgraph=fullgraph,
-            eval_async=eval_async, eval_overlap=eval_overlap, preset=None if preset == "none" else preset,
-            overrides=overrides, log_to=sinks,
-        )
-        what = f"{len(arms)} arms x " if arm else ""
-        with progress(f"{algorithm} {what}{len(cfg.seeds)} seeds", total=steps, unit="steps") as bar:
-            status = _TrainStatus(bar, arms, len(cfg.seeds))
-            results = train_arms(cfg, arms, resume=resume, progress=lambda done, total: bar.update(done),
-                                 on_event=status)
+        cfg = RunConfig(algorithm, data=next(iter(arms.values()))[0], seeds=seeds,
+                        overrides=_overrides(algorithm, set_, target_return), **settings)
+        results = _train_with_progress(cfg, arms, named=bool(arm), resume=resume)
+    for name, result in results.items():
+        for line in final_lines(name, result, arms[name][1]):
+            typer.echo(line)
+
+
+def _overrides(algorithm: str, specs: list[str], target_return: list[float]) -> dict:
+    """The algorithm settings of ``--set key=value`` and ``--target-return`` (the dt's target_returns)."""
+    from gta_rl.algorithms import ConfigError, parse_override
+
+    overrides = dict(parse_override(s) for s in specs)
+    if target_return:
+        if algorithm.lower() != "dt":
+            raise ConfigError("--target-return is a Decision Transformer (dt) option")
+        overrides["target_returns"] = tuple(target_return)
+    return overrides
+
+
+def _train_with_progress(cfg, arms: dict, named: bool, resume: bool) -> dict:
+    """``train_arms`` with a progress bar that shows the latest loss and scores."""
+    from gta_data.progress import progress
+    from gta_rl.algorithms import canonical_name
+    from gta_rl.training import train_arms
+
+    what = f"{len(arms)} arms x " if named else ""
+    steps = cfg.with_algorithm_defaults(canonical_name(cfg.algorithm)).steps
+    with progress(f"{cfg.algorithm} {what}{len(cfg.seeds)} seeds", total=steps, unit="steps") as bar:
+        status = _TrainStatus(bar, arms, len(cfg.seeds))
+        return train_arms(cfg, arms, resume=resume, progress=lambda done, total: bar.update(done), on_event=status)
+
+
+@contextlib.contextmanager
+def _errors(debug: bool, compiling: bool = False, out: Path | None = None, fullgraph: bool = False):
+    """gta-data's one-line errors for what `gta-rl train` refuses, a stopped run's exit code (128 + the
+    signal), and a torch.compile failure as one line that says which flag to drop."""
+    import torch
+
+    from gta_rl.config import RunError
+    from gta_rl.run_dir import RunStopped
+
+    try:
+        with one_line_errors(_KNOWN, debug):
+            yield
     except RunStopped as exc:  # SIGINT / SIGTERM: every run directory holds a checkpoint of the same step
         typer.echo(str(exc), err=True)
         raise typer.Exit(exc.exit_code) from None
-    except (StoreError, ConfigError, SeedSpecError, RunError, SinkError, ValueError, FileNotFoundError) as exc:
-        _fail(exc, debug)
-        return
     except (torch._dynamo.exc.TorchDynamoException, RuntimeError) as exc:
         # Compiler failures print pages otherwise. A RuntimeError is one only when it comes from a compiled
         # function (seen on CUDA: "Function CompiledFunctionBackward returned an invalid gradient", DT, 1 seed).
         compiled = isinstance(exc, torch._dynamo.exc.TorchDynamoException) or "CompiledFunction" in str(exc)
-        if not compiled or not (compile or fullgraph):
+        if isinstance(exc, typer.Exit) or not compiled or not compiling:
             raise
-        _fail(RunError(_compile_failure(exc, out, fullgraph)), debug)
-        return
-    for name, result in results.items():
-        for line in final_lines(name, result, arms[name][1]):
-            typer.echo(line)
+        fail(RunError(_compile_failure(exc, out, fullgraph)), debug)
 
 
 def _score(value: float | None) -> str:
@@ -193,6 +222,7 @@ class _TrainStatus:
             typer.echo(f"run director{'ies' if len(dirs) > 1 else 'y'}: {', '.join(dirs)}")
             if step > 0:
                 typer.echo(f"resuming at step {step}")
+            typer.echo(_resolved(next(iter(self.arms.values()))[1]))
             self.bar.begin(step)
         if kind == "train":
             key = next((k for k in self.LOSSES if k in values),
@@ -207,6 +237,14 @@ class _TrainStatus:
         if self.scores:
             parts.append("score " + ", ".join(f"{n} {v:.2f}" if n else f"{v:.2f}" for n, v in self.scores.items()))
         self.bar.update(info=", ".join(parts))
+
+
+def _resolved(out: Path) -> str:
+    """The resolved config of a run that has started, as its config.json holds it."""
+    from gta_rl.config import ResolvedRun
+    from gta_rl.run_dir import read_config
+
+    return ResolvedRun.from_json(read_config(out)).describe()
 
 
 def _set_threads(threads: int | None, device: str) -> None:
@@ -225,7 +263,7 @@ def _parse_arms(specs: list[str], data: list[Path], out: Path) -> dict[str, tupl
     """``--arm NAME=STORE[,STORE...]`` -> {name: (stores, out/NAME)}; ``--data`` alone -> {"": (stores, out)}."""
     import re
 
-    from gta_rl.train import RunError
+    from gta_rl.config import RunError
 
     if specs and data:
         raise RunError("pass either --data (one run) or --arm (several), not both")
@@ -260,23 +298,20 @@ def evaluate(
     debug: bool = typer.Option(False, "--debug"),
 ) -> None:
     """Evaluate the checkpointed policies of a run and print each seed's normalized score."""
-    from gta_rl.train import RunError, default_eval_episodes, evaluate_agent, load_run, make_evaluator
+    from gta_rl.training import RunError, default_eval_episodes, evaluate_agent, load_run, make_evaluator
 
-    try:
+    with one_line_errors(_KNOWN, debug):
         run, agent, meta = load_run(run_dir, device)
         if episodes is None:
-            episodes = run.get("eval_episodes") or default_eval_episodes(run["env_id"], run["algorithm"])
+            episodes = run.config.eval_episodes or default_eval_episodes(run.env_id, run.algorithm)
         if episodes < 1:
             raise RunError(f"--episodes must be >= 1, got {episodes}")
-        evaluator = make_evaluator(run, episodes, run.get("eval_async", False) if eval_async is None else eval_async)
+        evaluator = make_evaluator(run, episodes, run.config.eval_async if eval_async is None else eval_async)
         try:
             scores = evaluate_agent(agent, evaluator, run)
         finally:
             evaluator.close()
-    except (RunError, ValueError, FileNotFoundError) as exc:
-        _fail(exc, debug)
-        return
-    for i, seed in enumerate(run["seeds"]):
+    for i, seed in enumerate(run.seeds):
         by_target = "".join(f", target {t}: return {v['return_mean'][i]:.2f} score {v['score_mean'][i]:.2f}"
                             for t, v in scores.get("targets", {}).items())
         typer.echo(f"seed {seed}: step {meta['step']}, return {scores['return_mean'][i]:.2f}, "
@@ -301,12 +336,9 @@ def summary(
     from gta_rl.summary import summarize
 
     if which not in ("final", "best"):
-        _fail(ValueError("--which must be final or best"), debug)
-    try:
+        fail(ValueError("--which must be final or best"), debug)
+    with one_line_errors((*_KNOWN, KeyError), debug):
         result = summarize(run_dirs, which, ddof, allow_unfinished)
-    except (FileNotFoundError, KeyError, ValueError) as exc:
-        _fail(exc, debug)
-        return
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
@@ -322,27 +354,41 @@ def summary(
     Console().print(table)
 
 
+def _sac_opt(name: str, *flags: str, **kwargs) -> typer.models.OptionInfo:
+    """An option for the SACConfig setting ``name``: its default is the dataclass's (declared there only)."""
+    from gta_rl.behaviour.config import default_of as sac_default
+
+    default = sac_default(name)
+    if isinstance(default, tuple):  # hidden widths
+        default = ",".join(map(str, default))
+    return typer.Option(default, *flags, **kwargs)
+
+
 @app.command()
 def sac(
     env: str = typer.Option(..., "--env", help="gymnasium env id, e.g. HalfCheetah-v5"),
     out: Path = typer.Option(..., "--out", help="run directory"),
-    steps: int = typer.Option(1_000_000, "--steps", help="environment transitions"),
-    num_envs: int = typer.Option(1, "--num-envs", help="env copies stepped together"),
-    seed: int = typer.Option(0, "--seed"),
-    hidden: str = typer.Option("256,256", "--hidden", help="actor and critic widths"),
-    batch_size: int = typer.Option(256, "--batch-size"),
-    lr: float = typer.Option(3e-4, "--lr", help="actor, critic and temperature learning rate"),
-    learning_starts: int = typer.Option(5000, "--learning-starts", help="uniform random steps before updates"),
-    updates_per_step: float = typer.Option(1.0, "--updates-per-step", help="gradient updates per transition"),
-    checkpoint_every: int = typer.Option(10_000, "--checkpoint-every", help="steps between evaluated actor checkpoints"),
-    eval_episodes: int = typer.Option(5, "--eval-episodes"),
-    log_every: int = typer.Option(1000, "--log-every"),
-    device: str = typer.Option("auto", "--device"),
-    env_async: bool = typer.Option(False, "--env-async", help="training envs in worker processes"),
-    eval_async: bool = typer.Option(False, "--eval-async", help="evaluation envs in worker processes"),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the update"),
-    cuda_graph: bool = typer.Option(False, "--cuda-graph", help="capture the update in a CUDA graph"),
-    state_every: int = typer.Option(0, "--state-every", help="steps between resumable-state saves (0: every checkpoint)"),
+    steps: int = _sac_opt("total_steps", "--steps", help="environment transitions"),
+    num_envs: int = _sac_opt("num_envs", "--num-envs", help="env copies stepped together"),
+    seed: int = _sac_opt("seed", "--seed"),
+    hidden: str = _sac_opt("hidden", "--hidden", help="actor and critic widths"),
+    batch_size: int = _sac_opt("batch_size", "--batch-size"),
+    lr: float = _sac_opt("actor_lr", "--lr", help="actor, critic and temperature learning rate"),
+    learning_starts: int = _sac_opt("learning_starts", "--learning-starts",
+                                    help="uniform random steps before updates"),
+    updates_per_step: float = _sac_opt("updates_per_step", "--updates-per-step",
+                                       help="gradient updates per transition"),
+    checkpoint_every: int = _sac_opt("checkpoint_every", "--checkpoint-every",
+                                     help="steps between evaluated actor checkpoints"),
+    eval_episodes: int = _sac_opt("eval_episodes", "--eval-episodes"),
+    log_every: int = _sac_opt("log_every", "--log-every"),
+    device: str = _sac_opt("device", "--device"),
+    env_async: bool = _sac_opt("env_async", "--env-async", help="training envs in worker processes"),
+    eval_async: bool = _sac_opt("eval_async", "--eval-async", help="evaluation envs in worker processes"),
+    compile: bool = _sac_opt("compile", "--compile", help="torch.compile the update"),
+    cuda_graph: bool = _sac_opt("cuda_graph", "--cuda-graph", help="capture the update in a CUDA graph"),
+    state_every: int = _sac_opt("state_every", "--state-every",
+                                help="steps between resumable-state saves (0: every checkpoint)"),
     minutes: Optional[float] = typer.Option(None, "--minutes", help="stop (with a checkpoint) after this wall time"),  # noqa: UP045
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
@@ -350,25 +396,22 @@ def sac(
     """Online SAC (behaviour policies of D4RL-style datasets): evaluated actor checkpoints and the full
     replay buffer in --out."""
     from gta_data.progress import progress
-    from gta_rl.sac import SACConfig, SACError, train_sac
+    from gta_rl.behaviour import SACConfig, SACError, train_sac
 
-    try:
-        widths = tuple(int(w) for w in hidden.split(",") if w.strip())
-        if not widths or min(widths) < 1:
-            raise SACError(f"--hidden must list positive widths, got {hidden!r}")
+    with one_line_errors(_KNOWN, debug):
+        try:
+            widths = tuple(int(w) for w in hidden.split(",") if w.strip())
+        except ValueError:
+            raise SACError(f"--hidden must list positive widths, got {hidden!r}") from None
         cfg = SACConfig(env_id=env, total_steps=steps, num_envs=num_envs, seed=seed, hidden=widths,
                         batch_size=batch_size, actor_lr=lr, critic_lr=lr, alpha_lr=lr,
                         learning_starts=learning_starts, updates_per_step=updates_per_step,
                         checkpoint_every=checkpoint_every, eval_episodes=eval_episodes, log_every=log_every,
                         device=device, env_async=env_async, eval_async=eval_async, compile=compile,
                         cuda_graph=cuda_graph, state_every=state_every)
-        cfg.check()
         deadline = time.time() + 60.0 * minutes if minutes else None
         with progress(f"SAC {env}", total=steps, unit="steps") as bar:
             result = train_sac(cfg, out, resume=resume, deadline=deadline,
                                progress=lambda done, total: bar.update(done))
-    except (SACError, ValueError, FileNotFoundError) as exc:
-        _fail(exc, debug)
-        return
     for c in result["checkpoints"]:
         typer.echo(f"step {c['step']}: eval return {c['eval_return']:.1f} +- {c['eval_return_std']:.1f}")

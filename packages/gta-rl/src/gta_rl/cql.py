@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from gta_rl.base import Agent, freeze, repeat_rows, step_jointly
 from gta_rl.buffer import Batch
-from gta_rl.nets import StackedMLP, mlp_generators, soft_update_
+from gta_rl.nets import FP32, Arithmetic, StackedMLP, mlp_generators, soft_update_
 from gta_rl.optim import Adam
 
 _PI_STREAM, _NEXT_PI_STREAM, _CUR_N_STREAM, _NEXT_N_STREAM, _RANDOM_STREAM = 200, 201, 202, 203, 204
@@ -89,18 +89,21 @@ class CQL(Agent):
         max_action: float = 1.0,
         device: torch.device | str = "cpu",
         total_steps: int = 1,
+        arithmetic: Arithmetic = FP32,
     ) -> None:
-        super().__init__(seeds, max_action, device)
+        super().__init__(seeds, max_action, device, arithmetic)
         self.config = config
         self.act_dim = act_dim
         sd, s = self.seed_list, len(seeds)
         init = dict(init="orthogonal", last_init="orthogonal", last_gain=1e-2) if config.orthogonal_init else {
             "last_init": "xavier", "last_gain": 1e-2}
-        self.actor = StackedMLP(mlp_generators(sd, "cql.actor"), [obs_dim, *config.actor_hidden, 2 * act_dim], **init)
+        self.actor = StackedMLP(mlp_generators(sd, "cql.actor"), [obs_dim, *config.actor_hidden, 2 * act_dim], **init,
+                                arithmetic=arithmetic)
         self.log_std_mult = nn.Parameter(torch.full((s, 1, 1), config.log_std_multiplier))
         self.log_std_off = nn.Parameter(torch.full((s, 1, 1), config.log_std_offset))
         self.critic = StackedMLP(
-            mlp_generators(sd, "cql.critic", 2), [obs_dim + act_dim, *config.critic_hidden, 1], **init
+            mlp_generators(sd, "cql.critic", 2), [obs_dim + act_dim, *config.critic_hidden, 1], **init,
+            arithmetic=arithmetic,
         )
         self.critic_target = freeze(copy.deepcopy(self.critic))
         self.log_alpha = nn.Parameter(torch.zeros(s))  # [S]

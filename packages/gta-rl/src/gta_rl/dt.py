@@ -30,7 +30,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from gta_rl.base import Agent
-from gta_rl.nets import member_generator
+from gta_rl.nets import FP32, Arithmetic, member_generator
 from gta_rl.optim import Adam
 from gta_rl.rng import SeedStreams
 from gta_rl.sequences import SequenceBatch
@@ -167,8 +167,9 @@ class DT(Agent):
     name = "dt"
 
     def __init__(self, cfg: DTConfig, obs_dim: int, act_dim: int, seeds: Sequence[int], *,
-                 max_action: float = 1.0, device: torch.device | str = "cpu", total_steps: int = 100_000) -> None:
-        super().__init__(seeds, max_action, device)
+                 max_action: float = 1.0, device: torch.device | str = "cpu", total_steps: int = 100_000,
+                 arithmetic: Arithmetic = FP32) -> None:
+        super().__init__(seeds, max_action, device, arithmetic)
         self.cfg = cfg
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.net = StackedTransformer(cfg, obs_dim, act_dim, self.seed_list, max_action)

@@ -22,17 +22,19 @@ import numpy as np
 
 
 def make_env(env_id: str, **env_kwargs: Any):
-    """``gym.make(env_id, **env_kwargs)``; the kwargs come from the store's ``attrs["env_kwargs"]`` (e.g.
-    PointMaze's continuing_task, reset_target, max_episode_steps). An id ``module:name`` (gymnasium's own
-    form) first imports ``module``, which registers ``name`` (e.g. ``gta_pixel.gym_envs:gta_pixel/walker_walk-v0``)."""
+    """gta-data's ``make_env`` (gymnasium-robotics registered, MuJoCo quiet) with gta-rl's toy task registered
+    too; the kwargs come from the store's ``attrs["env_kwargs"]`` (e.g. PointMaze's continuing_task,
+    reset_target, max_episode_steps). An id ``module:name`` (gymnasium's own form) first imports ``module``,
+    which registers ``name`` (e.g. ``gta_pixel.gym_envs:gta_pixel/walker_walk-v0``). An id gymnasium does not
+    know is a ValueError."""
     import importlib
 
     import gymnasium as gym
 
     import gta_rl.toy  # noqa: F401  (registers the toy task)
-    from gta_data.simulators import quiet_mujoco, register_robotics_envs
+    from gta_data.simulators import make_env as make
+    from gta_data.simulators import register_robotics_envs
 
-    quiet_mujoco()
     module, _, name = env_id.rpartition(":")
     if module:
         try:
@@ -43,7 +45,7 @@ def make_env(env_id: str, **env_kwargs: Any):
         register_robotics_envs()
     if name not in gym.registry:
         raise ValueError(f"environment {env_id!r} is not registered in gymnasium")
-    return gym.make(env_id, **env_kwargs)
+    return make(env_id, **env_kwargs)
 
 
 def flatten_observation(obs: Any, layout: Sequence[dict] | None, num_envs: int) -> np.ndarray:

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from gta_rl.base import Agent, freeze, step_jointly
 from gta_rl.buffer import Batch
-from gta_rl.nets import StackedMLP, mlp_generators, soft_update_
+from gta_rl.nets import FP32, Arithmetic, StackedMLP, mlp_generators, soft_update_
 from gta_rl.optim import Adam, cosine_schedule
 
 
@@ -65,14 +65,17 @@ class IQL(Agent):
         max_action: float = 1.0,
         device: torch.device | str = "cpu",
         total_steps: int = 1,
+        arithmetic: Arithmetic = FP32,
     ) -> None:
-        super().__init__(seeds, max_action, device)
+        super().__init__(seeds, max_action, device, arithmetic)
         self.config = config
         sd = self.seed_list
-        self.qf = StackedMLP(mlp_generators(sd, "iql.q", 2), [obs_dim + act_dim, *config.hidden, 1])
+        self.qf = StackedMLP(mlp_generators(sd, "iql.q", 2), [obs_dim + act_dim, *config.hidden, 1],
+                             arithmetic=arithmetic)
         self.qf_target = freeze(copy.deepcopy(self.qf))
-        self.vf = StackedMLP(mlp_generators(sd, "iql.v"), [obs_dim, *config.hidden, 1])
-        self.actor = StackedMLP(mlp_generators(sd, "iql.actor"), [obs_dim, *config.hidden, act_dim])
+        self.vf = StackedMLP(mlp_generators(sd, "iql.v"), [obs_dim, *config.hidden, 1], arithmetic=arithmetic)
+        self.actor = StackedMLP(mlp_generators(sd, "iql.actor"), [obs_dim, *config.hidden, act_dim],
+                                arithmetic=arithmetic)
         # CORL's GaussianPolicy: state-independent log std initialised at 0.
         self.log_std = nn.Parameter(torch.zeros(len(sd), 1, act_dim))  # [S, 1, act]
         self.to(self.device_)

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from gta_rl.base import Agent, freeze, grads, repeat_rows
 from gta_rl.buffer import Batch
-from gta_rl.nets import StackedMLP, mlp_generators, soft_update_
+from gta_rl.nets import FP32, Arithmetic, StackedMLP, mlp_generators, soft_update_
 from gta_rl.optim import Adam
 
 _VAE_STREAM, _DECODE_STREAM = 300, 301
@@ -65,17 +65,22 @@ class MCQ(Agent):
         max_action: float = 1.0,
         device: torch.device | str = "cpu",
         total_steps: int = 1,
+        arithmetic: Arithmetic = FP32,
     ) -> None:
-        super().__init__(seeds, max_action, device)
+        super().__init__(seeds, max_action, device, arithmetic)
         self.config = config
         self.act_dim = act_dim
         self.latent = 2 * act_dim
         sd, s = self.seed_list, len(seeds)
-        self.actor = StackedMLP(mlp_generators(sd, "mcq.actor"), [obs_dim, *config.actor_hidden, 2 * act_dim])
-        self.critic = StackedMLP(mlp_generators(sd, "mcq.critic", 2), [obs_dim + act_dim, *config.critic_hidden, 1])
+        self.actor = StackedMLP(mlp_generators(sd, "mcq.actor"), [obs_dim, *config.actor_hidden, 2 * act_dim],
+                                arithmetic=arithmetic)
+        self.critic = StackedMLP(mlp_generators(sd, "mcq.critic", 2), [obs_dim + act_dim, *config.critic_hidden, 1],
+                                 arithmetic=arithmetic)
         self.critic_target = freeze(copy.deepcopy(self.critic))
-        self.encoder = StackedMLP(mlp_generators(sd, "mcq.enc"), [obs_dim + act_dim, *config.vae_hidden, 2 * self.latent])
-        self.decoder = StackedMLP(mlp_generators(sd, "mcq.dec"), [obs_dim + self.latent, *config.vae_hidden, act_dim])
+        self.encoder = StackedMLP(mlp_generators(sd, "mcq.enc"), [obs_dim + act_dim, *config.vae_hidden, 2 * self.latent],
+                                  arithmetic=arithmetic)
+        self.decoder = StackedMLP(mlp_generators(sd, "mcq.dec"), [obs_dim + self.latent, *config.vae_hidden, act_dim],
+                                  arithmetic=arithmetic)
         self.log_alpha = nn.Parameter(torch.full((s,), math.log(config.init_alpha)))
         self.register_buffer("alpha", torch.full((s,), config.init_alpha))  # [S], clamped to [0, 1]
         self.to(self.device_)

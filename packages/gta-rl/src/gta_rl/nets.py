@@ -13,11 +13,12 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from gta_rl import fused_mlp
+from gta_rl.kernels import fused_mlp
 
 
 def member_generator(seed: int, name: str, member: int = 0) -> torch.Generator:
@@ -114,34 +115,44 @@ class _LowpAffine(torch.autograd.Function):
         return gx, gw, gb, None
 
 
-def set_fused_mlp(module: nn.Module, on: bool, grad: bool = True) -> None:
-    """Route the passes of every :class:`StackedMLP` in ``module`` that the fused Triton kernels cover
-    (:mod:`gta_rl.fused_mlp`: CUDA, bf16 mixed precision, two hidden layers of 256) through them: the
-    gradient-free ones, and with ``grad`` the ones with gradients too (forward kernel + backward kernel);
-    the other networks keep the ordinary path."""
-    if on:
-        fused_mlp.register()
-    for m in module.modules():
-        if isinstance(m, StackedMLP):
-            m.fused = bool(on)
-            m.fused_grad = bool(on and grad)
+@dataclass(frozen=True)
+class Arithmetic:
+    """How a network multiplies, chosen once when it is built (``gta-rl train --bf16``, ``--fused-mlp``).
+
+    - fp32 (:data:`FP32`, the reference): every product in fp32 (TF32 where ``--tf32`` allows it).
+    - bf16 mixed precision (:data:`BF16`): hidden layers multiply in bf16 with fp32 accumulation, their backward
+      products too (:func:`lowp_affine`); output layers (actions, Q-values, values, log-stds: not rounded to 8
+      bits of mantissa), losses, parameters, stored gradients and Adam stay fp32.
+    - fused (:data:`FUSED`): the bf16 arithmetic with every pass that the Triton kernels cover
+      (:mod:`gta_rl.kernels.fused_mlp`: CUDA tensors, two hidden layers of 256) run through them; with
+      ``fused_grad`` False only the gradient-free passes (acting, targets). Other passes take the bf16 path.
+    """
+
+    matmul_dtype: torch.dtype | None = None  # of the hidden layers' products; None: fp32
+    fused: bool = False
+    fused_grad: bool = True
+
+    def __post_init__(self) -> None:
+        if self.matmul_dtype not in (None, torch.bfloat16):  # fp16 would need loss scaling for its gradients
+            raise ValueError(f"matmul dtype must be torch.bfloat16 or None, not {self.matmul_dtype}")
+        if self.fused and self.matmul_dtype != torch.bfloat16:
+            raise ValueError("the fused kernels compute the bf16 arithmetic: give matmul_dtype=torch.bfloat16")
+
+    @classmethod
+    def of(cls, bf16: bool = False, fused: bool = False) -> Arithmetic:
+        """The arithmetic of the run flags ``--bf16`` and ``--fused-mlp``."""
+        return FUSED if fused else BF16 if bf16 else FP32
+
+
+FP32 = Arithmetic()
+BF16 = Arithmetic(torch.bfloat16)
+FUSED = Arithmetic(torch.bfloat16, fused=True)
 
 
 def fused_mlp_networks(module: nn.Module) -> list[str]:
     """Names of the :class:`StackedMLP` in ``module`` whose shape the fused kernels cover."""
     return [name for name, m in module.named_modules()
             if isinstance(m, StackedMLP) and fused_mlp.fits([layer.weight for layer in m.layers])]
-
-
-def set_matmul_dtype(module: nn.Module, dtype: torch.dtype | None) -> None:
-    """Mixed precision for every :class:`StackedMLP` in ``module``: hidden layers multiply in ``dtype``
-    (bf16), output layers stay fp32 (actions, Q-values, values and log-stds are not rounded to 8 bits of
-    mantissa). ``None`` restores fp32 everywhere."""
-    if dtype not in (None, torch.bfloat16):  # fp16 would need loss scaling for its gradients
-        raise ValueError(f"matmul dtype must be torch.bfloat16 or None, not {dtype}")
-    for m in module.modules():
-        if isinstance(m, StackedMLP):
-            m.matmul_dtype = dtype
 
 
 class StackedLinear(nn.Module):
@@ -190,6 +201,7 @@ class StackedMLP(nn.Module):
     ``init``/``last_init`` choose the initialisation of the hidden and last layers ("default" is
     nn.Linear's; "orthogonal" with ``gain`` sqrt(2) hidden / ``last_gain`` for the last layer is CORL's
     CQL). ``dropout`` (MCQ's actor, OfflineRL-Kit) takes its masks from the caller's random source.
+    ``arithmetic``: fp32, bf16 mixed precision or the fused kernels (:class:`Arithmetic`).
     """
 
     def __init__(
@@ -201,6 +213,7 @@ class StackedMLP(nn.Module):
         last_init: str | None = None,
         last_gain: float = 1.0,
         dropout: float = 0.0,
+        arithmetic: Arithmetic = FP32,
     ) -> None:
         super().__init__()
         gens = list(gens)
@@ -213,9 +226,13 @@ class StackedMLP(nn.Module):
             w, b = _init_layer(sizes[i], sizes[i + 1], gens, kind, gain)
             self.layers.append(StackedLinear(w, b))
         self.dropout = float(dropout)
-        self.matmul_dtype: torch.dtype | None = None  # bf16: mixed precision (set_matmul_dtype)
-        self.fused = False  # gradient-free passes through gta_rl.fused_mlp where it applies (set_fused_mlp)
-        self.fused_grad = False  # and the passes with gradients (forward kernel + backward kernel)
+        self.arithmetic = arithmetic
+        if arithmetic.fused:
+            fused_mlp.register()  # the kernels' ops exist before any pass that uses them is traced
+
+    @property
+    def matmul_dtype(self) -> torch.dtype | None:
+        return self.arithmetic.matmul_dtype
 
     @property
     def num_members(self) -> int:
@@ -243,15 +260,15 @@ class StackedMLP(nn.Module):
                 w = w.view(-1, first_of, *w.shape[1:])[:, 0]
                 b = b.view(-1, first_of, *b.shape[1:])[:, 0]
             params.append((w, b))
-        if self.fused and self.matmul_dtype == torch.bfloat16:
-            if fused_mlp.supports(x, [w for w, _ in params], masks, grad=self.fused_grad):
-                return fused_mlp.mlp2_forward(x, *(t for pair in params for t in pair), shared=shared)
+        arith = self.arithmetic
+        if arith.fused and fused_mlp.supports(x, [w for w, _ in params], masks, grad=arith.fused_grad):
+            return fused_mlp.mlp2_forward(x, *(t for pair in params for t in pair), shared=shared)
         if shared != 1:
             x = twin_input(x, shared)
         for i, (w, b) in enumerate(params):
             hidden = i < len(self.layers) - 1
-            if hidden and self.matmul_dtype is not None:
-                x = lowp_affine(x, w, b, self.matmul_dtype)
+            if hidden and arith.matmul_dtype is not None:
+                x = lowp_affine(x, w, b, arith.matmul_dtype)
             else:
                 x = stacked_affine(x, w, b)
             if hidden:

@@ -16,17 +16,16 @@ from typing import Any
 
 import numpy as np
 
+from gta_data.accel.devices import resolve_device
+from gta_data.jsonl import JsonlLog
 from gta_data.metric_sinks import MetricSinks
 from gta_rl.algorithms import ConfigError
-from gta_rl.base import Agent, resolve_device
+from gta_rl.base import Agent
 from gta_rl.checkpoint import load_checkpoint
+from gta_rl.config import ResolvedRun, RunError
 from gta_rl.run_eval import agent_with_stats
 
 CHECKPOINT = "checkpoint.safetensors"
-
-
-class RunError(ValueError):
-    """A run that cannot start or resume (one-line message)."""
 
 
 class RunStopped(Exception):
@@ -61,6 +60,7 @@ def check_out_dir(out: Path, resume: bool) -> bool:
         return True
     return False
 
+
 def is_run_dir(out: Path) -> bool:
     """Whether ``out`` holds a gta-rl run (its config.json names an algorithm and the training stores)."""
     try:
@@ -79,40 +79,37 @@ def clear_unstarted_run(out: Path) -> None:
 
 
 class SeedLogs:
-    """The per-seed JSONL logs, and their copies in the ``--log-to`` sinks (tag ``seed_<k>``)."""
+    """The per-seed JSONL logs (:class:`gta_data.jsonl.JsonlLog`), and their copies in the ``--log-to`` sinks
+    (tag ``seed_<k>``)."""
 
     def __init__(self, out: Path, seeds: list[int], sinks: MetricSinks | None = None) -> None:
-        self.paths = {s: out / f"seed_{s}" / "metrics.jsonl" for s in seeds}
+        self.logs = {s: JsonlLog(out / f"seed_{s}" / "metrics.jsonl") for s in seeds}
         self.sinks = sinks or MetricSinks(out, ())
-        for p in self.paths.values():
-            p.parent.mkdir(parents=True, exist_ok=True)
+        for log in self.logs.values():
+            log.path.parent.mkdir(parents=True, exist_ok=True)
 
     def truncate_after(self, step: int, drop_evals_at: int | None = None) -> None:
         """Drop records written after the checkpoint we resume from, and the evaluation of step
         ``drop_evals_at`` (one that ran in the background when the checkpoint was written): they will be
         written again."""
-        for p in self.paths.values():
-            if p.exists():
-                records = [(line, json.loads(line)) for line in p.read_text().splitlines() if line]
-                keep = [line for line, r in records if r["step"] <= step
-                        and not (r["kind"] == "eval" and r["step"] == drop_evals_at)]
-                p.write_text("".join(line + "\n" for line in keep))
+        for log in self.logs.values():
+            log.truncate_after(step, drop=lambda r: r["kind"] == "eval" and r["step"] == drop_evals_at)
         self.sinks.rewind(step, {"eval": drop_evals_at} if drop_evals_at is not None else None)
 
     def write(self, per_seed: dict[int, dict[str, Any]]) -> None:
         for seed, record in per_seed.items():
-            with self.paths[seed].open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            self.logs[seed].append(record)
             self.sinks.write(record["step"], record["kind"], record, tag=f"seed_{seed}")
 
     def close(self) -> None:
         self.sinks.close()
 
 
-def summarize_history(run: dict[str, Any], history: dict[str, Any], step: int) -> dict[str, Any]:
+def summarize_history(run: ResolvedRun, history: dict[str, Any], step: int) -> dict[str, Any]:
+    """A run's results document (``results.json``): every seed's final and best normalized score."""
     evals = history["evals"]
     per_seed = {}
-    for i, seed in enumerate(run["seeds"]):
+    for i, seed in enumerate(run.seeds):
         scores = [e["scores"][i] for e in evals]
         per_seed[str(seed)] = {
             "final_score": scores[-1] if scores else None,
@@ -121,20 +118,21 @@ def summarize_history(run: dict[str, Any], history: dict[str, Any], step: int) -
         }
         if evals and "targets" in evals[-1]:  # Decision Transformer: the final score of every target
             per_seed[str(seed)]["final_by_target"] = {t: v[i] for t, v in evals[-1]["targets"].items()}
-    return {"algorithm": run["algorithm"], "env_id": run["env_id"], "data": run["data"], "step": step,
+    return {"algorithm": run.algorithm, "env_id": run.env_id, "data": list(run.config.data), "step": step,
             "seeds": per_seed}
 
 
-def load_run(out: str | Path, device: str = "auto") -> tuple[dict[str, Any], Agent, dict]:
-    """The run's config and its agent restored from the checkpoint."""
+def load_run(out: str | Path, device: str = "auto") -> tuple[ResolvedRun, Agent, dict]:
+    """The run's resolved config, its agent restored from the checkpoint, and the checkpoint's metadata
+    (``step``, ``history``)."""
     out = Path(out)
     if not (out / "config.json").exists() or not (out / CHECKPOINT).exists():
         raise RunError(f"{out} is not a gta-rl run directory (config.json and {CHECKPOINT} expected)")
-    run = read_config(out)
     dev = resolve_device(device, RunError)
     try:
+        run = ResolvedRun.from_json(read_config(out))
         agent = agent_with_stats(run, dev)
-    except ConfigError as exc:
+    except (ConfigError, RunError) as exc:
         raise RunError(f"{out}: {exc}") from None
     state, meta = load_checkpoint(out / CHECKPOINT, dev)
     agent.load_full_state_dict(state)

@@ -21,6 +21,7 @@ import torch
 from gta_data import StoreError, normalized_score
 from gta_rl.algorithms import build_agent
 from gta_rl.base import Agent
+from gta_rl.config import ResolvedRun
 from gta_rl.evaluation import Evaluator
 
 EVAL_SEEDING = "per_seed"  # recorded as config.json's "eval_seeding" by runs that use the scheme above
@@ -33,22 +34,22 @@ def default_eval_episodes(env_id: str, algorithm: str = "") -> int:
     return 100 if "maze" in env_id.lower() or algorithm == "dt" else 10
 
 
-def env_seeds(run: dict[str, Any], episodes: int) -> list[list[int]]:
+def env_seeds(run: ResolvedRun, episodes: int) -> list[list[int]]:
     """Env seed of every member's episodes, [S][E] (module docstring)."""
-    base = int(run.get("eval_seed", 0))
-    if run.get("eval_seeding") != EVAL_SEEDING:
-        return [[base + i for i in range(episodes)] for _ in run["seeds"]]
-    return [[base + int(s) * episodes + i for i in range(episodes)] for s in run["seeds"]]
+    base = run.config.eval_seed
+    if run.eval_seeding != EVAL_SEEDING:
+        return [[base + i for i in range(episodes)] for _ in run.seeds]
+    return [[base + s * episodes + i for i in range(episodes)] for s in run.seeds]
 
 
-def make_evaluator(run: dict[str, Any], episodes: int, asynchronous: bool) -> Evaluator:
+def make_evaluator(run: ResolvedRun, episodes: int, asynchronous: bool) -> Evaluator:
     """The evaluator of a run: ``episodes`` episodes per seed in copies of its env (env seeds:
     :func:`env_seeds`). ``asynchronous`` (``--eval-async``) shards the copies over worker processes in which
     CPU copies of the policies act (:class:`CpuPolicies`); the Decision Transformer's rollouts act in this
     process."""
-    workers_act = asynchronous and run["algorithm"] != "dt"
-    return Evaluator(run["env_id"], len(run["seeds"]), episodes, layout=run.get("observation_layout"),
-                     env_seeds=env_seeds(run, episodes), env_kwargs=run.get("env_kwargs"),
+    workers_act = asynchronous and run.algorithm != "dt"
+    return Evaluator(run.env_id, len(run.seeds), episodes, layout=run.observation_layout,
+                     env_seeds=env_seeds(run, episodes), env_kwargs=run.env_kwargs,
                      asynchronous=asynchronous,
                      policy_factory=functools.partial(CpuPolicies, run) if workers_act else None)
 
@@ -62,7 +63,7 @@ class BackgroundEvaluation:
     evaluated step, so its scores equal a foreground evaluation's; on CUDA the thread runs on its own
     stream and waits only for that copy."""
 
-    def __init__(self, shadow: Agent, evaluator: Evaluator, run: dict[str, Any]) -> None:
+    def __init__(self, shadow: Agent, evaluator: Evaluator, run: ResolvedRun) -> None:
         self.shadow, self.evaluator, self.run = shadow, evaluator, run
         self.device = shadow.step.device
         self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
@@ -103,7 +104,7 @@ class BackgroundEvaluation:
         return step, future.result()
 
 
-def _evaluate_dt(agent, evaluator: Evaluator, run: dict[str, Any]) -> dict[str, Any]:
+def _evaluate_dt(agent, evaluator: Evaluator, run: ResolvedRun) -> dict[str, Any]:
     """One set of rollouts per target return; the first target's scores are the run's headline scores."""
     from gta_rl.dt import resolve_targets
 
@@ -121,9 +122,9 @@ def _evaluate_dt(agent, evaluator: Evaluator, run: dict[str, Any]) -> dict[str, 
     return {**per_target[f"{targets[0]:g}"], "targets": per_target}
 
 
-def evaluate_agent(agent: Agent, evaluator: Evaluator, run: dict[str, Any]) -> dict[str, list]:
+def evaluate_agent(agent: Agent, evaluator: Evaluator, run: ResolvedRun) -> dict[str, list]:
     """Deterministic rollouts of every seed; returns per-seed returns and normalized scores."""
-    if run["algorithm"] == "dt":
+    if run.algorithm == "dt":
         return _evaluate_dt(agent, evaluator, run)
     if evaluator.policy_factory is not None:  # the policies act in the evaluator's worker processes
         returns = evaluator.rollout({k: v.detach().to("cpu").numpy() for k, v in agent.policy_state().items()})
@@ -151,7 +152,7 @@ class CpuPolicies:
     weights is the cost of a CPU forward pass). The actions are those of the run's networks and precision
     (``bf16`` included) computed by the CPU, so they can differ from the training device's by rounding."""
 
-    def __init__(self, run: dict[str, Any]) -> None:
+    def __init__(self, run: ResolvedRun) -> None:
         torch.set_num_threads(1)  # one core per worker process (and no OpenMP pool in a forked child)
         self.run = run
         self._state: dict[str, np.ndarray] = {}
@@ -175,7 +176,7 @@ class CpuPolicies:
 
     def _agent(self, positions: tuple[int, ...]) -> Agent:
         if positions not in self._agents:
-            run = {**self.run, "seeds": [self.run["seeds"][i] for i in positions]}
+            run = self.run.with_seeds([self.run.seeds[i] for i in positions])
             agent = agent_with_stats(run, torch.device("cpu")).eval()
             self._fill(agent, positions)
             self._agents[positions] = agent
@@ -203,21 +204,23 @@ class CpuPolicies:
         return actions[index].numpy()
 
 
-def normalize_returns(run: dict[str, Any], returns: np.ndarray) -> np.ndarray:
-    if run.get("ref_scores"):
-        lo, hi = run["ref_scores"]
+def normalize_returns(run: ResolvedRun, returns: np.ndarray) -> np.ndarray:
+    """100 (R - R_min) / (R_max - R_min) from the run's reference scores, else gta-data's table by env (NaN
+    where neither has the env)."""
+    if run.ref_scores:
+        lo, hi = run.ref_scores
         return 100.0 * (returns - lo) / (hi - lo)
     try:
-        return np.asarray(normalized_score(run["env_id"], returns))
+        return np.asarray(normalized_score(run.env_id, returns))
     except StoreError:
         return np.full_like(returns, np.nan)
 
 
-def agent_with_stats(run: dict[str, Any], device: torch.device) -> Agent:
+def agent_with_stats(run: ResolvedRun, device: torch.device) -> Agent:
     """:func:`build_agent` with the observation statistics registered (zeros and ones: to be loaded)."""
     agent = build_agent(run, device)
-    agent.register_buffer("obs_mean", torch.zeros(run["obs_dim"], device=device))
-    agent.register_buffer("obs_std", torch.ones(run["obs_dim"], device=device))
+    agent.register_buffer("obs_mean", torch.zeros(run.obs_dim, device=device))
+    agent.register_buffer("obs_std", torch.ones(run.obs_dim, device=device))
     return agent
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from gta_data.jsonl import read_jsonl
+
 
 def read_scores(run_dir: str | Path, which: str = "final", allow_unfinished: bool = False) -> dict[str, Any]:
     """{'name', 'algorithm', 'env_id', 'scores': {seed: score}, 'finished'} from the per-seed logs. A run
@@ -27,9 +29,7 @@ def read_scores(run_dir: str | Path, which: str = "final", allow_unfinished: boo
     run = json.loads(config_path.read_text())
     scores: dict[int, float] = {}
     for seed in run["seeds"]:
-        log = run_dir / f"seed_{seed}" / "metrics.jsonl"
-        evals = [json.loads(x) for x in log.read_text().splitlines() if x] if log.exists() else []
-        evals = [e for e in evals if e.get("kind") == "eval"]
+        evals = [e for e in read_jsonl(run_dir / f"seed_{seed}" / "metrics.jsonl") if e.get("kind") == "eval"]
         if evals:
             values = [e["score_mean"] for e in evals]
             scores[int(seed)] = values[-1] if which == "final" else max(values)

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from gta_rl.base import Agent, freeze, grads
 from gta_rl.buffer import Batch
-from gta_rl.nets import StackedMLP, mlp_generators, soft_update_
+from gta_rl.nets import FP32, Arithmetic, StackedMLP, mlp_generators, soft_update_
 from gta_rl.optim import Adam
 
 _NOISE_STREAM = 100
@@ -54,14 +54,17 @@ class TD3BC(Agent):
         max_action: float = 1.0,
         device: torch.device | str = "cpu",
         total_steps: int = 1,
+        arithmetic: Arithmetic = FP32,
     ) -> None:
-        super().__init__(seeds, max_action, device)
+        super().__init__(seeds, max_action, device, arithmetic)
         self.config = config
         self.update_period = config.policy_freq
         self.act_dim = act_dim
-        self.actor = StackedMLP(mlp_generators(self.seed_list, "td3bc.actor"), [obs_dim, *config.hidden, act_dim])
+        self.actor = StackedMLP(mlp_generators(self.seed_list, "td3bc.actor"), [obs_dim, *config.hidden, act_dim],
+                                arithmetic=arithmetic)
         self.critic = StackedMLP(
-            mlp_generators(self.seed_list, "td3bc.critic", 2), [obs_dim + act_dim, *config.hidden, 1]
+            mlp_generators(self.seed_list, "td3bc.critic", 2), [obs_dim + act_dim, *config.hidden, 1],
+            arithmetic=arithmetic,
         )
         self.actor_target = freeze(copy.deepcopy(self.actor))
         self.critic_target = freeze(copy.deepcopy(self.critic))

@@ -35,7 +35,7 @@ import numpy as np
 
 from gta_data import StoreWriter, TrajectoryStore, Transitions
 from gta_diffusion._version import __version__
-from gta_diffusion.augment import check_output_store
+from gta_diffusion.augmentation import check_output_store
 from gta_diffusion.errors import DiffusionError
 
 __all__ = ["S4RLConfig", "segment_plan", "noisy_segment", "augment_s4rl"]

@@ -7,7 +7,7 @@ transition vectors x = [s, a, r, s', terminal] (D = 2 obs + act + 2; 42 for half
 
 Data: every column is z-scored with the statistics of the training store except the terminal column,
 which stays in {0, 1} (SynthER's ``skip_dims`` for the terminal). Training reuses
-:class:`gta_diffusion.train.Trainer` (AdamW, cosine schedule, clipping, EMA, atomic checkpoints, exact
+:class:`gta_diffusion.training.Trainer` (AdamW, cosine schedule, clipping, EMA, atomic checkpoints, exact
 resume, metrics JSONL) through the small adapter :class:`SynthERTrainer`. Defaults follow SynthER
 (conglu1997/SynthER): 100k steps, batch 1024 (256 for stores under 800k transitions), AdamW lr 3e-4 with
 betas (0.9, 0.99), no weight decay, cosine annealing without warm-up, gradient clipping at 1.0.
@@ -43,7 +43,7 @@ import torch
 
 from gta_data import StoreError, StoreWriter, TrajectoryStore, Transitions
 from gta_diffusion._version import __version__
-from gta_diffusion.augment import check_output_store, clip_actions
+from gta_diffusion.augmentation import check_output_store, clip_actions
 from gta_diffusion.checkpoint import (
     CONFIG_NAME,
     latest_checkpoint,
@@ -51,11 +51,12 @@ from gta_diffusion.checkpoint import (
     read_config,
     write_json_atomic,
 )
+from gta_diffusion.config import SMALL_DATASET, SYNTHER_TRAIN, merge
 from gta_diffusion.edm import EDMConfig, edm_sampler
 from gta_diffusion.errors import DiffusionError
 from gta_diffusion.networks import PRESETS, count_parameters
 from gta_diffusion.noise import SeededNoise
-from gta_diffusion.train import TrainConfig, Trainer, build_denoiser, check_run_data, check_train_config
+from gta_diffusion.training import TrainConfig, Trainer, build_denoiser, check_run_data, check_train_config
 
 __all__ = [
     "MODEL_KIND",
@@ -76,8 +77,6 @@ __all__ = [
 ]
 
 MODEL_KIND = "synther"  # config.json "model" entry that marks a SynthER run directory
-SMALL_DATASET = 800_000  # SynthER: batch 256 below this many transitions, 1024 otherwise
-EMA_PER_STEP = 0.995 ** (1 / 10)  # SynthER's 0.995 every 10 steps, as a per-step decay
 
 
 @dataclass
@@ -157,7 +156,7 @@ class _NoWindows:
 class TransitionSet:
     """The z-scored transition vectors of a store on the device, sampled uniformly with replacement.
 
-    Quacks like ``data.WindowSet`` for :class:`gta_diffusion.train.Trainer`: ``sample`` returns
+    Quacks like ``data.WindowSet`` for :class:`gta_diffusion.training.Trainer`: ``sample`` returns
     ``([B, 1, D], None)`` -- one row per transition and no condition (unconditional model)."""
 
     def __init__(self, data: Transitions, norm: TransitionNormalizer, device: torch.device | str = "cpu") -> None:
@@ -193,14 +192,11 @@ class SynthERTrainer(Trainer):
 
 
 def synther_train_config(num_transitions: int, *, batch_size: int | None = None, **overrides: Any) -> TrainConfig:
-    """SynthER's training defaults (conglu1997/SynthER); ``batch_size`` None picks 1024, or 256 for stores under
-    800k transitions. Keyword overrides replace any TrainConfig field."""
+    """SynthER's training defaults (``config.SYNTHER_TRAIN``, over TrainConfig's); ``batch_size`` None picks 1024,
+    or 256 for stores under 800k transitions. Keyword overrides (None: not given) replace any TrainConfig field."""
     if batch_size is None:
         batch_size = 256 if num_transitions < SMALL_DATASET else 1024
-    base = dict(preset="synther", steps=100_000, batch_size=batch_size, lr=3e-4, warmup_steps=0, min_lr_ratio=0.0,
-                weight_decay=0.0, betas=(0.9, 0.99), grad_clip=1.0, ema_decay=EMA_PER_STEP, cond_drop_prob=0.0,
-                log_every=1000, checkpoint_every=10_000)
-    return TrainConfig(**{**base, **overrides})
+    return merge(TrainConfig, SYNTHER_TRAIN, {"batch_size": batch_size}, overrides)
 
 
 def _open_data(data_path: str | Path) -> tuple[TrajectoryStore, Transitions]:

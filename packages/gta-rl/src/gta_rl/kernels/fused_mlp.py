@@ -40,7 +40,7 @@ with fp32 output (the bf16 path rounds them to bf16); a frozen network (no weigh
 Only what they cover is routed here (:func:`supports`): CUDA tensors, bf16 mixed precision, exactly two
 hidden layers of width 256 (the only width verified on the device), fp32 parameters, input width <= 64,
 output width <= 32, no dropout. Everything else keeps the ordinary path. Triton is imported when the kernels
-are first needed (they live in :mod:`gta_rl._fused_kernels`).
+are first needed (they live in :mod:`gta_rl.kernels._triton`).
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ _registered = False
 def register() -> None:
     """Define the custom ops ``torch.ops.gta_rl.mlp2_forward`` and ``mlp2_backward`` (Triton ops that
     torch.compile and CUDA graphs take in) and the forward's autograd formula once, before any step that uses
-    them is traced (:func:`gta_rl.nets.set_fused_mlp` does). Without CUDA or Triton nothing is defined and
+    them is traced (a :class:`gta_rl.nets.StackedMLP` built with the fused arithmetic does). Without CUDA or Triton nothing is defined and
     :func:`supports` stays false."""
     global _registered
     if not _registered and available():
@@ -159,7 +159,7 @@ def _define() -> None:
     import triton
     from torch.library import triton_op, wrap_triton
 
-    from gta_rl._fused_kernels import _mlp2_backward_kernel, _mlp2_forward_kernel
+    from gta_rl.kernels._triton import _mlp2_backward_kernel, _mlp2_forward_kernel
 
     @triton_op("gta_rl::mlp2_backward", mutates_args=())
     def mlp2_backward(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, w3: Tensor, dy: Tensor,

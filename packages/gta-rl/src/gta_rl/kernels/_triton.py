@@ -1,4 +1,4 @@
-"""The Triton kernels of :mod:`gta_rl.fused_mlp` (imported only when the fused ops are defined: Triton is an
+"""The Triton kernels of :mod:`gta_rl.kernels.fused_mlp` (imported only when the fused ops are defined: Triton is an
 optional dependency, ``gta-rl[fused]``)."""
 
 import triton

@@ -32,14 +32,16 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from gta_data import TrajectoryStore
-from gta_data.metric_sinks import SinkError, parse_sinks
+from gta_data.accel.cuda_graph import CudaGraphRunner
+from gta_data.accel.devices import resolve_device
+from gta_data.jsonl import JsonlLog
 from gta_diffusion._version import __version__
 from gta_diffusion.checkpoint import (
     CONFIG_NAME,
@@ -52,12 +54,12 @@ from gta_diffusion.checkpoint import (
     truncate_metrics,
     write_json_atomic,
 )
-from gta_diffusion.data import Normalizer, WindowConfig, WindowSet, fit_normalizer, loss_mask, resolve_window
+from gta_diffusion.config import TrainConfig, WindowConfig, config_from_dict
+from gta_diffusion.data import Normalizer, WindowSet, fit_normalizer, loss_mask, resolve_window
 from gta_diffusion.distributed import DistInfo, barrier, broadcast_object, gather_objects
 from gta_diffusion.edm import Denoiser, EDMConfig, edm_loss
 from gta_diffusion.errors import DiffusionError
 from gta_diffusion.networks import (
-    LEGACY_NAMES,
     PRESETS,
     TRAJECTORY_KINDS,
     build_network,
@@ -67,63 +69,9 @@ from gta_diffusion.networks import (
 )
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    preset: str = "fast-mixer"  # network name in gta_diffusion.networks.PRESETS (mixer-unet: GTA's A.2)
-    network_overrides: dict[str, Any] = field(default_factory=dict)  # keyword overrides of the network
-    steps: int = 1_000_000  # gradient steps (Table 6: 1e6)
-    batch_size: int = 256  # global batch, split over ranks (Table 6: 256)
-    lr: float = 3e-4  # peak learning rate (Table 6)
-    warmup_steps: int = 1000  # linear warm-up (capped at 10% of steps), then cosine to min_lr_ratio * lr
-    min_lr_ratio: float = 0.0
-    weight_decay: float = 0.0  # Table 6 uses Adam: no decay
-    betas: tuple[float, float] = (0.9, 0.999)
-    grad_clip: float = 1.0  # max gradient norm (SynthER / GTA code)
-    ema_decay: float = 0.999  # EMA of the weights, ramped as min(decay, (1+n)/(10+n))
-    cond_drop_prob: float = 0.25  # classifier-free guidance dropout (Table 6: lambda = 0.25)
-    bf16: bool = False  # bf16 autocast for the forward pass
-    compile: bool = False  # torch.compile the network
-    compile_mode: str | None = None  # torch.compile mode; "reduce-overhead" adds CUDA graphs (single process)
-    cuda_graph: bool = False  # capture the WHOLE step (sampling, loss, backward, clip, AdamW, EMA) in one CUDA graph
-    seed: int = 0
-    log_every: int = 1000  # steps between metric lines (the only host syncs of the loop)
-    checkpoint_every: int = 20_000
-    keep_checkpoints: int = 2
-    log_to: tuple[str, ...] = ()  # copies of metrics.jsonl: csv, tensorboard, wandb (gta_data.metric_sinks)
-
-
 def check_train_config(cfg: TrainConfig) -> None:
-    """One-line errors for settings no training can use (GTA's and SynthER's runs)."""
-    if cfg.steps < 1 or cfg.batch_size < 1:
-        raise DiffusionError(f"steps and batch size must be positive, got {cfg.steps} and {cfg.batch_size}")
-    if cfg.log_every < 1 or cfg.checkpoint_every < 1:
-        raise DiffusionError("log and checkpoint intervals must be positive")
-    if not (math.isfinite(cfg.lr) and cfg.lr > 0) or cfg.warmup_steps < 0 or not 0.0 <= cfg.min_lr_ratio <= 1.0:
-        raise DiffusionError(f"need lr > 0, warmup_steps >= 0 and 0 <= min_lr_ratio <= 1, got {cfg.lr}, "
-                             f"{cfg.warmup_steps}, {cfg.min_lr_ratio}")
-    if not 0.0 <= cfg.ema_decay < 1.0:
-        raise DiffusionError(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
-    if not 0.0 <= cfg.cond_drop_prob <= 1.0:
-        raise DiffusionError(f"cond_drop_prob must be in [0, 1], got {cfg.cond_drop_prob}")
-    try:
-        parse_sinks(cfg.log_to, "gta-diffusion")
-    except SinkError as exc:
-        raise DiffusionError(str(exc)) from None
-    if cfg.preset in LEGACY_NAMES:  # old runs still load with these names; new ones use the current names
-        raise DiffusionError(f"network {cfg.preset!r} is now called {LEGACY_NAMES[cfg.preset]!r}")
-    try:
-        network_spec(cfg.preset)
-    except ValueError as exc:
-        raise DiffusionError(str(exc)) from None
-
-
-def config_from_dict(cls: type, d: dict[str, Any]) -> Any:
-    """Rebuild a frozen config dataclass from JSON (unknown keys refused; lists back to tuples)."""
-    names = {f.name: f for f in fields(cls)}
-    unknown = set(d) - set(names)
-    if unknown:
-        raise DiffusionError(f"unknown {cls.__name__} keys {sorted(unknown)}")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+    """One-line errors for settings no training can use (:meth:`TrainConfig.check`)."""
+    cfg.check()
 
 
 def build_denoiser(network: dict[str, Any], sigma_data: float) -> Denoiser:
@@ -183,8 +131,6 @@ class Trainer:
         self.opt = torch.optim.AdamW(self.params, lr=lr, betas=self.cfg.betas, weight_decay=self.cfg.weight_decay,
                                      fused=use_fused, capturable=self.cfg.cuda_graph)
         self._ema_weight = torch.zeros((), device=device)  # 1 - decay, refreshed before every graph replay
-        self._graph: torch.cuda.CUDAGraph | None = None
-        self._graph_loss: torch.Tensor | None = None
         self.model: torch.nn.Module = self.denoiser
         if dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -202,9 +148,15 @@ class Trainer:
         self.loss_gen = torch.Generator(device=device).manual_seed(self.cfg.seed * 1_000_003 + 2 * dist.rank + 1)
         self.step_count = 0
         self._saved_step: int | None = None  # the step of the last checkpoint written or loaded here
-        self._eager_graph_steps = 0
         self._resume_acc: dict[str, Any] | None = None
         self._zero_accumulators()
+        # --cuda-graph: three eager warm-up steps, then the whole step as one graph; the data and loss generators
+        # advance with every replay, and gradients are allocated from the graph's pool.
+        self.graph_runner = CudaGraphRunner(
+            self._graph_body, cuda_graph=self.cfg.cuda_graph, device=device, warmup=3,
+            generators=(self.data_gen, self.loss_gen), before_capture=lambda: self.opt.zero_grad(set_to_none=True),
+            error=DiffusionError,
+        )
 
     # -- construction ------------------------------------------------------------------------------
 
@@ -333,25 +285,7 @@ class Trainer:
         for group in self.opt.param_groups:
             group["lr"].fill_(lr)
         self._ema_weight.fill_(ema_weight)
-        if self._graph is None and self._eager_graph_steps < 3:
-            # Warm-up on a side stream (as CUDA graph capture requires): real training steps.
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):
-                loss = self._graph_body()
-            torch.cuda.current_stream(self.device).wait_stream(side)
-            self._eager_graph_steps += 1
-            return self._count(loss)
-        if self._graph is None:
-            self.opt.zero_grad(set_to_none=True)  # gradients are then allocated from the graph's pool
-            graph = torch.cuda.CUDAGraph()
-            graph.register_generator_state(self.data_gen)
-            graph.register_generator_state(self.loss_gen)
-            with torch.cuda.graph(graph):
-                self._graph_loss = self._graph_body()
-            self._graph = graph
-        self._graph.replay()
-        return self._count(self._graph_loss)
+        return self._count(self.graph_runner())
 
     def _count(self, loss: torch.Tensor) -> torch.Tensor:
         self.step_count += 1
@@ -405,8 +339,7 @@ class Trainer:
                   "lr": lr_at(self.cfg, self.step_count - 1), "steps_per_s": n / dt if dt > 0 else None,
                   "time": time.time()}
         if self.dist.is_main:
-            with open(self.run_dir / METRICS_NAME, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            JsonlLog(self.run_dir / METRICS_NAME).append(record)
         self._zero_accumulators()
         return record
 
@@ -458,6 +391,27 @@ class Trainer:
         self._resume_acc = ckpt["state"]
         if self.dist.is_main:
             truncate_metrics(self.run_dir, self.step_count)
+
+
+def train(data: str | Path | None, out: str | Path, cfg: TrainConfig | None = None,
+          window: WindowConfig | None = None, edm: EDMConfig | None = None, *,
+          device: str | torch.device | None = None, until: int | None = None) -> Trainer:
+    """Train a GTA denoiser on the store ``data`` into the run directory ``out``, or resume the run there (its
+    saved config wins; ``data`` None: the store it recorded). Runs to the configured total of steps, or to step
+    ``until`` and checkpoints there (call again to continue). ``device`` None: CUDA when available. Metrics go
+    to ``out/metrics.jsonl`` (and the ``cfg.log_to`` copies); :func:`load_model` gives the trained denoiser.
+
+        trainer = gta_diffusion.train("hopper.zarr", "runs/hopper", TrainConfig(steps=100_000))
+    """
+    from gta_data.metric_sinks import MetricSinks
+
+    trainer = Trainer.create(out, data, cfg, window, edm, device=resolve_device(device, DiffusionError))
+    with MetricSinks(trainer.run_dir, trainer.cfg.log_to, name=trainer.run_dir.name, config=trainer.config) as sinks:
+        sinks.rewind(trainer.step_count)  # as metrics.jsonl: a resume writes the lines after its checkpoint again
+        trainer.train(until, on_log=lambda record: sinks.write(record["step"], "train", record))
+    if trainer.step_count < trainer.cfg.steps:
+        trainer.save()
+    return trainer
 
 
 def apply_resume_options(run_dir: str | Path, *, steps: int | None = None, batch_size: int | None = None,
@@ -565,4 +519,4 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu", *, ema: 
     return denoiser, norm, config_from_dict(WindowConfig, config["window"]), edm, config
 
 
-__all__ = ["TrainConfig", "Trainer", "apply_resume_options", "load_model", "lr_at"]
+__all__ = ["TrainConfig", "Trainer", "apply_resume_options", "load_model", "lr_at", "train"]

@@ -23,11 +23,10 @@ rank generates a contiguous share of the windows; rank 0 merges the shares into 
 
 from __future__ import annotations
 
-import math
 import shutil
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -36,66 +35,13 @@ import torch
 
 from gta_data import StoreWriter, TrajectoryStore, Transitions, check_replaceable
 from gta_diffusion._version import __version__
+from gta_diffusion.config import AugmentConfig
 from gta_diffusion.data import Normalizer, WindowConfig, WindowSet, windows_to_transitions
 from gta_diffusion.distributed import DistInfo, barrier, broadcast_object, shard_range
 from gta_diffusion.edm import Denoiser, EDMConfig, edm_sampler, start_index
 from gta_diffusion.errors import DiffusionError
 from gta_diffusion.noise import SeededNoise
 from gta_diffusion.reweight import binned_probabilities, episode_probabilities
-
-CONDITIONINGS = ("amplified", "fixed", "none", "inpaint")
-REWEIGHTS = ("none", "bins", "episodes")
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    mu: float = 0.5  # partial noising ratio, 0 < mu <= 1 (Sec. 4.2; Table 8)
-    alpha: float = 1.3  # return multiplier (Eq. 8; Table 8)
-    guidance_scale: float = 3.0  # s in D_u + s (D_c - D_u); paper w = 2.0 is s = w + 1 (Table 7)
-    conditioning: str = "amplified"  # amplified | fixed | none | inpaint (ablations, appendix E.6)
-    fixed_return: float | None = None  # target return (unscaled) for conditioning = fixed
-    num_transitions: int = 5_000_000  # generated transitions (Sec. 5: 5M); last window truncated to fit
-    batch_size: int = 8192  # windows per sampler call (large GPU batches)
-    reweight: str = "none"  # none | bins (Eq. 13) | episodes (sparse tasks, A.3)
-    num_bins: int = 50  # N_B (Table 9)
-    u: float = 0.001  # Eq. 13 smoothing (Table 9)
-    q: float = 5.0  # Eq. 13 temperature, in units of the scaled condition (Table 9)
-    # Upper bound on the per-window weight (v_j / sum v) / |B_j| before normalisation (reweight.window_weights);
-    # the authors' code clips at 5.0; None: no clip.
-    reweight_clip: float | None = None
-    success_weight: float = 10.0  # c: weight of successful episodes for reweight = episodes (Table 8)
-    seed: int = 0  # run seed: source choice and the per-window seeds
-    num_steps: int | None = None  # sampler steps K (None: the model's EDM config, 128)
-    bf16: bool = False  # bf16 autocast in the denoiser
-    compile: bool = False  # torch.compile the denoiser
-    compile_mode: str | None = None  # torch.compile mode, e.g. "reduce-overhead" (CUDA graphs)
-    clip_actions: bool = True  # clip generated actions to the per-dimension range of the source data's actions
-
-    def check(self) -> None:
-        if not 0.0 < self.mu <= 1.0:
-            raise DiffusionError(f"mu must be in (0, 1], got {self.mu}")
-        if self.conditioning not in CONDITIONINGS:
-            raise DiffusionError(f"conditioning must be one of {', '.join(CONDITIONINGS)}, got {self.conditioning!r}")
-        if self.reweight not in REWEIGHTS:
-            raise DiffusionError(f"reweight must be one of {', '.join(REWEIGHTS)}, got {self.reweight!r}")
-        if self.reweight_clip is not None and not (math.isfinite(self.reweight_clip) and self.reweight_clip > 0):
-            raise DiffusionError(f"the reweighting clip must be a positive number, got {self.reweight_clip}")
-        if self.reweight_clip is not None and self.reweight != "bins":
-            raise DiffusionError(f"the reweighting clip applies to reweight 'bins' only, not {self.reweight!r}")
-        if self.conditioning == "fixed" and self.fixed_return is None:
-            raise DiffusionError("conditioning 'fixed' needs a target return (fixed_return)")
-        if self.num_transitions < 1 or self.batch_size < 1:
-            raise DiffusionError("num_transitions and batch_size must be positive")
-        if not 0 <= self.seed < 2**31:
-            raise DiffusionError(f"seed must be in [0, 2^31), got {self.seed}")
-        if not (math.isfinite(self.alpha) and self.alpha > 0):
-            raise DiffusionError(f"alpha must be a positive number, got {self.alpha}")
-        if not (math.isfinite(self.guidance_scale) and self.guidance_scale >= 0):
-            raise DiffusionError(f"the guidance scale must be a number >= 0 (--guidance >= -1), got {self.guidance_scale}")
-        if self.fixed_return is not None and not math.isfinite(self.fixed_return):
-            raise DiffusionError(f"the fixed return must be a finite number, got {self.fixed_return}")
-        if self.num_steps is not None and (int(self.num_steps) != self.num_steps or self.num_steps < 2):
-            raise DiffusionError(f"num_steps must be an integer >= 2, got {self.num_steps}")
 
 
 def amplify(y: torch.Tensor | np.ndarray, alpha: float):
@@ -188,7 +134,7 @@ class Augmenter:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
             out = edm_sampler(
                 self.net, x_src, cond, cfg=self.edm, start_index=self.start_index,
-                guidance_scale=self.cfg.guidance_scale, noise=SeededNoise(seeds), known=known, known_mask=mask,
+                guidance_scale=self.cfg.sampler_scale, noise=SeededNoise(seeds), known=known, known_mask=mask,
             )
         return out.float()
 
@@ -277,15 +223,22 @@ def check_output_store(out_path: str | Path, *, overwrite: bool, source: str | P
     return out_path
 
 
-def augment(model_dir: str | Path, data_path: str | Path, out_path: str | Path, cfg: AugmentConfig, *,
-            device: str | torch.device = "cpu", dist: DistInfo = DistInfo(), overwrite: bool = False,
+def augment(model_dir: str | Path, data_path: str | Path, out_path: str | Path, cfg: AugmentConfig | None = None,
+            *, device: str | torch.device | None = None, dist: DistInfo = DistInfo(), overwrite: bool = False,
             progress: Callable[[int], None] | None = None, on_start: Callable[[int], None] | None = None,
             ) -> TrajectoryStore | None:
     """Generate ``cfg.num_transitions`` transitions from the model in ``model_dir`` using the source store
-    ``data_path``; write them to ``out_path``. Returns the store on rank 0 (None on other ranks)."""
-    from gta_diffusion.train import load_model
+    ``data_path``; write them to ``out_path``. Returns the store on rank 0 (None on other ranks).
+    ``cfg`` None: the defaults (GTA's mu 0.5, alpha 1.3, w 2); ``device`` None: CUDA when available.
 
+        store = gta_diffusion.augment("runs/hopper", "hopper.zarr", "hopper-gta.zarr", AugmentConfig(mu=0.25))
+    """
+    from gta_data.accel.devices import resolve_device
+    from gta_diffusion.training import load_model
+
+    cfg = cfg or AugmentConfig()
     cfg.check()
+    device = resolve_device(device, DiffusionError)
     out_path = check_output_store(out_path, overwrite=overwrite, source=data_path)
     denoiser, norm, wcfg, edm, config = load_model(model_dir, device)
     store = TrajectoryStore.open(data_path)

@@ -1,0 +1,321 @@
+"""The online SAC loop: act in a gymnasium vector env, store every transition, update once per transition after
+the warm-up, and checkpoint an evaluated actor every ``checkpoint_every`` steps (with the full resumable state).
+
+All random draws (warm-up actions, exploration noise, batch indices, reparameterisation noise) come from
+counter-based streams (``gta_rl.rng``), and update metrics are summed on the device and read only every
+``log_every`` steps, so the update loop never waits for the GPU; only the actions of each environment step go to
+the host. The update runs eagerly, compiled or as a CUDA graph replay (gta-data's shared
+:class:`~gta_data.accel.cuda_graph.CudaGraphRunner`).
+
+Resume restores networks, optimizers, temperature, buffer and counters exactly. The simulators' states
+cannot be saved, so the episodes in progress at the checkpoint are cut (their last stored transition is
+marked as a timeout) and every env copy starts a new episode from a seed derived from the step.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from gta_data.accel.cuda_graph import CudaGraphRunner, compile_step
+from gta_data.accel.devices import resolve_device
+from gta_data.jsonl import JsonlLog
+from gta_rl.behaviour.agent import SACAgent
+from gta_rl.behaviour.config import (
+    ACTORS,
+    CHECKPOINTS,
+    CONFIG,
+    METRICS,
+    S_EXPLORE,
+    S_WARMUP,
+    STATE,
+    SACConfig,
+    SACError,
+    is_sac_config,
+)
+from gta_rl.behaviour.export import read_checkpoints
+from gta_rl.behaviour.replay import EpisodeStarts, ReplayBuffer
+from gta_rl.checkpoint import load_checkpoint, save_checkpoint, write_json
+from gta_rl.evaluation import Evaluator, flatten_observation, make_env
+
+METRIC_NAMES = ("critic_loss", "actor_loss", "alpha", "entropy")
+
+
+def update_runner(agent: SACAgent, buffer: ReplayBuffer, batch_size: int, *, compile: bool = False,
+                  cuda_graph: bool = False, warmup: int = 3) -> CudaGraphRunner[Tensor]:
+    """``runner()`` runs one SAC update (batch sampling included) and returns its metrics [4] on the device:
+    eagerly, compiled, or as the replay of a CUDA graph. Every draw comes from counter-based streams keyed by
+    the device step counter and the buffer size is read on the device, so a replay is the same update as an
+    eager call."""
+    def step() -> Tensor:
+        batch = buffer.sample(agent.streams(agent.update_step), batch_size)
+        return agent.update(batch["obs"], batch["act"], batch["rew"], batch["next_obs"], batch["term"])
+
+    fn = compile_step(step, error=SACError) if compile else step
+    return CudaGraphRunner(fn, cuda_graph=cuda_graph, device=agent.scale.device, warmup=warmup, error=SACError)
+
+
+def train_sac(cfg: SACConfig, out: str | Path, *, resume: bool = False, stop_after: int | None = None,
+              deadline: float | None = None, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Train (or resume) a SAC run in ``out``; returns {step, updates, checkpoints}. ``stop_after`` ends this
+    call after that many more environment steps (tests use it to simulate an interruption); ``deadline`` (a
+    ``time.time()`` value) ends it at that wall-clock time, with a checkpoint (evaluated actor and full state)
+    where it stopped, so that the run can be resumed or exported from there."""
+    cfg.check()
+    out = Path(out)
+    device = resolve_device(cfg.device, SACError)
+    _check_run_dir(cfg, out, resume)
+    envs, record_starts = _make_envs(cfg)
+    try:
+        run = _Run(cfg, out, envs, record_starts, device, resume)
+        end = cfg.total_steps if stop_after is None else min(cfg.total_steps, run.step + stop_after)
+        evaluator = Evaluator(cfg.env_id, 1, cfg.eval_episodes, seed_base=cfg.eval_seed, asynchronous=cfg.eval_async)
+        try:
+            run.loop(end, evaluator, deadline, progress)
+        finally:
+            evaluator.close()
+    finally:
+        envs.close()
+    # (A deadline that passed before the first step leaves a run without checkpoints.)
+    checkpoints = read_checkpoints(out) if (out / CHECKPOINTS).exists() else []
+    return {"step": run.step, "updates": int(run.agent.update_step), "checkpoints": checkpoints}
+
+
+def _check_run_dir(cfg: SACConfig, out: Path, resume: bool) -> None:
+    """Refuse a resume of another config and an ``out`` holding something else; clear an earlier start of
+    this run that saved nothing."""
+    if resume:
+        if not (out / STATE).exists():
+            raise SACError(f"nothing to resume in {out} (no {STATE})")
+        saved = json.loads((out / CONFIG).read_text())
+        saved["hidden"] = tuple(saved["hidden"])
+        # How the run executes may change on resume; what it computes may not.
+        free = ("device", "compile", "cuda_graph", "env_async", "eval_async", "state_every")
+        if {k: v for k, v in saved.items() if k not in free} != {
+                k: v for k, v in asdict(cfg).items() if k not in free}:
+            raise SACError(f"the config differs from the one of the run in {out}")
+    elif out.exists() and any(out.iterdir()):
+        if _holds_sac_config(out) and not (out / STATE).exists() and not any((out / ACTORS).glob("*")):
+            # An earlier start that saved nothing (stopped before its first checkpoint, or failed): start again.
+            for name in (CONFIG, METRICS, CHECKPOINTS):
+                (out / name).unlink(missing_ok=True)
+        else:
+            raise SACError(f"{out} is not empty (pass resume to continue a run)")
+
+
+def _holds_sac_config(out: Path) -> bool:
+    try:
+        return is_sac_config(json.loads((out / CONFIG).read_text()))
+    except (OSError, ValueError):
+        return False
+
+
+def _make_envs(cfg: SACConfig):
+    """The training vector env (next-step autoreset) and whether its simulator states can be recorded."""
+    import gymnasium as gym
+    from gymnasium.vector import AutoresetMode
+
+    probe = make_env(cfg.env_id)  # a clear error for an unknown env before spawning copies
+    has_state = hasattr(probe.unwrapped, "state_vector")  # MuJoCo: episode start states can be recorded
+    spaces = (probe.observation_space, probe.action_space)
+    probe.close()
+    if not all(isinstance(space, gym.spaces.Box) for space in spaces):
+        raise SACError(f"{cfg.env_id}: SAC here needs vector (Box) observations and actions, not "
+                       f"{type(spaces[0]).__name__} / {type(spaces[1]).__name__}")
+    vector = gym.vector.AsyncVectorEnv if cfg.env_async else gym.vector.SyncVectorEnv
+    envs = vector([lambda: make_env(cfg.env_id) for _ in range(cfg.num_envs)], autoreset_mode=AutoresetMode.NEXT_STEP)
+    return envs, has_state
+
+
+class _Collector:
+    """The env side of a run: the copies' current observations, their episodes in progress, and the buffer
+    rows and start states (:class:`EpisodeStarts`) that every transition they make is stored with."""
+
+    def __init__(self, envs, num_envs: int, buffer: ReplayBuffer, starts: EpisodeStarts | None) -> None:
+        self.envs, self.n, self.buffer, self.starts = envs, num_envs, buffer, starts
+        self.last_row = np.full(num_envs, -1, dtype=np.int64)  # last buffer row of each env copy
+        self.done = np.zeros(num_envs, dtype=bool)
+        self.ep_return = np.zeros(num_envs)
+        self.finished: list[float] = []  # returns of the episodes ended since the last metric record
+        self.pending: list[np.ndarray | None] = []  # each copy's next episode start state (until stored)
+        self.obs = np.zeros((num_envs, 0), dtype=np.float32)
+
+    def reset(self, seeds: list[int]) -> None:
+        obs, _ = self.envs.reset(seed=seeds)
+        self.obs = flatten_observation(obs, None, self.n)
+        self.pending = _reset_states(self.envs) if self.starts is not None else []
+
+    def step(self, action: np.ndarray) -> int:
+        """Step every copy; store the transitions (not a copy's autoreset step); the number stored."""
+        next_obs, reward, terminated, truncated, _ = self.envs.step(action)
+        next_obs = flatten_observation(next_obs, None, self.n)
+        # NEXT_STEP autoreset: a copy that finished last step was only reset now; not a transition.
+        valid = ~self.done
+        n_valid = int(valid.sum())
+        if n_valid:
+            self.buffer.add({"obs": self.obs[valid], "act": action[valid], "rew": reward[valid],
+                             "next_obs": next_obs[valid], "term": terminated[valid],
+                             "trunc": truncated[valid] & ~terminated[valid],
+                             "env": np.flatnonzero(valid).astype(np.int32)})
+            self.last_row[valid] = np.arange(self.buffer.size - n_valid, self.buffer.size)
+            if self.starts is not None:
+                for i, row in zip(np.flatnonzero(valid), self.last_row[valid], strict=True):
+                    if self.pending[i] is not None:
+                        self.starts.add(int(row), self.pending[i])
+                        self.pending[i] = None
+        if self.starts is not None and not valid.all():
+            # These copies were reset by this step (NEXT_STEP autoreset): their new episode starts here.
+            states = _reset_states(self.envs)
+            for i in np.flatnonzero(~valid):
+                self.pending[i] = states[i]
+        self.ep_return += np.where(valid, reward, 0.0)
+        self.done = np.asarray(terminated) | np.asarray(truncated)
+        for i in np.flatnonzero(self.done & valid):
+            self.finished.append(float(self.ep_return[i]))
+            self.ep_return[i] = 0.0
+        self.obs = next_obs
+        return n_valid
+
+
+def _reset_states(envs) -> list[np.ndarray]:
+    """The full simulator state (qpos, qvel) of every copy (MuJoCo envs' ``state_vector``)."""
+    return [np.asarray(v, dtype=np.float64).copy() for v in envs.call("state_vector")]
+
+
+class _Run:
+    """A SAC run in progress: the agent and its update runner, the buffer and the env side, the step and the
+    updates owed, and the run directory's logs and checkpoints."""
+
+    def __init__(self, cfg: SACConfig, out: Path, envs, record_starts: bool, device: torch.device,
+                 resume: bool) -> None:
+        self.cfg, self.out, self.device = cfg, out, device
+        obs_dim = int(np.prod(envs.single_observation_space.shape))
+        act_dim = int(np.prod(envs.single_action_space.shape))
+        low = envs.single_action_space.low.astype(np.float32)
+        high = envs.single_action_space.high.astype(np.float32)
+        self.agent = SACAgent(cfg, obs_dim, act_dim, low, high, device)
+        self.buffer = ReplayBuffer(cfg.total_steps + cfg.num_envs, obs_dim, act_dim, device)
+        self.starts = EpisodeStarts()
+        self.envs = _Collector(envs, cfg.num_envs, self.buffer, self.starts if record_starts else None)
+        self.metrics, self.checkpoints = JsonlLog(out / METRICS), JsonlLog(out / CHECKPOINTS)
+        self.step, self.owed = 0, 0.0
+        if resume:
+            self._restore()
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            write_json(out / CONFIG, asdict(cfg))
+        (out / ACTORS).mkdir(exist_ok=True)
+        # Every (re)start resets all copies with seeds derived from the step, so a resumed run does not
+        # replay the episodes it began with.
+        self.envs.reset([cfg.seed * 1_000_003 + self.step * cfg.num_envs + i for i in range(cfg.num_envs)])
+        self.runner = update_runner(self.agent, self.buffer, cfg.batch_size, compile=cfg.compile,
+                                    cuda_graph=cfg.cuda_graph)
+        self.metric_sum, self.metric_n = torch.zeros(len(METRIC_NAMES), device=device), 0
+        self.act_step = torch.zeros((), dtype=torch.int64, device=device)
+
+    def _restore(self) -> None:
+        state, meta = load_checkpoint(self.out / STATE, self.device)
+        self.agent.load_full_state_dict(state)
+        self.buffer.load(state)
+        self.starts.load(state)
+        self.step, self.owed = int(meta["step"]), float(meta["owed_updates"])
+        last_row = np.asarray(meta["last_row"], dtype=np.int64)
+        open_rows = last_row[(last_row >= 0) & np.asarray(meta["open"], dtype=bool)]
+        # Episodes in progress at the checkpoint end here (the simulator state is lost): a timeout.
+        self.buffer.data["trunc"][torch.as_tensor(open_rows, device=self.device)] = True
+        self.envs.last_row = last_row
+        for log in (self.metrics, self.checkpoints):
+            log.truncate_after(self.step)
+
+    def loop(self, end: int, evaluator: Evaluator, deadline: float | None,
+             progress: Callable[[int, int], None] | None) -> None:
+        """Collect and learn until step ``end`` or the deadline, with metric records and checkpoints."""
+        cfg = self.cfg
+        next_log = (self.step // cfg.log_every + 1) * cfg.log_every
+        next_ckpt = (self.step // cfg.checkpoint_every + 1) * cfg.checkpoint_every
+        rate, saved_at = (time.time(), self.step), self.step
+        while self.step < end and (deadline is None or time.time() < deadline):
+            prev = self.step
+            self.step += self.envs.step(self._act())
+            self._learn(prev, self.step)
+            self.agent.env_step.fill_(self.step)
+            if self.step >= next_log or self.step >= end:
+                self._log(rate)
+                next_log = (self.step // cfg.log_every + 1) * cfg.log_every
+            if self.step >= next_ckpt or self.step >= cfg.total_steps:
+                full = (cfg.state_every == 0 or self.step >= cfg.total_steps
+                        or self.step // cfg.state_every > saved_at // cfg.state_every)
+                self._checkpoint(evaluator, full)
+                saved_at = self.step if full else saved_at
+                next_ckpt = (self.step // cfg.checkpoint_every + 1) * cfg.checkpoint_every
+            if progress is not None:
+                progress(self.step, cfg.total_steps)
+        if self.step < end and saved_at != self.step:  # stopped by the deadline: keep what was reached
+            self._checkpoint(evaluator, True)
+
+    def _act(self) -> np.ndarray:
+        """This step's actions: uniform in the action box during the warm-up, then sampled from the policy."""
+        agent, n = self.agent, self.cfg.num_envs
+        self.act_step.fill_(self.step)  # a kernel argument, not a host-to-device copy
+        if self.step < self.cfg.learning_starts:
+            u = agent.streams(self.act_step).uniform(S_WARMUP, (n, agent.act_dim))[0]
+            return (agent.bias + agent.scale * (2.0 * u - 1.0)).cpu().numpy()
+        with torch.no_grad():
+            noise = agent.streams(self.act_step).normal(S_EXPLORE, (n, agent.act_dim))[0]
+            action, _ = agent.sample(torch.from_numpy(self.envs.obs).to(self.device), noise)
+        return action.cpu().numpy()
+
+    def _learn(self, prev: int, step: int) -> None:
+        """One update per transition collected after the warm-up (times updates_per_step)."""
+        start = self.cfg.learning_starts
+        if step <= start:
+            return
+        self.owed += (step - max(prev, start)) * self.cfg.updates_per_step
+        while self.owed >= 1.0:
+            self.metric_sum += self.runner()
+            self.metric_n += 1
+            self.owed -= 1.0
+
+    def _log(self, rate: tuple[float, int]) -> None:
+        t0, start = rate
+        record: dict[str, Any] = {"step": self.step, "updates": int(self.agent.update_step),
+                                  "steps_per_s": round((self.step - start) / max(time.time() - t0, 1e-9), 1)}
+        if self.metric_n:
+            # The one host read of the update metrics per log period.
+            values = (self.metric_sum / self.metric_n).tolist()
+            record.update(zip(METRIC_NAMES, values, strict=True))
+            self.metric_sum.zero_()
+            self.metric_n = 0
+        if self.envs.finished:
+            record["train_return"] = float(np.mean(self.envs.finished))
+            self.envs.finished.clear()
+        self.metrics.append(record)
+
+    def _checkpoint(self, evaluator: Evaluator, full: bool) -> None:
+        """The evaluated actor of this step (listed in checkpoints.jsonl) and, if ``full``, the whole state."""
+        agent, step = self.agent, self.step
+
+        def policy(obs: np.ndarray) -> np.ndarray:  # [1, E, obs]
+            return agent.act(torch.from_numpy(obs[0]).to(self.device)).cpu().numpy()[None]
+
+        # A deadline stop right after a scheduled checkpoint: evaluated and listed already, only the state is due.
+        if not any(r["step"] == step for r in self.checkpoints.read()):
+            returns = evaluator.run(policy)[0]
+            info = {"step": step, "eval_return": float(returns.mean()), "eval_return_std": float(returns.std()),
+                    "updates": int(agent.update_step)}
+            name = f"{ACTORS}/step_{step:09d}.safetensors"
+            save_checkpoint(self.out / name, agent.actor_tensors(), info)
+            # Listed before the state is saved: a resume drops records newer than its state, never the reverse.
+            self.checkpoints.append({**info, "path": name})
+        if full:
+            save_checkpoint(self.out / STATE, {**agent.full_state_dict(), **self.buffer.state(), **self.starts.state()},
+                            {"step": step, "owed_updates": self.owed, "last_row": self.envs.last_row.tolist(),
+                             "open": (~self.envs.done).tolist()})
