@@ -2,12 +2,16 @@
 dm_control, gymnasium's MuJoCo or an OpenGL backend is unavailable."""
 
 import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
 
+# This process only steps states: no OpenGL backend in it (see gta_pixel.tasks.load_dmc); renders run in children.
+os.environ.setdefault("MUJOCO_GL", "disable")
 pytest.importorskip("dm_control")
-os.environ.setdefault("MUJOCO_GL", "egl")
 
 
 def test_state_env_through_gta_rl_make_env():
@@ -48,42 +52,61 @@ def test_dmc_action_repeat_sums_rewards():
         assert reward == pytest.approx(expected, rel=1e-12)
 
 
-def _render_or_skip(make):
-    from gta_pixel.errors import TaskError
+def _render_in_subprocess(body: str) -> None:
+    """Run a render check in a fresh interpreter. An OpenGL backend loads its own LLVM (Mesa's llvmpipe), which
+    crashes a later import of Triton's LLVM in the same process (gta-rl's fused kernels): rendering must never
+    happen in the test process itself. Exit 77 from the child means "no offscreen rendering here": a skip."""
+    code = textwrap.dedent("""
+        import sys
+        import numpy as np
+        from gta_pixel.errors import TaskError
 
-    try:
-        task = make()
-        task.reset(0)
-    except TaskError as exc:
-        pytest.skip(f"no offscreen rendering here: {exc}")
-    return task
+        def render_or_skip(make):
+            try:
+                task = make()
+                task.reset(0)
+            except TaskError as exc:
+                print(f"no offscreen rendering here: {exc}")
+                sys.exit(77)
+            return task
+    """) + textwrap.dedent(body)
+    gl = os.environ.get("MUJOCO_GL", "egl")
+    env = {**os.environ, "MUJOCO_GL": "egl" if gl in ("disable", "off") else gl}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    if proc.returncode == 77:
+        pytest.skip(proc.stdout.strip().splitlines()[-1])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_dmc_task_renders_10_steps():
-    from gta_pixel.tasks import DmcTask
+    _render_in_subprocess("""
+        from gta_pixel.tasks import DmcTask
 
-    task = _render_or_skip(lambda: DmcTask("walker", "walk", size=32))
-    state, frame = task.reset(1)
-    frames = [frame]
-    for _ in range(10):
-        state, frame, reward, terminated, truncated = task.step(np.zeros(6, np.float32))
-        frames.append(frame)
-        assert 0.0 <= reward <= 2.0 and not terminated and not truncated
-    assert frame.shape == (3, 32, 32) and frame.dtype == np.uint8 and state.shape == (24,)
-    assert len({f.tobytes() for f in frames}) > 1  # the walker falls: the frames change
-    info = task.renderer()
-    assert info["shadowsize"] > 0 and "gl_renderer" in info
-    task.close()
+        task = render_or_skip(lambda: DmcTask("walker", "walk", size=32))
+        state, frame = task.reset(1)
+        frames = [frame]
+        for _ in range(10):
+            state, frame, reward, terminated, truncated = task.step(np.zeros(6, np.float32))
+            frames.append(frame)
+            assert 0.0 <= reward <= 2.0 and not terminated and not truncated
+        assert frame.shape == (3, 32, 32) and frame.dtype == np.uint8 and state.shape == (24,)
+        assert len({f.tobytes() for f in frames}) > 1  # the walker falls: the frames change
+        info = task.renderer()
+        assert info["shadowsize"] > 0 and "gl_renderer" in info
+        task.close()
+    """)
 
 
 def test_gym_task_renders_10_steps():
     pytest.importorskip("gymnasium.envs.mujoco")
-    from gta_pixel.tasks import GymTask
+    _render_in_subprocess("""
+        from gta_pixel.tasks import GymTask
 
-    task = _render_or_skip(lambda: GymTask("Hopper-v5", size=24))
-    state, frame = task.reset(0)
-    assert frame.shape == (3, 24, 24) and state.shape == (task.state_dim,) and task.max_steps == 1000
-    for _ in range(10):
-        state, frame, reward, terminated, truncated = task.step(np.zeros(task.act_dim, np.float32))
-    assert frame.dtype == np.uint8
-    task.close()
+        task = render_or_skip(lambda: GymTask("Hopper-v5", size=24))
+        state, frame = task.reset(0)
+        assert frame.shape == (3, 24, 24) and state.shape == (task.state_dim,) and task.max_steps == 1000
+        for _ in range(10):
+            state, frame, reward, terminated, truncated = task.step(np.zeros(task.act_dim, np.float32))
+        assert frame.dtype == np.uint8
+        task.close()
+    """)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from importlib import metadata
 from typing import Any, Protocol, runtime_checkable
 
@@ -131,10 +132,18 @@ def _gl_strings() -> dict[str, str | None]:
 # -- dm_control -----------------------------------------------------------------------------------
 
 
-def load_dmc(domain: str, task: str, seed: int = 0):
+def load_dmc(domain: str, task: str, seed: int = 0, render: bool = True):
     """``suite.load(domain, task, task_kwargs={"random": seed}, visualize_reward=False)`` with one-line
-    errors for a missing dm_control or an unknown task."""
-    os.environ.setdefault("MUJOCO_GL", "egl")  # dm_control picks its backend on import; headless by default
+    errors for a missing dm_control or an unknown task.
+
+    dm_control picks its OpenGL backend once, when it is first imported, from ``MUJOCO_GL``: headless EGL
+    by default for rendering tasks; no backend at all (``disable``) where only states are needed, because an
+    OpenGL backend on a CPU machine (Mesa's llvmpipe) loads its own LLVM, which crashes a later Triton import
+    in the same process (torch.compile, gta-rl's fused kernels). A process that first loaded a state env and
+    then asks for frames gets a one-line "cannot render" error: render in worker processes, as ``make`` and
+    ``evaluate`` do."""
+    if "dm_control" not in sys.modules:
+        os.environ.setdefault("MUJOCO_GL", "egl" if render else "disable")
     try:
         from dm_control import suite
     except ImportError:
@@ -153,11 +162,11 @@ class DmcCore:
     [-1, 1] scaled to the action spec, action repeat with rewards summed. Shared by :class:`DmcTask`
     and the gymnasium state environments of :mod:`gta_pixel.gym_envs`."""
 
-    def __init__(self, domain: str, task: str, action_repeat: int = 2) -> None:
+    def __init__(self, domain: str, task: str, action_repeat: int = 2, render: bool = False) -> None:
         if int(action_repeat) < 1:
             raise TaskError(f"action_repeat must be at least 1, got {action_repeat}")
         self.domain, self.task, self.action_repeat = domain, task, int(action_repeat)
-        self.env = load_dmc(domain, task)
+        self.env = load_dmc(domain, task, render=render)
         spec = self.env.action_spec()
         self.act_dim = int(np.prod(spec.shape))
         self._low = np.asarray(spec.minimum, dtype=np.float64) * np.ones(spec.shape)
@@ -207,7 +216,7 @@ class DmcTask:
         self.size = int(size)
         if self.size < 1:
             raise TaskError(f"size must be positive, got {size}")
-        self.core = DmcCore(domain, task, action_repeat)
+        self.core = DmcCore(domain, task, action_repeat, render=True)
         self.act_dim, self.state_dim, self.max_steps = self.core.act_dim, self.core.state_dim, self.core.max_steps
         self.frame_shape = (3, self.size, self.size)
         self.spec = {"kind": "dmc", "domain": domain, "task": task, "size": self.size, "camera": self.camera,
