@@ -73,6 +73,7 @@ class Limits:
 class Outcome:
     stopped: bool = False  # --stop-after-s ended the call; a rerun continues
     failed: list[str] = field(default_factory=list)  # one line per failed stage, naming its log
+    failed_stages: list[str] = field(default_factory=list)  # their names (label/stage)
     blocked: list[str] = field(default_factory=list)  # stages not run because a stage they need failed
     wall_s: float = 0.0
 
@@ -88,9 +89,8 @@ class Ledger:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.partial_path = path.with_name("stages-partial.json")
-        self.done: dict[str, dict] = json.loads(path.read_text()) if path.exists() else {}
-        self.partial: dict[str, float] = (json.loads(self.partial_path.read_text())
-                                          if self.partial_path.exists() else {})
+        self.done: dict[str, dict] = read_json(path, {})
+        self.partial: dict[str, float] = read_json(self.partial_path, {})
 
     def matches(self, stage: Stage) -> bool:
         old = self.done[stage.name]
@@ -113,6 +113,10 @@ def write_json(path: Path, obj) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2))
     os.replace(tmp, path)
+
+
+def read_json(path: Path, default):
+    return json.loads(path.read_text()) if path.exists() else default
 
 
 def store_complete(path: str) -> bool:
@@ -326,6 +330,7 @@ def run_graphs(graphs: list[Graph], limits: Limits | None = None, executor=None,
                     f" (last line: {last[:200]})" if last else "")
                 print(f"{stamp()} {line}", flush=True)
                 outcome.failed.append(line)
+                outcome.failed_stages.append(name)
                 failed.add(key(t))
                 continue
             t.ledger.record(t.stage, wall)

@@ -40,7 +40,9 @@ def _stage_task(stop_timeout_s: float):
             proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                     env={**os.environ, **env})
             try:
-                code = proc.wait()
+                while proc.poll() is None:  # short sleeps, not wait(): Ray's cancel lands between them
+                    time.sleep(0.2)
+                code = proc.returncode
             except KeyboardInterrupt:  # ray.cancel: SIGTERM, so that a training stage checkpoints first
                 proc.send_signal(signal.SIGTERM)
                 try:
