@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -214,6 +216,30 @@ def test_stop_after_s_stops_the_running_stages_and_a_rerun_continues(tmp_path):
     ledger = json.loads((w / "stages.json").read_text())
     assert ledger["slow"]["wall_s"] > 1.0  # its stopped call's time counts
     assert json.loads((w / "stages-partial.json").read_text()) == {}
+
+
+def test_a_terminated_scheduler_stops_its_stages_and_keeps_their_time(tmp_path):
+    """SIGTERM or Ctrl-C to reproduce.py or sweep.py: the stages (in sessions of their own) do not run on unseen."""
+    w = tmp_path / "row"
+    driver = f"""
+import sys
+sys.path.insert(0, {str(ROOT / "tools")!r})
+from stage_scheduler import Graph, Limits, Stage, run_graphs
+stages = [Stage("slow", (), {stand_in("slow", (), w, seconds=120).command!r})]
+run_graphs([Graph(__import__("pathlib").Path({str(w)!r}), stages)], Limits(jobs=1), poll_s=0.05)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pid_file = w / "slow.json.pid"
+    t0 = time.perf_counter()
+    while not pid_file.exists() and time.perf_counter() - t0 < 60:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "interrupted: the running stages were stopped" in err
+    assert "slow: stopping (interrupted)" in out
+    assert not _alive(int(pid_file.read_text()))
+    assert json.loads((w / "stages-partial.json").read_text())["slow"] > 0
 
 
 def _alive(pid: int, within_s: float = 10.0) -> bool:

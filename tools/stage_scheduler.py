@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,6 +190,10 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 @dataclass
 class _Task:
     graph: Graph
@@ -265,80 +270,91 @@ def run_graphs(graphs: list[Graph], limits: Limits | None = None, executor=None,
             release(device)
         running.clear()
 
-    while pending or running:
-        if stop_after_s is not None and time.perf_counter() - t0 > stop_after_s and running:
-            stop_all(f"--stop-after-s {stop_after_s:.0f}")
-            outcome.stopped = True
-            break
-        for t in list(pending):
-            if limits.jobs is not None and len(running) >= limits.jobs:
-                break
-            if any((t.order[1], n) in failed for n in t.stage.needs):
-                pending.remove(t)
-                failed.add(key(t))
-                outcome.blocked.append(t.name)
-                print(f"{stamp()} {t.name}: not run (a stage it needs failed)", flush=True)
-                continue
-            if not all(done(t, n) for n in t.stage.needs):
-                continue
-            device = None
-            if limits.gpus and t.stage.gpu:
-                device = max(free, key=lambda g: free[g])  # the least busy device (the first of equals)
-                if free[device] == 0:
-                    continue
-            elif limits.cpu_jobs is not None and sum(1 for r in running.values() if r[3] is None) >= limits.cpu_jobs:
-                continue
-            if t.stage.store and store_complete(t.stage.store):
-                pending.remove(t)
-                t.ledger.record(t.stage, None, "output found complete")
-                print(f"{stamp()} {t.name}: {t.stage.store} found complete, not redone", flush=True)
-                continue
-            if stop_after_s is not None and time.perf_counter() - t0 > stop_after_s:
-                print(f"{stamp()} stopping before {t.name} (--stop-after-s {stop_after_s:.0f}); rerun to continue")
+    # SIGTERM (a batch system's preemption, kill) ends the call as Ctrl-C does: the stages run in sessions of
+    # their own, so they are stopped here, with their time kept, rather than left running unrecorded.
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main else None
+    try:
+        while pending or running:
+            if stop_after_s is not None and time.perf_counter() - t0 > stop_after_s and running:
+                stop_all(f"--stop-after-s {stop_after_s:.0f}")
                 outcome.stopped = True
                 break
-            pending.remove(t)
-            command = t.stage.command + (t.stage.resume_flag if started(t.stage) else [])
-            env = None
-            if limits.gpus:
-                env = {"CUDA_VISIBLE_DEVICES": device if device is not None else ""}
-                if device is not None:
-                    free[device] -= 1
-            where = f" on GPU {device}" if device is not None else ""
-            print(f"{stamp()} {t.name}: start{where}", flush=True)
-            running[t.name] = (t, executor.start(t.stage, command, env, t.log), time.perf_counter(), device)
-        if outcome.stopped:
-            stop_all(f"--stop-after-s {stop_after_s:.0f}")
-            break
-        for name, (t, handle, began, device) in list(running.items()):
-            status = executor.poll(handle)
-            if status is None:
-                continue
-            del running[name]
-            release(device)
-            code, why, wall = status
-            wall = time.perf_counter() - began if wall is None else wall
-            if code != 0:
-                what = why or f"exit {code}"
-                if not keep_going:
-                    tail = log_tail(t.log, 15)
-                    stop_all(f"{name} failed")
-                    raise SystemExit(f"error: stage {name} failed ({what}) after {wall:.0f} s; its log {t.log} "
-                                     "ends:\n" + "\n".join(tail))
-                last = next((line.strip() for line in reversed(log_tail(t.log, 30)) if line.strip()), "")
-                line = f"error: stage {name} failed ({what}) after {wall:.0f} s; log {t.log}" + (
-                    f" (last line: {last[:200]})" if last else "")
-                print(f"{stamp()} {line}", flush=True)
-                outcome.failed.append(line)
-                outcome.failed_stages.append(name)
-                failed.add(key(t))
-                continue
-            t.ledger.record(t.stage, wall)
-            print(f"{stamp()} {name}: done in {t.ledger.done[t.stage.name]['wall_s']:.0f} s", flush=True)
-        if running:
-            time.sleep(poll_s)
-        elif pending and not any(
-                all(done(t, n) or (t.order[1], n) in failed for n in t.stage.needs) for t in pending):
-            raise SystemExit(f"error: stages {', '.join(t.name for t in pending)} wait for stages that cannot run")
+            for t in list(pending):
+                if limits.jobs is not None and len(running) >= limits.jobs:
+                    break
+                if any((t.order[1], n) in failed for n in t.stage.needs):
+                    pending.remove(t)
+                    failed.add(key(t))
+                    outcome.blocked.append(t.name)
+                    print(f"{stamp()} {t.name}: not run (a stage it needs failed)", flush=True)
+                    continue
+                if not all(done(t, n) for n in t.stage.needs):
+                    continue
+                device = None
+                if limits.gpus and t.stage.gpu:
+                    device = max(free, key=lambda g: free[g])  # the least busy device (the first of equals)
+                    if free[device] == 0:
+                        continue
+                elif limits.cpu_jobs is not None and sum(1 for r in running.values() if r[3] is None) >= limits.cpu_jobs:
+                    continue
+                if t.stage.store and store_complete(t.stage.store):
+                    pending.remove(t)
+                    t.ledger.record(t.stage, None, "output found complete")
+                    print(f"{stamp()} {t.name}: {t.stage.store} found complete, not redone", flush=True)
+                    continue
+                if stop_after_s is not None and time.perf_counter() - t0 > stop_after_s:
+                    print(f"{stamp()} stopping before {t.name} (--stop-after-s {stop_after_s:.0f}); rerun to continue")
+                    outcome.stopped = True
+                    break
+                pending.remove(t)
+                command = t.stage.command + (t.stage.resume_flag if started(t.stage) else [])
+                env = None
+                if limits.gpus:
+                    env = {"CUDA_VISIBLE_DEVICES": device if device is not None else ""}
+                    if device is not None:
+                        free[device] -= 1
+                where = f" on GPU {device}" if device is not None else ""
+                print(f"{stamp()} {t.name}: start{where}", flush=True)
+                running[t.name] = (t, executor.start(t.stage, command, env, t.log), time.perf_counter(), device)
+            if outcome.stopped:
+                stop_all(f"--stop-after-s {stop_after_s:.0f}")
+                break
+            for name, (t, handle, began, device) in list(running.items()):
+                status = executor.poll(handle)
+                if status is None:
+                    continue
+                del running[name]
+                release(device)
+                code, why, wall = status
+                wall = time.perf_counter() - began if wall is None else wall
+                if code != 0:
+                    what = why or f"exit {code}"
+                    if not keep_going:
+                        tail = log_tail(t.log, 15)
+                        stop_all(f"{name} failed")
+                        raise SystemExit(f"error: stage {name} failed ({what}) after {wall:.0f} s; its log {t.log} "
+                                         "ends:\n" + "\n".join(tail))
+                    last = next((line.strip() for line in reversed(log_tail(t.log, 30)) if line.strip()), "")
+                    line = f"error: stage {name} failed ({what}) after {wall:.0f} s; log {t.log}" + (
+                        f" (last line: {last[:200]})" if last else "")
+                    print(f"{stamp()} {line}", flush=True)
+                    outcome.failed.append(line)
+                    outcome.failed_stages.append(name)
+                    failed.add(key(t))
+                    continue
+                t.ledger.record(t.stage, wall)
+                print(f"{stamp()} {name}: done in {t.ledger.done[t.stage.name]['wall_s']:.0f} s", flush=True)
+            if running:
+                time.sleep(poll_s)
+            elif pending and not any(
+                    all(done(t, n) or (t.order[1], n) in failed for n in t.stage.needs) for t in pending):
+                raise SystemExit(f"error: stages {', '.join(t.name for t in pending)} wait for stages that cannot run")
+    except KeyboardInterrupt:
+        stop_all("interrupted")
+        raise SystemExit("interrupted: the running stages were stopped; rerun the same command to continue") from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     outcome.wall_s = time.perf_counter() - t0
     return outcome
