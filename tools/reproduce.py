@@ -25,7 +25,8 @@ is recorded in ``stages.json`` with its command and wall time and is not run aga
 continues where its CLI can (training resumes from its checkpoints; a store is written whole or not at
 all). ``--stop-after-s`` ends the stages still running after that many seconds (diffusion training saves a
 checkpoint; RL keeps its last one) so that a rerun of the same command continues: that is how a row is
-spread over time-limited GPU sessions.
+spread over time-limited GPU sessions. Many rows at once, over the GPUs of a host or a Ray cluster:
+tools/sweep.py (docs/sweeps.md).
 """
 
 from __future__ import annotations
@@ -207,6 +208,8 @@ def _device_name(gpu: bool) -> str:
         return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
     import torch
 
+    if not torch.cuda.is_available():  # a sweep's driver on a machine other than its GPU stages' (Ray)
+        return "CUDA (the machines the stages' logs name)"
     return torch.cuda.get_device_name()
 
 

@@ -213,8 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-gpu", type=int, default=1, help="GPU stages sharing one GPU at once")
     ap.add_argument("--cpu-jobs", type=int, default=None, help="local: CPU-only stages at once (default: a "
                     "quarter of the cores, at least 2)")
-    ap.add_argument("--address", default=None, help="ray: the cluster to join ('auto': the one `ray start` made "
-                    "here; default: a new one on this machine)")
+    ap.add_argument("--address", default=None, help="ray: the cluster to join, HOST:PORT or 'auto' (default: "
+                    "RAY_ADDRESS's, else the one `ray start` made here, else a new one on this machine)")
     ap.add_argument("--stop-after-s", type=float, default=None,
                     help="stop the stages still running after this many seconds; a rerun continues")
     ap.add_argument("--fail-fast", action="store_true", help="a failed stage stops the whole sweep")

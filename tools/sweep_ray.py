@@ -62,8 +62,8 @@ def _stage_task(stop_timeout_s: float):
 
 
 class RayExecutor:
-    """Submits stages as Ray tasks to the cluster at ``address`` ("auto": the one ``ray start`` made on this
-    machine; None: a new one-machine cluster, or the one already initialised in this process)."""
+    """Submits stages as Ray tasks to the cluster at ``address`` (None: the one this process has joined
+    already, else Ray's default: RAY_ADDRESS's, the one ``ray start`` made on this machine, or a new one)."""
 
     def __init__(self, address: str | None = None, per_gpu: int = 1, cpus_per_stage: float = 1.0,
                  stop_timeout_s: float = 300.0) -> None:
