@@ -221,10 +221,9 @@ def run_graphs(graphs: list[Graph], limits: Limits | None = None, executor=None,
     limits.check()
     executor = executor or LocalExecutor()
     t0 = time.perf_counter() if t0 is None else t0
-    ledgers = {}
     tasks: list[_Task] = []
     for gi, graph in enumerate(graphs):
-        ledger = ledgers[gi] = Ledger(graph.workdir / "stages.json")
+        ledger = Ledger(graph.workdir / "stages.json")
         (graph.workdir / "logs").mkdir(parents=True, exist_ok=True)
         names = [s.name for s in graph.stages]
         if len(set(names)) != len(names):
