@@ -1,5 +1,4 @@
-"""Many Table 1 rows at once: every stage of every row scheduled over the GPUs of one host, or over the machines
-of a Ray cluster.
+"""Many Table 1 rows at once, over the GPUs of one host or the machines of a Ray cluster.
 
     python tools/sweep.py table1 --root runs/table1 --gpu                      # every GPU of this host
     python tools/sweep.py hopper-medium walker2d-medium --root runs/t1 --gpu --gpus 0,1 --per-gpu 2
