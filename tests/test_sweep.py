@@ -275,7 +275,11 @@ def test_command_line_errors_are_one_line(tmp_path, capsys, monkeypatch):
 
 def test_ray_backend_runs_the_sweep_as_tasks(tmp_path, capsys, monkeypatch):
     ray = pytest.importorskip("ray")
-    import sweep_ray
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import sweep_ray
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
 
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)  # Ray gives its (declared) GPUs to the tasks
     ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
