@@ -265,6 +265,8 @@ def test_command_line_errors_are_one_line(tmp_path, capsys, monkeypatch):
     assert "--gpus needs --gpu" in error("hopper-medium", "--root", tmp_path, "--gpus", "2")
     assert "give a count" in error("hopper-medium", "--root", tmp_path, "--gpu", "--gpus", "0,,1")
     assert "is for --backend local" in error("hopper-medium", "--root", tmp_path, "--backend", "ray", "--gpus", "2")
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
+    assert "needs ray (pip install ray)" in error("hopper-medium", "--root", tmp_path, "--backend", "ray")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert "no GPU found" in error("hopper-medium", "--root", tmp_path, "--gpu")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,7")

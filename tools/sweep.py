@@ -236,9 +236,10 @@ def main(argv: list[str] | None = None) -> int:
                 ap.error(f"--{name.replace('_', '-')} is for --backend local (Ray places the stages by the "
                          "resources of its cluster)")
         try:
-            import sweep_ray
+            import ray  # noqa: F401  (sweep_ray imports it when it starts)
         except ImportError as e:
             ap.error(f"--backend ray needs ray (pip install ray): {e}")
+        import sweep_ray
         limits = Limits()
         executor = sweep_ray.RayExecutor(args.address, per_gpu=args.per_gpu)
     else:
