@@ -25,7 +25,8 @@ is recorded in ``stages.json`` with its command and wall time and is not run aga
 continues where its CLI can (training resumes from its checkpoints; a store is written whole or not at
 all). ``--stop-after-s`` ends the stages still running after that many seconds (diffusion training saves a
 checkpoint; RL keeps its last one) so that a rerun of the same command continues: that is how a row is
-spread over time-limited GPU sessions.
+spread over time-limited GPU sessions. Many rows at once, over the GPUs of a host or a Ray cluster:
+tools/sweep.py (docs/sweeps.md).
 """
 
 from __future__ import annotations
@@ -34,14 +35,16 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from gta_rl.algorithms import match_preset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from stage_scheduler import Graph, Limits, Stage, run_graphs  # noqa: E402  (a sibling of this script)
 
 # The paper's Table 1 (TD3+BC for locomotion, IQL for maze2d): mean +- std over 8 seeds, D4RL data.
 PAPER = {
@@ -68,23 +71,6 @@ METHODS = ("none", "s4rl", "synther", "gta")
 AUGMENTED = ("s4rl", "synther", "gta")
 
 
-@dataclass
-class Stage:
-    name: str
-    needs: tuple[str, ...]
-    command: list[str]
-    store: str | None = None  # the store the stage writes, if any (found complete: the stage is done)
-    resume_flag: list[str] = field(default_factory=list)  # added on a rerun that continues the stage
-
-    @property
-    def args(self) -> list[str]:
-        """The command without the interpreter or script that runs the CLI: what must match on a rerun."""
-        for i, word in enumerate(self.command):
-            if word.startswith("from gta_") or Path(word).name.startswith("gta-"):
-                return self.command[i + 1:]
-        return self.command
-
-
 @dataclass(frozen=True)
 class Scale:
     """The protocol: the paper's where it says so; ``--tiny`` shrinks it to a CPU smoke run."""
@@ -109,6 +95,30 @@ class Scale:
 TINY = Scale(size=3000, diffusion_steps=30, network="fast-mixer-small", synther_steps=30, synther_network="synther-small",
              generated=2000, rl_steps=40, batch_size=64, seeds="0-1", eval_every=20, eval_episodes=2, quality_samples=500,
              quality_segments=20, sampler_batch=256, sampler_steps=8)
+
+
+# The scale options of the command line (a sweep's --variant takes the same names): option -> (type, help).
+SCALE_OPTIONS = {
+    "--diffusion-steps": (int, None),
+    "--network": (str, "GTA denoiser network (gta-diffusion train --network)"),
+    "--synther-steps": (int, None),
+    "--generated": (int, "transitions per augmented store"),
+    "--rl-steps": (int, None),
+    "--seeds": (str, None),
+    "--eval-every": (int, None),
+    "--size": (int, "dataset transitions (default: the recipe's)"),
+}
+SCALE_FIELDS = tuple(option[2:].replace("-", "_") for option in SCALE_OPTIONS)
+
+
+def scale_from(tiny: bool, given: dict) -> Scale:
+    """The protocol (or ``TINY``) with the options given (None: not given) in place of its own values."""
+    base = TINY if tiny else Scale()
+    return Scale(**{**base.__dict__, **{k: v for k, v in given.items() if v is not None}})
+
+
+def known_dataset(dataset: str) -> bool:
+    return dataset in PAPER or dataset.startswith(("halfcheetah", "hopper", "walker2d", "pointmaze"))
 
 
 def algorithm_for(dataset: str) -> str:
@@ -150,21 +160,21 @@ def build_stages(dataset: str, w: Path, scale: Scale, gpu: bool) -> list[Stage]:
         Stage("gta-model", ("data",), [*cli("diffusion"), "train", "--data", orig, "--out", str(w / "gta-model"),
                                        "--network", scale.network, "--steps", str(scale.diffusion_steps),
                                        "--checkpoint-every", str(max(1, min(5000, scale.diffusion_steps))),
-                                       *dfast, *device]),
+                                       *dfast, *device], gpu=gpu),
         Stage("gta", ("gta-model",), [*cli("diffusion"), "augment", "--method", "gta", "--model", str(w / "gta-model"),
                                       "--data", orig, "--dataset-preset", gta_preset(dataset), "--num-transitions",
                                       str(scale.generated), "--out", str(w / "gta.zarr"), *sampler, *steps, *afast, *device],
-              store=str(w / "gta.zarr")),
+              store=str(w / "gta.zarr"), gpu=gpu),
         Stage("s4rl", ("data",), [*cli("diffusion"), "augment", "--method", "s4rl", "--data", orig,
                                   "--num-transitions", str(scale.generated), "--out", str(w / "s4rl.zarr")],
               store=str(w / "s4rl.zarr")),
         Stage("synther-model", ("data",), [*cli("diffusion"), "train", "--model", "synther", "--data", orig, "--out",
                                            str(w / "synther-model"), "--network", scale.synther_network, "--steps",
-                                           str(scale.synther_steps), *dfast, *device]),
+                                           str(scale.synther_steps), *dfast, *device], gpu=gpu),
         Stage("synther", ("synther-model",), [*cli("diffusion"), "augment", "--method", "synther", "--model",
                                               str(w / "synther-model"), "--num-transitions", str(scale.generated),
                                               "--out", str(w / "synther.zarr"), *steps, *sfast, *device],
-              store=str(w / "synther.zarr")),
+              store=str(w / "synther.zarr"), gpu=gpu),
     ]
     arms = {"none": [orig], "s4rl": [orig, str(w / "s4rl.zarr")], "synther": [str(w / "synther.zarr")],
             "gta": [orig, str(w / "gta.zarr")]}
@@ -174,157 +184,21 @@ def build_stages(dataset: str, w: Path, scale: Scale, gpu: bool) -> list[Stage]:
          "--out", str(w / "rl"), "--seeds", scale.seeds, "--steps", str(scale.rl_steps), "--batch-size",
          str(scale.batch_size), "--eval-every", str(scale.eval_every), *episodes, "--preset", preset, *rfast,
          *device],
-        resume_flag=["--resume"]))
+        resume_flag=["--resume"], gpu=gpu))
     for m in AUGMENTED:
         stages.append(Stage(f"quality-{m}", (m,), [*cli("eval"), "quality", "--original", orig, "--augmented",
                                                    str(w / f"{m}.zarr"), "--out", str(w / f"quality-{m}"),
                                                    "--samples", str(scale.quality_samples), "--segments",
-                                                   str(scale.quality_segments), *quality_device, "--overwrite"]))
+                                                   str(scale.quality_segments), *quality_device, "--overwrite"],
+                            gpu=gpu))
     stages.append(Stage("compare", ("rl",), [*cli("eval"), "compare", *(str(w / "rl" / m) for m in METHODS),
                                              "--baseline", "GTA", "--out", str(w / "compare"), "--overwrite"]))
     return stages
 
 
-class Ledger:
-    """``stages.json``: each finished stage's command, arguments and wall time, the time of its stopped
-    earlier calls included (those are kept in ``stages-partial.json`` meanwhile). Written atomically."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.partial_path = path.with_name("stages-partial.json")
-        self.done: dict[str, dict] = json.loads(path.read_text()) if path.exists() else {}
-        self.partial: dict[str, float] = (json.loads(self.partial_path.read_text())
-                                          if self.partial_path.exists() else {})
-
-    def matches(self, stage: Stage) -> bool:
-        old = self.done[stage.name]
-        return old["args"] == stage.args if "args" in old else old["command"] == stage.command
-
-    def record(self, stage: Stage, wall_s: float | None, note: str = "") -> None:
-        if wall_s is not None:
-            wall_s += self.partial.pop(stage.name, 0.0)
-        self.done[stage.name] = {"command": stage.command, "args": stage.args, "wall_s": wall_s,
-                                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **({"note": note} if note else {})}
-        _write_json(self.path, self.done)
-        _write_json(self.partial_path, self.partial)
-
-    def stopped(self, stage: Stage, wall_s: float) -> None:
-        self.partial[stage.name] = self.partial.get(stage.name, 0.0) + wall_s
-        _write_json(self.partial_path, self.partial)
-
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
-
-
-def _store_complete(path: str) -> bool:
-    from gta_data import StoreError, TrajectoryStore
-
-    try:
-        TrajectoryStore.open(path)
-    except (StoreError, FileNotFoundError, NotADirectoryError, ValueError):
-        return False
-    return True
-
-
-def _started(stage: Stage) -> bool:
-    """Whether a stage that is continued with a flag (RL: ``--resume``) left checkpoints in its ``--out``."""
-    if not stage.resume_flag:
-        return False
-    out = Path(stage.command[stage.command.index("--out") + 1])
-    return any(out.glob("*/checkpoint.safetensors"))
-
-
 def run_stages(stages: list[Stage], w: Path, jobs: int, stop_after_s: float | None, t0: float) -> bool:
     """Run what is left, ``jobs`` at once in dependency order; False if stopped by ``stop_after_s``."""
-    ledger = Ledger(w / "stages.json")
-    logs = w / "logs"
-    logs.mkdir(exist_ok=True)
-    for stage in stages:
-        if stage.name in ledger.done and not ledger.matches(stage):
-            old = ledger.done[stage.name]
-            raise SystemExit(f"error: stage {stage.name} in {w} was run with another command "
-                             f"({' '.join(old.get('args', old['command']))}); use another --workdir for another scale")
-    pending = [s for s in stages if s.name not in ledger.done]
-    running: dict[str, tuple[Stage, subprocess.Popen, float, object]] = {}
-
-    def stamp() -> str:
-        return f"[{time.perf_counter() - t0:7.0f} s]"
-
-    for stage in stages:
-        if stage.name in ledger.done:
-            print(f"{stamp()} {stage.name}: done earlier ({ledger.done[stage.name]['wall_s'] or 0:.0f} s), skipped")
-    while pending or running:
-        if stop_after_s is not None and time.perf_counter() - t0 > stop_after_s and running:
-            # SIGTERM to each stage's own process: training commands write a checkpoint at their step boundary
-            # first (their worker processes are closed by them); whatever is left of the group goes after.
-            for name, (_, proc, _, _) in running.items():
-                print(f"{stamp()} {name}: stopping (--stop-after-s {stop_after_s:.0f}); rerun to continue", flush=True)
-                proc.send_signal(signal.SIGTERM)
-            for stage, proc, started, log in running.values():
-                try:
-                    proc.wait(timeout=300)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-                _kill_group(proc)
-                ledger.stopped(stage, time.perf_counter() - started)
-                log.close()
-            return False
-        for stage in list(pending):
-            if len(running) >= jobs:
-                break
-            if any(n not in ledger.done for n in stage.needs):
-                continue
-            pending.remove(stage)
-            if stage.store and _store_complete(stage.store):
-                ledger.record(stage, None, "output found complete")
-                print(f"{stamp()} {stage.name}: {stage.store} found complete, not redone", flush=True)
-                continue
-            if stop_after_s is not None and time.perf_counter() - t0 > stop_after_s:
-                print(f"{stamp()} stopping before {stage.name} (--stop-after-s {stop_after_s:.0f}); rerun to continue")
-                pending.insert(0, stage)
-                return False
-            command = stage.command + (stage.resume_flag if _started(stage) else [])
-            log = (logs / f"{stage.name}.log").open("a")
-            log.write(f"\n$ {' '.join(command)}\n")
-            log.flush()
-            print(f"{stamp()} {stage.name}: start", flush=True)
-            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-            running[stage.name] = (stage, proc, time.perf_counter(), log)
-        for name, (stage, proc, started, log) in list(running.items()):
-            if proc.poll() is None:
-                continue
-            del running[name]
-            log.close()
-            wall = time.perf_counter() - started
-            if proc.returncode != 0:
-                tail = (logs / f"{name}.log").read_text().splitlines()[-15:]
-                for _, p, _, _ in running.values():
-                    p.send_signal(signal.SIGTERM)
-                for _, p, _, other_log in running.values():
-                    p.wait()
-                    other_log.close()
-                raise SystemExit(f"error: stage {name} failed (exit {proc.returncode}) after {wall:.0f} s; its log "
-                                 f"{logs / (name + '.log')} ends:\n" + "\n".join(tail))
-            _kill_group(proc)
-            ledger.record(stage, wall)
-            print(f"{stamp()} {name}: done in {ledger.done[name]['wall_s']:.0f} s", flush=True)
-        if running:
-            time.sleep(1.0)
-        elif pending and not any(all(n in ledger.done for n in s.needs) for s in pending):
-            raise SystemExit(f"error: stages {', '.join(s.name for s in pending)} wait for stages that cannot run")
-    return True
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    """End what a finished stage left running in its process group (e.g. compile workers)."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    return not run_graphs([Graph(w, stages)], Limits(jobs=jobs), stop_after_s=stop_after_s, t0=t0).stopped
 
 
 def _device_name(gpu: bool) -> str:
@@ -334,6 +208,8 @@ def _device_name(gpu: bool) -> str:
         return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
     import torch
 
+    if not torch.cuda.is_available():  # a sweep's driver on a machine other than its GPU stages' (Ray)
+        return "CUDA (the machines the stages' logs name)"
     return torch.cuda.get_device_name()
 
 
@@ -402,25 +278,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="stages run at once (their dependencies allowing)")
     ap.add_argument("--stop-after-s", type=float, default=None,
                     help="stop the stages still running after this many seconds; a rerun continues")
-    ap.add_argument("--diffusion-steps", type=int, default=None)
-    ap.add_argument("--network", default=None, help="GTA denoiser network (gta-diffusion train --network)")
-    ap.add_argument("--synther-steps", type=int, default=None)
-    ap.add_argument("--generated", type=int, default=None, help="transitions per augmented store")
-    ap.add_argument("--rl-steps", type=int, default=None)
-    ap.add_argument("--seeds", default=None)
-    ap.add_argument("--eval-every", type=int, default=None)
-    ap.add_argument("--size", type=int, default=None, help="dataset transitions (default: the recipe's)")
+    for option, (kind, text) in SCALE_OPTIONS.items():
+        ap.add_argument(option, type=kind, default=None, help=text)
     ap.add_argument("--commit", default=None, help="the code's commit, for the row (default: git rev-parse)")
     args = ap.parse_args(argv)
 
-    scale = TINY if args.tiny else Scale()
-    given = {"diffusion_steps": args.diffusion_steps, "network": args.network, "synther_steps": args.synther_steps,
-             "generated": args.generated, "rl_steps": args.rl_steps, "seeds": args.seeds,
-             "eval_every": args.eval_every, "size": args.size}
-    scale = Scale(**{**scale.__dict__, **{k: v for k, v in given.items() if v is not None}})
+    scale = scale_from(args.tiny, {k: getattr(args, k) for k in SCALE_FIELDS})
     if args.jobs < 1:
         ap.error("--jobs must be >= 1")
-    if args.dataset not in PAPER and not args.dataset.startswith(("halfcheetah", "hopper", "walker2d", "pointmaze")):
+    if not known_dataset(args.dataset):
         ap.error(f"no Table 1 row for {args.dataset!r} (choose from {', '.join(PAPER)})")
     w = args.workdir
     w.mkdir(parents=True, exist_ok=True)
