@@ -20,7 +20,7 @@ from gta_pixel.drqbc import (
     sample_action,
 )
 from gta_pixel.drqbc_fast import DrQBCStack
-from gta_pixel.replay import PixelReplay, stack_rows
+from gta_pixel.replay import PixelReplay
 from gta_rl.rng import SeedStreams
 
 TINY = DrQBCConfig(hidden_dim=32, batch_size=8, std_duration=20)
@@ -72,14 +72,6 @@ def test_shift_gather_equals_the_grid_sample_formula():
     ref = random_shift(replay.stacked(rows).float(), shifts, pad=4)
     assert fast.dtype == torch.uint8 and fast.shape == (5, 9, 10, 10)
     torch.testing.assert_close(fast.float(), ref, atol=1e-3, rtol=0)
-
-
-def test_stack_rows_follow_vd4rl_buffer_convention():
-    # Two episodes: 4 steps (frames 0..4), 3 steps (frames 5..8). K = 3, n = 2.
-    steps, obs, nxt = stack_rows(np.array([4, 7]), frame_stack=3, nstep=2)
-    assert steps.tolist() == [0, 1, 2, 4, 5]
-    assert obs.tolist() == [[0, 0, 0], [0, 0, 1], [0, 1, 2], [5, 5, 5], [5, 5, 6]]
-    assert nxt.tolist() == [[0, 1, 2], [1, 2, 3], [2, 3, 4], [5, 6, 7], [6, 7, 8]]
 
 
 def test_nstep_rewards_and_discounts_by_hand():
