@@ -23,16 +23,25 @@ import numpy as np
 
 def make_env(env_id: str, **env_kwargs: Any):
     """``gym.make(env_id, **env_kwargs)``; the kwargs come from the store's ``attrs["env_kwargs"]`` (e.g.
-    PointMaze's continuing_task, reset_target, max_episode_steps)."""
+    PointMaze's continuing_task, reset_target, max_episode_steps). An id ``module:name`` (gymnasium's own
+    form) first imports ``module``, which registers ``name`` (e.g. ``gta_pixel.gym_envs:gta_pixel/walker_walk-v0``)."""
+    import importlib
+
     import gymnasium as gym
 
     import gta_rl.toy  # noqa: F401  (registers the toy task)
     from gta_data.simulators import quiet_mujoco, register_robotics_envs
 
     quiet_mujoco()
-    if env_id not in gym.registry:
+    module, _, name = env_id.rpartition(":")
+    if module:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ValueError(f"environment {env_id!r}: cannot import {module} ({exc})") from None
+    if name not in gym.registry:
         register_robotics_envs()
-    if env_id not in gym.registry:
+    if name not in gym.registry:
         raise ValueError(f"environment {env_id!r} is not registered in gymnasium")
     return gym.make(env_id, **env_kwargs)
 
