@@ -16,3 +16,9 @@ def version() -> None:
     from gta_pixel._version import __version__
 
     typer.echo(__version__)
+
+
+# The DrQ+BC stages (pretrain, encode, finetune, evaluate, bench) live in their own module.
+from gta_pixel.cli_model import register_model_commands  # noqa: E402
+
+register_model_commands(app)
