@@ -20,10 +20,9 @@ TINY_RUN = ["--batch-size", "8", "--device", "cpu", "--log-every", "10", "--chec
 
 @pytest.fixture(scope="module")
 def pixels(tmp_path_factory):
-    from test_latent_pipeline import write_fake_pixels
-
+    """4 random-action episodes of 20 steps of the fake task at 16 px, made by `gta-pixel make`."""
     path = tmp_path_factory.mktemp("cli") / "fake.zarr"
-    write_fake_pixels(path, episodes=4, max_steps=12)
+    _ok(runner.invoke(app, ["make", "fake", "random", "--out", str(path), "--episodes", "4", "--size", "16"]))
     return path
 
 
@@ -40,7 +39,7 @@ def test_pipeline_end_to_end(pixels, tmp_path):
     assert "20 updates of seeds [0, 1]" in out
     out = _ok(runner.invoke(app, ["encode", str(pre), str(pixels), "--out", str(latent), "--seed", "1",
                                   "--device", "cpu"]))
-    assert "48 transitions in 4 episodes, 100-d latents" in out
+    assert "80 transitions in 4 episodes, 100-d latents" in out
     _ok(runner.invoke(diffusion_app, ["train", "--data", str(latent), "--out", str(model), "--steps", "4",
                                       "--network", "fast-mixer-small", "--batch-size", "8", "--horizon", "4",
                                       "--warmup-steps", "2", "--log-every", "2", "--checkpoint-every", "4",

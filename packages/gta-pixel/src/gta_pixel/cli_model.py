@@ -11,21 +11,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+_APP_DEBUG: list[Callable[[], bool]] = []  # the app's own --debug (gta-pixel --debug <command>)
+
 
 @contextmanager
 def _errors(debug: bool) -> Iterator[None]:
-    """Known failures (bad input, unreadable files, a failed compile) as one line and exit code 1."""
+    """Known failures (bad input, unreadable files, a failed compile) as one line and exit code 1; tracebacks
+    with the command's or the app's --debug."""
     try:
         yield
     except (ValueError, OSError, RuntimeError) as exc:
-        if debug:
+        if debug or any(flag() for flag in _APP_DEBUG):
             raise
         from gta_rl.fast import describe_error
 
@@ -201,8 +204,10 @@ def bench_command(
                                             "seed_updates_per_s": r.seed_updates_per_s} for r in rows]})
 
 
-def register_model_commands(app: typer.Typer) -> None:
-    """Add the DrQ+BC stages to the gta-pixel app."""
+def register_model_commands(app: typer.Typer, debug: Callable[[], bool] | None = None) -> None:
+    """Add the DrQ+BC stages to the gta-pixel app; ``debug`` reads the app's --debug flag."""
+    if debug is not None:
+        _APP_DEBUG.append(debug)
     app.command("pretrain")(pretrain_command)
     app.command("encode")(encode_command)
     app.command("finetune")(finetune_command)

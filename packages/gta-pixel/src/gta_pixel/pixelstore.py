@@ -401,6 +401,11 @@ class PixelStoreWriter:
         self._check_open()
         self._attrs["provenance"].update(items)
 
+    def set_renderer(self, renderer: Mapping[str, Any]) -> None:
+        """Record the renderer (known once a worker has drawn a frame); written at :meth:`commit`."""
+        self._check_open()
+        self._attrs["renderer"] = dict(renderer)
+
     def commit(self) -> PixelStore:
         """Write the episode index and the final attributes (``complete: true`` last), then rename the store
         into place."""

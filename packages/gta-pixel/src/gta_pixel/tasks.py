@@ -22,8 +22,9 @@ Three kinds:
 - ``fake``: :class:`FakeTask`, deterministic synthetic images of a tiny linear system; no simulator, no
   renderer, microseconds per step: what unit tests use.
 
-Rendering goes through MuJoCo's OpenGL backends; set ``MUJOCO_GL=egl`` (GPU, or Mesa's llvmpipe on a CPU)
-or ``osmesa`` before the first task is made in a process.
+Rendering goes through MuJoCo's OpenGL backends, chosen by ``MUJOCO_GL`` before the first task is made in a
+process: ``egl`` (a GPU, or Mesa's llvmpipe on a CPU; the default here, since the pipeline runs headless) or
+``osmesa``.
 """
 
 from __future__ import annotations
@@ -133,6 +134,7 @@ def _gl_strings() -> dict[str, str | None]:
 def load_dmc(domain: str, task: str, seed: int = 0):
     """``suite.load(domain, task, task_kwargs={"random": seed}, visualize_reward=False)`` with one-line
     errors for a missing dm_control or an unknown task."""
+    os.environ.setdefault("MUJOCO_GL", "egl")  # dm_control picks its backend on import; headless by default
     try:
         from dm_control import suite
     except ImportError:
@@ -261,6 +263,7 @@ class GymTask:
 
         if int(action_repeat) < 1:
             raise TaskError(f"action_repeat must be at least 1, got {action_repeat}")
+        os.environ.setdefault("MUJOCO_GL", "egl")  # headless by default
         self.size, self.camera_id, self.action_repeat = int(size), int(camera_id), int(action_repeat)
         try:
             self.env = make_env(env_id, render_mode="rgb_array", width=self.size, height=self.size,

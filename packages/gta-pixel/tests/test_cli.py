@@ -1,0 +1,78 @@
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from gta_pixel.cli import app
+from gta_pixel.pixelstore import PixelStore
+
+runner = CliRunner()
+
+
+def one_line_error(result, match):
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], result.output
+
+
+def test_help_lists_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("make", "import-vd4rl", "info", "validate"):
+        assert command in result.output
+
+
+def test_make_info_validate(tmp_path):
+    out = tmp_path / "f.zarr"
+    result = runner.invoke(app, ["make", "fake:8", "random", "--out", str(out), "--episodes", "3", "--seed", "2"])
+    assert result.exit_code == 0, result.output
+    assert "wrote" in result.output and "60 steps, 3 episodes" in result.output
+    store = PixelStore.open(out)
+    assert store.frame_shape == (3, 8, 8) and store.provenance["seed"] == 2
+    result = runner.invoke(app, ["info", str(out)])
+    assert result.exit_code == 0 and "60 steps, 3 episodes, 63 frames" in result.output
+    result = runner.invoke(app, ["info", str(out), "--json"])
+    assert json.loads(result.output)["num_frames"] == 63
+    result = runner.invoke(app, ["validate", str(out)])
+    assert result.exit_code == 0 and result.output.startswith("ok:")
+
+
+def test_make_errors(tmp_path):
+    out = tmp_path / "f.zarr"
+    one_line_error(runner.invoke(app, ["make", "fake:8", "mediocre", "--out", str(out)]), "unknown quality")
+    one_line_error(runner.invoke(app, ["make", "walker", "random", "--out", str(out)]), "domain_task")
+    one_line_error(runner.invoke(app, ["make", "fake:8", "expert", "--out", str(out), "--policy-file",
+                                       str(tmp_path / "none.npz")]), "is missing")
+    one_line_error(runner.invoke(app, ["make", "fake:8", "random", "--out", str(out), "--episodes", "0"]),
+                   "at least 1")
+    one_line_error(runner.invoke(app, ["make", "fake:8", "random", "--out", str(tmp_path / "no" / "f.zarr")]),
+                   "does not exist")
+    assert runner.invoke(app, ["make", "fake:8", "random", "--out", str(out), "--episodes", "1"]).exit_code == 0
+    one_line_error(runner.invoke(app, ["make", "fake:8", "random", "--out", str(out)]), "already exists")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_import_vd4rl_and_errors(tmp_path):
+    pytest.importorskip("h5py")
+    from gta_pixel.vd4rl import Episode, write_hdf5_shards
+
+    rng = np.random.default_rng(0)
+    episodes = [Episode(rng.integers(0, 256, (n + 1, 3, 6, 6), dtype=np.uint8), rng.normal(size=(n, 2)),
+                        rng.normal(size=n), np.ones(n, np.float32)) for n in (4, 5)]
+    src = tmp_path / "walker_walk" / "random" / "84px"
+    write_hdf5_shards(src, episodes, shards=4)
+    (src / "0.hdf5").unlink()  # the data now begins mid-episode
+    result = runner.invoke(app, ["import-vd4rl", str(src), str(tmp_path / "p.zarr")])
+    assert result.exit_code == 0, result.output
+    assert "1 fragments" in result.output
+    assert PixelStore.open(tmp_path / "p.zarr").task["domain"] == "walker"
+    one_line_error(runner.invoke(app, ["import-vd4rl", str(tmp_path / "nothing"), str(tmp_path / "q.zarr")]),
+                   "not a directory")
+    one_line_error(runner.invoke(app, ["import-vd4rl", str(src), str(tmp_path / "p.zarr")]), "already exists")
+    one_line_error(runner.invoke(app, ["info", str(src)]), "not a Zarr group")
+    bad = tmp_path / "p.zarr" / "zarr.json"
+    meta = json.loads(bad.read_text())
+    meta["attributes"]["complete"] = False
+    bad.write_text(json.dumps(meta))
+    one_line_error(runner.invoke(app, ["info", str(tmp_path / "p.zarr")]), "incomplete")
