@@ -35,7 +35,7 @@ def test_pipeline_end_to_end(pixels, tmp_path):
     pre, fine = tmp_path / "pre", tmp_path / "fine"
     latent, model, gta = tmp_path / "latent.zarr", tmp_path / "model", tmp_path / "gta.zarr"
     out = _ok(runner.invoke(app, ["pretrain", str(pixels), "--out", str(pre), "--steps", "20", "--seeds", "0-1",
-                                  *TINY_RUN]))
+                                  "--hidden-dim", "32", *TINY_RUN]))
     assert "20 updates of seeds [0, 1]" in out
     out = _ok(runner.invoke(app, ["encode", str(pre), str(pixels), "--out", str(latent), "--seed", "1",
                                   "--device", "cpu"]))

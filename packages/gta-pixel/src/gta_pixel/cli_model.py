@@ -68,6 +68,8 @@ def pretrain_command(
     seeds: str = typer.Option("0", "--seeds", help="e.g. 0-2 or 0,3: trained together as one stacked network"),
     nstep: int = typer.Option(3, "--nstep", help="n-step returns (V-D4RL's published command: 3)"),
     batch_size: int = typer.Option(256, "--batch-size"),
+    hidden_dim: int = typer.Option(1024, "--hidden-dim", help="width of the policy and Q heads (V-D4RL: 1024; "
+                                   "smaller for tests)"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N"),
     bf16: bool = typer.Option(False, "--bf16", help="bf16 autocast of the encoder and trunk products"),
     channels_last: bool = typer.Option(False, "--channels-last", help="channels_last convolutions"),
@@ -88,7 +90,7 @@ def pretrain_command(
 
         if fast:
             bf16 = channels_last = compile = cuda_graph = True
-        config = replace(DrQBCConfig(), nstep=nstep, batch_size=batch_size)
+        config = replace(DrQBCConfig(), nstep=nstep, batch_size=batch_size, hidden_dim=hidden_dim)
         with _progress("pretrain", steps, 0) as bar:
             agent = pretrain(pixels, out, seeds=_seed_list(seeds), steps=steps, config=config, device=device,
                              bf16=bf16, channels_last=channels_last, compile=compile, cuda_graph=cuda_graph,
