@@ -26,6 +26,14 @@ from gta_rl.rng import SeedStreams
 TINY = DrQBCConfig(hidden_dim=32, batch_size=8, std_duration=20)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -166,12 +174,14 @@ def test_stacked_fp32_matches_the_reference_seed_for_seed():
     for step in range(4):
         noise = draw_noise(stack.rng(), replay.num_rows, 8, replay.act_dim, TINY.pad)
         metrics = stack.train_step(replay, 8)
+        # The critic loss and BC term of step 0 come from equal parameters; everything after the first Adam step
+        # inherits Adam's O(lr) flips of near-zero gradients (see _assert_adam_close).
         for k, ref in enumerate(refs):
             ref_metrics = ref.update(replay.batch(noise.rows[k]), noise.seed(k), update=step)
-            assert metrics["critic_loss"][k].item() == pytest.approx(ref_metrics["critic_loss"], rel=1e-4)
-            # Adam's first steps divide tiny gradients by their own size: fp32 summation order shows at 1e-5.
-            assert metrics["lambda"][k].item() == pytest.approx(ref_metrics["lambda"], rel=1e-4)
-            assert metrics["actor_loss"][k].item() == pytest.approx(ref_metrics["actor_loss"], rel=1e-4, abs=3e-4)
+            for name in ("critic_loss", "actor_loss", "bc_mse", "lambda"):
+                exact = step == 0 and name in ("critic_loss", "bc_mse")
+                tol = {"rel": 1e-5, "abs": 1e-6} if exact else {"rel": 1e-3, "abs": 1e-3}
+                assert metrics[name][k].item() == pytest.approx(ref_metrics[name], **tol), (step, k, name)
     assert stack.step.item() == 4
     for k, ref in enumerate(refs):
         _assert_adam_close(stack.seed_state(k), ref.nets.state_dict(), steps=4)
