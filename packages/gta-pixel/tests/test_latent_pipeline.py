@@ -153,6 +153,18 @@ def test_finetune_moves_only_the_heads(pixels, run, tmp_path):
         finetune(run, [tmp_path / "bad.zarr"], tmp_path / "fine2", steps=1, device="cpu")
 
 
+def test_finetune_resumes_exactly(pixels, run, tmp_path):
+    latent = encode(run, pixels, tmp_path / "latent.zarr", device="cpu").path
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    finetune(run, [latent], whole, steps=4, batch_size=8, device="cpu", log_every=2, checkpoint_every=2)
+    finetune(run, [latent], part, steps=2, batch_size=8, device="cpu", log_every=2, checkpoint_every=2)
+    finetune(run, [latent], part, steps=4, batch_size=8, device="cpu", log_every=2, checkpoint_every=2, resume=True)
+    a, _ = load_checkpoint(whole / runs.CHECKPOINT)
+    b, _ = load_checkpoint(part / runs.CHECKPOINT)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (whole / runs.METRICS).read_text() == (part / runs.METRICS).read_text()
+
+
 def test_evaluate_in_process_and_in_workers_agree(run, tmp_path):
     local = evaluate(run, episodes=2, workers=0, device="cpu", max_steps=6, write=False)
     pooled = evaluate(run, episodes=2, workers=2, device="cpu", max_steps=6)

@@ -156,8 +156,11 @@ def evaluate_command(
 ) -> None:
     """Evaluate every seed of a run in its pixel task; writes RUN/eval.json (GTA C.4 stage 5)."""
     with _errors(debug):
+        import os
+
         from gta_pixel.evaluate import evaluate
 
+        os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering, as `gta-pixel make`
         result = evaluate(run, episodes=episodes, workers=workers, device=device, seed=seed, max_steps=max_steps)
         for s, r in result["seeds"].items():
             score = "" if r["score"] is None else f", score {r['score']:.1f}"

@@ -189,6 +189,7 @@ def finetune(
     if resume:
         state, _ = load_checkpoint(out / runs.CHECKPOINT, dev)
         tuner.load_checkpoint_tensors(state)
+        runs.drop_metrics_after(out, int(tuner.step))
     else:
         out.mkdir(parents=True, exist_ok=True)
         sha = runs.file_sha256(Path(run) / runs.CHECKPOINT)

@@ -8,7 +8,6 @@ end; ``resume`` continues from the checkpoint exactly (every draw is a function 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -71,7 +70,7 @@ def pretrain(
             raise RunError(f"{pixels} does not match the run in {out} (frames or actions differ)")
         state, _ = load_checkpoint(out / runs.CHECKPOINT, dev)
         agent.load_full_state_dict(state)
-        _drop_metrics_after(out, int(agent.step))
+        runs.drop_metrics_after(out, int(agent.step))
     else:
         out.mkdir(parents=True, exist_ok=True)
         runs.write_config(out, runs.new_config(
@@ -95,13 +94,4 @@ def pretrain(
         if on_progress is not None:
             on_progress(done, logged)
     return agent
-
-
-def _drop_metrics_after(out: Path, step: int) -> None:
-    """Forget log lines written after the checkpoint a resumed run restarts from (they will be written again)."""
-    path = out / runs.METRICS
-    if not path.exists():
-        return
-    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in keep))
 

@@ -116,3 +116,12 @@ def append_metrics(run: Path, step: int, seeds: list[int], metrics: dict[str, li
     with open(Path(run) / METRICS, "a") as f:
         for k, seed in enumerate(seeds):
             f.write(json.dumps({"step": step, "seed": seed, **{m: v[k] for m, v in metrics.items()}}) + "\n")
+
+
+def drop_metrics_after(run: Path, step: int) -> None:
+    """Forget log lines written after the checkpoint a resumed run restarts from (they will be written again)."""
+    path = Path(run) / METRICS
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in keep))
