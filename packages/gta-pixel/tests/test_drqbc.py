@@ -197,6 +197,15 @@ def test_stacked_seed_is_independent_of_its_companions():
     _assert_adam_close(alone.seed_state(0), pair.seed_state(1), steps=2)
 
 
+def test_per_seed_convolutions_equal_the_grouped_one():
+    replay = _replay()
+    grouped = DrQBCStack(replay.obs_shape, replay.act_dim, [0, 1, 2], TINY)
+    looped = DrQBCStack(replay.obs_shape, replay.act_dim, [0, 1, 2], TINY, grouped_convs=False)
+    obs = replay.stacked(replay.obs_rows[:5])[None].expand(3, 5, 9, 20, 20)
+    torch.testing.assert_close(looped.encode(obs.transpose(0, 1)), grouped.encode(obs.transpose(0, 1)),
+                               atol=1e-6, rtol=1e-5)
+
+
 def test_bf16_and_channels_last_stay_close_to_fp32():
     replay = _replay()
     fp32 = DrQBCStack(replay.obs_shape, replay.act_dim, [0, 1], TINY)

@@ -38,10 +38,10 @@ def test_step_does_not_sync(replay):
         torch.cuda.set_sync_debug_mode("default")
 
 
-@pytest.mark.parametrize("compile", [False, True])
-def test_cuda_graph_replays_the_eager_step(replay, compile):
+@pytest.mark.parametrize("compile,grouped", [(False, True), (True, True), (True, False)])
+def test_cuda_graph_replays_the_eager_step(replay, compile, grouped):
     torch.backends.cudnn.deterministic = True
-    eager, graphed = _agent(replay), _agent(replay)
+    eager, graphed = _agent(replay), _agent(replay, grouped_convs=grouped)
     runner = StepRunner(graphed, replay, CFG.batch_size, compile=compile, cuda_graph=True, warmup=2)
     for step in range(6):
         m_eager = eager.train_step(replay, CFG.batch_size)

@@ -8,7 +8,8 @@ stack of S seeds doing one step counts S.
 - ``reference``: :class:`gta_pixel.drqbc.DrQBC`, one seed after another, as V-D4RL's code runs;
 - ``stacked``: :class:`gta_pixel.drqbc_fast.DrQBCStack` in fp32, eager;
 - ``stacked-bf16``: with bf16 autocast of the encoder and trunks and channels_last convolutions;
-- ``fast``: that, compiled and replayed from a whole-step CUDA graph (CUDA only).
+- ``fast``: that, compiled and replayed from a whole-step CUDA graph (CUDA only);
+- ``fast-loop``: ``fast`` with one convolution per seed instead of one grouped convolution.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from gta_pixel.replay import PixelReplay
 from gta_rl.fast import StepRunner
 from gta_rl.rng import SeedStreams
 
-MODES = ("reference", "stacked", "stacked-bf16", "fast")
+MODES = ("reference", "stacked", "stacked-bf16", "fast", "fast-loop")
 
 
 @dataclass
@@ -83,20 +84,21 @@ def bench_mode(mode: str, replay: PixelReplay, seeds: Sequence[int], config: DrQ
     if mode not in MODES:
         raise ValueError(f"unknown bench mode {mode!r} ({', '.join(MODES)})")
     fast = mode != "stacked"
-    agent = DrQBCStack(replay.obs_shape, replay.act_dim, list(seeds), config, device, bf16=fast, channels_last=fast)
-    graph = mode == "fast"
+    agent = DrQBCStack(replay.obs_shape, replay.act_dim, list(seeds), config, device, bf16=fast, channels_last=fast,
+                       grouped_convs=mode != "fast-loop")
+    graph = mode.startswith("fast")
     runner = StepRunner(agent, replay, config.batch_size, compile=graph, cuda_graph=graph)
     return BenchRow(mode, len(seeds), _time(runner, steps, warmup, device))
 
 
 def run_bench(*, device: torch.device, seeds: int = 3, steps: int = 50, warmup: int = 10, quick: bool = False,
               modes: Sequence[str] | None = None) -> list[BenchRow]:
-    """Every mode that runs on ``device`` (``fast`` needs CUDA). ``quick``: tiny frames and networks (CPU)."""
+    """Every mode that runs on ``device`` (the ``fast`` ones need CUDA). ``quick``: tiny frames and networks."""
     config = DrQBCConfig()
     size, episodes, length = 84, 10, 100
     if quick:
         config = replace(config, hidden_dim=64, batch_size=16)
         size, episodes, length = 24, 4, 20
     replay = synthetic_replay(size, 6, episodes, length, config, device)
-    modes = [m for m in (modes or MODES) if m != "fast" or device.type == "cuda"]
+    modes = [m for m in (modes or MODES) if not m.startswith("fast") or device.type == "cuda"]
     return [bench_mode(m, replay, list(range(seeds)), config, device, steps, warmup) for m in modes]

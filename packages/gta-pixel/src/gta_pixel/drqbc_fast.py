@@ -34,19 +34,24 @@ from gta_rl.optim import Adam
 
 
 class SConv2d(nn.Module):
-    """S independent convolutions (no padding) applied as one grouped convolution."""
+    """S independent convolutions (no padding): one grouped convolution, or (``grouped`` False) one convolution
+    per seed, whichever the device's convolution library runs faster."""
 
     def __init__(self, seeds: int, in_ch: int, out_ch: int, kernel: int, stride: int) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(seeds, out_ch, in_ch, kernel, kernel))
         self.bias = nn.Parameter(torch.zeros(seeds, out_ch))
         self.stride = stride
+        self.grouped = True
 
     def forward(self, x: Tensor) -> Tensor:
         """x [B, S in_ch, H, W] -> [B, S out_ch, H', W'] (seed s owns channel block s)."""
         s, o = self.weight.shape[:2]
-        w = self.weight.reshape(s * o, *self.weight.shape[2:])
-        return F.conv2d(x, w.to(x.dtype), self.bias.reshape(s * o).to(x.dtype), stride=self.stride, groups=s)
+        w, b = self.weight.to(x.dtype), self.bias.to(x.dtype)
+        if self.grouped:
+            return F.conv2d(x, w.reshape(s * o, *w.shape[2:]), b.reshape(s * o), stride=self.stride, groups=s)
+        return torch.cat([F.conv2d(part, w[k], b[k], stride=self.stride)
+                          for k, part in enumerate(x.chunk(s, dim=1))], 1)
 
 
 class SLinear(nn.Module):
@@ -154,6 +159,7 @@ class DrQBCStack(Agent):
         *,
         bf16: bool = False,
         channels_last: bool = False,
+        grouped_convs: bool = True,
         init: bool = True,
     ) -> None:
         super().__init__(seeds, 1.0, device)
@@ -169,6 +175,9 @@ class DrQBCStack(Agent):
                                    for seed in self.seed_list])
         self.to(self.device_)
         self.bf16, self.channels_last = bool(bf16), bool(channels_last)
+        for conv in self.encoder.convnet:
+            if isinstance(conv, SConv2d):
+                conv.grouped = bool(grouped_convs)
         self.optimizers = {name: Adam(list(getattr(self, name).parameters()), config.lr)
                            for name in ("encoder", "actor", "critic")}
 
