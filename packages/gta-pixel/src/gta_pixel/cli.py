@@ -143,3 +143,9 @@ def validate(store: Annotated[Path, typer.Argument(help="A pixel store.")]) -> N
     with _errors():
         s = PixelStore.open(store).validate()
         typer.echo(f"ok: {s.path} ({s.num_steps} steps, {s.num_episodes} episodes)")
+
+
+# The DrQ+BC stages (pretrain, encode, finetune, evaluate, bench) live in their own module.
+from gta_pixel.cli_model import register_model_commands  # noqa: E402
+
+register_model_commands(app, debug=lambda: _DEBUG["on"])

@@ -19,3 +19,8 @@ class VD4RLError(PixelError):
 
 class GenerateError(PixelError):
     """A dataset cannot be generated as asked (unknown quality, missing behaviour policy file)."""
+
+
+class RunError(PixelError):
+    """A DrQ+BC run directory, checkpoint or latent store cannot be used as asked (pretrain, encode, finetune,
+    evaluate)."""

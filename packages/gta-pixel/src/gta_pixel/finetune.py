@@ -1,0 +1,213 @@
+"""Stage 4 of GTA's pixel protocol (appendix C.4): fine-tune the policy and Q heads on latent stores.
+
+The encoder and both trunks stay frozen: they define the latent space the data (original latents from
+:mod:`gta_pixel.encode`, GTA's or SynthER's generated latents) lives in. Trained are the actor's policy MLP and
+the critic's twin Q heads with their Polyak target, by the DrQ+BC update of :mod:`gta_pixel.drqbc` written on
+latents: y = R_n + gamma^k d min_j Q'_j(z_c', a'), a' = tanh(pi(z_a')) + clip(std eps, +-0.3) clamped, the actor
+minimising -lambda min_j Q_j(z_c, a) + MSE(a, a_data) with a the noisy sample, lambda = 2.5 / mean|Q|. The
+std schedule continues from the pretraining run's update count.
+
+Design choices the sources leave open (SynthER's and GTA's pixel code was never released):
+- the target critic acts on the frozen online critic latent (z_c' of the store): a separate target-trunk
+  latent would need 50 more stored numbers per observation;
+- n-step returns (``nstep``, 3 as pretraining) run inside each episode or generated segment and are truncated
+  at its end (k = min(n, rows left) steps, bootstrapped with gamma^k from the last row's next observation), so
+  every row is sampled, including transition-level stores (SynthER: k = 1);
+- the union of the stores is sampled uniformly (GTA's stage C).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from gta_data import StoreError
+from gta_pixel import runs
+from gta_pixel.drqbc import ACTOR_NOISE_STREAM, ROW_STREAM, TARGET_NOISE_STREAM, sample_action
+from gta_pixel.drqbc_fast import DrQBCStack, q_twin, run_head
+from gta_pixel.errors import RunError
+from gta_rl.base import Agent, resolve_device
+from gta_rl.buffer import open_stores
+from gta_rl.checkpoint import load_checkpoint, save_checkpoint
+from gta_rl.fast import MetricAccumulator, StepRunner
+from gta_rl.nets import soft_update_
+from gta_rl.optim import Adam
+
+FROZEN_PREFIXES = ("encoder.", "actor.trunk.", "critic.trunk.", "critic_target.trunk.")
+HEAD_PREFIXES = ("actor.policy.", "critic.Q1.", "critic.Q2.", "critic_target.Q1.", "critic_target.Q2.")
+
+
+def nstep_rows(episode_ends: np.ndarray, nstep: int) -> tuple[np.ndarray, np.ndarray]:
+    """([N, n] rows t .. t+k-1 padded with -1 after k, [N] k) with k = min(n, rows left in the episode)."""
+    ends = np.asarray(episode_ends, dtype=np.int64)
+    lengths = np.diff(np.concatenate([[0], ends]))
+    end_of_row = np.repeat(ends, lengths)  # [N]
+    t = np.arange(int(ends[-1]), dtype=np.int64)
+    k = np.minimum(nstep, end_of_row - t)
+    rows = t[:, None] + np.arange(nstep)
+    return np.where(np.arange(nstep) < k[:, None], rows, -1), k
+
+
+class LatentReplay:
+    """The union of latent stores on one device, with per-row truncated n-step targets."""
+
+    def __init__(self, paths: Sequence[Path], *, nstep: int, discount: float, device: torch.device) -> None:
+        stores = open_stores([str(p) for p in paths])
+        self.stores = stores
+        obs, act, rew, nxt, disc = [], [], [], [], []
+        for store in stores:
+            data = store.load(names=())
+            rows, k = nstep_rows(store.episode_ends, nstep)
+            powers = np.where(rows >= 0, discount ** np.arange(nstep, dtype=np.float64), 0.0)
+            rew.append((data.rewards.astype(np.float64)[np.maximum(rows, 0)] * powers).sum(1))
+            last = rows[np.arange(len(k)), k - 1]
+            nxt.append(data.next_observations[last])
+            disc.append(discount ** k * (1.0 - data.terminals[last]))
+            obs.append(data.observations)
+            act.append(data.actions)
+
+        def put(parts: list[np.ndarray]) -> Tensor:
+            return torch.as_tensor(np.concatenate(parts).astype(np.float32), device=device)
+
+        self.observations, self.actions, self.rewards = put(obs), put(act), put(rew)  # [N, D], [N, A], [N]
+        self.next_observations, self.discounts = put(nxt), put(disc)  # [N, D], [N]
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.rewards.shape[0])
+
+
+class HeadTuner(Agent):
+    """Trains the heads of every seed of a pretrained :class:`DrQBCStack` on latents; nothing else moves."""
+
+    name = "drqbc-heads"
+
+    def __init__(self, drqbc: DrQBCStack) -> None:
+        super().__init__(drqbc.seed_list, 1.0, drqbc.step.device)
+        self.drqbc = drqbc
+        self.config = drqbc.config
+        self.base_updates = int(drqbc.step)  # the std schedule continues from here
+        self.dim = self.config.feature_dim
+        self.to(drqbc.step.device)
+        critic = drqbc.critic
+        self.optimizers = {
+            "policy": Adam(list(drqbc.actor.policy.parameters()), self.config.lr),
+            "q": Adam(list(critic.Q1.parameters()) + list(critic.Q2.parameters()), self.config.lr),
+        }
+
+    def train_step(self, data: LatentReplay, batch_size: int, *, actor_step: bool = True) -> dict[str, Tensor]:
+        cfg, net, rng = self.config, self.drqbc, self.rng()
+        rows = rng.randint(ROW_STREAM, data.num_rows, (batch_size,))  # [S, B]
+        z, z_next = data.observations[rows], data.next_observations[rows]  # [S, B, 2 dim]
+        actions, rewards, discounts = data.actions[rows], data.rewards[rows], data.discounts[rows]
+        std = cfg.stddev_tensor(self.step + self.base_updates)
+        eps_target = rng.normal(TARGET_NOISE_STREAM, (batch_size, net.act_dim))
+        eps_actor = rng.normal(ACTOR_NOISE_STREAM, (batch_size, net.act_dim))
+        with torch.no_grad():
+            next_action = sample_action(net.actor_mean(z_next[..., :self.dim]), std, eps_target, cfg.std_clip)
+            y = rewards + discounts * q_twin(net.critic_target, z_next[..., self.dim:], next_action).amin(1)
+        q = q_twin(net.critic, z[..., self.dim:], actions)  # [S, 2, B]
+        critic_loss = (q - y[:, None]).square().mean(-1).sum(1)  # [S]
+        opt_q = self.optimizers["q"]
+        opt_q.step(torch.autograd.grad(critic_loss.sum(), opt_q.params))
+
+        action = sample_action(torch.tanh(run_head(net.actor.policy, z[..., :self.dim])), std, eps_actor,
+                               cfg.std_clip)
+        q_pi = q_twin(net.critic, z[..., self.dim:], action, frozen=True).amin(1)  # [S, B]
+        lam = cfg.bc_weight / q_pi.detach().abs().mean(-1)
+        bc = (action - actions).square().mean((1, 2))
+        actor_loss = -q_pi.mean(-1) * lam + bc
+        opt_pi = self.optimizers["policy"]
+        opt_pi.step(torch.autograd.grad(actor_loss.sum(), opt_pi.params))
+        soft_update_(net.critic_target.Q1, net.critic.Q1, cfg.tau)
+        soft_update_(net.critic_target.Q2, net.critic.Q2, cfg.tau)
+        self.step.add_(1)
+        return {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(), "bc_mse": bc.detach(),
+                "q_mean": q.detach()[:, 0].mean(-1), "lambda": lam}
+
+    def checkpoint_tensors(self) -> dict[str, Tensor]:
+        """The networks as a pretraining checkpoint has them (``model.*``), the heads' Adam moments
+        (``optim.<name>.*``) and this stage's step (``finetune.step``)."""
+        out = {f"model.{k}": v for k, v in self.drqbc.state_dict().items()}
+        for name, opt in self.optimizers.items():
+            out.update({f"optim.{name}.{k}": v for k, v in opt.state_dict().items()})
+        out["finetune.step"] = self.step
+        return out
+
+    def load_checkpoint_tensors(self, state: dict[str, Tensor]) -> None:
+        self.drqbc.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
+        for name, opt in self.optimizers.items():
+            prefix = f"optim.{name}."
+            opt.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+        self.step.copy_(state["finetune.step"])
+
+
+def finetune(
+    run: Path,
+    data: Sequence[Path],
+    out: Path,
+    *,
+    steps: int = 300_000,
+    batch_size: int | None = None,
+    nstep: int | None = None,
+    device: str = "auto",
+    compile: bool = False,
+    cuda_graph: bool = False,
+    log_every: int = 1000,
+    checkpoint_every: int = 10_000,
+    resume: bool = False,
+    on_progress: Callable[[int, dict[str, list[float]] | None], None] | None = None,
+) -> HeadTuner:
+    """Fine-tune the heads of every seed of ``run`` on the union of the latent stores ``data`` for ``steps``
+    updates; write the run directory ``out`` (whole networks, so ``encode`` and ``evaluate`` read it alone)."""
+    out = Path(out)
+    if min(steps, log_every, checkpoint_every) < 1:
+        raise RunError("steps, log and checkpoint intervals must be positive")
+    if not data:
+        raise RunError("no latent store given (pass --data at least once)")
+    runs.check_out(out, resume)
+    dev = resolve_device(device, RunError)
+    agent, base_config, _ = runs.load_agent(run, dev)
+    cfg = agent.config
+    nstep = cfg.nstep if nstep is None else int(nstep)
+    batch_size = cfg.batch_size if batch_size is None else int(batch_size)
+    if nstep < 1 or batch_size < 1:
+        raise RunError("nstep and batch size must be positive")
+    try:
+        replay = LatentReplay(data, nstep=nstep, discount=cfg.discount, device=dev)
+    except StoreError as exc:
+        raise RunError(str(exc)) from None
+    store = replay.stores[0]
+    if store.obs_dim != 2 * cfg.feature_dim or store.act_dim != agent.act_dim:
+        raise RunError(f"{store.path} has obs/act dims {store.obs_dim}/{store.act_dim}; the heads of {run} take "
+                       f"latents of {2 * cfg.feature_dim} and actions of {agent.act_dim}")
+    tuner = HeadTuner(agent)
+    if resume:
+        state, _ = load_checkpoint(out / runs.CHECKPOINT, dev)
+        tuner.load_checkpoint_tensors(state)
+        runs.drop_metrics_after(out, int(tuner.step))
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        sha = runs.file_sha256(Path(run) / runs.CHECKPOINT)
+        runs.write_config(out, {**base_config, "stage": "finetune", "steps": steps, "batch_size": batch_size,
+                                "nstep": nstep, "data": [str(Path(p).resolve()) for p in data],
+                                "base": {"run": str(Path(run).resolve()), "checkpoint_sha256": sha,
+                                         "stage": base_config["stage"], "updates": tuner.base_updates}})
+    runner = StepRunner(tuner, replay, batch_size, compile=compile, cuda_graph=cuda_graph)
+    acc = MetricAccumulator()
+    for step in range(int(tuner.step), steps):
+        acc.add(runner(step))
+        done = step + 1
+        logged = None
+        if done % log_every == 0 or done == steps:
+            logged = acc.pop()
+            runs.append_metrics(out, done, agent.seed_list, logged)
+        if done % checkpoint_every == 0 or done == steps:
+            save_checkpoint(out / runs.CHECKPOINT, tuner.checkpoint_tensors(), {"stage": "finetune", "step": done})
+        if on_progress is not None:
+            on_progress(done, logged)
+    return tuner

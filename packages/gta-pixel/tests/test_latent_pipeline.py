@@ -1,0 +1,173 @@
+"""The DrQ+BC stages on a tiny fake-rendered dataset: pretrain (and exact resume), encode (round trip against the
+reference networks), finetune (frozen parts bit-identical, n-step targets by hand), evaluate (workers agree)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from gta_data import TrajectoryStore, Transitions, write_store
+from gta_pixel import runs
+from gta_pixel.drqbc import DrQBCConfig, DrQBCNets
+from gta_pixel.encode import encode
+from gta_pixel.evaluate import evaluate
+from gta_pixel.finetune import FROZEN_PREFIXES, HEAD_PREFIXES, LatentReplay, finetune, nstep_rows
+from gta_pixel.pixelstore import write_pixel_store
+from gta_pixel.pretrain import pretrain
+from gta_pixel.tasks import FakeTask
+from gta_rl.checkpoint import load_checkpoint
+
+TINY = DrQBCConfig(hidden_dim=32, batch_size=8)
+
+
+def write_fake_pixels(path, episodes=4, max_steps=10, size=16, seed=0):
+    """Random-action episodes of the fake task as a pixel store."""
+    task = FakeTask(size=size, act_dim=2, state_dim=3, max_steps=max_steps)
+    rng = np.random.default_rng(seed)
+    frames, actions, rewards, ends = [], [], [], []
+    for e in range(episodes):
+        frames.append(task.reset(seed + e)[1])
+        done = False
+        while not done:
+            a = rng.uniform(-1, 1, 2).astype(np.float32)
+            _, frame, r, term, trunc = task.step(a)
+            frames.append(frame)
+            actions.append(a)
+            rewards.append(r)
+            done = term or trunc
+        ends.append(len(actions))
+    n = len(actions)
+    timeouts = np.zeros(n, bool)
+    timeouts[np.array(ends) - 1] = True
+    return write_pixel_store(path, frames=np.stack(frames), actions=np.stack(actions), rewards=np.array(rewards),
+                             discounts=np.ones(n), terminals=np.zeros(n, bool), timeouts=timeouts,
+                             episode_ends=np.array(ends), task=task.spec)
+
+
+@pytest.fixture(scope="module")
+def pixels(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pixels") / "fake.zarr"
+    write_fake_pixels(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(pixels, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "pre"
+    pretrain(pixels, out, seeds=[0, 1], steps=4, config=TINY, device="cpu", log_every=2, checkpoint_every=2)
+    return out
+
+
+def test_pretrain_writes_a_run_and_resumes_exactly(pixels, run, tmp_path):
+    config = runs.read_config(run)
+    assert config["stage"] == "pretrain" and config["seeds"] == [0, 1] and config["obs_shape"] == [9, 16, 16]
+    assert config["task"]["kind"] == "fake" and config["drqbc"]["hidden_dim"] == 32
+    lines = [json.loads(x) for x in (run / runs.METRICS).read_text().splitlines()]
+    assert [(x["step"], x["seed"]) for x in lines] == [(2, 0), (2, 1), (4, 0), (4, 1)]
+    assert all(np.isfinite(x["critic_loss"]) for x in lines)
+    # Stop at 2, resume to 4: the same tensors as the uninterrupted run.
+    part = tmp_path / "part"
+    pretrain(pixels, part, seeds=[0, 1], steps=2, config=TINY, device="cpu", log_every=2, checkpoint_every=2)
+    with pytest.raises(Exception, match="not empty"):
+        pretrain(pixels, part, seeds=[0, 1], steps=4, config=TINY, device="cpu")
+    pretrain(pixels, part, steps=4, device="cpu", log_every=2, checkpoint_every=2, resume=True)
+    a, _ = load_checkpoint(run / runs.CHECKPOINT)
+    b, _ = load_checkpoint(part / runs.CHECKPOINT)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (part / runs.METRICS).read_text() == (run / runs.METRICS).read_text()
+
+
+def test_encode_round_trip_against_the_reference_networks(pixels, run, tmp_path):
+    store = encode(run, pixels, tmp_path / "latent.zarr", seed=1, device="cpu", batch_size=7)
+    reopened = TrajectoryStore.open(tmp_path / "latent.zarr")
+    data = reopened.load()
+    assert reopened.obs_dim == 100 and reopened.act_dim == 2 and store.num_transitions == 40
+    assert reopened.attrs["observation_layout"] == [{"key": "z_actor", "start": 0, "stop": 50},
+                                                    {"key": "z_critic", "start": 50, "stop": 100}]
+    prov = reopened.provenance
+    assert prov["seed"] == 1 and prov["checkpoint_sha256"] == runs.file_sha256(run / runs.CHECKPOINT)
+    assert prov["latent"] == "trunk" and reopened.env_id == "pixel:fake"
+    np.testing.assert_array_equal(reopened.episode_ends, [10, 20, 30, 40])
+    # Within an episode the next latent is the following row's latent.
+    np.testing.assert_array_equal(data.next_observations[:9], data.observations[1:10])
+
+    # Seed 1's reference networks on hand-stacked frames: step 2 of episode 1 (frames 11 + 0..2).
+    agent, _, _ = runs.load_agent(run, seeds=[1])
+    nets = DrQBCNets((9, 16, 16), 2, TINY, seed=1)
+    nets.load_state_dict(agent.seed_state(0))
+    from gta_pixel.pixelstore import PixelStore
+
+    frames = torch.as_tensor(PixelStore.open(pixels).frames())
+    for row, stack in ((12, [11, 12, 13]), (10, [11, 11, 11]), (11, [11, 11, 12])):
+        obs = frames[stack].reshape(1, 9, 16, 16).float()
+        with torch.no_grad():
+            f = nets.encoder(obs)
+            z = torch.cat([nets.actor.trunk(f), nets.critic.trunk(f)], -1)[0]
+        np.testing.assert_allclose(data.observations[row], z.numpy(), atol=1e-5)
+    np.testing.assert_array_equal(data.actions, PixelStore.open(pixels).load().actions)
+
+
+def test_nstep_rows_truncate_at_segment_ends():
+    rows, k = nstep_rows(np.array([4, 5]), 3)
+    assert k.tolist() == [3, 3, 2, 1, 1]
+    assert rows.tolist() == [[0, 1, 2], [1, 2, 3], [2, 3, -1], [3, -1, -1], [4, -1, -1]]
+
+
+def test_latent_replay_nstep_targets_by_hand(tmp_path):
+    obs = np.arange(5, dtype=np.float32)[:, None].repeat(4, 1)
+    data = Transitions(observations=obs, actions=np.zeros((5, 1)), rewards=np.array([1.0, 2, 3, 4, 5]),
+                       next_observations=obs + 10, terminals=np.array([0, 0, 0, 1, 0], bool),
+                       timeouts=np.array([0, 0, 0, 0, 1], bool))
+    write_store(tmp_path / "s.zarr", data, np.array([4, 5]), env_id="pixel:fake")
+    replay = LatentReplay([tmp_path / "s.zarr"], nstep=3, discount=0.5, device=torch.device("cpu"))
+    np.testing.assert_allclose(replay.rewards.numpy(), [1 + 1 + 0.75, 2 + 1.5 + 1, 3 + 2, 4, 5])
+    np.testing.assert_allclose(replay.discounts.numpy(), [0.125, 0.0, 0.0, 0.0, 0.5])  # a terminal ends row 3
+    np.testing.assert_array_equal(replay.next_observations[:, 0].numpy(), [12, 13, 13, 13, 14])
+
+
+def test_finetune_moves_only_the_heads(pixels, run, tmp_path):
+    latent = encode(run, pixels, tmp_path / "latent.zarr", device="cpu").path
+    out = tmp_path / "fine"
+    finetune(run, [latent, latent], out, steps=3, device="cpu", log_every=3, checkpoint_every=3)
+    before, _ = load_checkpoint(run / runs.CHECKPOINT)
+    after, _ = load_checkpoint(out / runs.CHECKPOINT)
+    frozen = [k for k in before if k.startswith(tuple("model." + p for p in FROZEN_PREFIXES))]
+    heads = [k for k in before if k.startswith(tuple("model." + p for p in HEAD_PREFIXES))]
+    assert len(frozen) == 4 * 2 + 3 * 4 and len(heads) == 5 * 3 * 2  # convs; trunks (Linear, LayerNorm); heads
+    for key in frozen:
+        assert torch.equal(before[key], after[key]), key
+    assert all(not torch.equal(before[k], after[k]) for k in heads)
+    assert torch.equal(before["model.step"], after["model.step"]) and int(after["finetune.step"]) == 3
+    config = runs.read_config(out)
+    assert config["stage"] == "finetune" and config["base"]["checkpoint_sha256"] == runs.file_sha256(
+        run / runs.CHECKPOINT)
+    assert len(config["data"]) == 2
+    with pytest.raises(Exception, match="obs/act dims"):  # a store that is not this run's latents
+        bad = Transitions(observations=np.zeros((3, 7)), actions=np.zeros((3, 2)), rewards=np.zeros(3),
+                          next_observations=np.zeros((3, 7)), terminals=np.zeros(3, bool),
+                          timeouts=np.ones(3, bool))
+        write_store(tmp_path / "bad.zarr", bad, np.array([3]), env_id="pixel:fake")
+        finetune(run, [tmp_path / "bad.zarr"], tmp_path / "fine2", steps=1, device="cpu")
+
+
+def test_finetune_resumes_exactly(pixels, run, tmp_path):
+    latent = encode(run, pixels, tmp_path / "latent.zarr", device="cpu").path
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    finetune(run, [latent], whole, steps=4, batch_size=8, device="cpu", log_every=2, checkpoint_every=2)
+    finetune(run, [latent], part, steps=2, batch_size=8, device="cpu", log_every=2, checkpoint_every=2)
+    finetune(run, [latent], part, steps=4, batch_size=8, device="cpu", log_every=2, checkpoint_every=2, resume=True)
+    a, _ = load_checkpoint(whole / runs.CHECKPOINT)
+    b, _ = load_checkpoint(part / runs.CHECKPOINT)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (whole / runs.METRICS).read_text() == (part / runs.METRICS).read_text()
+
+
+def test_evaluate_in_process_and_in_workers_agree(run, tmp_path):
+    local = evaluate(run, episodes=2, workers=0, device="cpu", max_steps=6, write=False)
+    pooled = evaluate(run, episodes=2, workers=2, device="cpu", max_steps=6)
+    assert local["seeds"] == pooled["seeds"] and set(local["seeds"]) == {"0", "1"}
+    assert len(local["seeds"]["0"]["returns"]) == 2 and local["mean_score"] is None  # fake: no ref scores
+    assert json.loads((run / runs.EVAL).read_text())["episodes"] == 2
