@@ -30,7 +30,7 @@ def _errors(debug: bool) -> Iterator[None]:
     except (ValueError, OSError, RuntimeError) as exc:
         if debug or any(flag() for flag in _APP_DEBUG):
             raise
-        from gta_rl.fast import describe_error
+        from gta_data.accel.cuda_graph import describe_error
 
         message = str(exc).splitlines()[0] if isinstance(exc, (ValueError, OSError)) and str(exc) else (
             describe_error(exc, 300))
@@ -185,9 +185,9 @@ def bench_command(
         from rich.console import Console
         from rich.table import Table
 
+        from gta_data.accel.devices import resolve_device
         from gta_pixel.bench import run_bench
         from gta_pixel.errors import RunError
-        from gta_rl.base import resolve_device
         from gta_rl.checkpoint import write_json
 
         if min(seeds, steps) < 1 or warmup < 0:

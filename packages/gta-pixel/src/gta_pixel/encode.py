@@ -17,11 +17,11 @@ import numpy as np
 import torch
 
 from gta_data import StoreWriter, TrajectoryStore, Transitions
+from gta_data.accel.devices import resolve_device
 from gta_pixel import runs
 from gta_pixel.drqbc_fast import DrQBCStack
 from gta_pixel.errors import RunError
 from gta_pixel.pixelstore import PixelData, PixelStore, frame_rows, stack_indices
-from gta_rl.base import resolve_device
 
 
 def task_env_id(task: dict) -> str:

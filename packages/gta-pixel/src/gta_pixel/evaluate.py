@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from gta_data.accel.devices import resolve_device
 from gta_pixel import runs
 from gta_pixel.drqbc_fast import DrQBCStack
 from gta_pixel.errors import RunError, TaskError
 from gta_pixel.tasks import make_task
-from gta_rl.base import resolve_device
 from gta_rl.checkpoint import write_json
 
 EVAL_SEED = 100_000  # first episode seed of evaluations (datasets are made from small seeds)

@@ -26,11 +26,12 @@ import torch
 from torch import Tensor
 
 from gta_data import StoreError
+from gta_data.accel.devices import resolve_device
 from gta_pixel import runs
 from gta_pixel.drqbc import ACTOR_NOISE_STREAM, ROW_STREAM, TARGET_NOISE_STREAM, sample_action
 from gta_pixel.drqbc_fast import DrQBCStack, q_twin, run_head
 from gta_pixel.errors import RunError
-from gta_rl.base import Agent, resolve_device
+from gta_rl.base import Agent
 from gta_rl.buffer import open_stores
 from gta_rl.checkpoint import load_checkpoint, save_checkpoint
 from gta_rl.fast import MetricAccumulator, StepRunner

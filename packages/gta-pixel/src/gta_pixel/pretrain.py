@@ -14,13 +14,13 @@ from pathlib import Path
 
 import torch
 
+from gta_data.accel.devices import resolve_device
 from gta_pixel import runs
 from gta_pixel.drqbc import DrQBCConfig
 from gta_pixel.drqbc_fast import DrQBCStack
 from gta_pixel.errors import RunError
 from gta_pixel.pixelstore import PixelStore
 from gta_pixel.replay import PixelReplay
-from gta_rl.base import resolve_device
 from gta_rl.checkpoint import load_checkpoint
 from gta_rl.fast import MetricAccumulator, StepRunner
 
