@@ -44,11 +44,6 @@ def _show(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _given_or(value: Any, name: str) -> Any:
-    """An augmentation option as given, else AugmentConfig's default (the baselines use the same count and seed)."""
-    return default(AugmentConfig, name) if value is None else value
-
-
 def _settings(label: str, cfg: Any) -> str:
     """One line with every setting of a resolved config, as it will be recorded."""
     return f"{label} settings: " + ", ".join(f"{k}={v}" for k, v in asdict(cfg).items())
@@ -179,9 +174,9 @@ def augment(
     method: str = typer.Option("gta", help="gta (Sec. 4.2) | s4rl (state noise, C.1) | synther (baseline)."),
     model: Path = typer.Option(None, "--model", help="Run directory of a trained model (gta, synther)."),
     data: Path = typer.Option(None, "--data", help="Source store, the original data (gta, s4rl)."),
-    sigma: float = typer.Option(3e-4, help="s4rl: std of the Gaussian state noise (C.1: 3e-4)."),
-    noise_scale: str = typer.Option("state_std", help="s4rl: state_std (sigma in z-scored state units, as the "
-                                    "authors' code) | absolute (raw units)."),
+    sigma: float = typer.Option(None, help="s4rl: std of the Gaussian state noise (default: C.1's 3e-4)."),
+    noise_scale: str = typer.Option(None, help="s4rl: state_std (sigma in z-scored state units, as the authors' "
+                                    "code; the default) | absolute (raw units)."),
     dataset_preset: str = typer.Option(None, help="Fill mu/alpha/reweighting from the paper (see `presets`)."),
     mu: float = typer.Option(None, help=_aug("Partial noising ratio, 0 < mu <= 1.", "mu")),
     alpha: float = typer.Option(None, help=_aug("Return multiplier of the amplified condition.", "alpha")),
@@ -216,18 +211,15 @@ def augment(
     if method == "s4rl":
         from gta_diffusion.baselines.cli import augment_s4rl_command
 
-        return augment_s4rl_command(data=data, out=out, num_transitions=_given_or(num_transitions, "num_transitions"),
-                                    sigma=sigma, seed=_given_or(seed, "seed"), noise_scale=noise_scale,
-                                    overwrite=overwrite, debug=debug)
+        return augment_s4rl_command(data=data, out=out, overwrite=overwrite, debug=debug, sigma=sigma,
+                                    num_transitions=num_transitions, seed=seed, scale=noise_scale)
     if method == "synther":
         from gta_diffusion.baselines.cli import augment_synther_command
 
-        return augment_synther_command(model=model, out=out,
-                                       num_transitions=_given_or(num_transitions, "num_transitions"),
-                                       batch_size=100_000 if batch_size is None else batch_size,
-                                       num_steps=num_steps, seed=_given_or(seed, "seed"), bf16=bf16, compile=compile,
-                                       clip_actions=clip_actions, device=device, threads=threads,
-                                       overwrite=overwrite, debug=debug)
+        return augment_synther_command(model=model, out=out, device=device, threads=threads, overwrite=overwrite,
+                                       debug=debug, num_transitions=num_transitions, batch_size=batch_size,
+                                       num_steps=num_steps, seed=seed, bf16=bf16, compile=compile,
+                                       clip_actions=clip_actions)
     with _errors(debug):
         given = {"mu": mu, "alpha": alpha, "guidance_weight": guidance, "conditioning": conditioning,
                  "fixed_return": fixed_return, "reweight": reweight, "num_bins": num_bins,

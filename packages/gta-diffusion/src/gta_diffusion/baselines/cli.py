@@ -22,26 +22,17 @@ from gta_diffusion.cli_support import threads_note as _threads_note
 __all__ = ["augment_s4rl_command", "train_synther", "augment_synther_command"]
 
 
-def augment_s4rl_command(
-    data: Path = typer.Option(..., "--data", help="Source store (the original data)."),
-    out: Path = typer.Option(..., "--out", help="Augmented store to write (.zarr)."),
-    num_transitions: int = typer.Option(5_000_000, help="Transitions to write (passes over the source)."),
-    sigma: float = typer.Option(3e-4, help="Std of the Gaussian state noise (GTA C.1: 3e-4)."),
-    seed: int = typer.Option(0, help="Seed of the episode order and of the per-segment noise."),
-    noise_scale: str = typer.Option("state_std", help="state_std: sigma in z-scored state units (the authors' "
-                                    "code) | absolute: raw units."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output store."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
-) -> None:
-    """S4RL: copies of the source with N(0, sigma^2) noise on every state (GTA appendix C.1)."""
+def augment_s4rl_command(*, data: Path, out: Path, overwrite: bool, debug: bool, **given: Any) -> None:
+    """S4RL: copies of the source with N(0, sigma^2) noise on every state (GTA appendix C.1). ``given``: the
+    :class:`~gta_diffusion.baselines.s4rl.S4RLConfig` fields given on the command line (None: its default)."""
     with _errors(debug):
         from gta_data.progress import progress
         from gta_diffusion.baselines.s4rl import S4RLConfig, augment_s4rl
 
-        cfg = S4RLConfig(sigma=sigma, num_transitions=num_transitions, seed=seed, scale=noise_scale)
+        cfg = S4RLConfig(**{k: v for k, v in given.items() if v is not None})
         cfg.check()
-        with progress("s4rl", total=num_transitions, unit="transitions") as bar:
-            bar.update(info=f"sigma={sigma:g}")
+        with progress("s4rl", total=cfg.num_transitions, unit="transitions") as bar:
+            bar.update(info=f"sigma={cfg.sigma:g}")
             store = augment_s4rl(data, out, cfg, overwrite=overwrite, progress=bar.advance)
         typer.echo(f"wrote {store.path}: {store.num_transitions} transitions in {store.num_episodes} segments")
 
@@ -79,23 +70,11 @@ def train_synther(data: Path | None, out: Path, given: dict[str, Any], *, device
     run_training(trainer, out, stop_after)
 
 
-def augment_synther_command(
-    model: Path = typer.Option(..., "--model", help="Run directory of a trained SynthER model."),
-    out: Path = typer.Option(..., "--out", help="Store to write (.zarr)."),
-    num_transitions: int = typer.Option(5_000_000, help="Transitions to generate (SynthER/GTA: 5M)."),
-    batch_size: int = typer.Option(100_000, help="Transitions per sampler call (SynthER: 100k)."),
-    num_steps: int = typer.Option(None, help="Sampler steps (default: the model's, 128)."),
-    seed: int = typer.Option(0, help="Transition j has seed seed * 2**32 + j."),
-    bf16: bool = typer.Option(False, "--bf16", help="bf16 autocast."),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the denoiser."),
-    clip_actions: bool = typer.Option(True, "--clip-actions/--no-clip-actions",
-                                      help="Clip generated actions to the training data's range per dimension."),
-    device: str = typer.Option(None, help="cpu, cuda ... (default: cuda if available)."),
-    threads: int = typer.Option(None, "--threads", help="CPU threads of torch (ignored on CUDA)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output store."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
-) -> None:
-    """SynthER: sample transitions from pure noise with the trained model and write them as a store."""
+def augment_synther_command(*, model: Path, out: Path, device: str | None, threads: int | None, overwrite: bool,
+                            debug: bool, **given: Any) -> None:
+    """SynthER: sample transitions from pure noise with the trained model and write them as a store. ``given``:
+    the :class:`~gta_diffusion.baselines.synther.SampleConfig` fields given on the command line (None: its
+    default)."""
     with _errors(debug):
         from gta_data.accel.devices import resolve_device
         from gta_data.progress import progress
@@ -103,11 +82,10 @@ def augment_synther_command(
         from gta_diffusion.errors import DiffusionError
         from gta_diffusion.threads import set_cpu_threads
 
-        cfg = SampleConfig(num_transitions=num_transitions, batch_size=batch_size, num_steps=num_steps, seed=seed,
-                           bf16=bf16, compile=compile, clip_actions=clip_actions)
+        cfg = SampleConfig(**{k: v for k, v in given.items() if v is not None})
         cfg.check()
         dev = resolve_device(device, DiffusionError)
         set_cpu_threads(threads, dev)
-        with progress("synther", total=num_transitions, unit="transitions") as bar:
+        with progress("synther", total=cfg.num_transitions, unit="transitions") as bar:
             store = generate_synther(model, out, cfg, device=dev, overwrite=overwrite, progress=bar.advance)
         typer.echo(f"wrote {store.path}: {store.num_transitions} transitions in {store.num_episodes} segments")
