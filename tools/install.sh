@@ -12,7 +12,7 @@ PY=${PYTHON:-python3}
   -e "packages/gta-diffusion[tensorboard]" \
   -e "packages/gta-rl[tensorboard]" \
   -e packages/gta-eval \
-  -e packages/gta-pixel \
+  -e "packages/gta-pixel[dmc,vd4rl]" \
   "pytest>=8" 2>&1 | grep -v "is ignored" || true
 # Triton (gta-rl[fused]) for the CPU interpreter tests of gta-rl's fused kernels; optional: without it those
 # tests are skipped (torch's CUDA wheels bring their own Triton).
