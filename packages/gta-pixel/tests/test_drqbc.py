@@ -214,3 +214,18 @@ def test_bf16_and_channels_last_stay_close_to_fp32():
     torch.testing.assert_close(mbf["critic_loss"], m32["critic_loss"], rtol=5e-2, atol=1e-2)
     obs = replay.stacked(replay.obs_rows[:4])[None].expand(2, 4, 9, 20, 20)
     torch.testing.assert_close(fast.act(obs), fp32.act(obs), atol=5e-2, rtol=0)
+
+
+def test_traced_step_equals_eager():
+    """Dynamo traces the whole stacked step (gradients, Adam, Polyak included) into graphs that compute what
+    eager does (aot_eager: the tracing without inductor's code generation, which the GPU tests cover)."""
+    from gta_rl.fast import StepRunner
+
+    replay = _replay()
+    eager = DrQBCStack(replay.obs_shape, replay.act_dim, [0, 1], TINY)
+    traced = DrQBCStack(replay.obs_shape, replay.act_dim, [0, 1], TINY)
+    runner = StepRunner(traced, replay, 8, compile=True, compile_backend="aot_eager")
+    for step in range(2):
+        torch.testing.assert_close(runner(step)["critic_loss"], eager.train_step(replay, 8)["critic_loss"])
+    torch.testing.assert_close(traced.seed_state(1)["encoder.convnet.0.weight"],
+                               eager.seed_state(1)["encoder.convnet.0.weight"])

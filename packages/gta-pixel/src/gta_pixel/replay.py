@@ -86,14 +86,16 @@ class PixelReplay:
 
     def shifted(self, frame_rows: Tensor, shifts: Tensor, pad: int) -> Tensor:
         """:meth:`stacked` with DrQ's random shift applied: ``shifts`` [..., 2] (x, y) in [0, 2 pad]; replicate
-        padding is a clamp of the source coordinates. One gather, uint8."""
-        _, h, w = self.frame_shape
+        padding is a clamp of the source coordinates. One gather of flat indices, uint8."""
+        c, h, w = self.frame_shape
         ys = (torch.arange(h, device=shifts.device) + shifts[..., 1:2] - pad).clamp(0, h - 1)  # [..., H]
         xs = (torch.arange(w, device=shifts.device) + shifts[..., 0:1] - pad).clamp(0, w - 1)  # [..., W]
-        rows = frame_rows[..., :, None, None, None]  # [..., K, 1, 1, 1]
-        chans = torch.arange(self.frame_shape[0], device=shifts.device)[:, None, None]  # [C, 1, 1]
-        out = self.frames[rows, chans, ys[..., None, None, :, None], xs[..., None, None, None, :]]
-        return out.flatten(-4, -3)  # [..., K C, H, W]
+        chans = torch.arange(c, device=shifts.device)[:, None, None]  # [C, 1, 1]
+        # Flat index of (frame, channel, y, x), [..., K, C, H, W]. One index tensor (not four): compiled, the
+        # strides of a multi-index gather's result can differ from those traced.
+        flat = ((frame_rows[..., :, None, None, None] * c + chans) * h + ys[..., None, None, :, None]) * w \
+            + xs[..., None, None, None, :]
+        return torch.take(self.frames, flat).flatten(-4, -3)  # [..., K C, H, W]
 
     def batch(self, rows: Tensor) -> PixelBatch:
         """The unshifted batch of replay rows [...]."""
