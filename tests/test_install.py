@@ -48,15 +48,17 @@ COMMANDS = {
                "--eval-episodes 1 --log-every 10", "seed 0: final"),
     "gta-eval": ("quality --original {store} --augmented {store} --samples 60 --segments 4 --workers 1 "
                  "--device cpu --out {tmp}/quality", "report written to"),
-    "gta-pixel": ("version", "0.1.0"),
+    "gta-pixel": ("bench --quick --device cpu --steps 1 --warmup 0 --seeds 1 --mode stacked", "DrQ+BC updates"),
 }
 
 
 def install_lines() -> dict[str, list[str]]:
-    """package -> the README's install line for it (the words after ``pip install``)."""
+    """package -> the README's install line for it (the words after ``pip install``): gta-data's folder, then
+    the folders of the packages it needs, the package itself last."""
     lines = {}
-    for match in re.finditer(r"^pip install (packages/gta-data packages/(gta-[a-z]+))\b", README, re.M):
-        lines[match.group(2)] = match.group(1).split()
+    for match in re.finditer(r"^pip install (packages/gta-data(?: packages/gta-[a-z]+)+)(?=\s)", README, re.M):
+        words = match.group(1).split()
+        lines[words[-1].split("/")[1]] = words
     return lines
 
 
@@ -79,8 +81,7 @@ def _install(package: str, root: Path, env: dict) -> Path:
     venv = root / package / "venv"
     _run([sys.executable, "-m", "venv", venv], env, 120)
     py = venv / "bin" / "python"
-    if package != "gta-pixel":  # gta-pixel does not use torch
-        _run([py, *PIP, TORCH], env, 900)
+    _run([py, *PIP, TORCH], env, 900)
     _run([py, *PIP, *install_lines()[package]], env, 900)  # from the repository root, as the README says
     return venv / "bin"
 
@@ -92,7 +93,8 @@ def test_readme_install_line_works_in_a_fresh_venv(package, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")} | {"MPLBACKEND": "Agg"}
     bin_dir = _install(package, tmp_path, env)
     installed = _run([bin_dir / "python", "-m", "pip", "list", "--format=freeze"], env, 120)
-    assert {line.split("==")[0] for line in installed.splitlines() if line.startswith("gta-")} == {"gta-data", package}
+    named = {word.split("/")[1] for word in install_lines()[package]}
+    assert {line.split("==")[0] for line in installed.splitlines() if line.startswith("gta-")} == named
     script = bin_dir / package
     assert "Usage" in _run([script, "--help"], env, 120)
     store = tmp_path / "store.zarr"
