@@ -138,6 +138,31 @@ def test_two_gpus_train_as_one_gpu_on_the_union_batch(tmp_path, toy_store, cuda_
     _check_against_union(results, ref, tmp_path / "out" / "run", rtol=1e-3, atol=1e-5)
 
 
+def test_one_rank_group_steps_as_the_single_process(tmp_path, toy_store):
+    """The data-parallel step (flat gradient buffer, all-reduce, scale) on a one-rank gloo group gives the
+    single-process step's losses and weights: accumulating into a zeroed buffer, summing over one rank and
+    scaling by 1 change no bit."""
+    import torch.distributed as tdist
+
+    def trainer(name, dist):
+        cfg = worker.train_config(5, 8, False)
+        return Trainer.create(tmp_path / name, toy_store.path, cfg, WindowConfig(horizon=4), dist=dist)
+
+    single = trainer("single", DistInfo())
+    ref = torch.stack([single.step() for _ in range(5)])
+    tdist.init_process_group("gloo", store=tdist.HashStore(), rank=0, world_size=1)
+    try:
+        grouped = trainer("grouped", DistInfo(group_of_one=True))
+        assert grouped.grad_average is not None and single.grad_average is None
+        got = torch.stack([grouped.step() for _ in range(5)])
+    finally:
+        tdist.destroy_process_group()
+    assert torch.equal(got, ref)
+    for a, b in zip(grouped.denoiser.parameters(), single.denoiser.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert all(torch.equal(a, b) for a, b in zip(grouped.ema, single.ema, strict=True))
+
+
 def test_shard_range_covers_everything_once():
     for n in (0, 1, 5, 16):
         parts = [shard_range(n, DistInfo(rank=r, world_size=3)) for r in range(3)]
