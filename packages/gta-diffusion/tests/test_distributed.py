@@ -20,6 +20,7 @@ from gta_diffusion.checkpoint import latest_checkpoint, load_checkpoint
 from gta_diffusion.data import WindowConfig
 from gta_diffusion.distributed import DistInfo, shard_range
 from gta_diffusion.edm import edm_loss
+from gta_diffusion.errors import DiffusionError
 from gta_diffusion.training import Trainer, generator_seeds, lr_at
 
 WORKER = Path(__file__).with_name("dist_train_worker.py")
@@ -155,6 +156,11 @@ def test_one_rank_group_steps_as_the_single_process(tmp_path, toy_store):
         grouped = trainer("grouped", DistInfo(group_of_one=True))
         assert grouped.grad_average is not None and single.grad_average is None
         got = torch.stack([grouped.step() for _ in range(5)])
+        views = grouped.grad_average.grads
+        assert all(p.grad.data_ptr() == g.data_ptr() for p, g in zip(grouped.params, views, strict=True))
+        grouped.opt.zero_grad(set_to_none=True)  # cuts the gradients off from the buffer: refused, not ignored
+        with pytest.raises(DiffusionError, match="no longer a view"):
+            grouped.step()
     finally:
         tdist.destroy_process_group()
     assert torch.equal(got, ref)

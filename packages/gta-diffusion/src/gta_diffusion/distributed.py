@@ -135,10 +135,12 @@ class GradientAverage:
         dtype, device = kinds.pop()
         sizes = [p.numel() for p in params]
         self.flat = torch.zeros(sum(sizes) + 1, dtype=dtype, device=device)
+        self.params = params
         self.grads = [g.view_as(p) for g, p in zip(self.flat[:-1].split(sizes), params, strict=True)]
         for p, g in zip(params, self.grads, strict=True):
             p.grad = g
         self.scale = 1.0 / world_size
+        self.error = error
 
     def zero_(self) -> None:
         """Zero the gradients (and the loss slot) in place, before a backward."""
@@ -147,6 +149,10 @@ class GradientAverage:
     def average(self, loss: torch.Tensor) -> torch.Tensor:
         """Average the accumulated gradients and ``loss`` (a scalar) over the ranks; returns the mean loss
         (a new tensor: the buffer is zeroed by the next step)."""
+        # A gradient cut off from the buffer (set to None, replaced) would silently miss the average.
+        if any(p.grad is None or p.grad.data_ptr() != g.data_ptr() for p, g in zip(self.params, self.grads, strict=True)):
+            raise self.error("a parameter's gradient is no longer a view into the averaged buffer "
+                             "(zero it with GradientAverage.zero_, not optimizer.zero_grad)")
         self.flat[-1].copy_(loss.detach())
         tdist.all_reduce(self.flat, op=tdist.ReduceOp.SUM)
         self.flat.mul_(self.scale)
