@@ -76,7 +76,10 @@ def union_reference(run_dir: Path, store_path: Path, steps: int, batch_size: int
             "params": [p.detach().cpu() for p in ref.denoiser.parameters()], "ema": [e.cpu() for e in ref.ema]}
 
 
-def _check_against_union(results: list[dict], ref: dict, run: Path, *, rtol: float, atol: float) -> None:
+def _check_against_union(results: list[dict], ref: dict, run: Path, *, rtol: float, atol: float,
+                         resume_tol: float = 0.0) -> None:
+    """Two ranks against the union-batch reference; the resumed run against the uninterrupted one (to the bit,
+    or within ``resume_tol`` where the resumed steps run eagerly what the uninterrupted run replayed)."""
     first, second = results
     for part in ("params", "ema"):  # the replicas stay bit-identical
         for a, b in zip(first["train"][part], second["train"][part], strict=True):
@@ -95,10 +98,10 @@ def _check_against_union(results: list[dict], ref: dict, run: Path, *, rtol: flo
     assert ckpt["state"]["world_size"] == 2 and {"data.0", "data.1", "loss.0", "loss.1"} <= set(ckpt["rng"])
     for res in results:
         assert res["resumed_from"] == 3 and res["resumed"]["step"] == res["train"]["step"] == 6
-        assert torch.equal(res["resumed"]["losses"], res["train"]["losses"][3:])
-        for part in ("params", "ema"):
-            for a, b in zip(res["resumed"][part], res["train"][part], strict=True):
-                assert torch.equal(a, b), part
+        pairs = [(res["resumed"]["losses"], res["train"]["losses"][3:])]
+        pairs += [pair for part in ("params", "ema") for pair in zip(res["resumed"][part], res["train"][part], strict=True)]
+        for a, b in pairs:
+            torch.testing.assert_close(a, b, rtol=resume_tol, atol=resume_tol / 10)
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +139,7 @@ def test_two_gpus_train_as_one_gpu_on_the_union_batch(tmp_path, toy_store, cuda_
     """NCCL, the all-reduce inside the captured whole-step graph on every rank: the union batch's training."""
     results = _run_worker(tmp_path / "out", toy_store.path, device="cuda", cuda_graph=cuda_graph)
     ref = union_reference(tmp_path / "ref", toy_store.path, 6, 16, "cuda")
-    _check_against_union(results, ref, tmp_path / "out" / "run", rtol=1e-3, atol=1e-5)
+    _check_against_union(results, ref, tmp_path / "out" / "run", rtol=1e-3, atol=1e-5, resume_tol=1e-5)
 
 
 def test_one_rank_group_steps_as_the_single_process(tmp_path, toy_store):
