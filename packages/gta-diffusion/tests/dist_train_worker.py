@@ -66,7 +66,7 @@ def main() -> None:
         net, x, y = average_case(dist.rank)
         net.to(dev)
         broadcast_tensors(dist, list(net.state_dict().values()))
-        avg = GradientAverage(list(net.parameters()), dist.world_size)
+        avg = GradientAverage(list(net.parameters()))
         share = AVERAGE_ROWS // dist.world_size
         rows = slice(dist.rank * share, (dist.rank + 1) * share)
         avg.zero_()

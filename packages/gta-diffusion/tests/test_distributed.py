@@ -18,7 +18,7 @@ from gta_data import TrajectoryStore
 from gta_diffusion.augmentation import AugmentConfig, augment
 from gta_diffusion.checkpoint import latest_checkpoint, load_checkpoint
 from gta_diffusion.data import WindowConfig
-from gta_diffusion.distributed import DistInfo, shard_range
+from gta_diffusion.distributed import DistInfo, GradientAverage, shard_range
 from gta_diffusion.edm import edm_loss
 from gta_diffusion.errors import DiffusionError
 from gta_diffusion.training import Trainer, generator_seeds, lr_at
@@ -170,6 +170,22 @@ def test_one_rank_group_steps_as_the_single_process(tmp_path, toy_store):
     for a, b in zip(grouped.denoiser.parameters(), single.denoiser.parameters(), strict=True):
         assert torch.equal(a, b)
     assert all(torch.equal(a, b) for a, b in zip(grouped.ema, single.ema, strict=True))
+
+
+def test_gradient_average_refuses_what_it_cannot_average():
+    import torch.distributed as tdist
+
+    with pytest.raises(ValueError, match="process group"):
+        GradientAverage(list(torch.nn.Linear(2, 2).parameters()))
+    tdist.init_process_group("gloo", store=tdist.HashStore(), rank=0, world_size=1)
+    try:
+        with pytest.raises(ValueError, match="no parameters"):
+            GradientAverage([])
+        mixed = [torch.zeros(2, requires_grad=True), torch.zeros(2, dtype=torch.float64, requires_grad=True)]
+        with pytest.raises(ValueError, match="one dtype and device"):
+            GradientAverage(mixed)
+    finally:
+        tdist.destroy_process_group()
 
 
 def test_shard_range_covers_everything_once():

@@ -118,17 +118,19 @@ class GradientAverage:
     in place with :meth:`zero_` before each backward, never by ``optimizer.zero_grad()`` (which would set the
     gradients to None and cut them off from it). :meth:`average` sums the buffer over the ranks and scales it
     by 1 / world size (gloo has no average op): with equal per-rank batches and per-rank mean losses, that is
-    the gradient and the loss of the mean over the union of the ranks' batches. Every rank ends with the same
-    bits (all-reduce results are identical on all ranks), so identical optimizer steps keep the replicas equal.
+    the gradient and the loss of the mean over the union of the ranks' batches. The all-reduce gives every rank
+    the same sum, so identical optimizer steps keep the replicas equal (bit for bit; the CPU tests check it).
 
     Nothing here reads back to the host: a step that calls :meth:`zero_` and :meth:`average` can be captured
     in a CUDA graph, the collective included (the communicator must exist before capture, e.g. made by eager
     warm-up steps)."""
 
-    def __init__(self, params: Sequence[torch.Tensor], world_size: int, *, error: type[Exception] = ValueError) -> None:
+    def __init__(self, params: Sequence[torch.Tensor], *, error: type[Exception] = ValueError) -> None:
         params = list(params)
         if not params:
             raise error("no parameters to average")
+        if not tdist.is_initialized():
+            raise error("gradient averaging needs a process group (launch with torchrun)")
         kinds = {(p.dtype, p.device) for p in params}
         if len(kinds) != 1:
             raise error(f"gradient averaging needs parameters of one dtype and device, got {sorted(map(str, kinds))}")
@@ -139,7 +141,7 @@ class GradientAverage:
         self.grads = [g.view_as(p) for g, p in zip(self.flat[:-1].split(sizes), params, strict=True)]
         for p, g in zip(params, self.grads, strict=True):
             p.grad = g
-        self.scale = 1.0 / world_size
+        self.scale = 1.0 / tdist.get_world_size()
         self.error = error
 
     def zero_(self) -> None:

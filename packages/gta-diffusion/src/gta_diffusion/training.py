@@ -134,7 +134,7 @@ class Trainer:
         broadcast_tensors(dist, list(self.denoiser.state_dict().values()))  # rank 0's weights and buffers on all
         self.params = [p for p in self.denoiser.parameters() if p.requires_grad]
         # Under a process group the gradients live in one flat buffer, averaged by one all-reduce per step.
-        self.grad_average = GradientAverage(self.params, dist.world_size, error=DiffusionError) if dist.enabled else None
+        self.grad_average = GradientAverage(self.params, error=DiffusionError) if dist.enabled else None
         self.ema = [p.detach().clone() for p in self.denoiser.parameters()]
         self._ema_src = [p.detach() for p in self.denoiser.parameters()]  # views that follow the updates
         use_fused = device.type == "cuda"
