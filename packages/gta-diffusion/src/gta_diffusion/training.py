@@ -163,7 +163,7 @@ class Trainer:
         self._saved_step: int | None = None  # the step of the last checkpoint written or loaded here
         self._resume_acc: dict[str, Any] | None = None
         self._zero_accumulators()
-        # --cuda-graph: three eager warm-up steps (which also create the communicator of a process group), then
+        # --cuda-graph: three eager warm-up steps (collectives included: the communicator exists before capture), then
         # the whole step as one graph; the data and loss generators advance with every replay, and gradients are
         # allocated from the graph's pool (under a process group they stay in the flat buffer made above).
         self.graph_runner = CudaGraphRunner(
