@@ -9,6 +9,7 @@ import torch
 
 from gta_diffusion.augmentation import AugmentConfig, Augmenter, window_seeds
 from gta_diffusion.data import WindowConfig
+from gta_diffusion.distributed import DistInfo
 from gta_diffusion.training import TrainConfig, Trainer
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
@@ -17,10 +18,10 @@ SMALL = {"fast-mixer-small": {"dim": 32, "dim_mults": (1, 2, 4), "emb_dim": 64},
 both_networks = pytest.mark.parametrize("network", sorted(SMALL))
 
 
-def _trainer(tmp_path, store, name, network="fast-mixer-small", **kw):
+def _trainer(tmp_path, store, name, network="fast-mixer-small", dist=DistInfo(), **kw):
     cfg = TrainConfig(preset=network, network_overrides=SMALL[network], steps=100, batch_size=64, warmup_steps=5,
                       log_every=1000, checkpoint_every=1000, **kw)
-    return Trainer.create(tmp_path / name, store.path, cfg, WindowConfig(horizon=7), device="cuda")
+    return Trainer.create(tmp_path / name, store.path, cfg, WindowConfig(horizon=7), device="cuda", dist=dist)
 
 
 @pytest.mark.xfail(strict=False, reason="seen on an H100 with torch 2.11 (2026-11-25): the EAGER backward of the "
@@ -108,6 +109,24 @@ def test_whole_step_cuda_graph_matches_eager_and_resumes_exactly(tmp_path, toy_s
     assert resumed.step_count == 13
     again = torch.stack([resumed.step().clone() for _ in range(6)]).cpu()
     torch.testing.assert_close(again, cont, rtol=1e-5, atol=1e-6)
+
+
+def test_whole_step_cuda_graph_with_the_gradient_all_reduce_matches_eager(tmp_path, toy_store):
+    """Data-parallel training's step on a one-rank NCCL group: the flat gradient buffer's all-reduce is captured
+    in the whole-step graph, and the replays equal the single-process eager steps (a sum over one rank and a
+    scale by 1 change nothing); a replayed step, all-reduce included, never syncs with the host."""
+    import torch.distributed as tdist
+
+    if not tdist.is_nccl_available():
+        pytest.skip("needs NCCL")
+    tdist.init_process_group("nccl", store=tdist.HashStore(), rank=0, world_size=1,
+                             device_id=torch.device("cuda", torch.cuda.current_device()))
+    try:
+        graph = _trainer(tmp_path, toy_store, "graph", dist=DistInfo(group_of_one=True), cuda_graph=True)
+        assert graph.grad_average is not None
+        _graph_replays_match_eager(_trainer(tmp_path, toy_store, "eager-ref"), graph, 12)
+    finally:
+        tdist.destroy_process_group()
 
 
 def test_synther_cuda_graph_matches_eager(tmp_path, toy_store):

@@ -1,7 +1,8 @@
 """Command line interface of gta-diffusion: ``train`` a GTA denoiser on a store, ``augment`` a store with it.
 
 Multi-GPU: launch either command with ``torchrun --nproc-per-node N -m gta_diffusion.cli ...``
-(data-parallel training; augmentation sharded over ranks and merged by rank 0).
+(data-parallel training, gradients averaged by one all-reduce per step; augmentation sharded over ranks and
+merged by rank 0).
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ def train(
     compile: bool = typer.Option(False, "--compile", help="torch.compile the network."),
     compile_mode: str = typer.Option(None, help="torch.compile mode, e.g. reduce-overhead (CUDA graphs)."),
     cuda_graph: bool = typer.Option(False, "--cuda-graph",
-                                    help="Capture the whole training step in one CUDA graph (single GPU)."),
+                                    help="Capture the whole training step in one CUDA graph (under torchrun: "
+                                    "on every rank, the gradient all-reduce included)."),
     device: str = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available)."),
     seed: int = typer.Option(None, help=_train("Seed of weights, data order and loss noise.", "seed")),
     log_every: int = typer.Option(None, help=_train("Steps between metric lines.", "log_every")),

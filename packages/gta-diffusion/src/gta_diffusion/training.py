@@ -23,7 +23,11 @@ A SIGINT or SIGTERM (``gta_data.stop``) makes the loop checkpoint at the current
 return; a resume may grow the total of steps or change the batch size (:func:`apply_resume_options`), never
 the network.
 Data-parallel training: under torchrun each rank draws its own ``batch_size / world_size`` windows
-(generators seeded by rank) and DDP averages the gradients.
+(generators seeded by rank), the weights start from rank 0's, and one all-reduce of a flat buffer holding
+every gradient and the loss (:class:`gta_diffusion.distributed.GradientAverage`) makes the gradient that of the
+mean loss over the global batch, before clipping, AdamW and the EMA, which every rank then applies alike.
+That all-reduce is part of the step, so ``cuda_graph`` captures it too: each rank replays one graph per step.
+The single-process step is unchanged (no buffer, no collective).
 """
 
 from __future__ import annotations
@@ -56,7 +60,14 @@ from gta_diffusion.checkpoint import (
 )
 from gta_diffusion.config import TrainConfig, WindowConfig, config_from_dict
 from gta_diffusion.data import Normalizer, WindowSet, fit_normalizer, loss_mask, resolve_window
-from gta_diffusion.distributed import DistInfo, barrier, broadcast_object, gather_objects
+from gta_diffusion.distributed import (
+    DistInfo,
+    GradientAverage,
+    barrier,
+    broadcast_object,
+    broadcast_tensors,
+    gather_objects,
+)
 from gta_diffusion.edm import Denoiser, EDMConfig, edm_loss
 from gta_diffusion.errors import DiffusionError
 from gta_diffusion.networks import (
@@ -95,6 +106,11 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def generator_seeds(seed: int, rank: int) -> tuple[int, int]:
+    """Seeds of rank ``rank``'s data-order and loss-noise generators (rank 0's alone in one process)."""
+    return seed * 1_000_003 + 2 * rank, seed * 1_000_003 + 2 * rank + 1
+
+
 def _load_store(path: str | Path):
     store = TrajectoryStore.open(path)
     return store, store.load()
@@ -115,15 +131,16 @@ class Trainer:
         self.local_batch = self.cfg.batch_size // dist.world_size
         torch.manual_seed(self.cfg.seed)  # identical initial weights on every rank
         self.denoiser = build_denoiser(config["network"], self.edm.sigma_data).to(device)
+        broadcast_tensors(dist, list(self.denoiser.state_dict().values()))  # rank 0's weights and buffers on all
         self.params = [p for p in self.denoiser.parameters() if p.requires_grad]
+        # Under a process group the gradients live in one flat buffer, averaged by one all-reduce per step.
+        self.grad_average = GradientAverage(self.params, error=DiffusionError) if dist.enabled else None
         self.ema = [p.detach().clone() for p in self.denoiser.parameters()]
         self._ema_src = [p.detach() for p in self.denoiser.parameters()]  # views that follow the updates
         use_fused = device.type == "cuda"
         if self.cfg.cuda_graph:
             if device.type != "cuda":
                 raise DiffusionError("--cuda-graph needs a CUDA device")
-            if dist.enabled:
-                raise DiffusionError("whole-step CUDA graphs are for single-process training only")
             if self.cfg.compile_mode in ("reduce-overhead", "max-autotune"):
                 raise DiffusionError("--cuda-graph captures the whole step: use it without a CUDA-graph compile mode")
         # A tensor learning rate (capturable AdamW) can change between graph replays.
@@ -131,30 +148,28 @@ class Trainer:
         self.opt = torch.optim.AdamW(self.params, lr=lr, betas=self.cfg.betas, weight_decay=self.cfg.weight_decay,
                                      fused=use_fused, capturable=self.cfg.cuda_graph)
         self._ema_weight = torch.zeros((), device=device)  # 1 - decay, refreshed before every graph replay
+        if self.cfg.compile_mode in ("reduce-overhead", "max-autotune") and dist.enabled:
+            raise DiffusionError("compile modes with CUDA graphs are for single-process training; under torchrun "
+                                 "use --cuda-graph, which captures the whole step, gradient average included")
         self.model: torch.nn.Module = self.denoiser
-        if dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel
-
-            self.model = DistributedDataParallel(
-                self.denoiser, device_ids=[device.index] if device.type == "cuda" else None
-            )
-        if self.cfg.compile_mode is not None and dist.enabled:
-            raise DiffusionError("compile modes with CUDA graphs are for single-process training only")
         self.forward = torch.compile(self.model, mode=self.cfg.compile_mode) if self.cfg.compile else self.model
         self._graph_steps = self.cfg.compile and self.cfg.compile_mode in ("reduce-overhead", "max-autotune")
         self.mask = loss_mask(windows.norm, windows.cfg.horizon).to(device)  # [H+1, D]
         self.inv_count = 1.0 / (float(self.mask.sum()) * self.local_batch)
-        self.data_gen = torch.Generator(device=device).manual_seed(self.cfg.seed * 1_000_003 + 2 * dist.rank)
-        self.loss_gen = torch.Generator(device=device).manual_seed(self.cfg.seed * 1_000_003 + 2 * dist.rank + 1)
+        data_seed, loss_seed = generator_seeds(self.cfg.seed, dist.rank)
+        self.data_gen = torch.Generator(device=device).manual_seed(data_seed)
+        self.loss_gen = torch.Generator(device=device).manual_seed(loss_seed)
         self.step_count = 0
         self._saved_step: int | None = None  # the step of the last checkpoint written or loaded here
         self._resume_acc: dict[str, Any] | None = None
         self._zero_accumulators()
-        # --cuda-graph: three eager warm-up steps, then the whole step as one graph; the data and loss generators
-        # advance with every replay, and gradients are allocated from the graph's pool.
+        # --cuda-graph: three eager warm-up steps (collectives included: the communicator exists before capture), then
+        # the whole step as one graph; the data and loss generators advance with every replay, and gradients are
+        # allocated from the graph's pool (under a process group they stay in the flat buffer made above).
         self.graph_runner = CudaGraphRunner(
             self._graph_body, cuda_graph=self.cfg.cuda_graph, device=device, warmup=3,
-            generators=(self.data_gen, self.loss_gen), before_capture=lambda: self.opt.zero_grad(set_to_none=True),
+            generators=(self.data_gen, self.loss_gen),
+            before_capture=None if self.grad_average is not None else lambda: self.opt.zero_grad(set_to_none=True),
             error=DiffusionError,
         )
 
@@ -264,8 +279,13 @@ class Trainer:
             loss = edm_loss(self.forward, x0, cond, cfg=self.edm, loss_mask=self.mask,
                             cond_drop_prob=self.cfg.cond_drop_prob, generator=self.loss_gen)  # [B, H+1, D]
         loss = loss.float().sum() * self.inv_count  # mean over the entries that count
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.grad_average is None:
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+        else:  # the mean over the global batch: gradients and loss averaged over the ranks
+            self.grad_average.zero_()
+            loss.backward()
+            loss = self.grad_average.average(loss)
         gnorm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
         self.opt.step()
         loss = loss.detach()
@@ -519,4 +539,4 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu", *, ema: 
     return denoiser, norm, config_from_dict(WindowConfig, config["window"]), edm, config
 
 
-__all__ = ["TrainConfig", "Trainer", "apply_resume_options", "load_model", "lr_at", "train"]
+__all__ = ["TrainConfig", "Trainer", "apply_resume_options", "generator_seeds", "load_model", "lr_at", "train"]
