@@ -146,3 +146,7 @@ def validate(store: Annotated[Path, typer.Argument(help="Store to check (structu
     with _errors():
         TrajectoryStore.open(store).validate()
         typer.echo(f"ok: {store}")
+
+
+if __name__ == "__main__":  # python -m gta_data.cli
+    app()

@@ -211,3 +211,7 @@ def chart(
     except _known_errors() as exc:
         _fail(exc)
     typer.echo(f"chart written to {out}")
+
+
+if __name__ == "__main__":  # python -m gta_eval.cli
+    app()

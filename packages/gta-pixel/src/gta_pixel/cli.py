@@ -149,3 +149,7 @@ def validate(store: Annotated[Path, typer.Argument(help="A pixel store.")]) -> N
 from gta_pixel.cli_model import register_model_commands  # noqa: E402
 
 register_model_commands(app, debug=lambda: _DEBUG["on"])
+
+
+if __name__ == "__main__":  # python -m gta_pixel.cli
+    app()

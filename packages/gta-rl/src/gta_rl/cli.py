@@ -415,3 +415,7 @@ def sac(
                                progress=lambda done, total: bar.update(done))
     for c in result["checkpoints"]:
         typer.echo(f"step {c['step']}: eval return {c['eval_return']:.1f} +- {c['eval_return_std']:.1f}")
+
+
+if __name__ == "__main__":  # python -m gta_rl.cli
+    app()
