@@ -88,3 +88,15 @@ def test_public_api_is_lazy_and_leaves_the_modules_reachable():
     """)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_cli_runs_as_a_module():
+    """``python -m gta_<pkg>.cli`` is the package's app (what torchrun and users without the console scripts run)."""
+    import pytest
+
+    for pkg in ("gta_data", "gta_diffusion", "gta_rl", "gta_eval", "gta_pixel"):
+        result = subprocess.run([sys.executable, "-m", f"{pkg}.cli", "--help"], capture_output=True, text=True,
+                                timeout=120)
+        if result.returncode != 0 and "No module named" in result.stderr:
+            pytest.skip(f"{pkg} is not installed here")
+        assert result.returncode == 0 and "Usage" in result.stdout, (pkg, result.stdout[-500:], result.stderr[-500:])
