@@ -28,7 +28,7 @@ from torch import Tensor
 from gta_data import StoreError
 from gta_data.accel.devices import resolve_device
 from gta_pixel import runs
-from gta_pixel.drqbc import ACTOR_NOISE_STREAM, ROW_STREAM, TARGET_NOISE_STREAM, sample_action
+from gta_pixel.drqbc import sample_action
 from gta_pixel.drqbc_fast import DrQBCStack, q_twin, run_head
 from gta_pixel.errors import RunError
 from gta_rl.base import Agent
@@ -40,6 +40,10 @@ from gta_rl.optim import Adam
 
 FROZEN_PREFIXES = ("encoder.", "actor.trunk.", "critic.trunk.", "critic_target.trunk.")
 HEAD_PREFIXES = ("actor.policy.", "critic.Q1.", "critic.Q2.", "critic_target.Q1.", "critic_target.Q2.")
+
+# Fine-tuning's own random streams: its step counter starts at 0 again, so pretraining's stream ids would
+# replay pretraining's draws step for step (the same noise at fine-tune step j as at pretrain step j).
+ROW_STREAM, TARGET_NOISE_STREAM, ACTOR_NOISE_STREAM = 1001, 1100, 1101
 
 
 def nstep_rows(episode_ends: np.ndarray, nstep: int) -> tuple[np.ndarray, np.ndarray]:
