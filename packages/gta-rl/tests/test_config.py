@@ -4,6 +4,7 @@ reading a config.json written before later keys existed, and the public API."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -89,3 +90,25 @@ def test_public_api_train_is_the_function(point_store, tmp_path):
     results = train(Public("td3bc", [str(point_store)], steps=2, batch_size=8, eval_every=0, eval_episodes=0,
                            overrides={"hidden": [8, 8]}), tmp_path / "r")
     assert results["step"] == 2 and set(results["seeds"]) == {"0"}
+
+
+def test_seeds_are_distinct_but_a_stack_of_arms_may_repeat_them():
+    with pytest.raises(RunError, match="distinct"):
+        RunConfig("td3bc", ("a",), seeds=[0, 0])
+    with pytest.raises(RunError, match="distinct"):
+        RunConfig("td3bc", ("a",), seeds=[-1])
+    # A run read back whose logs went to a sink this machine lacks: other seeds (a stack of two arms' seeds,
+    # which repeat) must not check the recorded config again (gta-rl evaluate's worker processes do this).
+    run = ResolvedRun.from_json({**OLD_CONFIG, "log_to": ["wandb"]})
+    assert run.with_seeds([0, 3, 0, 3]).seeds == (0, 3, 0, 3) and run.seeds == (0, 3)
+
+
+def test_a_resume_without_steps_runs_to_the_total_it_started_with(point_store, tmp_path):
+    from gta_rl.training import train
+
+    cfg = RunConfig("td3bc", [str(point_store)], (0,), steps=6, batch_size=8, eval_every=0, eval_episodes=0,
+                    log_every=2, checkpoint_every=2, overrides={"hidden": [8, 8]})
+    assert train(cfg, tmp_path / "r", stop_after=2)["step"] == 2  # stopped with a checkpoint at step 2
+    results = train(replace(cfg, steps=None), tmp_path / "r", resume=True)
+    assert results["step"] == 6  # not the algorithm's default of 1M
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["steps"] == 6

@@ -140,11 +140,10 @@ def _overrides(algorithm: str, specs: list[str], target_return: list[float]) -> 
 def _train_with_progress(cfg, arms: dict, named: bool, resume: bool) -> dict:
     """``train_arms`` with a progress bar that shows the latest loss and scores."""
     from gta_data.progress import progress
-    from gta_rl.algorithms import canonical_name
-    from gta_rl.training import train_arms
+    from gta_rl.training import resolve_steps, train_arms
 
     what = f"{len(arms)} arms x " if named else ""
-    steps = cfg.with_algorithm_defaults(canonical_name(cfg.algorithm)).steps
+    steps = resolve_steps(cfg, [out for _, out in arms.values()], resume).steps
     with progress(f"{cfg.algorithm} {what}{len(cfg.seeds)} seeds", total=steps, unit="steps") as bar:
         status = _TrainStatus(bar, arms, len(cfg.seeds))
         return train_arms(cfg, arms, resume=resume, progress=lambda done, total: bar.update(done), on_event=status)

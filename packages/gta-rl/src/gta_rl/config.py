@@ -7,6 +7,7 @@ the later keys."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
@@ -68,6 +69,8 @@ class RunConfig:
             raise RunError(str(exc)) from None
         if not self.seeds:
             raise RunError("no seeds")
+        if any(s < 0 or s >= 2**31 for s in self.seeds) or len(set(self.seeds)) != len(self.seeds):
+            raise RunError(f"seeds must be distinct and lie in [0, 2**31), got {list(self.seeds)}")
         if (self.steps is not None and self.steps < 1) or (self.batch_size is not None and self.batch_size < 1):
             raise RunError("steps and batch size must be positive")
         if self.eval_every < 0 or (self.eval_episodes is not None and self.eval_episodes < 0) or self.log_every < 1:
@@ -117,8 +120,11 @@ class ResolvedRun:
         return self.config.seeds
 
     def with_seeds(self, seeds: Sequence[int]) -> ResolvedRun:
-        """The same run for other seeds (one seed of a stack, or a stack of several arms' seeds)."""
-        return replace(self, config=replace(self.config, seeds=tuple(seeds)))
+        """The same run for other seeds (one seed of a stack, or a stack of several arms' seeds, which repeat).
+        The recorded config is not checked again: reading a run needs none of its log sinks."""
+        config = copy.copy(self.config)
+        object.__setattr__(config, "seeds", tuple(int(s) for s in seeds))
+        return replace(self, config=config)
 
     def describe(self) -> str:
         """The resolved settings in two lines (what `gta-rl train` prints as a run starts)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from gta_rl.algorithms import canonical_name
 from gta_rl.config import ResolvedRun, RunConfig, RunError
 from gta_rl.fast import MetricAccumulator, StepRunner
 from gta_rl.kernels import fused_mlp
-from gta_rl.run_dir import CHECKPOINT, RunStopped, check_out_dir, load_run
+from gta_rl.run_dir import CHECKPOINT, RunStopped, check_out_dir, load_run, read_config
 from gta_rl.run_eval import (
     BackgroundEvaluation,
     CpuPolicies,
@@ -72,7 +73,7 @@ def train_arms(cfg: RunConfig, arms: dict[str, tuple[Sequence[str], str | Path]]
     arm after arm) and at every recorded evaluation (``"eval"``, ``score_mean`` per member)."""
     if not arms:
         raise RunError("no arms")
-    cfg = cfg.with_algorithm_defaults(canonical_name(cfg.algorithm))
+    cfg = resolve_steps(cfg, [out for _, out in arms.values()], resume)
     device = resolve_device(cfg.device, RunError)
     _check_execution(cfg, device, len(arms))
     outs = [Path(out) for _, out in arms.values()]
@@ -89,6 +90,16 @@ def train_arms(cfg: RunConfig, arms: dict[str, tuple[Sequence[str], str | Path]]
     t0 = time.perf_counter()
     end = _train_loop(cfg, stack, start, stop_after, progress, on_event)
     return stack.finish(end, time.perf_counter() - t0)
+
+
+def resolve_steps(cfg: RunConfig, outs: Sequence[str | Path], resume: bool) -> RunConfig:
+    """``cfg`` with its algorithm's defaults; a resume without ``steps`` runs to the total the run started with
+    (recorded in its config.json), not to the default (IQL's actor schedule is built on that total)."""
+    if resume and cfg.steps is None:
+        saved = [Path(out) / "config.json" for out in outs if (Path(out) / "config.json").is_file()]
+        if saved:
+            cfg = replace(cfg, steps=int(read_config(saved[0].parent)["steps"]))
+    return cfg.with_algorithm_defaults(canonical_name(cfg.algorithm))
 
 
 def _check_execution(cfg: RunConfig, device: torch.device, num_arms: int) -> None:
