@@ -26,6 +26,10 @@ def test_train_resume_augment(tmp_path, toy_store):
     assert config["train"]["steps"] == 4 and config["window"]["cond_scale"] == 0.01
     res = runner.invoke(app, ["train", "--out", str(run), "--steps", "4", *SMALL])
     assert res.exit_code == 0 and "resuming at step 4" in res.output, res.output
+    # options a resume does not apply are named, not silently dropped; those it applies are not among them
+    ignored = next(line for line in res.output.splitlines() if line.startswith("ignored on resume"))
+    assert all(f"--{name}" in ignored for name in ("warmup-steps", "log-every", "checkpoint-every", "horizon"))
+    assert "--steps" not in ignored and "--batch-size" not in ignored and "--network" not in ignored
     out = tmp_path / "aug.zarr"
     res = runner.invoke(app, ["augment", "--model", str(run), "--data", str(toy_store.path), "--out", str(out),
                               "--dataset-preset", "hopper-medium-replay", "--alpha", "1.2", "--reweight-clip", "5",

@@ -122,6 +122,12 @@ def train(
                  "log_every": log_every, "checkpoint_every": checkpoint_every, "log_to": _sinks(log_to)}
         window = {"horizon": horizon, "cond_scale": cond_scale, "terminal_penalty": terminal_penalty,
                   "penalty_in_reward_channel": penalty_in_rewards}
+        if (out / "config.json").exists() and os.environ.get("RANK", "0") == "0":
+            ignored = [name for name, value in {**given, **window}.items()
+                       if value is not None and name not in _RESUME_MAY_CHANGE]
+            if ignored:
+                typer.echo("ignored on resume (the saved run's settings are kept): "
+                           + ", ".join("--" + _OPTION_NAMES.get(n, n).replace("_", "-") for n in ignored))
         if model == "synther":
             from gta_diffusion.baselines.cli import train_synther
 
@@ -168,6 +174,11 @@ def _train_gta(data: Path | None, out: Path, given: dict[str, Any], window: dict
         run_training(trainer, out, stop_after, show=dist.is_main)
     finally:
         shutdown(dist)
+
+
+# What `train` applies on a resume (training.apply_resume_options); every other option given then is ignored.
+_RESUME_MAY_CHANGE = ("steps", "batch_size", "preset", "log_to", "penalty_in_reward_channel")
+_OPTION_NAMES = {"preset": "network"}
 
 
 @app.command()
