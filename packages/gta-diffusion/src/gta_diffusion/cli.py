@@ -122,26 +122,22 @@ def train(
                  "log_every": log_every, "checkpoint_every": checkpoint_every, "log_to": _sinks(log_to)}
         window = {"horizon": horizon, "cond_scale": cond_scale, "terminal_penalty": terminal_penalty,
                   "penalty_in_reward_channel": penalty_in_rewards}
-        if (out / "config.json").exists() and os.environ.get("RANK", "0") == "0":
-            ignored = [name for name, value in {**given, **window}.items()
-                       if value is not None and name not in _RESUME_MAY_CHANGE]
-            if ignored:
-                typer.echo("ignored on resume (the saved run's settings are kept): "
-                           + ", ".join("--" + _OPTION_NAMES.get(n, n).replace("_", "-") for n in ignored))
+        ignored = _ignored_on_resume(out, {**given, **window})
         if model == "synther":
             from gta_diffusion.baselines.cli import train_synther
 
             if penalty_in_rewards or any(v is not None for k, v in window.items() if k != "penalty_in_reward_channel"):
                 raise DiffusionError("--horizon, --cond-scale, --terminal-penalty and --penalty-in-rewards are for "
                                      "the GTA model (SynthER models single transitions)")
-            return train_synther(data, out, given, device=device, stop_after=stop_after, threads=threads)
+            return train_synther(data, out, given, device=device, stop_after=stop_after, threads=threads,
+                                 ignored=ignored)
         if model != "gta":
             raise DiffusionError(f"unknown model {model!r} (choose gta or synther)")
-        _train_gta(data, out, given, window, device=device, stop_after=stop_after, threads=threads)
+        _train_gta(data, out, given, window, device=device, stop_after=stop_after, threads=threads, ignored=ignored)
 
 
 def _train_gta(data: Path | None, out: Path, given: dict[str, Any], window: dict[str, Any], *, device: str | None,
-               stop_after: int | None, threads: int | None) -> None:
+               stop_after: int | None, threads: int | None, ignored: str | None) -> None:
     from gta_diffusion.distributed import init_distributed, shutdown
     from gta_diffusion.threads import set_cpu_threads
     from gta_diffusion.training import Trainer, apply_resume_options
@@ -164,6 +160,8 @@ def _train_gta(data: Path | None, out: Path, given: dict[str, Any], window: dict
             verb = f"resuming at step {trainer.step_count} (saved config is used)" if resuming else "new run"
             for line in changes:
                 typer.echo(f"changed on resume: {line}")
+            if ignored:
+                typer.echo(ignored)
             typer.echo(f"{out}: {verb}; {facts['env_id']}, {facts['num_windows']} windows of "
                        f"H={trainer.windows.cfg.horizon}, {trainer.config['network']['parameters']:,} parameters, "
                        f"{dist.world_size} rank(s) on {dev}{_threads_note(dev)}")
@@ -179,6 +177,17 @@ def _train_gta(data: Path | None, out: Path, given: dict[str, Any], window: dict
 # What `train` applies on a resume (training.apply_resume_options); every other option given then is ignored.
 _RESUME_MAY_CHANGE = ("steps", "batch_size", "preset", "log_to", "penalty_in_reward_channel")
 _OPTION_NAMES = {"preset": "network"}
+
+
+def _ignored_on_resume(out: Path, given: dict[str, Any]) -> str | None:
+    """The line that names the options given to a resume that it does not apply (None: not a resume, or none)."""
+    if not (out / "config.json").exists():
+        return None
+    ignored = [name for name, value in given.items() if value is not None and name not in _RESUME_MAY_CHANGE]
+    if not ignored:
+        return None
+    return ("ignored on resume (the saved run's settings are kept): "
+            + ", ".join("--" + _OPTION_NAMES.get(n, n).replace("_", "-") for n in ignored))
 
 
 @app.command()

@@ -38,7 +38,7 @@ def augment_s4rl_command(*, data: Path, out: Path, overwrite: bool, debug: bool,
 
 
 def train_synther(data: Path | None, out: Path, given: dict[str, Any], *, device: str | None,
-                  stop_after: int | None, threads: int | None) -> None:
+                  stop_after: int | None, threads: int | None, ignored: str | None = None) -> None:
     """``gta-diffusion train --model synther``: train (or resume) SynthER's unconditional transition diffusion
     model. ``given``: the TrainConfig settings given on the command line (None: SynthER's default, or as the
     saved run); called inside the command's error handler."""
@@ -64,6 +64,8 @@ def train_synther(data: Path | None, out: Path, given: dict[str, Any], *, device
     verb = f"resuming at step {trainer.step_count} (saved config is used)" if resuming else "new run"
     for line in changes:
         typer.echo(f"changed on resume: {line}")
+    if ignored:
+        typer.echo(ignored)  # the line that names the options this resume does not apply
     typer.echo(f"{out}: {verb}; {facts['env_id']}, {facts['num_transitions']} transitions, batch "
                f"{trainer.cfg.batch_size}, {trainer.config['network']['parameters']:,} parameters on {dev}"
                f"{_threads_note(dev)}")
