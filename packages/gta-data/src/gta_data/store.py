@@ -13,11 +13,8 @@ temporary sibling is removed by the next write of the same path (:func:`remove_s
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import logging
 import os
-import re
 import shutil
 import socket
 import uuid
@@ -29,6 +26,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from gta_data import store_dirs
 from gta_data._version import __version__
 from gta_data.errors import StoreError
 
@@ -148,25 +146,8 @@ def _chunk_rows(row_shape: tuple[int, ...], itemsize: int) -> int:
     return 1 << (int(rows).bit_length() - 1)
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _clean_meta(value: Any) -> Any:
-    """Make metadata JSON-serialisable (numpy scalars and arrays, paths, tuples)."""
-    if isinstance(value, Mapping):
-        return {str(k): _clean_meta(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean_meta(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
+_now = store_dirs.now
+_clean_meta = store_dirs.clean_meta  # minari_bridge writes its metadata with it too
 
 
 class StoreWriter:
@@ -373,81 +354,20 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     the writer's cleanup), saying so on stderr (the ``gta_data`` logger); returns what was removed. Only what
     is provably one: a directory named ``.<name>.tmp-<8 hex digits>`` whose attributes say it is an
     incomplete trajectory store written on this host by a process that no longer runs."""
-    path = Path(path)
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.tmp-[0-9a-f]{{8}}")
-    if not path.parent.is_dir():
-        return []
-    removed = []
-    for entry in path.parent.iterdir():
-        if not pattern.fullmatch(entry.name) or not entry.is_dir():
-            continue
-        try:
-            attrs = json.loads((entry / "zarr.json").read_text()).get("attributes", {})
-        except (OSError, ValueError, AttributeError):
-            continue
-        if not isinstance(attrs, dict) or attrs.get("format") != FORMAT_NAME or attrs.get("complete") is not False:
-            continue
-        writer = attrs.get("writer") if isinstance(attrs.get("writer"), dict) else {}
-        if writer.get("host") != socket.gethostname() or not _process_gone(writer.get("pid")):
-            continue
-        shutil.rmtree(entry, ignore_errors=True)
-        removed.append(entry)
-        _log.warning("removed %s: an incomplete store left by an interrupted write (process %s, no longer running)",
-                     entry, writer["pid"])
-    return removed
-
-
-def _process_gone(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # exists but belongs to someone else, or cannot be asked
-        return False
-    return False
+    return store_dirs.remove_stale_temporaries(path, format_name=FORMAT_NAME, noun="store", log=_log)
 
 
 def check_replaceable(path: str | os.PathLike) -> None:
     """Raise unless writing a store at ``path`` with overwrite may replace what is there (nothing, an empty
     folder or a trajectory store). Commands call it before their work, and the commit calls it again."""
     path = Path(path)
-    if path.exists() and not _replaceable(path):
+    if path.exists() and not store_dirs.is_replaceable(path, FORMAT_NAME):
         raise StoreError(f"{path} is not a trajectory store: overwrite replaces stores only")
 
 
-def _replaceable(path: Path) -> bool:
-    """Whether ``overwrite`` may replace ``path``: an empty directory or a trajectory store (complete or not),
-    never another file or folder."""
-    if not path.is_dir():
-        return False
-    if not any(path.iterdir()):
-        return True
-    try:
-        attrs = json.loads((path / "zarr.json").read_text()).get("attributes", {})
-    except (OSError, ValueError, AttributeError):
-        return False
-    return isinstance(attrs, dict) and attrs.get("format") == FORMAT_NAME
-
-
 def _replace_dir(src: Path, dst: Path, *, overwrite: bool) -> None:
-    """Move ``src`` to ``dst``. An existing ``dst`` is first moved aside, then deleted, so that ``dst``
-    only ever holds a complete store or nothing."""
-    if dst.exists():
-        if not overwrite or not _replaceable(dst):  # checked again: something may have appeared meanwhile
-            shutil.rmtree(src, ignore_errors=True)
-            raise StoreError(f"{dst} already exists" + (" (pass overwrite to replace it)" if not overwrite else
-                                                         " and is not a trajectory store: not replaced"))
-        aside = dst.parent / f".{dst.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(dst, aside)
-        os.replace(src, dst)
-        if aside.is_dir():
-            shutil.rmtree(aside)
-        else:
-            aside.unlink()
-    else:
-        os.replace(src, dst)
+    store_dirs.replace_dir(src, dst, overwrite=overwrite, format_name=FORMAT_NAME, error=StoreError,
+                           kind="trajectory store")
 
 
 def write_store(

@@ -13,11 +13,8 @@ then renames it into place; a killed writer's leftover is removed by the next wr
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import logging
 import os
-import re
 import shutil
 import socket
 import uuid
@@ -29,6 +26,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import zarr
 
+from gta_data import store_dirs
 from gta_pixel._version import __version__
 from gta_pixel.errors import PixelStoreError
 
@@ -145,43 +143,13 @@ def nstep_returns(rewards: np.ndarray, discounts: np.ndarray, nstep_rows: np.nda
 # -- writing ----------------------------------------------------------------------------------------
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _clean(value: Any) -> Any:
-    """JSON-able metadata (numpy scalars and arrays, paths, tuples)."""
-    if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
-
-
-def _attrs_of(path: Path) -> dict[str, Any] | None:
-    try:
-        attrs = json.loads((path / "zarr.json").read_text()).get("attributes", {})
-    except (OSError, ValueError, AttributeError):
-        return None
-    return attrs if isinstance(attrs, dict) else None
+_now = store_dirs.now
+_clean = store_dirs.clean_meta
 
 
 def _replaceable(path: Path) -> bool:
     """``overwrite`` replaces an empty folder or a pixel store (complete or not), nothing else."""
-    if not path.is_dir():
-        return False
-    if not any(path.iterdir()):
-        return True
-    attrs = _attrs_of(path)
-    return attrs is not None and attrs.get("format") == FORMAT_NAME
+    return store_dirs.is_replaceable(path, FORMAT_NAME)
 
 
 def check_replaceable(path: str | os.PathLike, overwrite: bool) -> None:
@@ -198,53 +166,12 @@ def check_replaceable(path: str | os.PathLike, overwrite: bool) -> None:
 def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     """Delete what killed writers of ``path`` left: hidden ``.<name>.tmp-<8 hex>`` directories holding an
     incomplete pixel store written on this host by a process that no longer runs (said on stderr)."""
-    path = Path(path)
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.tmp-[0-9a-f]{{8}}")
-    removed: list[Path] = []
-    if not path.parent.is_dir():
-        return removed
-    for entry in path.parent.iterdir():
-        if not pattern.fullmatch(entry.name) or not entry.is_dir():
-            continue
-        attrs = _attrs_of(entry)
-        if attrs is None or attrs.get("format") != FORMAT_NAME or attrs.get("complete") is not False:
-            continue
-        writer = attrs.get("writer") if isinstance(attrs.get("writer"), dict) else {}
-        if writer.get("host") != socket.gethostname() or not _process_gone(writer.get("pid")):
-            continue
-        shutil.rmtree(entry, ignore_errors=True)
-        removed.append(entry)
-        _log.warning("removed %s: an incomplete pixel store left by an interrupted write (process %s, "
-                     "no longer running)", entry, writer["pid"])
-    return removed
-
-
-def _process_gone(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False
-    return False
+    return store_dirs.remove_stale_temporaries(path, format_name=FORMAT_NAME, noun="pixel store", log=_log)
 
 
 def _replace_dir(src: Path, dst: Path, *, overwrite: bool) -> None:
-    """Move ``src`` to ``dst``; an existing ``dst`` is moved aside first and deleted after, so ``dst`` only
-    ever holds a complete store or nothing."""
-    if dst.exists():
-        if not overwrite or not _replaceable(dst):  # checked again: something may have appeared meanwhile
-            shutil.rmtree(src, ignore_errors=True)
-            raise PixelStoreError(f"{dst} already exists" + (" (pass overwrite to replace it)" if not overwrite
-                                                             else " and is not a pixel store: not replaced"))
-        aside = dst.parent / f".{dst.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(dst, aside)
-        os.replace(src, dst)
-        shutil.rmtree(aside) if aside.is_dir() else aside.unlink()
-    else:
-        os.replace(src, dst)
+    store_dirs.replace_dir(src, dst, overwrite=overwrite, format_name=FORMAT_NAME, error=PixelStoreError,
+                           kind="pixel store")
 
 
 def _ref_scores(task: Mapping[str, Any]) -> tuple[float | None, float | None]:
