@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from gta_data.accel.cuda_graph import CudaGraphRunner, compile_step, describe_error  # noqa: E402
-from gta_data.accel.devices import resolve_device  # noqa: E402
+from gta_data.accel.devices import resolve_device, strict_fp32  # noqa: E402
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -53,6 +53,22 @@ class Toy:
             self.w.mul_(0.5)
         self.count.add_(1)
         return self.w.sum() * 1.0
+
+
+def test_strict_fp32_turns_tf32_off_and_restores_the_settings_even_after_an_error():
+    flags = lambda: (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,  # noqa: E731
+                     torch.backends.cudnn.deterministic)
+    before = flags()
+    torch.backends.cudnn.allow_tf32, torch.backends.cudnn.deterministic = True, False  # torch's defaults
+    try:
+        with strict_fp32():
+            assert flags() == (False, False, True)
+        assert flags() == (before[0], True, False)
+        with pytest.raises(RuntimeError), strict_fp32():
+            raise RuntimeError("inside")
+        assert flags() == (before[0], True, False)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.deterministic = before
 
 
 def test_runner_without_graphs_calls_the_step():

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from gta_data.accel.devices import strict_fp32
 from gta_diffusion.augmentation import AugmentConfig, Augmenter, window_seeds
 from gta_diffusion.data import WindowConfig
 from gta_diffusion.distributed import DistInfo
@@ -80,10 +81,12 @@ def test_fast_paths_agree_with_eager(tmp_path, toy_store, network):
 
 def _graph_replays_match_eager(eager, graph, steps: int) -> None:
     """``steps`` steps of each trainer: the whole-step graph (3 eager warm-up steps, then replays) gives the
-    eager losses, weights and EMA (same kernels, same generator streams); then one replay under the sync
-    checker: no host sync inside a replayed step."""
-    ref = torch.stack([eager.step() for _ in range(steps)]).cpu()
-    got = torch.stack([graph.step().clone() for _ in range(steps)]).cpu()
+    eager losses, weights and EMA (same kernels, same generator streams; strict fp32, as cuDNN may choose
+    another TF32 convolution algorithm under capture); then one replay under the sync checker: no host sync
+    inside a replayed step."""
+    with strict_fp32():
+        ref = torch.stack([eager.step() for _ in range(steps)]).cpu()
+        got = torch.stack([graph.step().clone() for _ in range(steps)]).cpu()
     assert graph.graph_runner.captured()
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
     for p_e, p_g in zip(eager.denoiser.parameters(), graph.denoiser.parameters(), strict=True):
@@ -104,10 +107,11 @@ def test_whole_step_cuda_graph_matches_eager_and_resumes_exactly(tmp_path, toy_s
     _graph_replays_match_eager(_trainer(tmp_path, toy_store, "eager-ref", network), graph, 12)
     # Exact resume: a checkpoint taken between replays continues like the uninterrupted run.
     graph.save()
-    cont = torch.stack([graph.step().clone() for _ in range(6)]).cpu()
-    resumed = Trainer.create(tmp_path / "graph", None, device="cuda")
-    assert resumed.step_count == 13
-    again = torch.stack([resumed.step().clone() for _ in range(6)]).cpu()
+    with strict_fp32():
+        cont = torch.stack([graph.step().clone() for _ in range(6)]).cpu()
+        resumed = Trainer.create(tmp_path / "graph", None, device="cuda")
+        assert resumed.step_count == 13
+        again = torch.stack([resumed.step().clone() for _ in range(6)]).cpu()
     torch.testing.assert_close(again, cont, rtol=1e-5, atol=1e-6)
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from gta_data.accel.devices import strict_fp32
 from gta_pixel.bench import synthetic_replay
 from gta_pixel.drqbc import DrQBC, DrQBCConfig, draw_noise
 from gta_pixel.drqbc_fast import DrQBCStack
@@ -20,6 +21,13 @@ CFG = DrQBCConfig(hidden_dim=256, batch_size=64)
 @pytest.fixture(scope="module")
 def replay():
     return synthetic_replay(84, 6, episodes=3, length=50, config=CFG, device=torch.device("cuda"))
+
+
+@pytest.fixture
+def fp32():
+    """Strict fp32 (no TF32 convolutions, deterministic cuDNN) for the comparisons of two fp32 executions."""
+    with strict_fp32():
+        yield
 
 
 def _agent(replay, **kw):
@@ -39,8 +47,7 @@ def test_step_does_not_sync(replay):
 
 
 @pytest.mark.parametrize("compile,grouped", [(False, True), (True, True), (True, False)])
-def test_cuda_graph_replays_the_eager_step(replay, compile, grouped):
-    torch.backends.cudnn.deterministic = True
+def test_cuda_graph_replays_the_eager_step(replay, compile, grouped, fp32):
     eager, graphed = _agent(replay), _agent(replay, grouped_convs=grouped)
     runner = StepRunner(graphed, replay, CFG.batch_size, compile=compile, cuda_graph=True, warmup=2)
     for step in range(6):
@@ -64,9 +71,7 @@ def test_bf16_channels_last_close_to_fp32(replay):
     torch.testing.assert_close(fast.act(obs), fp32.act(obs), atol=5e-2, rtol=0)
 
 
-def test_stacked_matches_reference_on_device(replay):
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+def test_stacked_matches_reference_on_device(replay, fp32):
     stack = _agent(replay)
     refs = [DrQBC(replay.obs_shape, replay.act_dim, CFG, seed=s, device="cuda") for s in (0, 1, 2)]
     for step in range(3):
