@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import socket
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -150,16 +147,23 @@ _now = store_dirs.now
 _clean_meta = store_dirs.clean_meta  # minari_bridge writes its metadata with it too
 
 
-class StoreWriter:
+class StoreWriter(store_dirs.AtomicStoreWriter):
     """Write a store episode by episode, atomically.
 
     Use as a context manager: on normal exit the store is committed (renamed into place); on an
-    exception the temporary directory is removed and nothing appears at ``path``.
+    exception the temporary directory is removed and nothing appears at ``path``
+    (:class:`gta_data.store_dirs.AtomicStoreWriter`).
 
         with StoreWriter("orig.zarr", env_id="HalfCheetah-v5", obs_dim=17, act_dim=6) as w:
             for ep in episodes:
                 w.add_episode(ep)
     """
+
+    format_name = FORMAT_NAME
+    error = StoreError
+    kind = "trajectory store"
+    noun = "store"
+    log = _log
 
     def __init__(
         self,
@@ -185,10 +189,7 @@ class StoreWriter:
         if obs_dim <= 0 or act_dim <= 0:
             raise StoreError(f"obs_dim and act_dim must be positive, got {obs_dim} and {act_dim}")
         self.obs_dim, self.act_dim = int(obs_dim), int(act_dim)
-        self.overwrite = overwrite
         self.flush_rows = flush_rows
-        remove_stale_temporaries(self.path)
-        self._tmp = self.path.parent / f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}"
         self._attrs: dict[str, Any] = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
@@ -208,11 +209,7 @@ class StoreWriter:
             if key in ("format", "format_version", "complete", "num_transitions", "num_episodes"):
                 raise StoreError(f"attribute {key!r} is reserved")
             self._attrs[key] = value
-        self._group = zarr.open_group(store=str(self._tmp), mode="w-", zarr_format=3)
-        # Until commit the store says it is incomplete, should anyone open the temporary directory.
-        # Who is writing it: a later writer of the same path removes it once that process is gone.
-        self._group.attrs.put(_clean_meta({**self._attrs, "complete": False,
-                                           "writer": {"host": socket.gethostname(), "pid": os.getpid()}}))
+        self._begin(self.path, self._attrs, overwrite=overwrite)
         self._group.create_group("data")
         self._group.create_group("meta")
         self._arrays: dict[str, zarr.Array] = {}
@@ -224,7 +221,6 @@ class StoreWriter:
         self._episode_ends: list[int] = []
         self._extra_keys: set[str] | None = None
         self._meta_keys: set[str] | None = None
-        self._closed = False
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -310,7 +306,9 @@ class StoreWriter:
 
     def commit(self) -> TrajectoryStore:
         """Write the episode index and attributes, then rename the store into place."""
-        self._check_open()
+        return super().commit()
+
+    def _finish(self) -> dict[str, Any]:
         self._flush()
         if self._rows == 0:
             raise StoreError("refusing to write a store with no transitions")
@@ -318,35 +316,10 @@ class StoreWriter:
         self._group.create_array("meta/episode_ends", shape=ends.shape, dtype="int64", chunks=(1 << 16,),
                                  dimension_names=("episode",), config=_EVERY_CHUNK)
         self._group["meta/episode_ends"][:] = ends
-        attrs = _clean_meta(
-            {**self._attrs, "num_transitions": self._rows, "num_episodes": len(ends), "complete": True,
-             "every_chunk_written": True}
-        )
-        self._group.attrs.put(attrs)
-        self._closed = True
-        _replace_dir(self._tmp, self.path, overwrite=self.overwrite)
+        return {**self._attrs, "num_transitions": self._rows, "num_episodes": len(ends), "every_chunk_written": True}
+
+    def _open(self) -> TrajectoryStore:
         return TrajectoryStore.open(self.path)
-
-    def abort(self) -> None:
-        self._closed = True
-        shutil.rmtree(self._tmp, ignore_errors=True)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreError("writer is closed")
-
-    def __enter__(self) -> StoreWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None and not self._closed:
-            try:
-                self.commit()
-            except BaseException:
-                self.abort()
-                raise
-        elif not self._closed:
-            self.abort()
 
 
 def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
@@ -363,11 +336,6 @@ def check_replaceable(path: str | os.PathLike) -> None:
     path = Path(path)
     if path.exists() and not store_dirs.is_replaceable(path, FORMAT_NAME):
         raise StoreError(f"{path} is not a trajectory store: overwrite replaces stores only")
-
-
-def _replace_dir(src: Path, dst: Path, *, overwrite: bool) -> None:
-    store_dirs.replace_dir(src, dst, overwrite=overwrite, format_name=FORMAT_NAME, error=StoreError,
-                           kind="trajectory store")
 
 
 def write_store(

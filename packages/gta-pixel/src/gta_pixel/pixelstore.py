@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import socket
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,7 +141,6 @@ def nstep_returns(rewards: np.ndarray, discounts: np.ndarray, nstep_rows: np.nda
 
 
 _now = store_dirs.now
-_clean = store_dirs.clean_meta
 
 
 def _replaceable(path: Path) -> bool:
@@ -169,26 +165,28 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     return store_dirs.remove_stale_temporaries(path, format_name=FORMAT_NAME, noun="pixel store", log=_log)
 
 
-def _replace_dir(src: Path, dst: Path, *, overwrite: bool) -> None:
-    store_dirs.replace_dir(src, dst, overwrite=overwrite, format_name=FORMAT_NAME, error=PixelStoreError,
-                           kind="pixel store")
-
-
 def _ref_scores(task: Mapping[str, Any]) -> tuple[float | None, float | None]:
     """Reference returns for normalized scores: dm_control suite returns lie in [0, 1000] (score = return / 10
     on V-D4RL's 0-100 scale); other kinds have none here (evaluation picks them by environment)."""
     return (0.0, 1000.0) if task.get("kind") == "dmc" else (None, None)
 
 
-class PixelStoreWriter:
+class PixelStoreWriter(store_dirs.AtomicStoreWriter):
     """Write a pixel store episode by episode, atomically.
 
     Use as a context manager: on normal exit the store is committed (renamed into place), on an exception
-    the temporary directory is removed and nothing appears at ``path``::
+    the temporary directory is removed and nothing appears at ``path``
+    (:class:`gta_data.store_dirs.AtomicStoreWriter`)::
 
         with PixelStoreWriter("walker.zarr", task=task.spec, frame_shape=(3, 84, 84), act_dim=6) as w:
             w.add_episode(frames, actions, rewards, terminals=..., timeouts=...)
     """
+
+    format_name = FORMAT_NAME
+    error = PixelStoreError
+    kind = "pixel store"
+    noun = "pixel store"
+    log = _log
 
     def __init__(self, path: str | os.PathLike, *, task: Mapping[str, Any], frame_shape: tuple[int, int, int],
                  act_dim: int, state_dim: int | None = None, frame_stack: int = 3,
@@ -207,7 +205,7 @@ class PixelStoreWriter:
             raise PixelStoreError(f"task must be a task spec dict with a 'kind', got {task!r}")
         self.act_dim, self.frame_stack = int(act_dim), int(frame_stack)
         self.state_dim = None if state_dim is None else int(state_dim)
-        self.overwrite, self.flush_frames = overwrite, int(flush_frames)
+        self.flush_frames = int(flush_frames)
         lo, hi = _ref_scores(task)
         self._attrs: dict[str, Any] = {
             "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "task": dict(task),
@@ -220,11 +218,7 @@ class PixelStoreWriter:
             if key in ("format", "format_version", "complete", "num_steps", "num_frames", "num_episodes"):
                 raise PixelStoreError(f"attribute {key!r} is reserved")
             self._attrs[key] = value
-        remove_stale_temporaries(self.path)
-        self._tmp = self.path.parent / f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}"
-        self._group = zarr.open_group(store=str(self._tmp), mode="w-", zarr_format=3)
-        self._group.attrs.put(_clean({**self._attrs, "complete": False,
-                                      "writer": {"host": socket.gethostname(), "pid": os.getpid()}}))
+        self._begin(self.path, self._attrs, overwrite=overwrite)
         self._group.create_group("meta")
         h, w = self.frame_shape[1:]
         self._arrays: dict[str, zarr.Array] = {
@@ -241,7 +235,6 @@ class PixelStoreWriter:
         self._rows = {name: 0 for name in self._arrays}
         self._episode_ends: list[int] = []
         self._steps = 0
-        self._closed = False
 
     def _create(self, name: str, shape: tuple[int, ...], dtype: str, chunks: tuple[int, ...]) -> zarr.Array:
         return self._group.create_array(name, shape=shape, dtype=dtype, chunks=chunks,
@@ -336,7 +329,9 @@ class PixelStoreWriter:
     def commit(self) -> PixelStore:
         """Write the episode index and the final attributes (``complete: true`` last), then rename the store
         into place."""
-        self._check_open()
+        return super().commit()
+
+    def _finish(self) -> dict[str, Any]:
         self._flush()
         if not self._episode_ends:
             raise PixelStoreError("refusing to write a pixel store with no episodes")
@@ -344,32 +339,11 @@ class PixelStoreWriter:
         arr = self._group.create_array("meta/episode_ends", shape=ends.shape, dtype="int64", chunks=(1 << 16,),
                                        dimension_names=_DIMS["episode_ends"], config=_EVERY_CHUNK)
         arr[:] = ends
-        self._group.attrs.put(_clean({**self._attrs, "num_steps": self._steps, "num_frames": self._steps + len(ends),
-                                      "num_episodes": len(ends), "every_chunk_written": True, "complete": True}))
-        self._closed = True
-        _replace_dir(self._tmp, self.path, overwrite=self.overwrite)
+        return {**self._attrs, "num_steps": self._steps, "num_frames": self._steps + len(ends),
+                "num_episodes": len(ends), "every_chunk_written": True}
+
+    def _open(self) -> PixelStore:
         return PixelStore.open(self.path)
-
-    def abort(self) -> None:
-        self._closed = True
-        shutil.rmtree(self._tmp, ignore_errors=True)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise PixelStoreError("writer is closed")
-
-    def __enter__(self) -> PixelStoreWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None and not self._closed:
-            try:
-                self.commit()
-            except BaseException:
-                self.abort()
-                raise
-        elif not self._closed:
-            self.abort()
 
 
 def write_pixel_store(path: str | os.PathLike, *, frames: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
