@@ -407,12 +407,7 @@ def append_episodes(path: str | os.PathLike, episodes: Iterable[Transitions], **
 
 
 def _check_episode_ends(ends: np.ndarray, n: int, *, where: str) -> None:
-    if ends.ndim != 1 or len(ends) == 0:
-        raise StoreError(f"{where} is empty")
-    if ends[0] <= 0 or np.any(np.diff(ends) <= 0):
-        raise StoreError(f"{where} is not strictly increasing from a positive first end")
-    if ends[-1] != n:
-        raise StoreError(f"{where} ends at {int(ends[-1])} but there are {n} transitions (out of range)")
+    store_dirs.check_episode_ends(ends, n, where=where, error=StoreError, unit="transitions")
 
 
 class TrajectoryStore:
@@ -434,22 +429,9 @@ class TrajectoryStore:
     @classmethod
     def open(cls, path: str | os.PathLike) -> TrajectoryStore:
         path = Path(path)
-        if not path.exists():
-            raise StoreError(f"no store at {path}")
-        try:
-            group = zarr.open_group(store=str(path), mode="r")
-        except Exception as exc:  # zarr raises several types for non-groups
-            raise StoreError(f"{path} is not a Zarr group ({type(exc).__name__})") from None
-        attrs = dict(group.attrs)
-        if attrs.get("format") != FORMAT_NAME:
-            raise StoreError(f"{path} is not a GTA trajectory store (format attribute missing or wrong)")
-        if attrs.get("format_version") != FORMAT_VERSION:
-            raise StoreError(
-                f"{path} has store format version {attrs.get('format_version')}; "
-                f"this gta-data reads version {FORMAT_VERSION}"
-            )
-        if attrs.get("complete") is not True:
-            raise StoreError(f"{path} is incomplete (an interrupted write?)")
+        group, attrs = store_dirs.open_complete_group(path, format_name=FORMAT_NAME, format_version=FORMAT_VERSION,
+                                                      error=StoreError, kind="trajectory store", noun="store",
+                                                      reader="gta-data")
         for key in ("env_id", "obs_dim", "act_dim", "num_transitions", "num_episodes"):
             if key not in attrs:
                 raise StoreError(f"{path} lacks the attribute {key!r}")
@@ -549,14 +531,8 @@ class TrajectoryStore:
     def _read(self, key: str) -> np.ndarray:
         """An array in full, with one-line errors for damaged files (a missing chunk of a store that wrote
         every chunk, an undecodable chunk)."""
-        arr = self._group[key]
-        if self.attrs.get("every_chunk_written") and arr.nchunks_initialized != arr.nchunks:
-            raise StoreError(f"{self.path}: {key} lacks {arr.nchunks - arr.nchunks_initialized} of its {arr.nchunks} "
-                             "chunk files (a damaged or partial copy)")
-        try:
-            return np.asarray(arr[:])
-        except Exception as exc:  # codecs and zarr raise many types for damaged chunks
-            raise StoreError(f"{self.path}: cannot read {key} ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+        return store_dirs.read_array(self._group, key, self.path, StoreError,
+                                     every_chunk_written=bool(self.attrs.get("every_chunk_written")))
 
     def load(self, names: Iterable[str] | None = None) -> Transitions:
         """Every transition in one read (core arrays plus extras; ``names`` limits the extras).
@@ -593,15 +569,7 @@ class TrajectoryStore:
 
 
 def _get_array(group: zarr.Group, name: str, path: Path) -> zarr.Array:
-    try:
-        arr = group[name]
-    except KeyError:
-        raise StoreError(f"{path} is missing the array {name}") from None
-    except Exception as exc:  # damaged array metadata
-        raise StoreError(f"{path}: cannot open {name} ({type(exc).__name__}: {exc})".splitlines()[0]) from None
-    if not isinstance(arr, zarr.Array):
-        raise StoreError(f"{path}: {name} is not an array")
-    return arr
+    return store_dirs.get_array(group, name, path, StoreError)
 
 
 def open_store(path: str | os.PathLike) -> TrajectoryStore:

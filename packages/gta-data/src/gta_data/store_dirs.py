@@ -123,6 +123,71 @@ def process_gone(pid: Any) -> bool:
     return False
 
 
+# -- reading ------------------------------------------------------------------------------------------
+
+
+def open_complete_group(path: Path, *, format_name: str, format_version: int, error: type[Exception], kind: str,
+                        noun: str, reader: str,
+                        hints: Mapping[str, str] | None = None) -> tuple[zarr.Group, dict[str, Any]]:
+    """The Zarr group at ``path`` and its attributes, once they say a complete store of ``format_name`` in
+    ``format_version``; otherwise a one-line ``error`` (nothing there, not a Zarr group, another format, another
+    version, incomplete). ``hints`` add a word for other formats found there (format name -> text)."""
+    if not path.exists():
+        raise error(f"no {noun} at {path}")
+    try:
+        group = zarr.open_group(store=str(path), mode="r")
+    except Exception as exc:  # zarr raises several types for non-groups
+        raise error(f"{path} is not a Zarr group ({type(exc).__name__})") from None
+    attrs = dict(group.attrs)
+    if attrs.get("format") != format_name:
+        hint = dict(hints or {}).get(str(attrs.get("format")), "")
+        raise error(f"{path} is not a GTA {kind} (format attribute missing or wrong){hint}")
+    if attrs.get("format_version") != format_version:
+        raise error(f"{path} has {noun} format version {attrs.get('format_version')}; "
+                    f"this {reader} reads version {format_version}")
+    if attrs.get("complete") is not True:
+        raise error(f"{path} is incomplete (an interrupted write?)")
+    return group, attrs
+
+
+def check_episode_ends(ends: np.ndarray, n: int, *, where: str, error: type[Exception], unit: str) -> None:
+    """Raise ``error`` unless ``ends`` (exclusive ends of the episodes, int) is a non-empty, strictly increasing
+    1-d array from a positive first end to ``n`` (the number of rows, which the message calls ``unit``)."""
+    if ends.ndim != 1 or len(ends) == 0:
+        raise error(f"{where} is empty")
+    if ends[0] <= 0 or np.any(np.diff(ends) <= 0):
+        raise error(f"{where} is not strictly increasing from a positive first end")
+    if ends[-1] != n:
+        raise error(f"{where} ends at {int(ends[-1])} but there are {n} {unit} (out of range)")
+
+
+def get_array(group: zarr.Group, name: str, path: Path, error: type[Exception]) -> zarr.Array:
+    """The array ``name`` of a store's group, or a one-line ``error`` (missing, damaged metadata, a group)."""
+    try:
+        arr = group[name]
+    except KeyError:
+        raise error(f"{path} is missing the array {name}") from None
+    except Exception as exc:  # damaged array metadata
+        raise error(f"{path}: cannot open {name} ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+    if not isinstance(arr, zarr.Array):
+        raise error(f"{path}: {name} is not an array")
+    return arr
+
+
+def read_array(group: zarr.Group, key: str, path: Path, error: type[Exception], *, every_chunk_written: bool,
+               selection: Any = slice(None)) -> np.ndarray:
+    """``group[key][selection]`` as numpy, with one-line errors for damaged files: a missing chunk of a store
+    that wrote every chunk (``every_chunk_written``), an undecodable chunk."""
+    arr = group[key]
+    if every_chunk_written and arr.nchunks_initialized != arr.nchunks:
+        raise error(f"{path}: {key} lacks {arr.nchunks - arr.nchunks_initialized} of its {arr.nchunks} chunk files "
+                    "(a damaged or partial copy)")
+    try:
+        return np.asarray(arr[selection])
+    except Exception as exc:  # codecs and zarr raise many types for damaged chunks
+        raise error(f"{path}: cannot read {key} ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+
+
 _W = TypeVar("_W", bound="AtomicStoreWriter")
 
 

@@ -381,12 +381,7 @@ def write_pixel_store(path: str | os.PathLike, *, frames: np.ndarray, actions: n
 
 
 def _check_episode_ends(ends: np.ndarray, n: int, *, where: str) -> None:
-    if ends.ndim != 1 or len(ends) == 0:
-        raise PixelStoreError(f"{where} is empty")
-    if ends[0] <= 0 or np.any(np.diff(ends) <= 0):
-        raise PixelStoreError(f"{where} is not strictly increasing from a positive first end")
-    if ends[-1] != n:
-        raise PixelStoreError(f"{where} ends at {int(ends[-1])} but there are {n} steps")
+    store_dirs.check_episode_ends(ends, n, where=where, error=PixelStoreError, unit="steps")
 
 
 def _check_step_values(steps: Mapping[str, np.ndarray], ends: np.ndarray, *, where: str) -> None:
@@ -418,21 +413,9 @@ class PixelStore:
     @classmethod
     def open(cls, path: str | os.PathLike) -> PixelStore:
         path = Path(path)
-        if not path.exists():
-            raise PixelStoreError(f"no pixel store at {path}")
-        try:
-            group = zarr.open_group(store=str(path), mode="r")
-        except Exception as exc:  # zarr raises several types for non-groups
-            raise PixelStoreError(f"{path} is not a Zarr group ({type(exc).__name__})") from None
-        attrs = dict(group.attrs)
-        if attrs.get("format") != FORMAT_NAME:
-            hint = " (a trajectory store: use gta-data)" if attrs.get("format") == "gta-trajectory-store" else ""
-            raise PixelStoreError(f"{path} is not a GTA pixel store (format attribute missing or wrong){hint}")
-        if attrs.get("format_version") != FORMAT_VERSION:
-            raise PixelStoreError(f"{path} has pixel store format version {attrs.get('format_version')}; "
-                                  f"this gta-pixel reads version {FORMAT_VERSION}")
-        if attrs.get("complete") is not True:
-            raise PixelStoreError(f"{path} is incomplete (an interrupted write?)")
+        group, attrs = store_dirs.open_complete_group(
+            path, format_name=FORMAT_NAME, format_version=FORMAT_VERSION, error=PixelStoreError, kind="pixel store",
+            noun="pixel store", reader="gta-pixel", hints={"gta-trajectory-store": " (a trajectory store: use gta-data)"})
         for key in ("task", "frame_stack", "frame_shape", "act_dim", "state_dim", "num_steps", "num_frames",
                     "num_episodes"):
             if key not in attrs:
@@ -523,14 +506,8 @@ class PixelStore:
     # -- reading -----------------------------------------------------------------------------------
 
     def _read(self, key: str, selection: Any = slice(None)) -> np.ndarray:
-        arr = self._group[key]
-        if self.attrs.get("every_chunk_written") and arr.nchunks_initialized != arr.nchunks:
-            raise PixelStoreError(f"{self.path}: {key} lacks {arr.nchunks - arr.nchunks_initialized} of its "
-                                  f"{arr.nchunks} chunk files (a damaged or partial copy)")
-        try:
-            return np.asarray(arr[selection])
-        except Exception as exc:  # codecs and zarr raise many types for damaged chunks
-            raise PixelStoreError(f"{self.path}: cannot read {key} ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+        return store_dirs.read_array(self._group, key, self.path, PixelStoreError, selection=selection,
+                                     every_chunk_written=bool(self.attrs.get("every_chunk_written")))
 
     def frames(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Frame rows ``start:stop`` [.., 3, H, W] uint8 (all by default)."""
@@ -565,15 +542,7 @@ class PixelStore:
 
 
 def _get_array(group: zarr.Group, name: str, path: Path) -> zarr.Array:
-    try:
-        arr = group[name]
-    except KeyError:
-        raise PixelStoreError(f"{path} is missing the array {name}") from None
-    except Exception as exc:  # damaged array metadata
-        raise PixelStoreError(f"{path}: cannot open {name} ({type(exc).__name__}: {exc})".splitlines()[0]) from None
-    if not isinstance(arr, zarr.Array):
-        raise PixelStoreError(f"{path}: {name} is not an array")
-    return arr
+    return store_dirs.get_array(group, name, path, PixelStoreError)
 
 
 def open_pixel_store(path: str | os.PathLike) -> PixelStore:
