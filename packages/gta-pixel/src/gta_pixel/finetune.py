@@ -14,6 +14,9 @@ Design choices the sources leave open (SynthER's and GTA's pixel code was never 
   at its end (k = min(n, rows left) steps, bootstrapped with gamma^k from the last row's next observation), so
   every row is sampled, including transition-level stores (SynthER: k = 1);
 - the union of the stores is sampled uniformly (GTA's stage C).
+
+The latents come from ``encode`` in the run's recorded arithmetic, which ``evaluate`` uses too (see
+:mod:`gta_pixel.runs`); a store encoded in another arithmetic is refused.
 """
 
 from __future__ import annotations
@@ -55,6 +58,15 @@ def nstep_rows(episode_ends: np.ndarray, nstep: int) -> tuple[np.ndarray, np.nda
     k = np.minimum(nstep, end_of_row - t)
     rows = t[:, None] + np.arange(nstep)
     return np.where(np.arange(nstep) < k[:, None], rows, -1), k
+
+
+def encoded_arithmetic(provenance: dict) -> bool | None:
+    """Whether a latent store written by ``gta-pixel encode`` was encoded in bf16 (stores from before it was
+    recorded were fp32); None for stores from elsewhere (generated latents say nothing about it)."""
+    if provenance.get("source") != "gta-pixel encode":
+        return None
+    arithmetic = provenance.get("arithmetic")
+    return bool(arithmetic.get("bf16", False)) if isinstance(arithmetic, dict) else False
 
 
 class LatentReplay:
@@ -190,6 +202,12 @@ def finetune(
     if store.obs_dim != 2 * cfg.feature_dim or store.act_dim != agent.act_dim:
         raise RunError(f"{store.path} has obs/act dims {store.obs_dim}/{store.act_dim}; the heads of {run} take "
                        f"latents of {2 * cfg.feature_dim} and actions of {agent.act_dim}")
+    for latent in replay.stores:
+        encoded_bf16 = encoded_arithmetic(latent.provenance)
+        if encoded_bf16 is not None and encoded_bf16 != agent.bf16:
+            raise RunError(f"{latent.path} was encoded {'with' if encoded_bf16 else 'without'} bf16 but {run} "
+                           f"computes {'in bf16' if agent.bf16 else 'in fp32'} (evaluation would feed the heads "
+                           "other latents): encode it from the run")
     tuner = HeadTuner(agent)
     if resume:
         state, _ = load_checkpoint(out / runs.CHECKPOINT, dev)
