@@ -222,3 +222,61 @@ def test_pretrain_resume_keeps_the_runs_arithmetic(pixels, tmp_path):
         pretrain(pixels, out, steps=2, device="cpu", bf16=False, resume=True)
     agent = pretrain(pixels, out, steps=2, device="cpu", log_every=1, checkpoint_every=1, resume=True)
     assert agent.bf16 and runs.run_bf16(runs.read_config(out)) and int(agent.step) == 2
+
+
+def test_finetune_continues_the_heads_adam_state_of_the_base_run(pixels, run, tmp_path):
+    from gta_pixel.finetune import HeadTuner
+
+    agent, _, state = runs.load_agent(run)
+    tuner = HeadTuner(agent)
+    tuner.continue_moments(state)
+    # By name: the policy head's parameters follow the actor trunk's 4 in the actor's optimizer, the Q heads'
+    # the critic trunk's 4 in the critic's.
+    actor_names = [n for n, _ in agent.actor.named_parameters()]
+    critic_names = [n for n, _ in agent.critic.named_parameters()]
+    policy_names = [f"policy.{n}" for n, _ in agent.actor.policy.named_parameters()]
+    q_names = [f"Q1.{n}" for n, _ in agent.critic.Q1.named_parameters()] + [
+        f"Q2.{n}" for n, _ in agent.critic.Q2.named_parameters()]
+    for opt, source, names, all_names in ((tuner.optimizers["policy"], "actor", policy_names, actor_names),
+                                          (tuner.optimizers["q"], "critic", q_names, critic_names)):
+        assert torch.equal(opt.t, state[f"optim.{source}.t"]) and int(opt.t) == 4
+        for j, name in enumerate(names):
+            i = all_names.index(name)
+            assert torch.equal(opt.m[j], state[f"optim.{source}.m.{i}"]) and opt.m[j].abs().sum() > 0, name
+            assert torch.equal(opt.v[j], state[f"optim.{source}.v.{i}"]), name
+
+    latent = encode(run, pixels, tmp_path / "latent.zarr", device="cpu").path
+    kept, fresh = tmp_path / "kept", tmp_path / "fresh"
+    finetune(run, [latent], kept, steps=2, device="cpu", log_every=2, checkpoint_every=2)
+    finetune(run, [latent], fresh, steps=2, device="cpu", log_every=2, checkpoint_every=2, fresh_optimizer=True)
+    a, _ = load_checkpoint(kept / runs.CHECKPOINT)
+    b, _ = load_checkpoint(fresh / runs.CHECKPOINT)
+    assert int(a["optim.policy.t"]) == int(a["optim.q.t"]) == 6 and int(b["optim.policy.t"]) == 2
+    assert not torch.equal(a["model.actor.policy.0.weight"], b["model.actor.policy.0.weight"])
+    assert runs.read_config(kept)["optimizer"] == "continued" and runs.read_config(fresh)["optimizer"] == "fresh"
+    # Fine-tuning a fine-tuned run continues the heads' own moments.
+    again = tmp_path / "again"
+    finetune(kept, [latent], again, steps=1, device="cpu", log_every=1, checkpoint_every=1)
+    c, _ = load_checkpoint(again / runs.CHECKPOINT)
+    assert int(c["optim.policy.t"]) == 7 and int(c["optim.q.t"]) == 7
+
+
+def test_fresh_first_step_moves_heads_by_the_learning_rate(pixels, run, tmp_path):
+    """Why continuing is the default: a fresh Adam's first step is lr sign(g) on every head weight."""
+    from gta_pixel.finetune import HeadTuner, LatentReplay
+
+    latent = encode(run, pixels, tmp_path / "latent.zarr", device="cpu").path
+    replay = LatentReplay([latent], nstep=3, discount=0.99, device=torch.device("cpu"))
+    moved = {}
+    for kind in ("fresh", "continued"):
+        agent, _, state = runs.load_agent(run)
+        tuner = HeadTuner(agent)
+        if kind == "continued":
+            tuner.continue_moments(state)
+        before = agent.actor.policy[0].weight.detach().clone()
+        tuner.train_step(replay, 8)
+        moved[kind] = (agent.actor.policy[0].weight.detach() - before).abs()
+    lr = TINY.lr
+    fresh = moved["fresh"].numpy()
+    assert fresh.max() <= lr * (1 + 1e-4) and np.median(fresh) == pytest.approx(lr, rel=1e-3)
+    assert moved["continued"].mean() < moved["fresh"].mean()

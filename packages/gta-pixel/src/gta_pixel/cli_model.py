@@ -135,6 +135,8 @@ def finetune_command(
     log_every: int = typer.Option(1000, "--log-every"),
     checkpoint_every: int = typer.Option(10_000, "--checkpoint-every"),
     resume: bool = typer.Option(False, "--resume"),
+    fresh_optimizer: bool = typer.Option(False, "--fresh-optimizer", help="start the heads' Adam moments at zero "
+                                         "(default: continue the base run's)"),
     debug: bool = typer.Option(False, "--debug"),
 ) -> None:
     """Fine-tune the policy and Q heads on latent stores; encoder and trunks stay frozen (GTA C.4 stage 4)."""
@@ -144,7 +146,8 @@ def finetune_command(
         with _progress("finetune", steps, 0) as bar:
             tuner = finetune(run, data, out, steps=steps, batch_size=batch_size, nstep=nstep, device=device,
                              compile=compile, cuda_graph=cuda_graph, log_every=log_every,
-                             checkpoint_every=checkpoint_every, resume=resume, on_progress=_on_progress(bar))
+                             checkpoint_every=checkpoint_every, resume=resume, fresh_optimizer=fresh_optimizer,
+                             on_progress=_on_progress(bar))
         typer.echo(f"{out}: {int(tuner.step)} head updates of seeds {tuner.seed_list} on {len(data)} store(s)")
 
 
