@@ -61,9 +61,13 @@ def test_import_vd4rl_and_errors(tmp_path):
     episodes = [Episode(rng.integers(0, 256, (n + 1, 3, 6, 6), dtype=np.uint8), rng.normal(size=(n, 2)),
                         rng.normal(size=n), np.ones(n, np.float32)) for n in (4, 5)]
     src = tmp_path / "walker_walk" / "random" / "84px"
-    write_hdf5_shards(src, episodes, shards=4)
+    write_hdf5_shards(src, episodes, shards=4)  # rows 0-2, 3-5, 6-8, 9-10 of episodes 0-4, 5-10
+    result = runner.invoke(app, ["import-vd4rl", str(src), str(tmp_path / "v.zarr")])
+    assert result.exit_code == 0, result.output
+    assert "2 steps, 1 episodes, 1 cut, 8 skipped rows" in result.output  # as V-D4RL: 0.hdf5 alone
     (src / "0.hdf5").unlink()  # the data now begins mid-episode
-    result = runner.invoke(app, ["import-vd4rl", str(src), str(tmp_path / "p.zarr")])
+    one_line_error(runner.invoke(app, ["import-vd4rl", str(src), str(tmp_path / "p.zarr")]), "--join-shards")
+    result = runner.invoke(app, ["import-vd4rl", str(src), str(tmp_path / "p.zarr"), "--join-shards"])
     assert result.exit_code == 0, result.output
     assert "1 fragments" in result.output
     assert PixelStore.open(tmp_path / "p.zarr").task["domain"] == "walker"

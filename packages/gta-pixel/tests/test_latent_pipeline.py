@@ -13,6 +13,7 @@ from gta_data import TrajectoryStore, Transitions, write_store
 from gta_pixel import runs
 from gta_pixel.drqbc import DrQBCConfig, DrQBCNets
 from gta_pixel.encode import encode
+from gta_pixel.errors import RunError
 from gta_pixel.evaluate import evaluate
 from gta_pixel.finetune import FROZEN_PREFIXES, HEAD_PREFIXES, LatentReplay, finetune, nstep_rows
 from gta_pixel.pixelstore import write_pixel_store
@@ -171,3 +172,111 @@ def test_evaluate_in_process_and_in_workers_agree(run, tmp_path):
     assert local["seeds"] == pooled["seeds"] and set(local["seeds"]) == {"0", "1"}
     assert len(local["seeds"]["0"]["returns"]) == 2 and local["mean_score"] is None  # fake: no ref scores
     assert json.loads((run / runs.EVAL).read_text())["episodes"] == 2
+
+
+@pytest.fixture(scope="module")
+def bf16_run(pixels, tmp_path_factory):
+    """A one-seed run pretrained under bf16 autocast (CPU autocast runs it)."""
+    out = tmp_path_factory.mktemp("runs") / "pre-bf16"
+    pretrain(pixels, out, seeds=[0], steps=2, config=TINY, device="cpu", bf16=True, log_every=2, checkpoint_every=2)
+    return out
+
+
+def test_encode_and_evaluate_compute_in_the_runs_recorded_arithmetic(pixels, run, bf16_run, tmp_path):
+    assert runs.run_bf16(runs.read_config(bf16_run)) and not runs.run_bf16(runs.read_config(run))
+    assert not runs.run_bf16({}) and runs.load_agent(bf16_run)[0].bf16 and not runs.load_agent(run)[0].bf16
+    latent = TrajectoryStore.open(encode(bf16_run, pixels, tmp_path / "z.zarr", device="cpu").path)
+    assert latent.provenance["arithmetic"] == {"bf16": True}
+    # The stored latents are the bf16 ones, measurably not the fp32 ones of the same networks.
+    from gta_pixel.encode import frame_stacks, latents
+    from gta_pixel.pixelstore import PixelStore, frame_rows
+
+    agent, _, _ = runs.load_agent(bf16_run)
+    store = PixelStore.open(pixels)
+    frames, stacks = torch.as_tensor(store.frames()), frame_stacks(store.episode_ends, store.frame_stack)
+    rows = frame_rows(store.episode_ends)
+    z_bf16 = latents(agent, frames, stacks)
+    agent.bf16 = False
+    z_fp32 = latents(agent, frames, stacks)
+    observations = latent.load().observations
+    np.testing.assert_array_equal(observations, z_bf16[rows])
+    assert np.abs(observations - z_fp32[rows]).max() > 1e-4
+    # evaluate acts in it too, and says so.
+    assert evaluate(bf16_run, episodes=1, device="cpu", max_steps=2, write=False)["arithmetic"] == {"bf16": True}
+    assert evaluate(run, episodes=1, device="cpu", max_steps=2, write=False)["arithmetic"] == {"bf16": False}
+
+
+def test_finetune_keeps_the_arithmetic_and_refuses_latents_of_another(pixels, run, bf16_run, tmp_path):
+    fp32_latent = encode(run, pixels, tmp_path / "z32.zarr", device="cpu").path
+    bf16_latent = encode(bf16_run, pixels, tmp_path / "z16.zarr", device="cpu").path
+    with pytest.raises(RunError, match=r"z32.zarr was encoded without bf16 but .* computes in bf16"):
+        finetune(bf16_run, [bf16_latent, fp32_latent], tmp_path / "bad", steps=1, device="cpu")
+    finetune(bf16_run, [bf16_latent], tmp_path / "fine", steps=1, device="cpu", log_every=1, checkpoint_every=1)
+    assert runs.run_bf16(runs.read_config(tmp_path / "fine"))  # evaluate of the fine-tuned run: bf16 as well
+
+
+def test_pretrain_resume_keeps_the_runs_arithmetic(pixels, tmp_path):
+    out = tmp_path / "pre"
+    pretrain(pixels, out, seeds=[0], steps=1, config=TINY, device="cpu", bf16=True, log_every=1, checkpoint_every=1)
+    with pytest.raises(RunError, match=r"pretrained with bf16; a resume keeps a run's arithmetic \(pass --bf16"):
+        pretrain(pixels, out, steps=2, device="cpu", bf16=False, resume=True)
+    agent = pretrain(pixels, out, steps=2, device="cpu", log_every=1, checkpoint_every=1, resume=True)
+    assert agent.bf16 and runs.run_bf16(runs.read_config(out)) and int(agent.step) == 2
+
+
+def test_finetune_continues_the_heads_adam_state_of_the_base_run(pixels, run, tmp_path):
+    from gta_pixel.finetune import HeadTuner
+
+    agent, _, state = runs.load_agent(run)
+    tuner = HeadTuner(agent)
+    tuner.continue_moments(state)
+    # By name: the policy head's parameters follow the actor trunk's 4 in the actor's optimizer, the Q heads'
+    # the critic trunk's 4 in the critic's.
+    actor_names = [n for n, _ in agent.actor.named_parameters()]
+    critic_names = [n for n, _ in agent.critic.named_parameters()]
+    policy_names = [f"policy.{n}" for n, _ in agent.actor.policy.named_parameters()]
+    q_names = [f"Q1.{n}" for n, _ in agent.critic.Q1.named_parameters()] + [
+        f"Q2.{n}" for n, _ in agent.critic.Q2.named_parameters()]
+    for opt, source, names, all_names in ((tuner.optimizers["policy"], "actor", policy_names, actor_names),
+                                          (tuner.optimizers["q"], "critic", q_names, critic_names)):
+        assert torch.equal(opt.t, state[f"optim.{source}.t"]) and int(opt.t) == 4
+        for j, name in enumerate(names):
+            i = all_names.index(name)
+            assert torch.equal(opt.m[j], state[f"optim.{source}.m.{i}"]) and opt.m[j].abs().sum() > 0, name
+            assert torch.equal(opt.v[j], state[f"optim.{source}.v.{i}"]), name
+
+    latent = encode(run, pixels, tmp_path / "latent.zarr", device="cpu").path
+    kept, fresh = tmp_path / "kept", tmp_path / "fresh"
+    finetune(run, [latent], kept, steps=2, device="cpu", log_every=2, checkpoint_every=2)
+    finetune(run, [latent], fresh, steps=2, device="cpu", log_every=2, checkpoint_every=2, fresh_optimizer=True)
+    a, _ = load_checkpoint(kept / runs.CHECKPOINT)
+    b, _ = load_checkpoint(fresh / runs.CHECKPOINT)
+    assert int(a["optim.policy.t"]) == int(a["optim.q.t"]) == 6 and int(b["optim.policy.t"]) == 2
+    assert not torch.equal(a["model.actor.policy.0.weight"], b["model.actor.policy.0.weight"])
+    assert runs.read_config(kept)["optimizer"] == "continued" and runs.read_config(fresh)["optimizer"] == "fresh"
+    # Fine-tuning a fine-tuned run continues the heads' own moments.
+    again = tmp_path / "again"
+    finetune(kept, [latent], again, steps=1, device="cpu", log_every=1, checkpoint_every=1)
+    c, _ = load_checkpoint(again / runs.CHECKPOINT)
+    assert int(c["optim.policy.t"]) == 7 and int(c["optim.q.t"]) == 7
+
+
+def test_fresh_first_step_moves_heads_by_the_learning_rate(pixels, run, tmp_path):
+    """Why continuing is the default: a fresh Adam's first step is lr sign(g) on every head weight."""
+    from gta_pixel.finetune import HeadTuner, LatentReplay
+
+    latent = encode(run, pixels, tmp_path / "latent.zarr", device="cpu").path
+    replay = LatentReplay([latent], nstep=3, discount=0.99, device=torch.device("cpu"))
+    moved = {}
+    for kind in ("fresh", "continued"):
+        agent, _, state = runs.load_agent(run)
+        tuner = HeadTuner(agent)
+        if kind == "continued":
+            tuner.continue_moments(state)
+        before = agent.actor.policy[0].weight.detach().clone()
+        tuner.train_step(replay, 8)
+        moved[kind] = (agent.actor.policy[0].weight.detach() - before).abs()
+    lr = TINY.lr
+    fresh = moved["fresh"].numpy()
+    assert fresh.max() <= lr * (1 + 1e-4) and np.median(fresh) == pytest.approx(lr, rel=1e-3)
+    assert moved["continued"].mean() < moved["fresh"].mean()

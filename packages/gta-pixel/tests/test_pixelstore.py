@@ -74,6 +74,17 @@ def test_interrupted_write_leaves_nothing(tmp_path, fake_dataset):
         writer.add_episode(data["frames"][:6], data["actions"][:5], data["rewards"][:5])
         raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
+    with pytest.raises(PixelStoreError, match=r"closed \(already aborted\)"):
+        writer.add_episode(data["frames"][:6], data["actions"][:5], data["rewards"][:5])
+
+
+def test_commit_twice_is_refused(tmp_path, fake_dataset):
+    data = fake_dataset()
+    with PixelStoreWriter(tmp_path / "x.zarr", task=TASK, frame_shape=(3, 8, 8), act_dim=2) as writer:
+        writer.add_episode(data["frames"][:6], data["actions"][:5], data["rewards"][:5])
+    assert PixelStore.open(tmp_path / "x.zarr").num_steps == 5
+    with pytest.raises(PixelStoreError, match=r"^the writer of .*x\.zarr is closed \(already committed\)$"):
+        writer.commit()
 
 
 def test_killed_writer_leftover_is_refused_then_removed(tmp_path, fake_dataset):

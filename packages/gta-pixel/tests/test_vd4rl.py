@@ -50,11 +50,11 @@ def test_hdf5_exact_layout(tmp_path):
 
 
 @pytest.mark.parametrize("shards", [1, 4, 12])
-def test_hdf5_shards_cut_mid_episode_read_back(tmp_path, shards):
+def test_hdf5_shards_cut_mid_episode_read_back_joined(tmp_path, shards):
     episodes = make_episodes()
     write_hdf5_shards(tmp_path, episodes, shards=shards)
     stats = ReadStats()
-    read = list(iter_hdf5_episodes(tmp_path, stats))
+    read = list(iter_hdf5_episodes(tmp_path, stats, join_shards=True))
     assert len(read) == 3 and stats.fragments == stats.cut == 0
     for r, e in zip(read, episodes, strict=True):
         assert_same(r, e)
@@ -71,7 +71,7 @@ def test_hdf5_data_starting_and_ending_mid_episode(tmp_path):
     paths[0].unlink()  # rows 0-2 gone: the data begins at row 3 of episode 0 (7 rows)
     paths[-1].unlink()  # rows 15-17 gone: episode 2 (rows 12-17) loses its end
     stats = ReadStats()
-    read = list(iter_hdf5_episodes(tmp_path, stats))
+    read = list(iter_hdf5_episodes(tmp_path, stats, join_shards=True))
     assert len(read) == 3 and stats.fragments == 1 and stats.cut == 1
     assert read[0].fragment and not read[0].cut
     assert_same(read[0], episodes[0], fragment_rows=3)  # row 3 serves as the reset frame
@@ -80,6 +80,95 @@ def test_hdf5_data_starting_and_ending_mid_episode(tmp_path):
     assert cut.cut and not cut.fragment and len(cut) == 2
     np.testing.assert_array_equal(cut.frames, episodes[2].frames[:3])
     np.testing.assert_array_equal(cut.actions, episodes[2].actions[:2])
+    # As V-D4RL's loader: 1.hdf5 (row 3), 2.hdf5 (row 6, episode 0's last) and 3.hdf5 (row 9) begin mid-episode
+    # and are skipped; 4.hdf5 begins episode 2 and ends it after 2 steps.
+    stats = ReadStats()
+    (only,) = iter_hdf5_episodes(tmp_path, stats)
+    assert stats.skipped_files == ["1.hdf5", "2.hdf5", "3.hdf5"] and stats.skipped_rows == 9
+    assert only.cut and not only.fragment and stats.cut == 1 and stats.fragments == 0
+    np.testing.assert_array_equal(only.frames, cut.frames)
+    np.testing.assert_array_equal(only.actions, cut.actions)
+
+
+def test_hdf5_shards_read_as_vd4rl_cut_episodes_at_shard_ends(tmp_path):
+    episodes = make_episodes()  # rows 0-6, 7-11, 12-17
+    write_hdf5_shards(tmp_path, episodes, shards=3)  # rows 0-5, 6-11, 12-17
+    stats = ReadStats()
+    read = list(iter_hdf5_episodes(tmp_path, stats))
+    # 0.hdf5: episode 0 without its last row (5 of 6 steps, cut); 1.hdf5 begins at episode 0's last row and is
+    # skipped with episode 1 in it; 2.hdf5 is episode 2 whole.
+    assert stats.skipped_files == ["1.hdf5"] and stats.skipped_rows == 6 and stats.cut == 1
+    assert [len(e) for e in read] == [5, 5] and read[0].cut and not read[1].cut
+    np.testing.assert_array_equal(read[0].frames, episodes[0].frames[:6])
+    np.testing.assert_array_equal(read[0].actions, episodes[0].actions[:5])
+    assert_same(read[1], episodes[2])
+
+
+def vd4rl_sampled_transitions(directory, frame_stack, nstep, discount):
+    """Every transition V-D4RL's DrQ+BC can sample from a directory of shards, written out plainly from its
+    loader (drqbc/utils.py: files in string order, a file whose first row is not `first` fails on that row and
+    is skipped, an episode begins at a `first` row and nowhere else) and its EfficientReplayBuffer
+    (numpy_replay_buffer.py: a `first` row records frame_stack copies of its frame, every other row its frame,
+    action, reward and discount; index i is valid once n rows follow it in its episode; the sample of i is
+    frames i-S..i-1, action i, sum_k gamma^k reward i+k, frames i+n-S..i+n-1, gamma^n discount i+n-1)."""
+    obs, act, rew, dis, valid = [], [], [], [], []
+    for path in sorted(directory.glob("*.hdf5")):
+        with h5py.File(path, "r") as f:
+            data = {k: f[k][:] for k in f.keys()}
+        if data["step_type"][0] != 0:
+            continue
+        for i, step_type in enumerate(data["step_type"]):
+            if step_type == 0:
+                for _ in range(frame_stack):
+                    obs.append(data["observation"][i])
+                    act.append(np.zeros_like(data["action"][i]))
+                    rew.append(0.0)
+                    dis.append(0.0)
+                    valid.append(False)
+                traj = 1
+                continue
+            obs.append(data["observation"][i])
+            act.append(data["action"][i])
+            rew.append(data["reward"][i])
+            dis.append(data["discount"][i])
+            valid.append(False)
+            if traj >= nstep:
+                valid[len(obs) - nstep] = True
+            traj += 1
+    out = []
+    for i in np.flatnonzero(valid):
+        out.append((np.stack(obs[i - frame_stack:i]), act[i],
+                    sum(discount ** k * rew[i + k] for k in range(nstep)),
+                    np.stack(obs[i + nstep - frame_stack:i + nstep]), discount ** nstep * dis[i + nstep - 1]))
+    return out
+
+
+@pytest.mark.parametrize("shards,nstep", [(1, 1), (3, 3), (4, 1), (6, 3), (12, 1)])
+def test_hdf5_import_holds_exactly_what_vd4rl_samples(tmp_path, shards, nstep):
+    from gta_pixel.pixelstore import nstep_returns, stack_indices
+
+    episodes = make_episodes(lengths=(6, 4, 5, 7, 3), seed=3)  # 30 rows
+    episodes[3].discounts[-1] = 0.0  # a terminal
+    src = tmp_path / "walker_walk"
+    write_hdf5_shards(src, episodes, shards=shards)
+    expected = vd4rl_sampled_transitions(src, 3, nstep, 0.99)
+    data = import_vd4rl(src, tmp_path / "p.zarr").load()
+    index = stack_indices(data.episode_ends, 3, nstep)
+    reward, discount = nstep_returns(data.rewards, data.discounts, index.nstep_rows, 0.99)
+    steps = np.flatnonzero(index.valid)
+    ours = [(data.frames[index.obs_frames[t]], data.actions[t], reward[t], data.frames[index.next_frames[t]],
+             discount[t]) for t in steps]
+    assert len(ours) == len(expected) > 0
+
+    def key(x):
+        return x[0].tobytes() + np.asarray(x[1], np.float32).tobytes()
+
+    for a, b in zip(sorted(ours, key=key), sorted(expected, key=key), strict=True):
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+        np.testing.assert_allclose(a[2], b[2], rtol=1e-6)
+        np.testing.assert_array_equal(a[3], b[3])
+        np.testing.assert_allclose(a[4], b[4], rtol=1e-6)
 
 
 def test_hdf5_terminal_and_errors(tmp_path):
@@ -104,7 +193,7 @@ def test_import_hdf5(tmp_path):
     src = tmp_path / "vd4rl_data" / "main" / "walker_walk" / "medium" / "84px"
     write_hdf5_shards(src, episodes, shards=4)
     assert infer_task_name(src) == "walker_walk"
-    store = import_vd4rl(src, tmp_path / "p.zarr")
+    store = import_vd4rl(src, tmp_path / "p.zarr", join_shards=True)
     assert store.task == {"kind": "dmc", "domain": "walker", "task": "walk", "size": 84, "camera": 0,
                           "action_repeat": 2}
     assert (store.num_episodes, store.num_steps, store.num_frames) == (3, 15, 18)
@@ -113,12 +202,20 @@ def test_import_hdf5(tmp_path):
     np.testing.assert_array_equal(data.actions, np.concatenate([e.actions for e in episodes]))
     np.testing.assert_array_equal(data.timeouts, np.isin(np.arange(15), [5, 9, 14]))
     assert store.provenance["read"]["files"] == ["0.hdf5", "1.hdf5", "2.hdf5", "3.hdf5"]
-    assert store.ref_scores == (0.0, 1000.0)
+    assert store.provenance["shards"] == "joined" and store.ref_scores == (0.0, 1000.0)
+    # The default reads each shard as V-D4RL does: shards of 5, 5, 4, 4 rows; only 0.hdf5 begins an episode.
+    vd4rl = import_vd4rl(src, tmp_path / "v.zarr")
+    assert (vd4rl.num_episodes, vd4rl.num_steps) == (1, 4) and vd4rl.provenance["shards"] == "as V-D4RL"
+    assert vd4rl.provenance["read"]["skipped_files"] == ["1.hdf5", "2.hdf5", "3.hdf5"]
+    np.testing.assert_array_equal(vd4rl.load().actions, episodes[0].actions[:4])
     plain = tmp_path / "plain"
     shutil.copytree(src, plain)
     with pytest.raises(VD4RLError, match="pass --task"):
         import_vd4rl(plain, tmp_path / "q.zarr")
     assert import_vd4rl(plain, tmp_path / "q.zarr", task="cheetah_run").task["domain"] == "cheetah"
+    (src / "0.hdf5").unlink()  # every shard left begins mid-episode
+    with pytest.raises(VD4RLError, match="3 shard\\(s\\) begin mid-episode.*--join-shards"):
+        import_vd4rl(src, tmp_path / "w.zarr")
 
 
 # -- 64px npz --------------------------------------------------------------------------------------------------

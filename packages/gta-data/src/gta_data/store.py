@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import socket
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -150,16 +147,23 @@ _now = store_dirs.now
 _clean_meta = store_dirs.clean_meta  # minari_bridge writes its metadata with it too
 
 
-class StoreWriter:
+class StoreWriter(store_dirs.AtomicStoreWriter):
     """Write a store episode by episode, atomically.
 
     Use as a context manager: on normal exit the store is committed (renamed into place); on an
-    exception the temporary directory is removed and nothing appears at ``path``.
+    exception the temporary directory is removed and nothing appears at ``path``
+    (:class:`gta_data.store_dirs.AtomicStoreWriter`).
 
         with StoreWriter("orig.zarr", env_id="HalfCheetah-v5", obs_dim=17, act_dim=6) as w:
             for ep in episodes:
                 w.add_episode(ep)
     """
+
+    format_name = FORMAT_NAME
+    error = StoreError
+    kind = "trajectory store"
+    noun = "store"
+    log = _log
 
     def __init__(
         self,
@@ -185,10 +189,7 @@ class StoreWriter:
         if obs_dim <= 0 or act_dim <= 0:
             raise StoreError(f"obs_dim and act_dim must be positive, got {obs_dim} and {act_dim}")
         self.obs_dim, self.act_dim = int(obs_dim), int(act_dim)
-        self.overwrite = overwrite
         self.flush_rows = flush_rows
-        remove_stale_temporaries(self.path)
-        self._tmp = self.path.parent / f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}"
         self._attrs: dict[str, Any] = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
@@ -208,11 +209,7 @@ class StoreWriter:
             if key in ("format", "format_version", "complete", "num_transitions", "num_episodes"):
                 raise StoreError(f"attribute {key!r} is reserved")
             self._attrs[key] = value
-        self._group = zarr.open_group(store=str(self._tmp), mode="w-", zarr_format=3)
-        # Until commit the store says it is incomplete, should anyone open the temporary directory.
-        # Who is writing it: a later writer of the same path removes it once that process is gone.
-        self._group.attrs.put(_clean_meta({**self._attrs, "complete": False,
-                                           "writer": {"host": socket.gethostname(), "pid": os.getpid()}}))
+        self._begin(self.path, self._attrs, overwrite=overwrite)
         self._group.create_group("data")
         self._group.create_group("meta")
         self._arrays: dict[str, zarr.Array] = {}
@@ -224,7 +221,6 @@ class StoreWriter:
         self._episode_ends: list[int] = []
         self._extra_keys: set[str] | None = None
         self._meta_keys: set[str] | None = None
-        self._closed = False
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -310,7 +306,9 @@ class StoreWriter:
 
     def commit(self) -> TrajectoryStore:
         """Write the episode index and attributes, then rename the store into place."""
-        self._check_open()
+        return super().commit()
+
+    def _finish(self) -> dict[str, Any]:
         self._flush()
         if self._rows == 0:
             raise StoreError("refusing to write a store with no transitions")
@@ -318,35 +316,10 @@ class StoreWriter:
         self._group.create_array("meta/episode_ends", shape=ends.shape, dtype="int64", chunks=(1 << 16,),
                                  dimension_names=("episode",), config=_EVERY_CHUNK)
         self._group["meta/episode_ends"][:] = ends
-        attrs = _clean_meta(
-            {**self._attrs, "num_transitions": self._rows, "num_episodes": len(ends), "complete": True,
-             "every_chunk_written": True}
-        )
-        self._group.attrs.put(attrs)
-        self._closed = True
-        _replace_dir(self._tmp, self.path, overwrite=self.overwrite)
+        return {**self._attrs, "num_transitions": self._rows, "num_episodes": len(ends), "every_chunk_written": True}
+
+    def _open(self) -> TrajectoryStore:
         return TrajectoryStore.open(self.path)
-
-    def abort(self) -> None:
-        self._closed = True
-        shutil.rmtree(self._tmp, ignore_errors=True)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreError("writer is closed")
-
-    def __enter__(self) -> StoreWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None and not self._closed:
-            try:
-                self.commit()
-            except BaseException:
-                self.abort()
-                raise
-        elif not self._closed:
-            self.abort()
 
 
 def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
@@ -363,11 +336,6 @@ def check_replaceable(path: str | os.PathLike) -> None:
     path = Path(path)
     if path.exists() and not store_dirs.is_replaceable(path, FORMAT_NAME):
         raise StoreError(f"{path} is not a trajectory store: overwrite replaces stores only")
-
-
-def _replace_dir(src: Path, dst: Path, *, overwrite: bool) -> None:
-    store_dirs.replace_dir(src, dst, overwrite=overwrite, format_name=FORMAT_NAME, error=StoreError,
-                           kind="trajectory store")
 
 
 def write_store(
@@ -439,12 +407,7 @@ def append_episodes(path: str | os.PathLike, episodes: Iterable[Transitions], **
 
 
 def _check_episode_ends(ends: np.ndarray, n: int, *, where: str) -> None:
-    if ends.ndim != 1 or len(ends) == 0:
-        raise StoreError(f"{where} is empty")
-    if ends[0] <= 0 or np.any(np.diff(ends) <= 0):
-        raise StoreError(f"{where} is not strictly increasing from a positive first end")
-    if ends[-1] != n:
-        raise StoreError(f"{where} ends at {int(ends[-1])} but there are {n} transitions (out of range)")
+    store_dirs.check_episode_ends(ends, n, where=where, error=StoreError, unit="transitions")
 
 
 class TrajectoryStore:
@@ -466,22 +429,9 @@ class TrajectoryStore:
     @classmethod
     def open(cls, path: str | os.PathLike) -> TrajectoryStore:
         path = Path(path)
-        if not path.exists():
-            raise StoreError(f"no store at {path}")
-        try:
-            group = zarr.open_group(store=str(path), mode="r")
-        except Exception as exc:  # zarr raises several types for non-groups
-            raise StoreError(f"{path} is not a Zarr group ({type(exc).__name__})") from None
-        attrs = dict(group.attrs)
-        if attrs.get("format") != FORMAT_NAME:
-            raise StoreError(f"{path} is not a GTA trajectory store (format attribute missing or wrong)")
-        if attrs.get("format_version") != FORMAT_VERSION:
-            raise StoreError(
-                f"{path} has store format version {attrs.get('format_version')}; "
-                f"this gta-data reads version {FORMAT_VERSION}"
-            )
-        if attrs.get("complete") is not True:
-            raise StoreError(f"{path} is incomplete (an interrupted write?)")
+        group, attrs = store_dirs.open_complete_group(path, format_name=FORMAT_NAME, format_version=FORMAT_VERSION,
+                                                      error=StoreError, kind="trajectory store", noun="store",
+                                                      reader="gta-data")
         for key in ("env_id", "obs_dim", "act_dim", "num_transitions", "num_episodes"):
             if key not in attrs:
                 raise StoreError(f"{path} lacks the attribute {key!r}")
@@ -581,14 +531,8 @@ class TrajectoryStore:
     def _read(self, key: str) -> np.ndarray:
         """An array in full, with one-line errors for damaged files (a missing chunk of a store that wrote
         every chunk, an undecodable chunk)."""
-        arr = self._group[key]
-        if self.attrs.get("every_chunk_written") and arr.nchunks_initialized != arr.nchunks:
-            raise StoreError(f"{self.path}: {key} lacks {arr.nchunks - arr.nchunks_initialized} of its {arr.nchunks} "
-                             "chunk files (a damaged or partial copy)")
-        try:
-            return np.asarray(arr[:])
-        except Exception as exc:  # codecs and zarr raise many types for damaged chunks
-            raise StoreError(f"{self.path}: cannot read {key} ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+        return store_dirs.read_array(self._group, key, self.path, StoreError,
+                                     every_chunk_written=bool(self.attrs.get("every_chunk_written")))
 
     def load(self, names: Iterable[str] | None = None) -> Transitions:
         """Every transition in one read (core arrays plus extras; ``names`` limits the extras).
@@ -625,15 +569,7 @@ class TrajectoryStore:
 
 
 def _get_array(group: zarr.Group, name: str, path: Path) -> zarr.Array:
-    try:
-        arr = group[name]
-    except KeyError:
-        raise StoreError(f"{path} is missing the array {name}") from None
-    except Exception as exc:  # damaged array metadata
-        raise StoreError(f"{path}: cannot open {name} ({type(exc).__name__}: {exc})".splitlines()[0]) from None
-    if not isinstance(arr, zarr.Array):
-        raise StoreError(f"{path}: {name} is not an array")
-    return arr
+    return store_dirs.get_array(group, name, path, StoreError)
 
 
 def open_store(path: str | os.PathLike) -> TrajectoryStore:

@@ -96,6 +96,8 @@ def import_vd4rl_cmd(
     task: Annotated[str | None, typer.Option(help="Suite task, e.g. walker_walk (default: from the path).")] = None,
     size: Annotated[int | None, typer.Option(help="npz episodes: resize frames to this size (default 84).")] = None,
     states: Annotated[bool, typer.Option(help="npz episodes: keep the proprioceptive state keys.")] = False,
+    join_shards: Annotated[bool, typer.Option(help="hdf5 shards: continue episodes across shards (default: "
+                                              "each shard on its own, as V-D4RL's loader).")] = False,
     frame_stack: Annotated[int, typer.Option(help="Frames per observation recorded for the agents.")] = 3,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing pixel store.")] = False,
 ) -> None:
@@ -105,9 +107,10 @@ def import_vd4rl_cmd(
     with _errors():
         with _progress(None, f"import {directory}") as advance:
             store = import_vd4rl(directory, out, task=task, size=size, states=states, frame_stack=frame_stack,
-                                 overwrite=overwrite, progress=advance)
+                                 join_shards=join_shards, overwrite=overwrite, progress=advance)
         read = store.provenance.get("read", {})
-        extra = "".join(f", {read[k]} {k.replace('_', ' ')}" for k in ("fragments", "cut", "dropped_rows") if read.get(k))
+        extra = "".join(f", {read[k]} {k.replace('_', ' ')}" for k in ("fragments", "cut", "dropped_rows",
+                                                                        "skipped_rows") if read.get(k))
         typer.echo(f"wrote {store.path} ({store.num_steps} steps, {store.num_episodes} episodes{extra})")
 
 

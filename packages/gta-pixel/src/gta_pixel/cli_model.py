@@ -71,7 +71,9 @@ def pretrain_command(
     hidden_dim: int = typer.Option(1024, "--hidden-dim", help="width of the policy and Q heads (V-D4RL: 1024; "
                                    "smaller for tests)"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N"),
-    bf16: bool = typer.Option(False, "--bf16", help="bf16 autocast of the encoder and trunk products"),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast of the encoder and "  # noqa: UP045
+                                        "trunk products (default off; a resume keeps the run's; encode and "
+                                        "evaluate use the run's)"),
     channels_last: bool = typer.Option(False, "--channels-last", help="channels_last convolutions"),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the training step"),
     cuda_graph: bool = typer.Option(False, "--cuda-graph", help="replay the whole step from a CUDA graph"),
@@ -89,7 +91,8 @@ def pretrain_command(
         from gta_pixel.pretrain import pretrain
 
         if fast:
-            bf16 = channels_last = compile = cuda_graph = True
+            bf16 = True if bf16 is None else bf16
+            channels_last = compile = cuda_graph = True
         config = replace(DrQBCConfig(), nstep=nstep, batch_size=batch_size, hidden_dim=hidden_dim)
         with _progress("pretrain", steps, 0) as bar:
             agent = pretrain(pixels, out, seeds=_seed_list(seeds), steps=steps, config=config, device=device,
@@ -132,6 +135,8 @@ def finetune_command(
     log_every: int = typer.Option(1000, "--log-every"),
     checkpoint_every: int = typer.Option(10_000, "--checkpoint-every"),
     resume: bool = typer.Option(False, "--resume"),
+    fresh_optimizer: bool = typer.Option(False, "--fresh-optimizer", help="start the heads' Adam moments at zero "
+                                         "(default: continue the base run's)"),
     debug: bool = typer.Option(False, "--debug"),
 ) -> None:
     """Fine-tune the policy and Q heads on latent stores; encoder and trunks stay frozen (GTA C.4 stage 4)."""
@@ -141,7 +146,8 @@ def finetune_command(
         with _progress("finetune", steps, 0) as bar:
             tuner = finetune(run, data, out, steps=steps, batch_size=batch_size, nstep=nstep, device=device,
                              compile=compile, cuda_graph=cuda_graph, log_every=log_every,
-                             checkpoint_every=checkpoint_every, resume=resume, on_progress=_on_progress(bar))
+                             checkpoint_every=checkpoint_every, resume=resume, fresh_optimizer=fresh_optimizer,
+                             on_progress=_on_progress(bar))
         typer.echo(f"{out}: {int(tuner.step)} head updates of seeds {tuner.seed_list} on {len(data)} store(s)")
 
 

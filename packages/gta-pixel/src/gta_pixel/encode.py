@@ -6,7 +6,9 @@ z = [z_actor, z_critic] (2 x 50 = 100 numbers: the LayerNorm + tanh trunk output
 features), and the dataset becomes an ordinary gta-data trajectory store (observations and next observations
 100-d, the store's actions, rewards, terminals and time-outs, the same episodes), which gta-diffusion trains on
 and augments unchanged and :mod:`gta_pixel.finetune` reads back. No random shift at encoding time (DrQ+BC acts
-on unshifted frames).
+on unshifted frames). The networks compute in the run's recorded arithmetic (bf16 autocast of the encoder and
+trunk products where it was pretrained so, see :mod:`gta_pixel.runs`), the arithmetic ``evaluate`` acts in; the
+store's provenance says which (``arithmetic``).
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ def encode(run: Path, pixels: Path, out: Path, *, seed: int | None = None, devic
     provenance = {"source": "gta-pixel encode", "pixel_store": str(Path(pixels).resolve()),
                   "pixel_provenance": store.provenance, "run": str(Path(run).resolve()),
                   "checkpoint_sha256": runs.file_sha256(ckpt), "run_stage": config["stage"], "seed": seed,
-                  "update": int(agent.step), "latent": "trunk"}
+                  "update": int(agent.step), "latent": "trunk", "arithmetic": {"bf16": agent.bf16}}
     with StoreWriter(out, env_id=task_env_id(store.task), obs_dim=z.shape[1], act_dim=store.act_dim,
                      ref_min_score=None if ref is None else ref[0], ref_max_score=None if ref is None else ref[1],
                      provenance=provenance, overwrite=overwrite,

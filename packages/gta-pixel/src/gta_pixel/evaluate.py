@@ -4,8 +4,9 @@ The policy is V-D4RL's evaluation mode: encoder, actor trunk and policy head, th
 last ``frame_stack`` frames (the reset frame repeated at the start). Every seed of a run plays the same
 episode seeds (paired comparisons across runs), all seeds and episodes at once: the environments step in
 worker processes (rendering is the slow part), the policy runs batched over all of them on the agent's
-device. Score: 100 (return - ref_min) / (ref_max - ref_min) with the pixel store's reference scores (dm_control:
-0 and 1000, so return / 10, V-D4RL's normalisation).
+device, in the run's recorded arithmetic (that of its pretraining, which ``encode`` uses too; see
+:mod:`gta_pixel.runs`). Score: 100 (return - ref_min) / (ref_max - ref_min) with the pixel store's reference
+scores (dm_control: 0 and 1000, so return / 10, V-D4RL's normalisation).
 """
 
 from __future__ import annotations
@@ -182,7 +183,7 @@ def evaluate(run: Path, *, episodes: int = 10, workers: int = 0, device: str = "
                             "score": None if scores is None else float(scores[i].mean())}
     result = {"run": str(Path(run).resolve()), "stage": config["stage"], "task": config["task"],
               "episodes": episodes, "episode_seeds": [seed, seed + episodes - 1], "max_steps": max_steps,
-              "ref_scores": config.get("ref_scores"), "seeds": per_seed,
+              "ref_scores": config.get("ref_scores"), "arithmetic": {"bf16": agent.bf16}, "seeds": per_seed,
               "mean_return": float(returns.mean()), "mean_score": None if scores is None else float(scores.mean())}
     if write:
         write_json(Path(run) / runs.EVAL, result)

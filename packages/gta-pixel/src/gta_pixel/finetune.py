@@ -14,6 +14,17 @@ Design choices the sources leave open (SynthER's and GTA's pixel code was never 
   at its end (k = min(n, rows left) steps, bootstrapped with gamma^k from the last row's next observation), so
   every row is sampled, including transition-level stores (SynthER: k = 1);
 - the union of the stores is sampled uniformly (GTA's stage C).
+
+The latents come from ``encode`` in the run's recorded arithmetic, which ``evaluate`` uses too (see
+:mod:`gta_pixel.runs`); a store encoded in another arithmetic is refused.
+
+The heads' Adam moments and step counts continue from the base run's checkpoint by default (``fresh_optimizer``
+starts them at zero). GTA C.4 fine-tunes the policy and Q networks of the pretrained DrQ+BC agent, a
+continuation of its training, and DrQ+BC's agent carries the Adam state of its actor and critic. Fresh moments
+would make the first updates move every head weight by about the learning rate whatever its gradient (Adam's
+first step is lr sign(g); the second-moment average needs ~1/(1 - beta2) = 1000 updates to settle): a
+perturbation of converged heads unrelated to the latents being compared. A pretraining checkpoint holds the
+heads' moments inside its actor and critic optimizers (with the trunks'); a finetune run's are the heads' own.
 """
 
 from __future__ import annotations
@@ -41,6 +52,9 @@ from gta_rl.optim import Adam
 FROZEN_PREFIXES = ("encoder.", "actor.trunk.", "critic.trunk.", "critic_target.trunk.")
 HEAD_PREFIXES = ("actor.policy.", "critic.Q1.", "critic.Q2.", "critic_target.Q1.", "critic_target.Q2.")
 
+# The pretraining optimizer whose parameters include each head optimizer's (DrQBCStack.optimizers).
+PRETRAIN_OPTIMIZER = {"policy": "actor", "q": "critic"}
+
 # Fine-tuning's own random streams: its step counter starts at 0 again, so pretraining's stream ids would
 # replay pretraining's draws step for step (the same noise at fine-tune step j as at pretrain step j).
 ROW_STREAM, TARGET_NOISE_STREAM, ACTOR_NOISE_STREAM = 1001, 1100, 1101
@@ -55,6 +69,15 @@ def nstep_rows(episode_ends: np.ndarray, nstep: int) -> tuple[np.ndarray, np.nda
     k = np.minimum(nstep, end_of_row - t)
     rows = t[:, None] + np.arange(nstep)
     return np.where(np.arange(nstep) < k[:, None], rows, -1), k
+
+
+def encoded_arithmetic(provenance: dict) -> bool | None:
+    """Whether a latent store written by ``gta-pixel encode`` was encoded in bf16 (stores from before it was
+    recorded were fp32); None for stores from elsewhere (generated latents say nothing about it)."""
+    if provenance.get("source") != "gta-pixel encode":
+        return None
+    arithmetic = provenance.get("arithmetic")
+    return bool(arithmetic.get("bf16", False)) if isinstance(arithmetic, dict) else False
 
 
 class LatentReplay:
@@ -134,6 +157,28 @@ class HeadTuner(Agent):
         return {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(), "bc_mse": bc.detach(),
                 "q_mean": q.detach()[:, 0].mean(-1), "lambda": lam}
 
+    def continue_moments(self, state: dict[str, Tensor]) -> None:
+        """Set the heads' Adam moments and step counts to the base run's (its checkpoint tensors ``state``, for
+        the same seeds): a finetune run's heads' own (``optim.policy.*``, ``optim.q.*``), else the heads'
+        entries of a pretraining run's actor and critic optimizers (``optim.actor.*``, ``optim.critic.*``),
+        matched by parameter."""
+        for name, opt in self.optimizers.items():
+            own = f"optim.{name}."
+            if f"{own}t" in state:
+                opt.load_state_dict({k[len(own):]: v for k, v in state.items() if k.startswith(own)})
+                continue
+            source = PRETRAIN_OPTIMIZER[name]
+            prefix = f"optim.{source}."
+            if f"{prefix}t" not in state:
+                raise RunError(f"the base checkpoint holds no optimizer state for the {name} head "
+                               "(pass --fresh-optimizer to start it at zero)")
+            where = {id(p): i for i, p in enumerate(self.drqbc.optimizers[source].params)}
+            picked = {"t": state[f"{prefix}t"]}
+            for j, param in enumerate(opt.params):
+                i = where[id(param)]
+                picked[f"m.{j}"], picked[f"v.{j}"] = state[f"{prefix}m.{i}"], state[f"{prefix}v.{i}"]
+            opt.load_state_dict(picked)
+
     def checkpoint_tensors(self) -> dict[str, Tensor]:
         """The networks as a pretraining checkpoint has them (``model.*``), the heads' Adam moments
         (``optim.<name>.*``) and this stage's step (``finetune.step``)."""
@@ -165,10 +210,12 @@ def finetune(
     log_every: int = 1000,
     checkpoint_every: int = 10_000,
     resume: bool = False,
+    fresh_optimizer: bool = False,
     on_progress: Callable[[int, dict[str, list[float]] | None], None] | None = None,
 ) -> HeadTuner:
     """Fine-tune the heads of every seed of ``run`` on the union of the latent stores ``data`` for ``steps``
-    updates; write the run directory ``out`` (whole networks, so ``encode`` and ``evaluate`` read it alone)."""
+    updates; write the run directory ``out`` (whole networks, so ``encode`` and ``evaluate`` read it alone).
+    The heads' Adam state continues from ``run``'s checkpoint, or starts at zero with ``fresh_optimizer``."""
     out = Path(out)
     if min(steps, log_every, checkpoint_every) < 1:
         raise RunError("steps, log and checkpoint intervals must be positive")
@@ -176,7 +223,7 @@ def finetune(
         raise RunError("no latent store given (pass --data at least once)")
     runs.check_out(out, resume)
     dev = resolve_device(device, RunError)
-    agent, base_config, _ = runs.load_agent(run, dev)
+    agent, base_config, base_state = runs.load_agent(run, dev)
     cfg = agent.config
     nstep = cfg.nstep if nstep is None else int(nstep)
     batch_size = cfg.batch_size if batch_size is None else int(batch_size)
@@ -190,16 +237,25 @@ def finetune(
     if store.obs_dim != 2 * cfg.feature_dim or store.act_dim != agent.act_dim:
         raise RunError(f"{store.path} has obs/act dims {store.obs_dim}/{store.act_dim}; the heads of {run} take "
                        f"latents of {2 * cfg.feature_dim} and actions of {agent.act_dim}")
+    for latent in replay.stores:
+        encoded_bf16 = encoded_arithmetic(latent.provenance)
+        if encoded_bf16 is not None and encoded_bf16 != agent.bf16:
+            raise RunError(f"{latent.path} was encoded {'with' if encoded_bf16 else 'without'} bf16 but {run} "
+                           f"computes {'in bf16' if agent.bf16 else 'in fp32'} (evaluation would feed the heads "
+                           "other latents): encode it from the run")
     tuner = HeadTuner(agent)
     if resume:
         state, _ = load_checkpoint(out / runs.CHECKPOINT, dev)
         tuner.load_checkpoint_tensors(state)
         runs.drop_metrics_after(out, int(tuner.step))
     else:
+        if not fresh_optimizer:
+            tuner.continue_moments(base_state)
         out.mkdir(parents=True, exist_ok=True)
         sha = runs.file_sha256(Path(run) / runs.CHECKPOINT)
         runs.write_config(out, {**base_config, "stage": "finetune", "steps": steps, "batch_size": batch_size,
                                 "nstep": nstep, "data": [str(Path(p).resolve()) for p in data],
+                                "optimizer": "fresh" if fresh_optimizer else "continued",
                                 "base": {"run": str(Path(run).resolve()), "checkpoint_sha256": sha,
                                          "stage": base_config["stage"], "updates": tuner.base_updates}})
     runner = StepRunner(tuner, replay, batch_size, compile=compile, cuda_graph=cuda_graph)

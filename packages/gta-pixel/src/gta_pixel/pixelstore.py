@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import socket
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,7 +141,6 @@ def nstep_returns(rewards: np.ndarray, discounts: np.ndarray, nstep_rows: np.nda
 
 
 _now = store_dirs.now
-_clean = store_dirs.clean_meta
 
 
 def _replaceable(path: Path) -> bool:
@@ -169,26 +165,28 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     return store_dirs.remove_stale_temporaries(path, format_name=FORMAT_NAME, noun="pixel store", log=_log)
 
 
-def _replace_dir(src: Path, dst: Path, *, overwrite: bool) -> None:
-    store_dirs.replace_dir(src, dst, overwrite=overwrite, format_name=FORMAT_NAME, error=PixelStoreError,
-                           kind="pixel store")
-
-
 def _ref_scores(task: Mapping[str, Any]) -> tuple[float | None, float | None]:
     """Reference returns for normalized scores: dm_control suite returns lie in [0, 1000] (score = return / 10
     on V-D4RL's 0-100 scale); other kinds have none here (evaluation picks them by environment)."""
     return (0.0, 1000.0) if task.get("kind") == "dmc" else (None, None)
 
 
-class PixelStoreWriter:
+class PixelStoreWriter(store_dirs.AtomicStoreWriter):
     """Write a pixel store episode by episode, atomically.
 
     Use as a context manager: on normal exit the store is committed (renamed into place), on an exception
-    the temporary directory is removed and nothing appears at ``path``::
+    the temporary directory is removed and nothing appears at ``path``
+    (:class:`gta_data.store_dirs.AtomicStoreWriter`)::
 
         with PixelStoreWriter("walker.zarr", task=task.spec, frame_shape=(3, 84, 84), act_dim=6) as w:
             w.add_episode(frames, actions, rewards, terminals=..., timeouts=...)
     """
+
+    format_name = FORMAT_NAME
+    error = PixelStoreError
+    kind = "pixel store"
+    noun = "pixel store"
+    log = _log
 
     def __init__(self, path: str | os.PathLike, *, task: Mapping[str, Any], frame_shape: tuple[int, int, int],
                  act_dim: int, state_dim: int | None = None, frame_stack: int = 3,
@@ -207,7 +205,7 @@ class PixelStoreWriter:
             raise PixelStoreError(f"task must be a task spec dict with a 'kind', got {task!r}")
         self.act_dim, self.frame_stack = int(act_dim), int(frame_stack)
         self.state_dim = None if state_dim is None else int(state_dim)
-        self.overwrite, self.flush_frames = overwrite, int(flush_frames)
+        self.flush_frames = int(flush_frames)
         lo, hi = _ref_scores(task)
         self._attrs: dict[str, Any] = {
             "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "task": dict(task),
@@ -220,11 +218,7 @@ class PixelStoreWriter:
             if key in ("format", "format_version", "complete", "num_steps", "num_frames", "num_episodes"):
                 raise PixelStoreError(f"attribute {key!r} is reserved")
             self._attrs[key] = value
-        remove_stale_temporaries(self.path)
-        self._tmp = self.path.parent / f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}"
-        self._group = zarr.open_group(store=str(self._tmp), mode="w-", zarr_format=3)
-        self._group.attrs.put(_clean({**self._attrs, "complete": False,
-                                      "writer": {"host": socket.gethostname(), "pid": os.getpid()}}))
+        self._begin(self.path, self._attrs, overwrite=overwrite)
         self._group.create_group("meta")
         h, w = self.frame_shape[1:]
         self._arrays: dict[str, zarr.Array] = {
@@ -241,7 +235,6 @@ class PixelStoreWriter:
         self._rows = {name: 0 for name in self._arrays}
         self._episode_ends: list[int] = []
         self._steps = 0
-        self._closed = False
 
     def _create(self, name: str, shape: tuple[int, ...], dtype: str, chunks: tuple[int, ...]) -> zarr.Array:
         return self._group.create_array(name, shape=shape, dtype=dtype, chunks=chunks,
@@ -336,7 +329,9 @@ class PixelStoreWriter:
     def commit(self) -> PixelStore:
         """Write the episode index and the final attributes (``complete: true`` last), then rename the store
         into place."""
-        self._check_open()
+        return super().commit()
+
+    def _finish(self) -> dict[str, Any]:
         self._flush()
         if not self._episode_ends:
             raise PixelStoreError("refusing to write a pixel store with no episodes")
@@ -344,32 +339,11 @@ class PixelStoreWriter:
         arr = self._group.create_array("meta/episode_ends", shape=ends.shape, dtype="int64", chunks=(1 << 16,),
                                        dimension_names=_DIMS["episode_ends"], config=_EVERY_CHUNK)
         arr[:] = ends
-        self._group.attrs.put(_clean({**self._attrs, "num_steps": self._steps, "num_frames": self._steps + len(ends),
-                                      "num_episodes": len(ends), "every_chunk_written": True, "complete": True}))
-        self._closed = True
-        _replace_dir(self._tmp, self.path, overwrite=self.overwrite)
+        return {**self._attrs, "num_steps": self._steps, "num_frames": self._steps + len(ends),
+                "num_episodes": len(ends), "every_chunk_written": True}
+
+    def _open(self) -> PixelStore:
         return PixelStore.open(self.path)
-
-    def abort(self) -> None:
-        self._closed = True
-        shutil.rmtree(self._tmp, ignore_errors=True)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise PixelStoreError("writer is closed")
-
-    def __enter__(self) -> PixelStoreWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None and not self._closed:
-            try:
-                self.commit()
-            except BaseException:
-                self.abort()
-                raise
-        elif not self._closed:
-            self.abort()
 
 
 def write_pixel_store(path: str | os.PathLike, *, frames: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
@@ -407,12 +381,7 @@ def write_pixel_store(path: str | os.PathLike, *, frames: np.ndarray, actions: n
 
 
 def _check_episode_ends(ends: np.ndarray, n: int, *, where: str) -> None:
-    if ends.ndim != 1 or len(ends) == 0:
-        raise PixelStoreError(f"{where} is empty")
-    if ends[0] <= 0 or np.any(np.diff(ends) <= 0):
-        raise PixelStoreError(f"{where} is not strictly increasing from a positive first end")
-    if ends[-1] != n:
-        raise PixelStoreError(f"{where} ends at {int(ends[-1])} but there are {n} steps")
+    store_dirs.check_episode_ends(ends, n, where=where, error=PixelStoreError, unit="steps")
 
 
 def _check_step_values(steps: Mapping[str, np.ndarray], ends: np.ndarray, *, where: str) -> None:
@@ -444,21 +413,9 @@ class PixelStore:
     @classmethod
     def open(cls, path: str | os.PathLike) -> PixelStore:
         path = Path(path)
-        if not path.exists():
-            raise PixelStoreError(f"no pixel store at {path}")
-        try:
-            group = zarr.open_group(store=str(path), mode="r")
-        except Exception as exc:  # zarr raises several types for non-groups
-            raise PixelStoreError(f"{path} is not a Zarr group ({type(exc).__name__})") from None
-        attrs = dict(group.attrs)
-        if attrs.get("format") != FORMAT_NAME:
-            hint = " (a trajectory store: use gta-data)" if attrs.get("format") == "gta-trajectory-store" else ""
-            raise PixelStoreError(f"{path} is not a GTA pixel store (format attribute missing or wrong){hint}")
-        if attrs.get("format_version") != FORMAT_VERSION:
-            raise PixelStoreError(f"{path} has pixel store format version {attrs.get('format_version')}; "
-                                  f"this gta-pixel reads version {FORMAT_VERSION}")
-        if attrs.get("complete") is not True:
-            raise PixelStoreError(f"{path} is incomplete (an interrupted write?)")
+        group, attrs = store_dirs.open_complete_group(
+            path, format_name=FORMAT_NAME, format_version=FORMAT_VERSION, error=PixelStoreError, kind="pixel store",
+            noun="pixel store", reader="gta-pixel", hints={"gta-trajectory-store": " (a trajectory store: use gta-data)"})
         for key in ("task", "frame_stack", "frame_shape", "act_dim", "state_dim", "num_steps", "num_frames",
                     "num_episodes"):
             if key not in attrs:
@@ -549,14 +506,8 @@ class PixelStore:
     # -- reading -----------------------------------------------------------------------------------
 
     def _read(self, key: str, selection: Any = slice(None)) -> np.ndarray:
-        arr = self._group[key]
-        if self.attrs.get("every_chunk_written") and arr.nchunks_initialized != arr.nchunks:
-            raise PixelStoreError(f"{self.path}: {key} lacks {arr.nchunks - arr.nchunks_initialized} of its "
-                                  f"{arr.nchunks} chunk files (a damaged or partial copy)")
-        try:
-            return np.asarray(arr[selection])
-        except Exception as exc:  # codecs and zarr raise many types for damaged chunks
-            raise PixelStoreError(f"{self.path}: cannot read {key} ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+        return store_dirs.read_array(self._group, key, self.path, PixelStoreError, selection=selection,
+                                     every_chunk_written=bool(self.attrs.get("every_chunk_written")))
 
     def frames(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Frame rows ``start:stop`` [.., 3, H, W] uint8 (all by default)."""
@@ -591,15 +542,7 @@ class PixelStore:
 
 
 def _get_array(group: zarr.Group, name: str, path: Path) -> zarr.Array:
-    try:
-        arr = group[name]
-    except KeyError:
-        raise PixelStoreError(f"{path} is missing the array {name}") from None
-    except Exception as exc:  # damaged array metadata
-        raise PixelStoreError(f"{path}: cannot open {name} ({type(exc).__name__}: {exc})".splitlines()[0]) from None
-    if not isinstance(arr, zarr.Array):
-        raise PixelStoreError(f"{path}: {name} is not an array")
-    return arr
+    return store_dirs.get_array(group, name, path, PixelStoreError)
 
 
 def open_pixel_store(path: str | os.PathLike) -> PixelStore:

@@ -3,7 +3,8 @@
 Every seed trains in one stacked network (:class:`gta_pixel.drqbc_fast.DrQBCStack`) on frames resident on the
 device; the step runs eagerly, compiled, or replayed from a CUDA graph (:class:`gta_rl.fast.StepRunner`). The
 run directory (:mod:`gta_pixel.runs`) is checkpointed atomically every ``checkpoint_every`` updates and at the
-end; ``resume`` continues from the checkpoint exactly (every draw is a function of seed and step).
+end; ``resume`` continues from the checkpoint exactly (every draw is a function of seed and step) in the run's
+recorded arithmetic (``bf16``: the run's config is its one source, see :mod:`gta_pixel.runs`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def pretrain(
     steps: int = 550_000,
     config: DrQBCConfig = DrQBCConfig(),
     device: str = "auto",
-    bf16: bool = False,
+    bf16: bool | None = None,
     channels_last: bool = False,
     compile: bool = False,
     cuda_graph: bool = False,
@@ -49,7 +50,8 @@ def pretrain(
     on_progress: Callable[[int, dict[str, list[float]] | None], None] | None = None,
 ) -> DrQBCStack:
     """Train DrQ+BC for ``steps`` gradient updates per seed; returns the agent. ``on_progress(step, metrics)``
-    is called after every update (metrics: per-seed means, at logging steps only)."""
+    is called after every update (metrics: per-seed means, at logging steps only). ``bf16``: autocast of the
+    encoder and trunk products for a new run (default off); a resume keeps the run's and refuses another."""
     out = Path(out)
     if min(steps, log_every, checkpoint_every) < 1:
         raise RunError("steps, log and checkpoint intervals must be positive")
@@ -60,6 +62,12 @@ def pretrain(
     saved = runs.read_config(out) if resume else None
     if saved is not None:
         config, seeds = runs.drqbc_config(saved), [int(s) for s in saved["seeds"]]
+        if bf16 is not None and bf16 != runs.run_bf16(saved):
+            was = runs.run_bf16(saved)
+            raise RunError(f"the run in {out} was pretrained {'with' if was else 'without'} bf16; a resume keeps a "
+                           f"run's arithmetic (pass {'--bf16' if was else '--no-bf16'} or neither)")
+        bf16 = runs.run_bf16(saved)
+    bf16 = bool(bf16)
     store = PixelStore.open(pixels)
     config = replace(config, frame_stack=store.frame_stack)
     replay = load_replay(store, config, dev)

@@ -11,6 +11,13 @@
     run/eval.json                 the latest ``evaluate`` result
 
 Both stages store the whole networks, so every run directory can be encoded with or evaluated alone.
+
+Arithmetic: ``config.json`` records whether the encoder and trunk products ran under bf16 autocast
+(``arithmetic.bf16``, chosen at pretraining; a finetune run copies its base run's config, and a resumed
+pretraining keeps it). It is the one source of truth for every later use of the run's networks: ``encode`` and
+``evaluate`` compute them as recorded (:func:`load_agent`), so the latents the heads are fine-tuned on, the
+latents they act on at evaluation and the features pretraining trained the trunks on all come from the same
+arithmetic. The heads themselves, LayerNorm and the losses are fp32 in every case.
 """
 
 from __future__ import annotations
@@ -66,6 +73,13 @@ def drqbc_config(config: dict[str, Any]) -> DrQBCConfig:
     return DrQBCConfig(**{k: v for k, v in config["drqbc"].items() if k in known})
 
 
+def run_bf16(config: dict[str, Any]) -> bool:
+    """Whether a run's encoder and trunk products compute under bf16 autocast (its ``arithmetic.bf16``; fp32
+    where a config does not say)."""
+    arithmetic = config.get("arithmetic")
+    return bool(arithmetic.get("bf16", False)) if isinstance(arithmetic, dict) else False
+
+
 def new_config(stage: str, cfg: DrQBCConfig, agent: DrQBCStack, task: dict[str, Any],
                ref_scores: tuple[float, float] | None, **extra: Any) -> dict[str, Any]:
     return {"stage": stage, "drqbc": asdict(cfg), "seeds": agent.seed_list, "obs_shape": list(agent.obs_shape),
@@ -89,11 +103,13 @@ def save(run: Path, agent: DrQBCStack, meta: dict[str, Any], extra: dict[str, to
     save_checkpoint(Path(run) / CHECKPOINT, {**agent.full_state_dict(), **(extra or {})}, meta)
 
 
-def load_agent(run: Path, device: torch.device | str = "cpu", *, bf16: bool = False, channels_last: bool = False,
+def load_agent(run: Path, device: torch.device | str = "cpu", *, channels_last: bool = False,
                seeds: list[int] | None = None) -> tuple[DrQBCStack, dict[str, Any], dict[str, torch.Tensor]]:
-    """(agent with the networks of every seed of the run, or of those in ``seeds``; the run's config; the
-    checkpoint's tensors). Optimizer moments are left in the tensors (each stage reads its own)."""
+    """(agent with the networks of every seed of the run, or of those in ``seeds``, computing in the run's
+    arithmetic (:func:`run_bf16`); the run's config; the checkpoint's tensors). Optimizer moments are left in
+    the tensors (each stage reads its own)."""
     config = read_config(run)
+    bf16 = run_bf16(config)
     state, _ = load_checkpoint(Path(run) / CHECKPOINT)
     run_seeds = [int(s) for s in config["seeds"]]
     chosen = run_seeds if seeds is None else [int(s) for s in seeds]

@@ -18,12 +18,22 @@ the step *starts* from, so reading drops row 0's action/reward/discount and shif
 
 Reading the shards: files in natural name order (numbers compared as numbers: ``2.hdf5`` before
 ``10.hdf5``, which is the order ``split_hdf5_shards.py`` wrote them in; V-D4RL's own loader sorts the names as
-strings, which interleaves shards from the 11th on), one stream of rows across files. An episode starts at a
-``first`` row; one still open at the end of a shard continues in the next. Rows before the first ``first``
-row (a shard cut from the middle of an episode whose start is missing) become an episode *fragment* whose
-first row serves as its reset frame (V-D4RL's loader fails on such a shard and skips it); an episode whose
-``last`` row is missing ends in a timeout. A terminal is a ``last`` row with discount 0 (none in V-D4RL's
-locomotion data). Fragments and cut episodes are counted in the import's provenance.
+strings, which interleaves shards from the 11th on). An episode starts at a ``first`` row. Where a shard
+boundary cuts an episode there are two ways to read it (``join_shards``):
+
+- **as V-D4RL's loader** (the default; ``drqbc/utils.py``, ``load_offline_dataset_into_buffer``): each shard
+  on its own. A shard whose first row is not a ``first`` row is skipped whole (the loader fails on that row
+  and skips the file, complete episodes later in it included); an episode still open at the end of a shard
+  ends there, in a timeout. The store then holds exactly the transitions V-D4RL's DrQ+BC samples (tested
+  against a plain re-implementation of its loader and replay buffer); only the episodes' order differs where
+  string order differs from natural order, and V-D4RL's stop after 1M rows (its buffer size) is not applied.
+- **joined** (``join_shards=True``): one stream of rows across files, so an episode still open at the end of
+  a shard continues in the next. Rows before the first ``first`` row (data that begins mid-episode) become an
+  episode *fragment* whose first row serves as its reset frame; an episode whose ``last`` row is missing
+  ends in a timeout. This keeps every row of the files.
+
+A terminal is a ``last`` row with discount 0 (none in V-D4RL's locomotion data). Fragments, cut episodes and
+skipped shards are counted in the import's provenance.
 
 The 64px episodes can be resized to 84 px as V-D4RL's ``npz_to_hdf5.py`` does (OpenCV ``INTER_CUBIC``): here
 a separable bicubic in numpy with OpenCV's kernel (Keys, a = -0.75), pixel-centre mapping and edge
@@ -79,10 +89,13 @@ class ReadStats:
     fragments: int = 0
     cut: int = 0
     dropped_rows: int = 0  # rows that made no step (a lone frame before a new episode)
+    skipped_files: list[str] = field(default_factory=list)  # shards beginning mid-episode, read as V-D4RL does
+    skipped_rows: int = 0  # their rows
 
     def as_dict(self) -> dict[str, Any]:
         return {"files": self.files, "episodes": self.episodes, "fragments": self.fragments, "cut": self.cut,
-                "dropped_rows": self.dropped_rows}
+                "dropped_rows": self.dropped_rows, "skipped_files": self.skipped_files,
+                "skipped_rows": self.skipped_rows}
 
 
 def natural_key(path: Path) -> list[Any]:
@@ -173,8 +186,10 @@ class _EpisodeAssembler:
                        fragment=self.fragment, cut=not ended, states=states, source=list(self.sources))
 
 
-def iter_hdf5_episodes(directory: str | Path, stats: ReadStats | None = None) -> Iterator[Episode]:
-    """Episodes of a directory of V-D4RL 84px shards, in order (see the module docstring); one shard in
+def iter_hdf5_episodes(directory: str | Path, stats: ReadStats | None = None, *,
+                       join_shards: bool = False) -> Iterator[Episode]:
+    """Episodes of a directory of V-D4RL 84px shards, in order: each shard on its own as V-D4RL's loader reads
+    them, or with ``join_shards`` episodes continued across shards (see the module docstring); one shard in
     memory at a time."""
     stats = stats if stats is not None else ReadStats()
     asm = _EpisodeAssembler(stats)
@@ -184,6 +199,10 @@ def iter_hdf5_episodes(directory: str | Path, stats: ReadStats | None = None) ->
         stats.files.append(path.name)
         st = data["step_type"]
         rows = len(st)
+        if not join_shards and rows and st[0] != FIRST:
+            stats.skipped_files.append(path.name)
+            stats.skipped_rows += rows
+            continue
         # Row i starts an episode if it is a first row; the rows after a last row start a fragment.
         starts = set(np.flatnonzero(st == FIRST).tolist())
         after_last = (np.flatnonzero(st == LAST) + 1).tolist()
@@ -209,6 +228,11 @@ def iter_hdf5_episodes(directory: str | Path, stats: ReadStats | None = None) ->
                 is_open = False
                 if episode is not None:
                     yield episode
+        if is_open and not join_shards:  # V-D4RL: an episode ends with its shard
+            episode = asm.close(ended=False)
+            is_open = False
+            if episode is not None:
+                yield episode
     if is_open:
         episode = asm.close(ended=False)
         if episode is not None:
@@ -385,10 +409,12 @@ def infer_task_name(directory: str | Path) -> str | None:
 
 
 def import_vd4rl(directory: str | Path, out: str | Path, *, task: str | None = None, frame_stack: int = 3,
-                 size: int | None = None, states: bool = False, overwrite: bool = False, progress=None):
+                 size: int | None = None, states: bool = False, join_shards: bool = False, overwrite: bool = False,
+                 progress=None):
     """Import a V-D4RL directory (``*.hdf5`` shards, else ``*.npz`` episodes) into a pixel store at ``out``.
     ``task`` is the suite task name (inferred from the path when it names one); ``size`` resizes npz frames
-    (default: 84 for 64px npz episodes, as V-D4RL's DrQ+BC data); ``states`` keeps npz state keys."""
+    (default: 84 for 64px npz episodes, as V-D4RL's DrQ+BC data); ``states`` keeps npz state keys;
+    ``join_shards`` continues episodes across hdf5 shards instead of reading each shard as V-D4RL does."""
     from gta_pixel.pixelstore import PixelStore, PixelStoreWriter, check_replaceable
     from gta_pixel.tasks import parse_task, simulator_versions
 
@@ -404,12 +430,14 @@ def import_vd4rl(directory: str | Path, out: str | Path, *, task: str | None = N
     if any(directory.glob("*.hdf5")):
         if states:
             raise VD4RLError("the 84px hdf5 shards hold no states (the 64px npz episodes do)")
-        fmt, episodes = "hdf5", iter_hdf5_episodes(directory, stats)
+        fmt, episodes = "hdf5", iter_hdf5_episodes(directory, stats, join_shards=join_shards)
     else:
         fmt, episodes = "npz", iter_npz_episodes(directory, size=npz_size, states=states, stats=stats)
     first = next(episodes, None)
     if first is None:
-        raise VD4RLError(f"{directory} holds no episode with a step")
+        hint = (f" ({len(stats.skipped_files)} shard(s) begin mid-episode, which V-D4RL's loader skips; "
+                "--join-shards reads them)" if stats.skipped_files else "")
+        raise VD4RLError(f"{directory} holds no episode with a step{hint}")
     spec = parse_task(name, size=int(first.frames.shape[-1]))
     writer = PixelStoreWriter(out, task=spec, frame_shape=first.frames.shape[1:], act_dim=first.actions.shape[1],
                               state_dim=None if first.states is None else first.states.shape[1],
@@ -423,7 +451,9 @@ def import_vd4rl(directory: str | Path, out: str | Path, *, task: str | None = N
             if progress is not None:
                 progress(len(episode))
         writer.update_provenance(source="vd4rl", vd4rl_dir=str(directory.resolve()), vd4rl_format=fmt,
-                                 resized_to=npz_size if fmt == "npz" else None, read=stats.as_dict(),
+                                 resized_to=npz_size if fmt == "npz" else None,
+                                 shards=None if fmt == "npz" else "joined" if join_shards else "as V-D4RL",
+                                 read=stats.as_dict(),
                                  simulators=simulator_versions())
     return PixelStore.open(out)
 
