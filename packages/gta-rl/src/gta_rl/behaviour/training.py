@@ -7,6 +7,21 @@ counter-based streams (``gta_rl.rng``), and update metrics are summed on the dev
 the host. The update runs eagerly, compiled or as a CUDA graph replay (gta-data's shared
 :class:`~gta_data.accel.cuda_graph.CudaGraphRunner`).
 
+How data cross between host and device (SACConfig's loop settings):
+
+- readable loop: each transition is written to the device buffer as it comes (a copy per column) and each
+  step's actions are read back synchronously: the reference;
+- staged loop (default; the same transitions, losses and checkpoints as the readable loop, tested): the
+  transitions of an env step are staged in pinned host memory and copied in one transfer, observations and
+  actions cross through pinned memory. With ``transfer_every = K > 1`` the staged rows are copied once K
+  or more are staged (and at every checkpoint): an update samples only the rows copied so far, so the
+  newest up to K - 1 transitions (plus one env step's) are not yet in its batches;
+- ``overlap``: each env step's actions are computed and copied back, then the updates owed by the previous
+  env step are launched, and the host steps the envs while the GPU runs them. The actions therefore come
+  from the actor before the previous env step's updates (one env step stale); the updates themselves sample
+  exactly what they would without overlap. Not stale after a checkpoint (which first runs every update owed)
+  or after an autoreset step (which collects nothing and owes no update).
+
 Resume restores networks, optimizers, temperature, buffer and counters exactly. The simulators' states
 cannot be saved, so the episodes in progress at the checkpoint are cut (their last stored transition is
 marked as a timeout) and every env copy starts a new episode from a seed derived from the step.
@@ -98,7 +113,8 @@ def _check_run_dir(cfg: SACConfig, out: Path, resume: bool) -> None:
         saved = json.loads((out / CONFIG).read_text())
         saved["hidden"] = tuple(saved["hidden"])
         # How the run executes may change on resume; what it computes may not.
-        free = ("device", "compile", "cuda_graph", "env_async", "eval_async", "state_every")
+        free = ("device", "compile", "cuda_graph", "env_async", "eval_async", "state_every", "readable_loop",
+                "transfer_every", "overlap")
         if {k: v for k, v in saved.items() if k not in free} != {
                 k: v for k, v in asdict(cfg).items() if k not in free}:
             raise SACError(f"the config differs from the one of the run in {out}")
@@ -165,7 +181,7 @@ class _Collector:
                              "next_obs": next_obs[valid], "term": terminated[valid],
                              "trunc": truncated[valid] & ~terminated[valid],
                              "env": np.flatnonzero(valid).astype(np.int32)})
-            self.last_row[valid] = np.arange(self.buffer.size - n_valid, self.buffer.size)
+            self.last_row[valid] = np.arange(self.buffer.count - n_valid, self.buffer.count)
             if self.starts is not None:
                 for i, row in zip(np.flatnonzero(valid), self.last_row[valid], strict=True):
                     if self.pending[i] is not None:
@@ -202,7 +218,8 @@ class _Run:
         low = envs.single_action_space.low.astype(np.float32)
         high = envs.single_action_space.high.astype(np.float32)
         self.agent = SACAgent(cfg, obs_dim, act_dim, low, high, device)
-        self.buffer = ReplayBuffer(cfg.total_steps + cfg.num_envs, obs_dim, act_dim, device)
+        staged = 0 if cfg.readable_loop else cfg.transfer_every + cfg.num_envs - 1
+        self.buffer = ReplayBuffer(cfg.total_steps + cfg.num_envs, obs_dim, act_dim, device, stage_rows=staged)
         self.starts = EpisodeStarts()
         self.envs = _Collector(envs, cfg.num_envs, self.buffer, self.starts if record_starts else None)
         self.metrics, self.checkpoints = JsonlLog(out / METRICS), JsonlLog(out / CHECKPOINTS)
@@ -220,6 +237,12 @@ class _Run:
                                     cuda_graph=cfg.cuda_graph)
         self.metric_sum, self.metric_n = torch.zeros(len(METRIC_NAMES), device=device), 0
         self.act_step = torch.zeros((), dtype=torch.int64, device=device)
+        # The staged loop's host ends of the per-step transfers (pinned on CUDA, so that they are asynchronous).
+        pin = device.type == "cuda"
+        self.obs_host = torch.zeros(cfg.num_envs, obs_dim, pin_memory=pin)
+        self.act_host = torch.zeros(cfg.num_envs, act_dim, pin_memory=pin)
+        self.act_ready = torch.cuda.Event() if pin else None
+        self.pending = (self.step, self.step)  # overlap: the env steps whose updates are not launched yet
 
     def _restore(self) -> None:
         state, meta = load_checkpoint(self.out / STATE, self.device)
@@ -230,7 +253,7 @@ class _Run:
         last_row = np.asarray(meta["last_row"], dtype=np.int64)
         open_rows = last_row[(last_row >= 0) & np.asarray(meta["open"], dtype=bool)]
         # Episodes in progress at the checkpoint end here (the simulator state is lost): a timeout.
-        self.buffer.data["trunc"][torch.as_tensor(open_rows, device=self.device)] = True
+        self.buffer.data["trunc"][torch.as_tensor(open_rows)] = True
         self.envs.last_row = last_row
         for log in (self.metrics, self.checkpoints):
             log.truncate_after(self.step)
@@ -244,8 +267,13 @@ class _Run:
         rate, saved_at = (time.time(), self.step), self.step
         while self.step < end and (deadline is None or time.time() < deadline):
             prev = self.step
-            self.step += self.envs.step(self._act())
-            self._learn(prev, self.step)
+            self.step += self.envs.step(self._next_action())
+            if not cfg.readable_loop and self.buffer.staged >= cfg.transfer_every:
+                self.buffer.commit()
+            if cfg.overlap:
+                self.pending = (prev, self.step)  # launched by the next action's call, or by _flush
+            else:
+                self._learn(prev, self.step)
             self.agent.env_step.fill_(self.step)
             if self.step >= next_log or self.step >= end:
                 self._log(rate)
@@ -260,18 +288,60 @@ class _Run:
                 progress(self.step, cfg.total_steps)
         if self.step < end and saved_at != self.step:  # stopped by the deadline: keep what was reached
             self._checkpoint(evaluator, True)
+        self._flush()
 
-    def _act(self) -> np.ndarray:
-        """This step's actions: uniform in the action box during the warm-up, then sampled from the policy."""
+    def _next_action(self) -> np.ndarray:
+        """This env step's actions on the host. Readable and staged loops: the actor after every update owed
+        so far. Overlap: the action is computed, then the updates owed by the previous env step are launched,
+        and only the action is waited for, so the envs step while the GPU runs those updates."""
+        if not self.cfg.overlap:
+            action = self._act()
+            return action if self.cfg.readable_loop else self._to_host(action)
+        action = self._to_host(self._act(), wait=False)
+        self._learn(*self.pending)
+        self.pending = (self.step, self.step)
+        if self.act_ready is not None:
+            self.act_ready.synchronize()
+        return action.copy()
+
+    def _to_host(self, action: Tensor, wait: bool = True) -> np.ndarray:
+        """The staged loop's device-to-host copy of the actions, through pinned memory (an event marks it)."""
+        if self.act_ready is None:
+            return action.numpy()
+        self.act_host.copy_(action, non_blocking=True)
+        self.act_ready.record()
+        if wait:
+            self.act_ready.synchronize()
+        return self.act_host.numpy()
+
+    def _flush(self) -> None:
+        """What the next checkpoint must hold: the updates owed (overlap) run and every staged row copied."""
+        self.buffer.commit()
+        self._learn(*self.pending)
+        self.pending = (self.step, self.step)
+
+    def _act(self) -> np.ndarray | Tensor:
+        """This step's actions: uniform in the action box during the warm-up, then sampled from the policy.
+        The readable loop reads them to the host here (numpy); the others get them on the device."""
         agent, n = self.agent, self.cfg.num_envs
         self.act_step.fill_(self.step)  # a kernel argument, not a host-to-device copy
         if self.step < self.cfg.learning_starts:
             u = agent.streams(self.act_step).uniform(S_WARMUP, (n, agent.act_dim))[0]
-            return (agent.bias + agent.scale * (2.0 * u - 1.0)).cpu().numpy()
-        with torch.no_grad():
-            noise = agent.streams(self.act_step).normal(S_EXPLORE, (n, agent.act_dim))[0]
-            action, _ = agent.sample(torch.from_numpy(self.envs.obs).to(self.device), noise)
-        return action.cpu().numpy()
+            action = agent.bias + agent.scale * (2.0 * u - 1.0)
+        else:
+            with torch.no_grad():
+                noise = agent.streams(self.act_step).normal(S_EXPLORE, (n, agent.act_dim))[0]
+                action, _ = agent.sample(self._obs_on_device(), noise)
+        return action.cpu().numpy() if self.cfg.readable_loop else action
+
+    def _obs_on_device(self) -> Tensor:
+        obs = torch.from_numpy(self.envs.obs)
+        if self.cfg.readable_loop:
+            return obs.to(self.device)
+        if self.device.type != "cuda":
+            return obs
+        self.obs_host.copy_(obs)  # pinned: the copy below is asynchronous (the last one has finished:
+        return self.obs_host.to(self.device, non_blocking=True)  # the actions after it were waited for)
 
     def _learn(self, prev: int, step: int) -> None:
         """One update per transition collected after the warm-up (times updates_per_step)."""
@@ -301,6 +371,7 @@ class _Run:
 
     def _checkpoint(self, evaluator: Evaluator, full: bool) -> None:
         """The evaluated actor of this step (listed in checkpoints.jsonl) and, if ``full``, the whole state."""
+        self._flush()
         agent, step = self.agent, self.step
 
         def policy(obs: np.ndarray) -> np.ndarray:  # [1, E, obs]
