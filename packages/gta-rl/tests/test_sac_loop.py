@@ -157,3 +157,49 @@ def test_loop_option_errors():
         SACConfig(**{**TINY, "transfer_every": 0})
     with pytest.raises(SACError, match="readable loop takes neither"):
         SACConfig(**{**TINY, "readable_loop": True, "overlap": True})
+
+
+SMALL = ("config.json", "resume.safetensors", "actions.safetensors", "metrics.jsonl", "checkpoints.jsonl", "actors")
+
+
+@pytest.mark.parametrize("options", [{}, {"overlap": True, "transfer_every": 3}], ids=["staged", "overlap+transfer3"])
+def test_resume_from_small_files_equals_uninterrupted(tmp_path, options):
+    """N steps, stop, copy only the small files (no state.safetensors, no buffer), resume to 2N: the same run
+    as the uninterrupted one, bit for bit (Hopper: terminations, autoresets and episode start states of two
+    env copies; the episodes in progress at step N go on)."""
+    import shutil
+
+    kw = {**TINY, "env_id": "Hopper-v5", "total_steps": 560, "checkpoint_every": 280, "log_every": 70,
+          "state_every": 10_000, **options}
+    full = _run(tmp_path, "full", **kw)
+    cfg = SACConfig(**kw)
+    train_sac(cfg, tmp_path / "part", stop_after=281)  # "killed" one env step after the checkpoint at 280
+    assert not (tmp_path / "part" / STATE).exists()  # (state_every: the full state only at the end)
+    small = tmp_path / "small"
+    small.mkdir()
+    for name in SMALL:
+        src = tmp_path / "part" / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, small / name)
+    size = sum(f.stat().st_size for f in small.rglob("*") if f.is_file())
+    assert size < 200_000
+    resumed = train_sac(cfg, small, resume=True)
+    assert resumed["step"] >= 560 and resumed["checkpoints"][0]["step"] >= 280
+    state, meta = load_checkpoint(small / STATE)
+    records = [json.loads(line) for line in (small / "metrics.jsonl").read_text().splitlines()]
+    for r in records:
+        r.pop("steps_per_s")
+    _assert_same(full, (state, meta, records, (small / "checkpoints.jsonl").read_text()))
+    assert not state["buffer.trunc"][:280].any() or full[0]["buffer.trunc"][:280].any()  # no cut episodes
+
+
+def test_resume_small_refuses_a_record_that_does_not_replay(tmp_path):
+    cfg = SACConfig(**{**TINY, "env_id": "Hopper-v5", "total_steps": 400, "checkpoint_every": 200})
+    train_sac(cfg, tmp_path / "r", stop_after=200)
+    record, meta = load_checkpoint(tmp_path / "r" / "actions.safetensors")
+    record["act"][150] += 0.25
+    from gta_rl.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "r" / "actions.safetensors", record, meta)
+    (tmp_path / "r" / STATE).unlink()
+    with pytest.raises(SACError, match="did not reproduce the run"):
+        train_sac(cfg, tmp_path / "r", resume=True)

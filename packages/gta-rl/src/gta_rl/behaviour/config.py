@@ -6,7 +6,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
-STATE = "state.safetensors"  # the full resumable state: networks, optimizers, buffer, episode starts
+STATE = "state.safetensors"  # the full state: networks, optimizers, buffer, episode starts (exports read it)
+RESUME = "resume.safetensors"  # the small resumable state: networks, optimizers, counters (no buffer)
+ACTIONS = "actions.safetensors"  # every action sent (row order), with its env copy and reward (to check)
 CONFIG = "config.json"  # the SACConfig
 METRICS = "metrics.jsonl"  # a training record every log_every steps
 CHECKPOINTS = "checkpoints.jsonl"  # every evaluated actor checkpoint: step, return, path

@@ -22,9 +22,18 @@ How data cross between host and device (SACConfig's loop settings):
   exactly what they would without overlap. Not stale after a checkpoint (which first runs every update owed)
   or after an autoreset step (which collects nothing and owes no update).
 
-Resume restores networks, optimizers, temperature, buffer and counters exactly. The simulators' states
-cannot be saved, so the episodes in progress at the checkpoint are cut (their last stored transition is
-marked as a timeout) and every env copy starts a new episode from a seed derived from the step.
+Resume. Every checkpoint writes the small files: ``resume.safetensors`` (networks, optimizers, temperature,
+counters, the metrics being summed: a few MB for 256-256 networks) and ``actions.safetensors`` (every action
+sent, with its env copy and reward: 4 (|A| + 2) bytes a transition). The full state with the buffer
+(``state.safetensors``, which the exports read) is written every ``state_every`` steps and at the end. A
+resume from the small files rebuilds the buffer, the episode start states and the env copies themselves by
+re-simulating every recorded action from the run's first reset (MuJoCo and gymnasium's seeded resets are
+deterministic; every reward is checked against the record), so the run goes on exactly as if it had never
+stopped: no episode is cut, and the random streams are counter-based, so there is no generator state to
+keep. A run directory with a full state newer than its small files (or none: a run from before them)
+resumes from the full state as before: the episodes in progress are cut there (their last stored
+transition is marked as a timeout) and every env copy starts a new episode from a seed derived from the
+step; the small files written after that record the reset, so they re-simulate it too.
 """
 
 from __future__ import annotations
@@ -45,10 +54,12 @@ from gta_data.accel.devices import resolve_device
 from gta_data.jsonl import JsonlLog
 from gta_rl.behaviour.agent import SACAgent
 from gta_rl.behaviour.config import (
+    ACTIONS,
     ACTORS,
     CHECKPOINTS,
     CONFIG,
     METRICS,
+    RESUME,
     S_EXPLORE,
     S_WARMUP,
     STATE,
@@ -108,8 +119,8 @@ def _check_run_dir(cfg: SACConfig, out: Path, resume: bool) -> None:
     """Refuse a resume of another config and an ``out`` holding something else; clear an earlier start of
     this run that saved nothing."""
     if resume:
-        if not (out / STATE).exists():
-            raise SACError(f"nothing to resume in {out} (no {STATE})")
+        if not (out / STATE).exists() and not (out / RESUME).exists():
+            raise SACError(f"nothing to resume in {out} (no {RESUME} or {STATE})")
         saved = json.loads((out / CONFIG).read_text())
         saved["hidden"] = tuple(saved["hidden"])
         # How the run executes may change on resume; what it computes may not.
@@ -119,12 +130,18 @@ def _check_run_dir(cfg: SACConfig, out: Path, resume: bool) -> None:
                 k: v for k, v in asdict(cfg).items() if k not in free}:
             raise SACError(f"the config differs from the one of the run in {out}")
     elif out.exists() and any(out.iterdir()):
-        if _holds_sac_config(out) and not (out / STATE).exists() and not any((out / ACTORS).glob("*")):
+        if (_holds_sac_config(out) and not (out / STATE).exists() and not (out / RESUME).exists()
+                and not any((out / ACTORS).glob("*"))):
             # An earlier start that saved nothing (stopped before its first checkpoint, or failed): start again.
             for name in (CONFIG, METRICS, CHECKPOINTS):
                 (out / name).unlink(missing_ok=True)
         else:
             raise SACError(f"{out} is not empty (pass resume to continue a run)")
+
+
+def _saved_step(path: Path) -> int:
+    """The step of a saved state (its metadata only)."""
+    return int(load_checkpoint(path, keys=())[1]["step"])
 
 
 def _holds_sac_config(out: Path) -> bool:
@@ -224,18 +241,25 @@ class _Run:
         self.envs = _Collector(envs, cfg.num_envs, self.buffer, self.starts if record_starts else None)
         self.metrics, self.checkpoints = JsonlLog(out / METRICS), JsonlLog(out / CHECKPOINTS)
         self.step, self.owed = 0, 0.0
-        if resume:
-            self._restore()
+        self.metric_sum, self.metric_n = torch.zeros(len(METRIC_NAMES), device=device), 0
+        # The steps at which every env copy was reset with seeds from the step: 0, and each resume from the
+        # full state (which cuts the episodes in progress). None: unknown (a run from before they were kept),
+        # and the small files cannot be written.
+        self.reset_steps: list[int] | None = [0]
+        small = resume and (out / RESUME).exists() and (
+            not (out / STATE).exists() or _saved_step(out / RESUME) >= _saved_step(out / STATE))
+        if small:
+            self._restore_small()  # the envs continue where they were: no reset
         else:
-            out.mkdir(parents=True, exist_ok=True)
-            write_json(out / CONFIG, asdict(cfg))
+            if resume:
+                self._restore()
+            else:
+                out.mkdir(parents=True, exist_ok=True)
+                write_json(out / CONFIG, asdict(cfg))
+            self._reset_envs(self.step)
         (out / ACTORS).mkdir(exist_ok=True)
-        # Every (re)start resets all copies with seeds derived from the step, so a resumed run does not
-        # replay the episodes it began with.
-        self.envs.reset([cfg.seed * 1_000_003 + self.step * cfg.num_envs + i for i in range(cfg.num_envs)])
         self.runner = update_runner(self.agent, self.buffer, cfg.batch_size, compile=cfg.compile,
                                     cuda_graph=cfg.cuda_graph)
-        self.metric_sum, self.metric_n = torch.zeros(len(METRIC_NAMES), device=device), 0
         self.act_step = torch.zeros((), dtype=torch.int64, device=device)
         # The staged loop's host ends of the per-step transfers (pinned on CUDA, so that they are asynchronous).
         pin = device.type == "cuda"
@@ -243,6 +267,62 @@ class _Run:
         self.act_host = torch.zeros(cfg.num_envs, act_dim, pin_memory=pin)
         self.act_ready = torch.cuda.Event() if pin else None
         self.pending = (self.step, self.step)  # overlap: the env steps whose updates are not launched yet
+
+    def _reset_envs(self, step: int) -> None:
+        """Reset every copy with seeds derived from ``step`` (so that a run resumed from the full state does
+        not replay the episodes it began with)."""
+        n = self.cfg.num_envs
+        self.envs.reset([self.cfg.seed * 1_000_003 + step * n + i for i in range(n)])
+
+    def _restore_small(self) -> None:
+        """Resume from the small files: the networks, optimizers and counters, and the buffer, episode starts
+        and env copies rebuilt by re-simulating every recorded action from the run's first reset (MuJoCo and
+        gymnasium's reset noise are deterministic), so that the run goes on exactly as if never stopped."""
+        state, meta = load_checkpoint(self.out / RESUME, self.device)
+        self.agent.load_full_state_dict(state)
+        self.step, self.owed = int(meta["step"]), float(meta["owed_updates"])
+        self.metric_sum.copy_(state["loop.metric_sum"])
+        self.metric_n = int(meta["metric_n"])
+        self.reset_steps = [int(s) for s in meta["reset_steps"]]
+        rows = int(meta["rows"])
+        record, _ = load_checkpoint(self.out / ACTIONS)
+        if int(record["act"].shape[0]) < rows:
+            raise SACError(f"{self.out / ACTIONS} holds {record['act'].shape[0]} actions, the state needs {rows}")
+        self._resimulate({k: v[:rows].numpy() for k, v in record.items()})
+        self.envs.finished = [float(r) for r in meta["finished"]]
+        for log in (self.metrics, self.checkpoints):
+            log.truncate_after(self.step)
+
+    def _resimulate(self, record: dict[str, np.ndarray]) -> None:
+        """Step the env copies through the recorded actions from step 0 (resets where the run reset them),
+        storing the transitions again; stop at the first one that differs from the record."""
+        envs, n, row, step = self.envs, self.cfg.num_envs, 0, 0
+        act_dim = record["act"].shape[1]
+        while step < self.step:
+            if step in self.reset_steps:
+                if step > 0:  # a resume from the full state cut the episodes in progress here
+                    self.buffer.commit()
+                    open_rows = envs.last_row[(envs.last_row >= 0) & ~envs.done]
+                    self.buffer.data["trunc"][torch.as_tensor(open_rows)] = True
+                    envs.done[:] = False
+                    envs.ep_return[:] = 0.0
+                self._reset_envs(step)
+            valid = ~envs.done
+            k = int(valid.sum())
+            action = np.zeros((n, act_dim), dtype=np.float32)  # (the copies being reset ignore theirs)
+            action[valid] = record["act"][row:row + k]
+            if not np.array_equal(record["env"][row:row + k], np.flatnonzero(valid)):
+                raise SACError("re-simulating the recorded actions did not reproduce the run (the episodes "
+                               f"ending before row {row} differ)")
+            step += envs.step(action)
+            self.buffer.commit()
+            row += k
+        self.buffer.commit()
+        got = self.buffer.data["rew"][:row].cpu().numpy()
+        bad = np.flatnonzero(got != record["rew"][:row])
+        if row != len(record["rew"]) or step != self.step or len(bad):
+            where = f"from row {bad[0]}" if len(bad) else f"{row} rows for {len(record['rew'])}"
+            raise SACError(f"re-simulating the recorded actions did not reproduce the run ({where})")
 
     def _restore(self) -> None:
         state, meta = load_checkpoint(self.out / STATE, self.device)
@@ -255,6 +335,8 @@ class _Run:
         # Episodes in progress at the checkpoint end here (the simulator state is lost): a timeout.
         self.buffer.data["trunc"][torch.as_tensor(open_rows)] = True
         self.envs.last_row = last_row
+        known = meta.get("reset_steps")
+        self.reset_steps = None if known is None else [*known, self.step]
         for log in (self.metrics, self.checkpoints):
             log.truncate_after(self.step)
 
@@ -386,7 +468,17 @@ class _Run:
             save_checkpoint(self.out / name, agent.actor_tensors(), info)
             # Listed before the state is saved: a resume drops records newer than its state, never the reverse.
             self.checkpoints.append({**info, "path": name})
+        if self.reset_steps is not None:
+            # The small files, at every checkpoint: the record of actions first (a resume reads the rows that
+            # the state names, so a newer record is harmless), then the state.
+            rows = self.buffer.size
+            save_checkpoint(self.out / ACTIONS, {"act": self.buffer.data["act"][:rows],
+                                                 "env": self.buffer.data["env"][:rows],
+                                                 "rew": self.buffer.data["rew"][:rows]}, {"rows": rows})
+            save_checkpoint(self.out / RESUME, {**agent.full_state_dict(), "loop.metric_sum": self.metric_sum},
+                            {"step": step, "owed_updates": self.owed, "rows": rows, "metric_n": self.metric_n,
+                             "finished": self.envs.finished, "reset_steps": self.reset_steps})
         if full:
             save_checkpoint(self.out / STATE, {**agent.full_state_dict(), **self.buffer.state(), **self.starts.state()},
                             {"step": step, "owed_updates": self.owed, "last_row": self.envs.last_row.tolist(),
-                             "open": (~self.envs.done).tolist()})
+                             "open": (~self.envs.done).tolist(), "reset_steps": self.reset_steps})
