@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields
 
 STATE = "state.safetensors"  # the full state: networks, optimizers, buffer, episode starts (exports read it)
 RESUME = "resume.safetensors"  # the small resumable state: networks, optimizers, counters (no buffer)
-ACTIONS = "actions.safetensors"  # every action sent (row order), with its env copy and reward (to check)
+ACTIONS = "actions.safetensors"  # every action sent (row order), its env copy, reward sums (to check)
 CONFIG = "config.json"  # the SACConfig
 METRICS = "metrics.jsonl"  # a training record every log_every steps
 CHECKPOINTS = "checkpoints.jsonl"  # every evaluated actor checkpoint: step, return, path

@@ -24,11 +24,12 @@ How data cross between host and device (SACConfig's loop settings):
 
 Resume. Every checkpoint writes the small files: ``resume.safetensors`` (networks, optimizers, temperature,
 counters, the metrics being summed: a few MB for 256-256 networks) and ``actions.safetensors`` (every action
-sent, with its env copy and reward: 4 (|A| + 2) bytes a transition). The full state with the buffer
+sent and its env copy, 4 |A| + 1 bytes a transition, and float64 sums of the rewards of every 10,000
+transitions). The full state with the buffer
 (``state.safetensors``, which the exports read) is written every ``state_every`` steps and at the end. A
 resume from the small files rebuilds the buffer, the episode start states and the env copies themselves by
 re-simulating every recorded action from the run's first reset (MuJoCo and gymnasium's seeded resets are
-deterministic; every reward is checked against the record), so the run goes on exactly as if it had never
+deterministic; each env copy's episode ends and the reward sums are checked against the record), so the run goes on exactly as if it had never
 stopped: no episode is cut, and the random streams are counter-based, so there is no generator state to
 keep. A run directory with a full state newer than its small files (or none: a run from before them)
 resumes from the full state as before: the episodes in progress are cut there (their last stored
@@ -137,6 +138,16 @@ def _check_run_dir(cfg: SACConfig, out: Path, resume: bool) -> None:
                 (out / name).unlink(missing_ok=True)
         else:
             raise SACError(f"{out} is not empty (pass resume to continue a run)")
+
+
+REWARD_BLOCK = 10_000  # rows per float64 reward sum of the actions record (what a re-simulation is checked by)
+
+
+def _block_sums(rewards: np.ndarray) -> np.ndarray:
+    """float64 sums of consecutive blocks of REWARD_BLOCK rewards (the last block may be shorter)."""
+    if not len(rewards):
+        return np.zeros(0)
+    return np.add.reduceat(rewards.astype(np.float64), np.arange(0, len(rewards), REWARD_BLOCK))
 
 
 def _saved_step(path: Path) -> int:
@@ -285,15 +296,16 @@ class _Run:
         self.metric_n = int(meta["metric_n"])
         self.reset_steps = [int(s) for s in meta["reset_steps"]]
         rows = int(meta["rows"])
-        record, _ = load_checkpoint(self.out / ACTIONS)
+        record, written = load_checkpoint(self.out / ACTIONS)
         if int(record["act"].shape[0]) < rows:
             raise SACError(f"{self.out / ACTIONS} holds {record['act'].shape[0]} actions, the state needs {rows}")
-        self._resimulate({k: v[:rows].numpy() for k, v in record.items()})
+        self._resimulate({"act": record["act"][:rows].numpy(), "env": record["env"][:rows].numpy(),
+                          "rew_sums": record["rew_sums"].numpy()}, same_rows=int(written["rows"]) == rows)
         self.envs.finished = [float(r) for r in meta["finished"]]
         for log in (self.metrics, self.checkpoints):
             log.truncate_after(self.step)
 
-    def _resimulate(self, record: dict[str, np.ndarray]) -> None:
+    def _resimulate(self, record: dict[str, np.ndarray], same_rows: bool) -> None:
         """Step the env copies through the recorded actions from step 0 (resets where the run reset them),
         storing the transitions again; stop at the first one that differs from the record."""
         envs, n, row, step = self.envs, self.cfg.num_envs, 0, 0
@@ -318,10 +330,12 @@ class _Run:
             self.buffer.commit()
             row += k
         self.buffer.commit()
-        got = self.buffer.data["rew"][:row].cpu().numpy()
-        bad = np.flatnonzero(got != record["rew"][:row])
-        if row != len(record["rew"]) or step != self.step or len(bad):
-            where = f"from row {bad[0]}" if len(bad) else f"{row} rows for {len(record['rew'])}"
+        sums = _block_sums(self.buffer.data["rew"][:row].cpu().numpy())
+        # (A record newer than the state: its last block may hold more rows than the state's.)
+        full = len(sums) if same_rows else row // REWARD_BLOCK
+        bad = np.flatnonzero(sums[:full] != record["rew_sums"][:full])
+        if step != self.step or len(bad):
+            where = f"in rows {bad[0] * REWARD_BLOCK}.." if len(bad) else f"step {step} for {self.step}"
             raise SACError(f"re-simulating the recorded actions did not reproduce the run ({where})")
 
     def _restore(self) -> None:
@@ -472,9 +486,12 @@ class _Run:
             # The small files, at every checkpoint: the record of actions first (a resume reads the rows that
             # the state names, so a newer record is harmless), then the state.
             rows = self.buffer.size
-            save_checkpoint(self.out / ACTIONS, {"act": self.buffer.data["act"][:rows],
-                                                 "env": self.buffer.data["env"][:rows],
-                                                 "rew": self.buffer.data["rew"][:rows]}, {"rows": rows})
+            env = self.buffer.data["env"][:rows]
+            save_checkpoint(self.out / ACTIONS, {
+                "act": self.buffer.data["act"][:rows],
+                "env": env.to(torch.uint8) if self.cfg.num_envs <= 256 else env,
+                "rew_sums": torch.from_numpy(_block_sums(self.buffer.data["rew"][:rows].cpu().numpy()))},
+                {"rows": rows})
             save_checkpoint(self.out / RESUME, {**agent.full_state_dict(), "loop.metric_sum": self.metric_sum},
                             {"step": step, "owed_updates": self.owed, "rows": rows, "metric_n": self.metric_n,
                              "finished": self.envs.finished, "reset_steps": self.reset_steps})
