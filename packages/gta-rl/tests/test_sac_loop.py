@@ -203,3 +203,53 @@ def test_resume_small_refuses_a_record_that_does_not_replay(tmp_path):
     (tmp_path / "r" / STATE).unlink()
     with pytest.raises(SACError, match="did not reproduce the run"):
         train_sac(cfg, tmp_path / "r", resume=True)
+
+
+def test_behaviour_session_dry_run(tmp_path):
+    """tools/behaviour_session.py on CPU: a run started in its own process stops, its small files are packed,
+    unpacked on "another machine", started again to the end and exported."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[3]
+
+    def tool(*args):
+        proc = subprocess.run([sys.executable, str(repo / "tools" / "behaviour_session.py"), *args],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stdout[-1500:] + proc.stderr[-1500:]
+        return proc.stdout
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    tool("start", "--quick", "--env", "hopper", "--run-dir", str(a), "--stop-after", "300")
+    assert '"running": false, "step": 300' in tool("wait", "--env", "hopper", "--run-dir", str(a), "--minutes", "2",
+                                                   "--every", "1")
+    tool("pack", "--env", "hopper", "--run-dir", str(a), "--out", str(tmp_path / "packed"))
+    assert [p.name for p in (tmp_path / "packed").iterdir()] == ["hopper.tar.xz.00"]
+    tool("unpack", "--from", str(tmp_path / "packed"), "--run-dir", str(b))
+    assert not (b / "hopper" / STATE).exists() and (b / "hopper" / "resume.safetensors").exists()
+    tool("start", "--quick", "--env", "hopper", "--run-dir", str(b))
+    assert '"running": false, "step": 600' in tool("wait", "--env", "hopper", "--run-dir", str(b), "--minutes", "2",
+                                                   "--every", "1")
+    tool("export", "--env", "hopper", "--run-dir", str(b), "--out", str(tmp_path / "e.json"),
+         "--policy-dir", str(tmp_path / "policies"), "--device", "cpu")
+    row = json.loads((tmp_path / "e.json").read_text())[0]
+    assert row["steps"] == 600 and (tmp_path / "policies" / "hopper.npz").is_file()
+    assert (tmp_path / "policies" / "hopper-medium-replay.npz").is_file()
+
+
+def test_pack_keeps_the_actors_d4rl_can_still_pick():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[3] / "tools" / "behaviour_session.py"
+    spec = importlib.util.spec_from_file_location("behaviour_session", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    ck = [{"step": s, "eval_return": r, "path": f"a{s}"} for s, r in
+          [(1, -10), (2, 35), (3, 60), (4, 100), (5, 120), (6, 90), (7, 50)]]
+    # best 5; medium target 55: 60 (step 3) before the best and overall; latest 7.
+    assert tool.actors_to_keep(ck, 55.0) == {"a5", "a3", "a7"}
+    # target 93: 100 (step 4) up to the best, 90 (step 6) overall (if a later best comes).
+    assert tool.actors_to_keep(ck, 93.0) == {"a5", "a4", "a6", "a7"}
+    assert tool.actors_to_keep(ck, None) == {"a5", "a2", "a7"}  # 1/3 of 120 = 40: 35 (step 2), 50 is farther

@@ -360,7 +360,7 @@ class _Run:
         cfg = self.cfg
         next_log = (self.step // cfg.log_every + 1) * cfg.log_every
         next_ckpt = (self.step // cfg.checkpoint_every + 1) * cfg.checkpoint_every
-        rate, saved_at = (time.time(), self.step), self.step
+        rate, saved_at, first = (time.time(), self.step), self.step, self.step
         while self.step < end and (deadline is None or time.time() < deadline):
             prev = self.step
             self.step += self.envs.step(self._next_action())
@@ -383,6 +383,11 @@ class _Run:
             if progress is not None:
                 progress(self.step, cfg.total_steps)
         if self.step < end and saved_at != self.step:  # stopped by the deadline: keep what was reached
+            self._checkpoint(evaluator, True)
+        elif self.step == first > 0 and not (
+                (self.out / STATE).exists() and _saved_step(self.out / STATE) == self.step):
+            # A call that ran no step (a finished run, stop_after=0) on a run resumed from the small files:
+            # the full state the exports read (the step is a checkpoint's, so nothing is evaluated again).
             self._checkpoint(evaluator, True)
         self._flush()
 
