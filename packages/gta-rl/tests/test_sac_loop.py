@@ -44,7 +44,7 @@ def test_staged_loop_equals_readable(tmp_path, env):
     assert int(staged[0]["model.update_step"]) > 100
 
 
-def _reference(cfg: SACConfig, rows: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+def _reference(cfg: SACConfig, rows: dict[str, np.ndarray], device: str = "cpu") -> dict[str, torch.Tensor]:
     """The stated semantics, step by step, for one env copy: replays the run's recorded transitions through
     the readable buffer and update, asserting that each recorded action is the one the rules give, and
     returns the final agent state.
@@ -56,8 +56,8 @@ def _reference(cfg: SACConfig, rows: dict[str, np.ndarray]) -> dict[str, torch.T
       autoreset step (which collects nothing and owes none) they are not stale.
     """
     low, high = np.array([-2.0], np.float32), np.array([2.0], np.float32)
-    agent = SACAgent(cfg, 3, 1, low, high, torch.device("cpu"))
-    buffer = ReplayBuffer(cfg.total_steps + 1, 3, 1, torch.device("cpu"))
+    agent = SACAgent(cfg, 3, 1, low, high, torch.device(device))
+    buffer = ReplayBuffer(cfg.total_steps + 1, 3, 1, torch.device(device))
     runner = update_runner(agent, buffer, cfg.batch_size)
     owed = 0.0
     staged: list[int] = []
@@ -76,11 +76,12 @@ def _reference(cfg: SACConfig, rows: dict[str, np.ndarray]) -> dict[str, torch.T
             staged.clear()
 
     def expected_action(step, obs):
-        streams = SeedStreams(agent.seeds, torch.tensor(step))
+        streams = SeedStreams(agent.seeds, torch.tensor(step, device=device))
         if step < cfg.learning_starts:
             return agent.bias + agent.scale * (2.0 * streams.uniform(S_WARMUP, (1, 1))[0] - 1.0)
         with torch.no_grad():
-            return agent.sample(torch.from_numpy(rows["obs"][None, step]), streams.normal(S_EXPLORE, (1, 1))[0])[0]
+            obs = torch.from_numpy(rows["obs"][None, step]).to(device)
+            return agent.sample(obs, streams.normal(S_EXPLORE, (1, 1))[0])[0]
 
     ends = rows["term"].astype(bool) | rows["trunc"]
     pending = (0, 0)
@@ -94,7 +95,7 @@ def _reference(cfg: SACConfig, rows: dict[str, np.ndarray]) -> dict[str, torch.T
                 learn(*pending)
                 pending = (step, step)
             if collects:
-                torch.testing.assert_close(torch.from_numpy(rows["act"][r][None]), action, atol=0, rtol=0)
+                torch.testing.assert_close(torch.from_numpy(rows["act"][r][None]), action.cpu(), atol=0, rtol=0)
                 staged.append(r)
             after = step + int(collects)
             if len(staged) >= cfg.transfer_every:
@@ -106,7 +107,7 @@ def _reference(cfg: SACConfig, rows: dict[str, np.ndarray]) -> dict[str, torch.T
     commit()
     learn(*pending)
     agent.env_step.fill_(n)
-    return agent.full_state_dict()
+    return {k: v.cpu() for k, v in agent.full_state_dict().items()}
 
 
 @pytest.mark.parametrize("options", [{"transfer_every": 7}, {"overlap": True}, {"overlap": True, "transfer_every": 5}],
@@ -253,3 +254,19 @@ def test_pack_keeps_the_actors_d4rl_can_still_pick():
     # target 93: 100 (step 4) up to the best, 90 (step 6) overall (if a later best comes).
     assert tool.actors_to_keep(ck, 93.0) == {"a5", "a4", "a6", "a7"}
     assert tool.actors_to_keep(ck, None) == {"a5", "a2", "a7"}  # 1/3 of 120 = 40: 35 (step 2), 50 is farther
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_staged_and_overlap_paths(tmp_path):
+    """On CUDA (pinned staging, asynchronous copies, events): the staged loop equals the readable one, and
+    overlap with transfer_every follows the step-by-step reference, bit for bit (eager updates)."""
+    kw = {**TINY, "env_id": "Hopper-v5", "total_steps": 500, "device": "cuda"}
+    _assert_same(_run(tmp_path, "readable", **kw, readable_loop=True), _run(tmp_path, "staged", **kw))
+    cfg = SACConfig(**{**TINY, "num_envs": 1, "total_steps": 450, "checkpoint_every": 450, "log_every": 1000,
+                       "learning_starts": 60, "device": "cuda", "overlap": True, "transfer_every": 5})
+    train_sac(cfg, tmp_path / "run")
+    state, _ = load_checkpoint(tmp_path / "run" / STATE)
+    rows = {k: state[f"buffer.{k}"].numpy() for k in ("obs", "act", "rew", "next_obs", "term", "trunc", "env")}
+    for k, v in _reference(cfg, rows, "cuda").items():
+        torch.testing.assert_close(state[k], v, atol=0, rtol=0, msg=k)
