@@ -336,7 +336,8 @@ class _Run:
         bad = np.flatnonzero(sums[:full] != record["rew_sums"][:full])
         if step != self.step or len(bad):
             where = f"in rows {bad[0] * REWARD_BLOCK}.." if len(bad) else f"step {step} for {self.step}"
-            raise SACError(f"re-simulating the recorded actions did not reproduce the run ({where})")
+            raise SACError(f"re-simulating the recorded actions did not reproduce the run ({where}); a full state "
+                           f"({STATE}) resumes without them once {RESUME} is removed")
 
     def _restore(self) -> None:
         state, meta = load_checkpoint(self.out / STATE, self.device)
