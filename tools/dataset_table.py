@@ -1,12 +1,13 @@
 """Make the D4RL-style locomotion datasets with the gta-data recipes and compare them with D4RL's own.
 
-For each dataset name (default: all 15 ``{halfcheetah,hopper,walker2d}-{random,medium,medium-replay,expert,
-medium-expert}``) this runs ``gta_data.recipes.make_dataset`` at its default size (1M transitions; 2M for
-medium-expert; the whole replay for medium-replay), times it, and reports transitions, episodes, mean / min /
-max episode return and the normalized mean return next to D4RL's statistics of the namesake
-(``gta_data.scores.D4RL_DATASET_STATS``). Returns are over complete episodes, as D4RL's statistics: those
-ending in a termination or at the 1000-step limit (episodes cut by the dataset size, by the medium/expert
-junction or, in medium-replay, by the end of the recorded run are left out of the return columns).
+For each dataset name (default: all 18 ``{halfcheetah,hopper,walker2d}-{random,random-uniform,medium,
+medium-replay,expert,medium-expert}``) this runs ``gta_data.recipes.make_dataset`` at its default size (1M
+transitions; 2M for medium-expert; the whole replay for medium-replay), times it, and reports transitions,
+episodes, mean / min / max episode return and the normalized mean return next to D4RL's statistics of the
+namesake (``gta_data.scores.D4RL_DATASET_STATS``; ``random-uniform`` is compared with D4RL's ``random``).
+Returns are over complete episodes, as D4RL's statistics: those ending in a termination or at the 1000-step
+limit (episodes cut by the dataset size, by the medium/expert junction or, in medium-replay, by the end of the
+recorded run are left out of the return columns).
 
     python tools/dataset_table.py --jobs 2 --markdown docs/datasets-table.md --out datasets.json
     python tools/dataset_table.py --names hopper-random --size 5000 --out /tmp/t.json   # quick
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 FAMILIES = ("halfcheetah", "hopper", "walker2d")
-KINDS = ("random", "medium", "medium-replay", "expert", "medium-expert")
+KINDS = ("random", "random-uniform", "medium", "medium-replay", "expert", "medium-expert")
 MAX_STEPS = 1000  # the locomotion envs' time limit
 
 
@@ -52,7 +53,7 @@ def one(name: str, size: int | None, workdir: str, keep: bool) -> dict[str, Any]
     row = {"name": name, "transitions": store.num_transitions, "episodes": store.num_episodes,
            "seconds": round(seconds, 1), "mean_return": float(returns.mean()), "min_return": float(returns.min()),
            "max_return": float(returns.max()), "normalized": float(normalized_score(store, returns.mean())),
-           "d4rl": D4RL_DATASET_STATS.get(name)}
+           "d4rl": D4RL_DATASET_STATS.get(name.removesuffix("-uniform"))}
     if row["d4rl"]:
         row["d4rl_normalized"] = float(normalized_score(store, row["d4rl"]["mean_return"]))
     check = store.provenance.get("replay_check")

@@ -119,6 +119,9 @@ def main() -> None:
     parser.add_argument("--cuda-graph", action="store_true", help="replay the SAC update as a CUDA graph")
     parser.add_argument("--compile", action="store_true", help="torch.compile the SAC update")
     parser.add_argument("--env-async", action="store_true", help="training env copies in worker processes")
+    parser.add_argument("--overlap", action="store_true",
+                        help="step the envs while the GPU runs the updates (acting one env step stale)")
+    parser.add_argument("--transfer-every", type=int, default=1, help="transitions copied to the device together")
     parser.add_argument("--jobs", type=int, default=1, help="envs trained at once, in separate processes")
     parser.add_argument("--run-dir", default="runs/behaviour", help="SAC run directories (one per env)")
     parser.add_argument("--policy-dir", default=None,
@@ -131,7 +134,8 @@ def main() -> None:
     families = a.env or list(ENVS)
     sac = {"total_steps": a.steps, "num_envs": a.num_envs, "checkpoint_every": a.checkpoint_every,
            "eval_episodes": a.eval_episodes, "seed": a.seed, "device": a.device, "cuda_graph": a.cuda_graph,
-           "compile": a.compile, "env_async": a.env_async, "state_every": a.state_every}
+           "compile": a.compile, "env_async": a.env_async, "state_every": a.state_every, "overlap": a.overlap,
+           "transfer_every": a.transfer_every}
     run_dir, policy_dir = Path(a.run_dir), Path(a.policy_dir) if a.policy_dir else REPO / "packages/gta-data/policies"
     if a.quick:
         sac.update(total_steps=1500, hidden=(32, 32), batch_size=64, learning_starts=500, checkpoint_every=500,

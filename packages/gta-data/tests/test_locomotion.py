@@ -24,17 +24,78 @@ def policy_file(tmp_path):
 def test_all_locomotion_recipes_registered():
     names = set(list_recipes())
     for env in ("halfcheetah", "hopper", "walker2d"):
-        for kind in ("random", "medium", "medium-replay", "expert", "medium-expert"):
+        for kind in ("random", "random-uniform", "medium", "medium-replay", "expert", "medium-expert"):
             assert f"{env}-{kind}" in names
 
 
 def test_random_is_deterministic(tmp_path):
-    a = make_dataset("hopper-random", tmp_path / "a.zarr", size=400, seed=5).load()
-    b = make_dataset("hopper-random", tmp_path / "b.zarr", size=400, seed=5).load()
-    c = make_dataset("hopper-random", tmp_path / "c.zarr", size=400, seed=6).load()
-    for key, value in a.arrays().items():
-        np.testing.assert_array_equal(value, b.arrays()[key])
-    assert not np.array_equal(a.actions, c.actions)
+    for name in ("hopper-random", "hopper-random-uniform"):
+        a = make_dataset(name, tmp_path / "a.zarr", size=400, seed=5, overwrite=True).load()
+        b = make_dataset(name, tmp_path / "b.zarr", size=400, seed=5, overwrite=True).load()
+        c = make_dataset(name, tmp_path / "c.zarr", size=400, seed=6, overwrite=True).load()
+        for key, value in a.arrays().items():
+            np.testing.assert_array_equal(value, b.arrays()[key])
+        assert not np.array_equal(a.actions, c.actions)
+
+
+def _tanh_normal_second_moment() -> float:
+    """E[tanh(z)^2] for z ~ N(0, 1), by the trapezoidal rule in float64."""
+    z = np.linspace(-12.0, 12.0, 200_001)
+    f = np.tanh(z) ** 2 * np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi)
+    return float(np.sum((f[1:] + f[:-1]) * np.diff(z)) / 2)
+
+
+def test_random_is_the_initialised_sac_actor_not_uniform(tmp_path):
+    """D4RL v2's random policy (a SAC actor at initialisation) and the uniform one differ: the initial actor
+    samples about tanh(N(0, 1)) in every dimension (std 0.628), uniform actions have std 1/sqrt(3) = 0.577."""
+    init = make_dataset("hopper-random", tmp_path / "i.zarr", size=3000, seed=0)
+    uniform = make_dataset("hopper-random-uniform", tmp_path / "u.zarr", size=3000, seed=0)
+    ai, au = init.load().actions, uniform.load().actions
+    assert ai.shape == au.shape == (3000, 3) and not np.array_equal(ai, au)
+    assert (np.abs(ai) <= 1).all()
+    expected = np.sqrt(_tanh_normal_second_moment())
+    assert abs(expected - 0.6278) < 1e-3
+    # 3000 samples per dimension: the standard error of each std is about 0.01.
+    np.testing.assert_allclose(ai.std(0), expected, atol=0.03)
+    np.testing.assert_allclose(au.std(0), 1 / np.sqrt(3), atol=0.03)
+    assert ai.std() - au.std() > 0.035  # pooled over 9000 draws: several standard errors apart
+    assert np.abs(ai.mean(0)).max() < 0.06
+    prov = init.provenance
+    assert prov["policy_init"] == {"hidden": [256, 256], "weights_rng": [0, 2], "noise_rng": [0, 3]}
+    assert "initialised" in prov["policy"] and prov["d4rl_name"] == "hopper-random"
+    assert uniform.provenance["policy"] == "uniform random" and uniform.provenance["d4rl_name"] == "hopper-random"
+    assert init.ref_scores == uniform.ref_scores == pytest.approx(D4RL_REFERENCE_SCORES["hopper"])
+
+
+def test_initial_actor_forward_and_initialisation():
+    from gta_data.recipes.initial_policy import LOG_STD_MAX, LOG_STD_MIN, initial_actor
+
+    actor = initial_actor(11, 3, np.random.default_rng(0), -np.ones(3), np.ones(3))
+    (w0, b0), (w1, b1) = actor.hidden
+    assert w0.shape == (11, 256) and w1.shape == (256, 256) and (b0 == np.float32(0.1)).all()
+    assert np.abs(w0).max() <= 1 / 16 and np.abs(w0).max() > 0.06  # U(+-1/sqrt(256)): rlkit's fanin_init
+    for w, b in (actor.mean_head, actor.log_std_head):
+        assert w.shape == (256, 3) and np.abs(w).max() <= 1e-3 and np.abs(b).max() <= 1e-3
+    obs = np.random.default_rng(1).normal(size=(64, 11)).astype(np.float32)
+    # float64 reference of the forward pass.
+    x = obs.astype(np.float64)
+    for w, b in actor.hidden:
+        x = np.maximum(x @ w.astype(np.float64) + b, 0.0)
+    ref_mean = x @ actor.mean_head[0].astype(np.float64) + actor.mean_head[1]
+    ref_log_std = np.clip(x @ actor.log_std_head[0].astype(np.float64) + actor.log_std_head[1], LOG_STD_MIN,
+                          LOG_STD_MAX)
+    mean, log_std = actor.distribution(obs)
+    np.testing.assert_allclose(mean, ref_mean, atol=1e-5)
+    np.testing.assert_allclose(log_std, ref_log_std, atol=1e-5)
+    assert np.abs(mean).max() < 0.1 and np.abs(log_std).max() < 0.1  # the initial Gaussian: about N(0, 1)
+    noise = np.random.default_rng(2).standard_normal((64, 3)).astype(np.float32)
+    np.testing.assert_allclose(actor.sample(obs, np.random.default_rng(2)), np.tanh(ref_mean + np.exp(ref_log_std) * noise),
+                               atol=1e-5)
+    # Rescaled to the action box.
+    boxed = initial_actor(11, 3, np.random.default_rng(0), np.array([0.0, -2, -1]), np.array([1.0, 2, 1]))
+    a = boxed.sample(obs, np.random.default_rng(2))
+    np.testing.assert_allclose(a, np.tanh(ref_mean + np.exp(ref_log_std) * noise) * [0.5, 2, 1] + [0.5, 0, 0],
+                               atol=1e-5)
 
 
 def test_medium_is_deterministic_valid_and_scored(tmp_path, policy_file):

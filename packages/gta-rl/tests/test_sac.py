@@ -162,6 +162,8 @@ def test_resume_and_replay_export(tmp_path):
     part = train_sac(cfg, tmp_path / "part", stop_after=300)
     assert part["step"] == 300 and [c["step"] for c in part["checkpoints"]] == [200]
     shutil.copy(tmp_path / "part" / STATE, tmp_path / "at200.safetensors")
+    # The full state alone (a run from before the small files; test_sac_loop tests the resume from those).
+    (tmp_path / "part" / "resume.safetensors").unlink()
     resumed = train_sac(cfg, tmp_path / "part", resume=True)
     assert [c["step"] for c in resumed["checkpoints"]] == [200, 400, 600]
     # Up to the interruption the runs are identical (everything is a function of the seed).
@@ -183,6 +185,13 @@ def test_resume_and_replay_export(tmp_path):
     assert open_rows and after["buffer.trunc"][open_rows].all() and not before["buffer.trunc"][open_rows].any()
     metrics = [json.loads(line)["step"] for line in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
     assert metrics == sorted(set(metrics))
+    # The small files written after that resume re-simulate it, reset and cut episodes included.
+    small = tmp_path / "small"
+    small.mkdir()
+    for name in ("config.json", "resume.safetensors", "actions.safetensors", "checkpoints.jsonl"):
+        shutil.copy(tmp_path / "part" / name, small / name)
+    assert load_checkpoint(small / "resume.safetensors", keys=())[1]["reset_steps"] == [0, 200]
+    assert train_sac(cfg, small, resume=True)["step"] == 600  # (the record replays: else a SACError)
 
     # Medium-replay: the first K transitions, per env copy, split into episodes (Pendulum: 200 steps).
     store = export_replay(tmp_path / "full", tmp_path / "replay.zarr", 500)

@@ -388,6 +388,10 @@ def sac(
     cuda_graph: bool = _sac_opt("cuda_graph", "--cuda-graph", help="capture the update in a CUDA graph"),
     state_every: int = _sac_opt("state_every", "--state-every",
                                 help="steps between resumable-state saves (0: every checkpoint)"),
+    transfer_every: int = _sac_opt("transfer_every", "--transfer-every",
+                                   help="transitions copied to the device together (> 1: updates see them later)"),
+    overlap: bool = _sac_opt("overlap", "--overlap",
+                             help="step the envs while the GPU updates (acting one env step stale)"),
     minutes: Optional[float] = typer.Option(None, "--minutes", help="stop (with a checkpoint) after this wall time"),  # noqa: UP045
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
@@ -407,7 +411,8 @@ def sac(
                         learning_starts=learning_starts, updates_per_step=updates_per_step,
                         checkpoint_every=checkpoint_every, eval_episodes=eval_episodes, log_every=log_every,
                         device=device, env_async=env_async, eval_async=eval_async, compile=compile,
-                        cuda_graph=cuda_graph, state_every=state_every)
+                        cuda_graph=cuda_graph, state_every=state_every, transfer_every=transfer_every,
+                        overlap=overlap)
         deadline = time.time() + 60.0 * minutes if minutes else None
         with progress(f"SAC {env}", total=steps, unit="steps") as bar:
             result = train_sac(cfg, out, resume=resume, deadline=deadline,

@@ -2,7 +2,9 @@
 
 D4RL (Fu et al., 2020, section 5 and appendix) defined the datasets of GTA's Table 1 as:
 
-- ``random``: 1M steps of a random policy (here uniform actions, as Minari's ``mujoco/*/random``);
+- ``random``: 1M steps of a random policy: in D4RL v2 (and here) the SAC actor at its random initialisation,
+  sampled (``gta_data.recipes.initial_policy``); ``random-uniform`` is the other convention, uniform actions
+  (D4RL v0's random data, Minari's ``mujoco/*/random``);
 - ``medium``: 1M steps of a SAC policy early-stopped at about 1/3 of the expert's return, stochastic
   actions;
 - ``medium-replay``: every transition the SAC agent saw in its replay buffer until it reached medium;
@@ -17,7 +19,8 @@ as each episode's initial simulator state and actions (``gta_data.replay``); the
 and records in the store's provenance (``replay_check``) how exactly the recorded returns and last
 observations were reproduced. Both files are written by ``tools/train_behaviour_policies.py``. Episode i
 starts from env seed ``seed + i``; the action noise comes from ``numpy.random.default_rng([seed, k])``
-(k = 0 medium, 1 expert), so a dataset is a function of its seed. The environments are gymnasium's v5
+(k = 0 medium, 1 expert, 3 random), the random policy's initial weights from ``default_rng([seed, 2])`` (recorded
+in the provenance), so a dataset is a function of its seed. The environments are gymnasium's v5
 successors of D4RL's v2 ones; reference scores are D4RL's.
 """
 
@@ -31,6 +34,7 @@ import numpy as np
 
 from gta_data.errors import RecipeError
 from gta_data.policies import PolicyError, load_policy_file, policy_dir
+from gta_data.recipes.initial_policy import HIDDEN, initial_actor
 from gta_data.recipes.random_policy import rollout_episodes
 from gta_data.recipes.recipe import Recipe
 from gta_data.replay import ReplayCheck, ReplayError, load_replay_file, resimulate
@@ -39,8 +43,10 @@ from gta_data.simulators import make_env
 from gta_data.store import Transitions
 
 ENVS = {"halfcheetah": "HalfCheetah-v5", "hopper": "Hopper-v5", "walker2d": "Walker2d-v5"}
-KINDS = ("random", "medium", "medium-replay", "expert", "medium-expert")
-_NOISE_STREAM = {"medium": 0, "expert": 1}
+KINDS = ("random", "random-uniform", "medium", "medium-replay", "expert", "medium-expert")
+# Streams of numpy.random.default_rng([seed, k]): the action noise of each policy, the random policy's weights.
+_NOISE_STREAM = {"medium": 0, "expert": 1, "random": 3}
+_INIT_STREAM = 2
 
 
 def _how_to_make(family: str) -> str:
@@ -85,9 +91,19 @@ def _builder(family: str, kind: str):
         if kind == "random":
             env = make_env(env_id)
             space = env.action_space
+            actor = initial_actor(int(np.prod(env.observation_space.shape)), int(np.prod(space.shape)),
+                                  np.random.default_rng([seed, _INIT_STREAM]), space.low, space.high)
+            env.close()
+            episodes = _policy_episodes(env_id, actor, size, seed, kind)
+            provenance.update(policy="randomly initialised SAC actor (D4RL v2; rlkit's initialisation), stochastic",
+                              policy_init={"hidden": list(HIDDEN), "weights_rng": [seed, _INIT_STREAM],
+                                           "noise_rng": [seed, _NOISE_STREAM[kind]]})
+        elif kind == "random-uniform":
+            env = make_env(env_id)
+            space = env.action_space
             space.seed(seed)
             episodes = rollout_episodes(env, lambda flat, raw: space.sample(), size, seed)
-            provenance["policy"] = "uniform random"
+            provenance.update(policy="uniform random", d4rl_name=f"{family}-random")
         elif kind in ("medium", "expert"):
             actor = _load_actor(family, env_id, kind, options)
             episodes = _policy_episodes(env_id, actor, size, seed, kind)
@@ -148,14 +164,20 @@ def _default_size(kind: str) -> int:
     return {"medium-expert": 2_000_000, "medium-replay": 10_000_000}.get(kind, 1_000_000)
 
 
-# The files each kind reads (random reads none).
-_OPTIONS = {"random": (), "medium": ("policy_file",), "expert": ("policy_file",), "medium-expert": ("policy_file",),
-            "medium-replay": ("replay_file",)}
+# The files each kind reads (the random kinds read none).
+_OPTIONS = {"random": (), "random-uniform": (), "medium": ("policy_file",), "expert": ("policy_file",),
+            "medium-expert": ("policy_file",), "medium-replay": ("replay_file",)}
+
+_DESCRIPTIONS = {
+    "random": "D4RL v2 {family}-random-style data in {env_id} (a randomly initialised SAC actor)",
+    "random-uniform": "{family}-random with uniform actions instead (D4RL v0, Minari) in {env_id}",
+    "medium-replay": "D4RL {family}-medium-replay-style data in {env_id} (the whole recorded replay unless --size)",
+}
 
 RECIPES = [
-    Recipe(f"{family}-{kind}", f"D4RL {family}-{kind}-style data in {env_id}"
-           + (" (the whole recorded replay unless --size)" if kind == "medium-replay" else ""), _default_size(kind),
-           _builder(family, kind), options=_OPTIONS[kind])
+    Recipe(f"{family}-{kind}", _DESCRIPTIONS.get(kind, "D4RL {family}-{kind}-style data in {env_id}").format(
+        family=family, kind=kind, env_id=env_id), _default_size(kind), _builder(family, kind),
+        options=_OPTIONS[kind])
     for family, env_id in ENVS.items()
     for kind in KINDS
 ]

@@ -14,7 +14,9 @@ trains such an agent in a gymnasium vector env and keeps what those datasets nee
   K rows are exactly what the agent had seen at step K (:func:`export_replay` writes them as a store);
 - the simulator state (qpos, qvel) at the start of every episode, so that :func:`export_replay_file` can
   keep those K rows as actions + initial states (a few MB, gta-data's replay file) from which gta-data
-  re-simulates them exactly.
+  re-simulates them exactly;
+- small resumable files (networks, optimizers, counters, the recorded actions) from which a resume rebuilds
+  the buffer by re-simulation and continues the run bit for bit (``training``).
 
 Modules: ``config`` (SACConfig, the run directory's names), ``agent`` (losses), ``replay`` (buffer and episode
 starts), ``training`` (the loop), ``export`` (checkpoint picking, policy and replay files).

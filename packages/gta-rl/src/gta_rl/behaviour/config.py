@@ -6,7 +6,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
-STATE = "state.safetensors"  # the full resumable state: networks, optimizers, buffer, episode starts
+STATE = "state.safetensors"  # the full state: networks, optimizers, buffer, episode starts (exports read it)
+RESUME = "resume.safetensors"  # the small resumable state: networks, optimizers, counters (no buffer)
+ACTIONS = "actions.safetensors"  # every action sent (row order), its env copy, reward sums (to check)
 CONFIG = "config.json"  # the SACConfig
 METRICS = "metrics.jsonl"  # a training record every log_every steps
 CHECKPOINTS = "checkpoints.jsonl"  # every evaluated actor checkpoint: step, return, path
@@ -51,6 +53,15 @@ class SACConfig:
     device: str = "auto"
     compile: bool = False  # torch.compile the update (sampling + losses + Adam + Polyak)
     cuda_graph: bool = False  # capture the update in a CUDA graph and replay it (CUDA only)
+    # How the loop moves data (gta_rl.behaviour.training): the readable loop writes every transition to the
+    # device as it comes and reads every action back synchronously (the reference the others are tested
+    # against); the staged loop (default, the same numbers) stages transitions in pinned host memory and
+    # copies them in one transfer every ``transfer_every`` transitions (> 1: updates sample only the rows
+    # copied so far); ``overlap`` steps the envs while the GPU runs the updates owed by the previous env step,
+    # acting with the actor as it was before them (one env step stale).
+    readable_loop: bool = False
+    transfer_every: int = 1
+    overlap: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(self.hidden))
@@ -60,6 +71,10 @@ class SACConfig:
             raise SACError("total_steps, num_envs and batch_size must be positive")
         if self.checkpoint_every < 1 or self.log_every < 1 or self.eval_episodes < 1 or self.state_every < 0:
             raise SACError("checkpoint_every, log_every and eval_episodes must be positive (state_every >= 0)")
+        if self.transfer_every < 1:
+            raise SACError(f"transfer_every must be positive, got {self.transfer_every}")
+        if self.readable_loop and (self.transfer_every != 1 or self.overlap):
+            raise SACError("the readable loop takes neither transfer_every > 1 nor overlap")
         if self.updates_per_step <= 0 or self.learning_starts < 0:
             raise SACError("updates_per_step must be positive and learning_starts >= 0")
         if not 0 <= self.seed < 2**31:

@@ -7,9 +7,34 @@ counter-based streams (``gta_rl.rng``), and update metrics are summed on the dev
 the host. The update runs eagerly, compiled or as a CUDA graph replay (gta-data's shared
 :class:`~gta_data.accel.cuda_graph.CudaGraphRunner`).
 
-Resume restores networks, optimizers, temperature, buffer and counters exactly. The simulators' states
-cannot be saved, so the episodes in progress at the checkpoint are cut (their last stored transition is
-marked as a timeout) and every env copy starts a new episode from a seed derived from the step.
+How data cross between host and device (SACConfig's loop settings):
+
+- readable loop: each transition is written to the device buffer as it comes (a copy per column) and each
+  step's actions are read back synchronously: the reference;
+- staged loop (default; the same transitions, losses and checkpoints as the readable loop, tested): the
+  transitions of an env step are staged in pinned host memory and copied in one transfer, observations and
+  actions cross through pinned memory. With ``transfer_every = K > 1`` the staged rows are copied once K
+  or more are staged (and at every checkpoint): an update samples only the rows copied so far, so the
+  newest up to K - 1 transitions (plus one env step's) are not yet in its batches;
+- ``overlap``: each env step's actions are computed and copied back, then the updates owed by the previous
+  env step are launched, and the host steps the envs while the GPU runs them. The actions therefore come
+  from the actor before the previous env step's updates (one env step stale); the updates themselves sample
+  exactly what they would without overlap. Not stale after a checkpoint (which first runs every update owed)
+  or after an autoreset step (which collects nothing and owes no update).
+
+Resume. Every checkpoint writes the small files: ``resume.safetensors`` (networks, optimizers, temperature,
+counters, the metrics being summed: a few MB for 256-256 networks) and ``actions.safetensors`` (every action
+sent and its env copy, 4 |A| + 1 bytes a transition, and float64 sums of the rewards of every 10,000
+transitions). The full state with the buffer
+(``state.safetensors``, which the exports read) is written every ``state_every`` steps and at the end. A
+resume from the small files rebuilds the buffer, the episode start states and the env copies themselves by
+re-simulating every recorded action from the run's first reset (MuJoCo and gymnasium's seeded resets are
+deterministic; each env copy's episode ends and the reward sums are checked against the record), so the run goes on exactly as if it had never
+stopped: no episode is cut, and the random streams are counter-based, so there is no generator state to
+keep. A run directory with a full state newer than its small files (or none: a run from before them)
+resumes from the full state as before: the episodes in progress are cut there (their last stored
+transition is marked as a timeout) and every env copy starts a new episode from a seed derived from the
+step; the small files written after that record the reset, so they re-simulate it too.
 """
 
 from __future__ import annotations
@@ -30,10 +55,12 @@ from gta_data.accel.devices import resolve_device
 from gta_data.jsonl import JsonlLog
 from gta_rl.behaviour.agent import SACAgent
 from gta_rl.behaviour.config import (
+    ACTIONS,
     ACTORS,
     CHECKPOINTS,
     CONFIG,
     METRICS,
+    RESUME,
     S_EXPLORE,
     S_WARMUP,
     STATE,
@@ -93,22 +120,39 @@ def _check_run_dir(cfg: SACConfig, out: Path, resume: bool) -> None:
     """Refuse a resume of another config and an ``out`` holding something else; clear an earlier start of
     this run that saved nothing."""
     if resume:
-        if not (out / STATE).exists():
-            raise SACError(f"nothing to resume in {out} (no {STATE})")
+        if not (out / STATE).exists() and not (out / RESUME).exists():
+            raise SACError(f"nothing to resume in {out} (no {RESUME} or {STATE})")
         saved = json.loads((out / CONFIG).read_text())
         saved["hidden"] = tuple(saved["hidden"])
         # How the run executes may change on resume; what it computes may not.
-        free = ("device", "compile", "cuda_graph", "env_async", "eval_async", "state_every")
+        free = ("device", "compile", "cuda_graph", "env_async", "eval_async", "state_every", "readable_loop",
+                "transfer_every", "overlap")
         if {k: v for k, v in saved.items() if k not in free} != {
                 k: v for k, v in asdict(cfg).items() if k not in free}:
             raise SACError(f"the config differs from the one of the run in {out}")
     elif out.exists() and any(out.iterdir()):
-        if _holds_sac_config(out) and not (out / STATE).exists() and not any((out / ACTORS).glob("*")):
+        if (_holds_sac_config(out) and not (out / STATE).exists() and not (out / RESUME).exists()
+                and not any((out / ACTORS).glob("*"))):
             # An earlier start that saved nothing (stopped before its first checkpoint, or failed): start again.
             for name in (CONFIG, METRICS, CHECKPOINTS):
                 (out / name).unlink(missing_ok=True)
         else:
             raise SACError(f"{out} is not empty (pass resume to continue a run)")
+
+
+REWARD_BLOCK = 10_000  # rows per float64 reward sum of the actions record (what a re-simulation is checked by)
+
+
+def _block_sums(rewards: np.ndarray) -> np.ndarray:
+    """float64 sums of consecutive blocks of REWARD_BLOCK rewards (the last block may be shorter)."""
+    if not len(rewards):
+        return np.zeros(0)
+    return np.add.reduceat(rewards.astype(np.float64), np.arange(0, len(rewards), REWARD_BLOCK))
+
+
+def _saved_step(path: Path) -> int:
+    """The step of a saved state (its metadata only)."""
+    return int(load_checkpoint(path, keys=())[1]["step"])
 
 
 def _holds_sac_config(out: Path) -> bool:
@@ -165,7 +209,7 @@ class _Collector:
                              "next_obs": next_obs[valid], "term": terminated[valid],
                              "trunc": truncated[valid] & ~terminated[valid],
                              "env": np.flatnonzero(valid).astype(np.int32)})
-            self.last_row[valid] = np.arange(self.buffer.size - n_valid, self.buffer.size)
+            self.last_row[valid] = np.arange(self.buffer.count - n_valid, self.buffer.count)
             if self.starts is not None:
                 for i, row in zip(np.flatnonzero(valid), self.last_row[valid], strict=True):
                     if self.pending[i] is not None:
@@ -202,24 +246,98 @@ class _Run:
         low = envs.single_action_space.low.astype(np.float32)
         high = envs.single_action_space.high.astype(np.float32)
         self.agent = SACAgent(cfg, obs_dim, act_dim, low, high, device)
-        self.buffer = ReplayBuffer(cfg.total_steps + cfg.num_envs, obs_dim, act_dim, device)
+        staged = 0 if cfg.readable_loop else cfg.transfer_every + cfg.num_envs - 1
+        self.buffer = ReplayBuffer(cfg.total_steps + cfg.num_envs, obs_dim, act_dim, device, stage_rows=staged)
         self.starts = EpisodeStarts()
         self.envs = _Collector(envs, cfg.num_envs, self.buffer, self.starts if record_starts else None)
         self.metrics, self.checkpoints = JsonlLog(out / METRICS), JsonlLog(out / CHECKPOINTS)
         self.step, self.owed = 0, 0.0
-        if resume:
-            self._restore()
+        self.metric_sum, self.metric_n = torch.zeros(len(METRIC_NAMES), device=device), 0
+        # The steps at which every env copy was reset with seeds from the step: 0, and each resume from the
+        # full state (which cuts the episodes in progress). None: unknown (a run from before they were kept),
+        # and the small files cannot be written.
+        self.reset_steps: list[int] | None = [0]
+        small = resume and (out / RESUME).exists() and (
+            not (out / STATE).exists() or _saved_step(out / RESUME) >= _saved_step(out / STATE))
+        if small:
+            self._restore_small()  # the envs continue where they were: no reset
         else:
-            out.mkdir(parents=True, exist_ok=True)
-            write_json(out / CONFIG, asdict(cfg))
+            if resume:
+                self._restore()
+            else:
+                out.mkdir(parents=True, exist_ok=True)
+                write_json(out / CONFIG, asdict(cfg))
+            self._reset_envs(self.step)
         (out / ACTORS).mkdir(exist_ok=True)
-        # Every (re)start resets all copies with seeds derived from the step, so a resumed run does not
-        # replay the episodes it began with.
-        self.envs.reset([cfg.seed * 1_000_003 + self.step * cfg.num_envs + i for i in range(cfg.num_envs)])
         self.runner = update_runner(self.agent, self.buffer, cfg.batch_size, compile=cfg.compile,
                                     cuda_graph=cfg.cuda_graph)
-        self.metric_sum, self.metric_n = torch.zeros(len(METRIC_NAMES), device=device), 0
         self.act_step = torch.zeros((), dtype=torch.int64, device=device)
+        # The staged loop's host ends of the per-step transfers (pinned on CUDA, so that they are asynchronous).
+        pin = device.type == "cuda"
+        self.obs_host = torch.zeros(cfg.num_envs, obs_dim, pin_memory=pin)
+        self.act_host = torch.zeros(cfg.num_envs, act_dim, pin_memory=pin)
+        self.act_ready = torch.cuda.Event() if pin else None
+        self.pending = (self.step, self.step)  # overlap: the env steps whose updates are not launched yet
+
+    def _reset_envs(self, step: int) -> None:
+        """Reset every copy with seeds derived from ``step`` (so that a run resumed from the full state does
+        not replay the episodes it began with)."""
+        n = self.cfg.num_envs
+        self.envs.reset([self.cfg.seed * 1_000_003 + step * n + i for i in range(n)])
+
+    def _restore_small(self) -> None:
+        """Resume from the small files: the networks, optimizers and counters, and the buffer, episode starts
+        and env copies rebuilt by re-simulating every recorded action from the run's first reset (MuJoCo and
+        gymnasium's reset noise are deterministic), so that the run goes on exactly as if never stopped."""
+        state, meta = load_checkpoint(self.out / RESUME, self.device)
+        self.agent.load_full_state_dict(state)
+        self.step, self.owed = int(meta["step"]), float(meta["owed_updates"])
+        self.metric_sum.copy_(state["loop.metric_sum"])
+        self.metric_n = int(meta["metric_n"])
+        self.reset_steps = [int(s) for s in meta["reset_steps"]]
+        rows = int(meta["rows"])
+        record, written = load_checkpoint(self.out / ACTIONS)
+        if int(record["act"].shape[0]) < rows:
+            raise SACError(f"{self.out / ACTIONS} holds {record['act'].shape[0]} actions, the state needs {rows}")
+        self._resimulate({"act": record["act"][:rows].numpy(), "env": record["env"][:rows].numpy(),
+                          "rew_sums": record["rew_sums"].numpy()}, same_rows=int(written["rows"]) == rows)
+        self.envs.finished = [float(r) for r in meta["finished"]]
+        for log in (self.metrics, self.checkpoints):
+            log.truncate_after(self.step)
+
+    def _resimulate(self, record: dict[str, np.ndarray], same_rows: bool) -> None:
+        """Step the env copies through the recorded actions from step 0 (resets where the run reset them),
+        storing the transitions again; stop at the first one that differs from the record."""
+        envs, n, row, step = self.envs, self.cfg.num_envs, 0, 0
+        act_dim = record["act"].shape[1]
+        while step < self.step:
+            if step in self.reset_steps:
+                if step > 0:  # a resume from the full state cut the episodes in progress here
+                    self.buffer.commit()
+                    open_rows = envs.last_row[(envs.last_row >= 0) & ~envs.done]
+                    self.buffer.data["trunc"][torch.as_tensor(open_rows)] = True
+                    envs.done[:] = False
+                    envs.ep_return[:] = 0.0
+                self._reset_envs(step)
+            valid = ~envs.done
+            k = int(valid.sum())
+            action = np.zeros((n, act_dim), dtype=np.float32)  # (the copies being reset ignore theirs)
+            action[valid] = record["act"][row:row + k]
+            if not np.array_equal(record["env"][row:row + k], np.flatnonzero(valid)):
+                raise SACError("re-simulating the recorded actions did not reproduce the run (the episodes "
+                               f"ending before row {row} differ)")
+            step += envs.step(action)
+            self.buffer.commit()
+            row += k
+        self.buffer.commit()
+        sums = _block_sums(self.buffer.data["rew"][:row].cpu().numpy())
+        # (A record newer than the state: its last block may hold more rows than the state's.)
+        full = len(sums) if same_rows else row // REWARD_BLOCK
+        bad = np.flatnonzero(sums[:full] != record["rew_sums"][:full])
+        if step != self.step or len(bad):
+            where = f"in rows {bad[0] * REWARD_BLOCK}.." if len(bad) else f"step {step} for {self.step}"
+            raise SACError(f"re-simulating the recorded actions did not reproduce the run ({where}); a full state "
+                           f"({STATE}) resumes without them once {RESUME} is removed")
 
     def _restore(self) -> None:
         state, meta = load_checkpoint(self.out / STATE, self.device)
@@ -230,8 +348,10 @@ class _Run:
         last_row = np.asarray(meta["last_row"], dtype=np.int64)
         open_rows = last_row[(last_row >= 0) & np.asarray(meta["open"], dtype=bool)]
         # Episodes in progress at the checkpoint end here (the simulator state is lost): a timeout.
-        self.buffer.data["trunc"][torch.as_tensor(open_rows, device=self.device)] = True
+        self.buffer.data["trunc"][torch.as_tensor(open_rows)] = True
         self.envs.last_row = last_row
+        known = meta.get("reset_steps")
+        self.reset_steps = None if known is None else [*known, self.step]
         for log in (self.metrics, self.checkpoints):
             log.truncate_after(self.step)
 
@@ -241,11 +361,16 @@ class _Run:
         cfg = self.cfg
         next_log = (self.step // cfg.log_every + 1) * cfg.log_every
         next_ckpt = (self.step // cfg.checkpoint_every + 1) * cfg.checkpoint_every
-        rate, saved_at = (time.time(), self.step), self.step
+        rate, saved_at, first = (time.time(), self.step), self.step, self.step
         while self.step < end and (deadline is None or time.time() < deadline):
             prev = self.step
-            self.step += self.envs.step(self._act())
-            self._learn(prev, self.step)
+            self.step += self.envs.step(self._next_action())
+            if not cfg.readable_loop and self.buffer.staged >= cfg.transfer_every:
+                self.buffer.commit()
+            if cfg.overlap:
+                self.pending = (prev, self.step)  # launched by the next action's call, or by _flush
+            else:
+                self._learn(prev, self.step)
             self.agent.env_step.fill_(self.step)
             if self.step >= next_log or self.step >= end:
                 self._log(rate)
@@ -260,18 +385,65 @@ class _Run:
                 progress(self.step, cfg.total_steps)
         if self.step < end and saved_at != self.step:  # stopped by the deadline: keep what was reached
             self._checkpoint(evaluator, True)
+        elif self.step == first > 0 and not (
+                (self.out / STATE).exists() and _saved_step(self.out / STATE) == self.step):
+            # A call that ran no step (a finished run, stop_after=0) on a run resumed from the small files:
+            # the full state the exports read (the step is a checkpoint's, so nothing is evaluated again).
+            self._checkpoint(evaluator, True)
+        self._flush()
 
-    def _act(self) -> np.ndarray:
-        """This step's actions: uniform in the action box during the warm-up, then sampled from the policy."""
+    def _next_action(self) -> np.ndarray:
+        """This env step's actions on the host. Readable and staged loops: the actor after every update owed
+        so far. Overlap: the action is computed, then the updates owed by the previous env step are launched,
+        and only the action is waited for, so the envs step while the GPU runs those updates."""
+        if not self.cfg.overlap:
+            action = self._act()
+            return action if self.cfg.readable_loop else self._to_host(action)
+        action = self._to_host(self._act(), wait=False)
+        self._learn(*self.pending)
+        self.pending = (self.step, self.step)
+        if self.act_ready is not None:
+            self.act_ready.synchronize()
+        return action.copy()
+
+    def _to_host(self, action: Tensor, wait: bool = True) -> np.ndarray:
+        """The staged loop's device-to-host copy of the actions, through pinned memory (an event marks it)."""
+        if self.act_ready is None:
+            return action.numpy()
+        self.act_host.copy_(action, non_blocking=True)
+        self.act_ready.record()
+        if wait:
+            self.act_ready.synchronize()
+        return self.act_host.numpy()
+
+    def _flush(self) -> None:
+        """What the next checkpoint must hold: the updates owed (overlap) run and every staged row copied."""
+        self.buffer.commit()
+        self._learn(*self.pending)
+        self.pending = (self.step, self.step)
+
+    def _act(self) -> np.ndarray | Tensor:
+        """This step's actions: uniform in the action box during the warm-up, then sampled from the policy.
+        The readable loop reads them to the host here (numpy); the others get them on the device."""
         agent, n = self.agent, self.cfg.num_envs
         self.act_step.fill_(self.step)  # a kernel argument, not a host-to-device copy
         if self.step < self.cfg.learning_starts:
             u = agent.streams(self.act_step).uniform(S_WARMUP, (n, agent.act_dim))[0]
-            return (agent.bias + agent.scale * (2.0 * u - 1.0)).cpu().numpy()
-        with torch.no_grad():
-            noise = agent.streams(self.act_step).normal(S_EXPLORE, (n, agent.act_dim))[0]
-            action, _ = agent.sample(torch.from_numpy(self.envs.obs).to(self.device), noise)
-        return action.cpu().numpy()
+            action = agent.bias + agent.scale * (2.0 * u - 1.0)
+        else:
+            with torch.no_grad():
+                noise = agent.streams(self.act_step).normal(S_EXPLORE, (n, agent.act_dim))[0]
+                action, _ = agent.sample(self._obs_on_device(), noise)
+        return action.cpu().numpy() if self.cfg.readable_loop else action
+
+    def _obs_on_device(self) -> Tensor:
+        obs = torch.from_numpy(self.envs.obs)
+        if self.cfg.readable_loop:
+            return obs.to(self.device)
+        if self.device.type != "cuda":
+            return obs
+        self.obs_host.copy_(obs)  # pinned: the copy below is asynchronous (the last one has finished:
+        return self.obs_host.to(self.device, non_blocking=True)  # the actions after it were waited for)
 
     def _learn(self, prev: int, step: int) -> None:
         """One update per transition collected after the warm-up (times updates_per_step)."""
@@ -301,6 +473,7 @@ class _Run:
 
     def _checkpoint(self, evaluator: Evaluator, full: bool) -> None:
         """The evaluated actor of this step (listed in checkpoints.jsonl) and, if ``full``, the whole state."""
+        self._flush()
         agent, step = self.agent, self.step
 
         def policy(obs: np.ndarray) -> np.ndarray:  # [1, E, obs]
@@ -315,7 +488,20 @@ class _Run:
             save_checkpoint(self.out / name, agent.actor_tensors(), info)
             # Listed before the state is saved: a resume drops records newer than its state, never the reverse.
             self.checkpoints.append({**info, "path": name})
+        if self.reset_steps is not None:
+            # The small files, at every checkpoint: the record of actions first (a resume reads the rows that
+            # the state names, so a newer record is harmless), then the state.
+            rows = self.buffer.size
+            env = self.buffer.data["env"][:rows]
+            save_checkpoint(self.out / ACTIONS, {
+                "act": self.buffer.data["act"][:rows],
+                "env": env.to(torch.uint8) if self.cfg.num_envs <= 256 else env,
+                "rew_sums": torch.from_numpy(_block_sums(self.buffer.data["rew"][:rows].cpu().numpy()))},
+                {"rows": rows})
+            save_checkpoint(self.out / RESUME, {**agent.full_state_dict(), "loop.metric_sum": self.metric_sum},
+                            {"step": step, "owed_updates": self.owed, "rows": rows, "metric_n": self.metric_n,
+                             "finished": self.envs.finished, "reset_steps": self.reset_steps})
         if full:
             save_checkpoint(self.out / STATE, {**agent.full_state_dict(), **self.buffer.state(), **self.starts.state()},
                             {"step": step, "owed_updates": self.owed, "last_row": self.envs.last_row.tolist(),
-                             "open": (~self.envs.done).tolist()})
+                             "open": (~self.envs.done).tolist(), "reset_steps": self.reset_steps})
