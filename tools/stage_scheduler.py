@@ -131,11 +131,12 @@ def store_complete(path: str) -> bool:
 
 
 def started(stage: Stage) -> bool:
-    """Whether a stage that is continued with a flag (RL: ``--resume``) left checkpoints in its ``--out``."""
+    """Whether a stage that is continued with a flag (``--resume``) left a checkpoint in its ``--out``: one per
+    arm below it (gta-rl train) or in it (gta-pixel pretrain and finetune)."""
     if not stage.resume_flag:
         return False
     out = Path(stage.command[stage.command.index("--out") + 1])
-    return any(out.glob("*/checkpoint.safetensors"))
+    return (out / "checkpoint.safetensors").exists() or any(out.glob("*/checkpoint.safetensors"))
 
 
 def log_tail(path: Path, lines: int) -> list[str]:

@@ -166,6 +166,49 @@ def test_finetune_resumes_exactly(pixels, run, tmp_path):
     assert (whole / runs.METRICS).read_text() == (part / runs.METRICS).read_text()
 
 
+def test_finetune_of_one_seed_is_that_seed_of_the_whole_run(pixels, run, tmp_path):
+    """--seeds 1: seed 1's networks, optimizer moments and random draws, as in a run of every seed."""
+    latent = encode(run, pixels, tmp_path / "latent.zarr", seed=1, device="cpu").path
+    whole, one = tmp_path / "whole", tmp_path / "one"
+    finetune(run, [latent], whole, steps=3, batch_size=8, device="cpu", log_every=3, checkpoint_every=3)
+    finetune(run, [latent], one, steps=3, batch_size=8, device="cpu", log_every=3, checkpoint_every=3, seeds=[1])
+    a, _ = load_checkpoint(whole / runs.CHECKPOINT)
+    b, _ = load_checkpoint(one / runs.CHECKPOINT)
+    assert a.keys() == b.keys() and runs.read_config(one)["seeds"] == [1]
+    for key in a:
+        if a[key].ndim and key != "model.seeds" and not key.endswith(".t"):
+            assert b[key].shape[0] == 1, key
+            torch.testing.assert_close(b[key][0], a[key][1], rtol=1e-5, atol=1e-6, msg=key)
+    lines = [json.loads(x) for x in (one / runs.METRICS).read_text().splitlines()]
+    assert [x["seed"] for x in lines] == [1]
+    assert evaluate(one, episodes=1, device="cpu", max_steps=2, write=False)["seeds"].keys() == {"1"}
+    with pytest.raises(RunError, match=r"has seeds \[0, 1\], not \[5\]"):
+        finetune(run, [latent], tmp_path / "bad", steps=1, device="cpu", seeds=[5])
+
+
+def test_a_stop_request_checkpoints_that_step_and_a_resume_continues_exactly(pixels, run, tmp_path):
+    """What `gta-pixel pretrain` and `finetune` do on SIGTERM (the scheduler's --stop-after-s)."""
+    part = tmp_path / "pre"
+    asked = iter([False, True])
+    agent = pretrain(pixels, part, seeds=[0, 1], steps=4, config=TINY, device="cpu", log_every=2,
+                     checkpoint_every=10, stop=lambda: next(asked))
+    assert int(agent.step) == 2 and (part / runs.CHECKPOINT).exists()
+    pretrain(pixels, part, steps=4, device="cpu", log_every=2, checkpoint_every=10, resume=True)
+    a, _ = load_checkpoint(run / runs.CHECKPOINT)
+    b, _ = load_checkpoint(part / runs.CHECKPOINT)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    latent = encode(run, pixels, tmp_path / "latent.zarr", device="cpu").path
+    whole, fine = tmp_path / "whole", tmp_path / "fine"
+    finetune(run, [latent], whole, steps=3, batch_size=8, device="cpu", log_every=3, checkpoint_every=3)
+    tuner = finetune(run, [latent], fine, steps=3, batch_size=8, device="cpu", log_every=3, checkpoint_every=10,
+                     stop=lambda: True)
+    assert int(tuner.step) == 1
+    finetune(run, [latent], fine, steps=3, batch_size=8, device="cpu", log_every=3, checkpoint_every=10, resume=True)
+    a, _ = load_checkpoint(whole / runs.CHECKPOINT)
+    b, _ = load_checkpoint(fine / runs.CHECKPOINT)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_evaluate_in_process_and_in_workers_agree(run, tmp_path):
     local = evaluate(run, episodes=2, workers=0, device="cpu", max_steps=6, write=False)
     pooled = evaluate(run, episodes=2, workers=2, device="cpu", max_steps=6)

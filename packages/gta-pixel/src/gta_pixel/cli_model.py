@@ -27,6 +27,8 @@ def _errors(debug: bool) -> Iterator[None]:
     with the command's or the app's --debug."""
     try:
         yield
+    except typer.Exit:  # a RuntimeError to click: a command's own exit status, not a failure
+        raise
     except (ValueError, OSError, RuntimeError) as exc:
         if debug or any(flag() for flag in _APP_DEBUG):
             raise
@@ -87,6 +89,7 @@ def pretrain_command(
     with _errors(debug):
         from dataclasses import replace
 
+        from gta_data.stop import StopSignals
         from gta_pixel.drqbc import DrQBCConfig
         from gta_pixel.pretrain import pretrain
 
@@ -94,12 +97,21 @@ def pretrain_command(
             bf16 = True if bf16 is None else bf16
             channels_last = compile = cuda_graph = True
         config = replace(DrQBCConfig(), nstep=nstep, batch_size=batch_size, hidden_dim=hidden_dim)
-        with _progress("pretrain", steps, 0) as bar:
+        with StopSignals() as signals, _progress("pretrain", steps, 0) as bar:
             agent = pretrain(pixels, out, seeds=_seed_list(seeds), steps=steps, config=config, device=device,
                              bf16=bf16, channels_last=channels_last, compile=compile, cuda_graph=cuda_graph,
                              log_every=log_every, checkpoint_every=checkpoint_every, resume=resume,
-                             on_progress=_on_progress(bar))
+                             stop=signals.requested, on_progress=_on_progress(bar))
+        _stopped(signals, out, int(agent.step), steps)
         typer.echo(f"{out}: {int(agent.step)} updates of seeds {agent.seed_list}")
+
+
+def _stopped(signals, out: Path, step: int, steps: int) -> None:
+    """A SIGINT or SIGTERM ended training early: say where it stopped and exit with 128 + the signal."""
+    if signals.requested() and step < steps:
+        typer.echo(f"stopped by {signals.name} at update {step}: checkpoint written; continue with the same "
+                   f"command and --resume ({out})", err=True)
+        raise typer.Exit(signals.exit_code)
 
 
 def encode_command(
@@ -137,17 +149,22 @@ def finetune_command(
     resume: bool = typer.Option(False, "--resume"),
     fresh_optimizer: bool = typer.Option(False, "--fresh-optimizer", help="start the heads' Adam moments at zero "
                                          "(default: continue the base run's)"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="fine-tune only these seeds of the run, e.g. 1: "  # noqa: UP045
+                                        "the seed whose encoder wrote the latent stores (default: every seed)"),
     debug: bool = typer.Option(False, "--debug"),
 ) -> None:
     """Fine-tune the policy and Q heads on latent stores; encoder and trunks stay frozen (GTA C.4 stage 4)."""
     with _errors(debug):
+        from gta_data.stop import StopSignals
         from gta_pixel.finetune import finetune
 
-        with _progress("finetune", steps, 0) as bar:
+        with StopSignals() as signals, _progress("finetune", steps, 0) as bar:
             tuner = finetune(run, data, out, steps=steps, batch_size=batch_size, nstep=nstep, device=device,
                              compile=compile, cuda_graph=cuda_graph, log_every=log_every,
                              checkpoint_every=checkpoint_every, resume=resume, fresh_optimizer=fresh_optimizer,
+                             seeds=None if seeds is None else _seed_list(seeds), stop=signals.requested,
                              on_progress=_on_progress(bar))
+        _stopped(signals, out, int(tuner.step), steps)
         typer.echo(f"{out}: {int(tuner.step)} head updates of seeds {tuner.seed_list} on {len(data)} store(s)")
 
 

@@ -211,11 +211,16 @@ def finetune(
     checkpoint_every: int = 10_000,
     resume: bool = False,
     fresh_optimizer: bool = False,
+    seeds: Sequence[int] | None = None,
+    stop: Callable[[], bool] | None = None,
     on_progress: Callable[[int, dict[str, list[float]] | None], None] | None = None,
 ) -> HeadTuner:
-    """Fine-tune the heads of every seed of ``run`` on the union of the latent stores ``data`` for ``steps``
-    updates; write the run directory ``out`` (whole networks, so ``encode`` and ``evaluate`` read it alone).
-    The heads' Adam state continues from ``run``'s checkpoint, or starts at zero with ``fresh_optimizer``."""
+    """Fine-tune the heads of every seed of ``run`` (or of those in ``seeds``) on the union of the latent stores
+    ``data`` for ``steps`` updates; write the run directory ``out`` (whole networks, so ``encode`` and
+    ``evaluate`` read it alone). The heads' Adam state continues from ``run``'s checkpoint, or starts at zero
+    with ``fresh_optimizer``. A latent store comes from one seed's encoder and trunks (``encode --seed``), so
+    ``seeds`` picks the seed whose latents ``data`` holds. ``stop()``, asked after every update, ends the run
+    with a checkpoint of that step (a resume continues it)."""
     out = Path(out)
     if min(steps, log_every, checkpoint_every) < 1:
         raise RunError("steps, log and checkpoint intervals must be positive")
@@ -223,7 +228,13 @@ def finetune(
         raise RunError("no latent store given (pass --data at least once)")
     runs.check_out(out, resume)
     dev = resolve_device(device, RunError)
-    agent, base_config, base_state = runs.load_agent(run, dev)
+    if resume:  # a resumed run keeps the seeds it was started with
+        seeds = [int(s) for s in runs.read_config(out)["seeds"]]
+    agent, base_config, base_state = runs.load_agent(run, dev, seeds=seeds)
+    if seeds is not None:  # the chosen seeds' rows of the base run's optimizer moments (leading seed axis)
+        rows = torch.tensor([[int(s) for s in base_config["seeds"]].index(s) for s in agent.seed_list])
+        base_state = {k: v[rows] if k.startswith("optim.") and not k.endswith(".t") else v
+                      for k, v in base_state.items()}
     cfg = agent.config
     nstep = cfg.nstep if nstep is None else int(nstep)
     batch_size = cfg.batch_size if batch_size is None else int(batch_size)
@@ -253,7 +264,7 @@ def finetune(
             tuner.continue_moments(base_state)
         out.mkdir(parents=True, exist_ok=True)
         sha = runs.file_sha256(Path(run) / runs.CHECKPOINT)
-        runs.write_config(out, {**base_config, "stage": "finetune", "steps": steps, "batch_size": batch_size,
+        runs.write_config(out, {**base_config, "stage": "finetune", "seeds": agent.seed_list, "steps": steps, "batch_size": batch_size,
                                 "nstep": nstep, "data": [str(Path(p).resolve()) for p in data],
                                 "optimizer": "fresh" if fresh_optimizer else "continued",
                                 "base": {"run": str(Path(run).resolve()), "checkpoint_sha256": sha,
@@ -267,8 +278,11 @@ def finetune(
         if done % log_every == 0 or done == steps:
             logged = acc.pop()
             runs.append_metrics(out, done, agent.seed_list, logged)
-        if done % checkpoint_every == 0 or done == steps:
+        stopping = stop is not None and stop()
+        if done % checkpoint_every == 0 or done == steps or stopping:
             save_checkpoint(out / runs.CHECKPOINT, tuner.checkpoint_tensors(), {"stage": "finetune", "step": done})
         if on_progress is not None:
             on_progress(done, logged)
+        if stopping:
+            break
     return tuner

@@ -47,11 +47,13 @@ def pretrain(
     log_every: int = 1000,
     checkpoint_every: int = 10_000,
     resume: bool = False,
+    stop: Callable[[], bool] | None = None,
     on_progress: Callable[[int, dict[str, list[float]] | None], None] | None = None,
 ) -> DrQBCStack:
     """Train DrQ+BC for ``steps`` gradient updates per seed; returns the agent. ``on_progress(step, metrics)``
     is called after every update (metrics: per-seed means, at logging steps only). ``bf16``: autocast of the
-    encoder and trunk products for a new run (default off); a resume keeps the run's and refuses another."""
+    encoder and trunk products for a new run (default off); a resume keeps the run's and refuses another.
+    ``stop()``, asked after every update, ends the run with a checkpoint of that step (a resume continues it)."""
     out = Path(out)
     if min(steps, log_every, checkpoint_every) < 1:
         raise RunError("steps, log and checkpoint intervals must be positive")
@@ -97,9 +99,12 @@ def pretrain(
         if done % log_every == 0 or done == steps:
             logged = acc.pop()
             runs.append_metrics(out, done, agent.seed_list, logged)
-        if done % checkpoint_every == 0 or done == steps:
+        stopping = stop is not None and stop()
+        if done % checkpoint_every == 0 or done == steps or stopping:
             runs.save(out, agent, {"stage": "pretrain", "step": done})
         if on_progress is not None:
             on_progress(done, logged)
+        if stopping:
+            break
     return agent
 
