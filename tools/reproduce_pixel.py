@@ -151,11 +151,11 @@ def cli(package: str) -> list[str]:
 
 
 def build_stages(task: str, level: str, w: Path, scale: Scale, gpu: bool, tiny: bool,
-                 policy_file: str | None = None) -> list[Stage]:
+                 policy_file: str | None = None, finetune_eager: bool = False) -> list[Stage]:
     pixel, diffusion = cli("pixel"), cli("diffusion")
     device = ["--device", "cuda" if gpu else "cpu"]
     pfast = ["--fast"] if gpu else []  # bf16, channels_last, compile, whole-step CUDA graph
-    ffast = ["--compile", "--cuda-graph"] if gpu else []
+    ffast = ["--compile", "--cuda-graph"] if gpu and not finetune_eager else []
     dfast = ["--bf16", "--compile", "--cuda-graph"] if gpu else []
     afast = ["--bf16", "--compile", "--compile-mode", "reduce-overhead"] if gpu else []
     seeds = parse_seeds(scale.seeds)
@@ -326,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     for option, (kind, text) in SCALE_OPTIONS.items():
         ap.add_argument(option, type=kind, default=None, help=text)
     ap.add_argument("--policy-file", default=None, help="behaviour policy file of `gta-pixel make` (default: its own)")
+    ap.add_argument("--finetune-eager", action="store_true",
+                    help="--gpu: fine-tune without compile and CUDA graph (the stages not yet done)")
     ap.add_argument("--commit", default=None, help="the code's commit, for the row (default: git rev-parse)")
     args = ap.parse_args(argv)
 
@@ -341,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     w.mkdir(parents=True, exist_ok=True)
     commit = args.commit or _git_commit()
     t0 = time.perf_counter()
-    stages = build_stages(task, level, w, scale, args.gpu, args.tiny, args.policy_file)
+    stages = build_stages(task, level, w, scale, args.gpu, args.tiny, args.policy_file, args.finetune_eager)
     if run_graphs([Graph(w, stages)], Limits(jobs=args.jobs), stop_after_s=args.stop_after_s, t0=t0).stopped:
         print(f"stopped after {time.perf_counter() - t0:.0f} s: rerun the same command to continue")
         return 3

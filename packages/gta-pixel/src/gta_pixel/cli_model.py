@@ -5,7 +5,7 @@
     gta-pixel encode pre walker.zarr --out latent.zarr --seed 0
     gta-diffusion train --data latent.zarr --out model && gta-diffusion augment --model model --data latent.zarr \\
         --dataset-preset vd4rl-medium --out gta.zarr
-    gta-pixel finetune pre --data latent.zarr --data gta.zarr --steps 300000 --out fine
+    gta-pixel finetune pre --data latent.zarr --data gta.zarr --seeds 0 --steps 300000 --out fine
     gta-pixel evaluate fine --episodes 10
 """
 
