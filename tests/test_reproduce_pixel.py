@@ -38,7 +38,7 @@ def test_the_tiny_row_end_to_end_then_a_rerun_that_skips_every_stage(tmp_path):
     first = _run("walker_walk-medium", "--workdir", w, "--tiny", "--jobs", "2")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     row = json.loads((w / "row.json").read_text())
-    assert row["seeds"] == [0, 1, 2] and row["dataset"] == "walker_walk-medium" and row["data_task"] == "fake (--tiny)"
+    assert row["seeds"] == [0, 1, 2] and row["dataset"] == "walker_walk-medium" and row["data"] == "fake random (--tiny)"
     assert row["measure"].startswith("return")  # the fake task has no reference scores
     per_seed = {c: [row["per_seed"][c][str(k)] for k in (0, 1, 2)] for c in CONDITIONS}
     # each score is its evaluation's: DrQ+BC's from the pretrained run (every seed), the arms' from seed k's run

@@ -267,7 +267,7 @@ def write_row(task: str, level: str, w: Path, scale: Scale, gpu: bool, tiny: boo
     stages = json.loads((w / "stages.json").read_text())  # wall times include the stopped calls' time
     pretrain_config = json.loads((w / "pretrain" / "config.json").read_text())
     row = {
-        "dataset": f"{task}-{level}", "data_task": "fake (--tiny)" if tiny else task, "device": _device_name(gpu),
+        "dataset": f"{task}-{level}", "data": "fake random (--tiny)" if tiny else f"{task} {level}", "device": _device_name(gpu),
         "commit": commit, "measure": "normalized score" if normalized else "return (the task has no reference scores)",
         "seeds": seeds,
         "per_seed": {c: dict(zip(map(str, seeds), per_seed[c], strict=True)) for c in CONDITIONS},
@@ -287,9 +287,10 @@ def write_row(task: str, level: str, w: Path, scale: Scale, gpu: bool, tiny: boo
         "stage_wall_s": {k: v["wall_s"] for k, v in stages.items()},
     }
     s = row["scale"]
-    n = s["dataset"].get("num_steps")
+    n = s["dataset"]["num_steps"]
     lines = [f"### {row['dataset']} (DrQ+BC, {len(seeds)} seeds, {row['device']}, commit {commit})", "",
-             f"Scale: data {row['data_task']} {level}, {s['dataset'].get('num_episodes')} episodes ({n} transitions); "
+             f"Scale: data {row['data']}, {s['dataset']['num_episodes']} episodes ({n} transitions, "
+             f"behaviour return {s['dataset']['behaviour_return']:.1f}); "
              f"pretraining {s['pretrain_steps']} updates per seed; GTA denoiser {s['diffusion_steps']} steps "
              f"({s['network']}), {s['generated_per_seed']} generated transitions per seed ({s['gta_preset']}); "
              f"fine-tuning {s['finetune_steps']} head updates per arm; evaluation {s['eval_episodes']} episodes per "
