@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,8 +20,10 @@ CONDITIONS = ("drqbc", "original", "gta")
 
 
 def _run(*args, timeout=600):
+    # one torch thread per stage: two stages at once on a small CPU would otherwise fight over its cores
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, str(TOOL), *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+                          timeout=timeout, cwd=ROOT, env=env)
 
 
 def _tool():

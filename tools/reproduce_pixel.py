@@ -98,6 +98,9 @@ TINY = Scale(episodes=3, size=16, pretrain_steps=6, batch_size=8, hidden_dim=32,
              network="fast-mixer-small", horizon=4, diffusion_batch=8, generated=40, sampler_batch=8, sampler_steps=4,
              finetune_steps=6, eval_episodes=2, eval_max_steps=5, workers=0, checkpoint_every=3)
 
+PRIORITY = ("data", "pretrain", "encode", "model", "gta", "finetune-gta", "finetune-original", "eval-gta",
+            "eval-original", "eval-pretrain")
+
 # The scale options of the command line: option -> (type, help).
 SCALE_OPTIONS = {
     "--episodes": (int, "dataset episodes"),
@@ -206,7 +209,8 @@ def build_stages(task: str, level: str, w: Path, scale: Scale, gpu: bool, tiny: 
             stages.append(Stage(f"eval-{arm}-{k}", (f"finetune-{arm}-{k}",),
                                 [*pixel, "evaluate", str(w / f"finetune-{arm}-{k}"), *evaluate], gpu=gpu))
     stages.append(Stage("eval-pretrain", ("pretrain",), [*pixel, "evaluate", pre, *evaluate], gpu=gpu))
-    return stages
+    # The scheduler starts ready stages in list order: the chain to the GTA arm (encode, denoiser, augment) first.
+    return sorted(stages, key=lambda stage: PRIORITY.index(stage.name.rstrip("0123456789").rstrip("-")))
 
 
 def run_dir(w: Path, condition: str, seed: int) -> Path:
