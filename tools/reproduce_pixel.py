@@ -188,7 +188,7 @@ def build_stages(task: str, level: str, w: Path, scale: Scale, gpu: bool, tiny: 
                                                  *device], store=latent, gpu=gpu),
             Stage(f"model-{k}", (f"encode-{k}",), [*diffusion, "train", "--data", latent, "--out", model, "--network",
                                                    scale.network, "--steps", str(scale.diffusion_steps),
-                                                   "--checkpoint-every", str(max(1, min(2000, scale.diffusion_steps))),
+                                                   "--checkpoint-every", str(max(1, min(5000, scale.diffusion_steps))),
                                                    "--seed", str(k), *window, *tiny_train, *dfast, *device], gpu=gpu),
             Stage(f"gta-{k}", (f"model-{k}",), [*diffusion, "augment", "--method", "gta", "--model", model, "--data",
                                                 latent, "--dataset-preset", f"vd4rl-{level}", "--num-transitions",
