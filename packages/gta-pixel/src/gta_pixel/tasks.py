@@ -191,7 +191,7 @@ class DmcCore:
         """The whole integration state of the simulation now (MuJoCo's ``mjSTATE_INTEGRATION``, float64: time,
         qpos, qvel, activations, warm-start accelerations, controls, applied forces, mocap, ...): everything the
         next steps depend on. Recorded at the start of an episode, it lets :meth:`reset_to_state` replay the
-        episode from its actions alone (medium-replay, :mod:`gta_pixel.replay_data`)."""
+        episode from its actions alone (medium-replay, :mod:`gta_pixel.resimulate`)."""
         import mujoco
 
         return self.env.physics.get_state(sig=mujoco.mjtState.mjSTATE_INTEGRATION).astype(np.float64, copy=True)
@@ -356,6 +356,25 @@ class GymTask:
                 break
         return np.asarray(obs, dtype=np.float32).reshape(-1), self._render(), reward, bool(terminated), bool(truncated)
 
+    def simulator_state(self) -> np.ndarray:
+        """qpos and qvel (float64), the MuJoCo state gymnasium's ``set_state`` takes (gta-data's replay files)."""
+        base = self.env.unwrapped
+        if not hasattr(base, "set_state"):
+            raise TaskError(f"{self.spec['env_id']} is not a MuJoCo environment: it has no simulator state")
+        return np.concatenate([base.data.qpos, base.data.qvel]).astype(np.float64)
+
+    def reset_to_state(self, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Start an episode from recorded (qpos, qvel), as gta-data re-simulates its replay files: a reset (the
+        wrappers' time limit and checks), then ``set_state``."""
+        base = self.env.unwrapped
+        nq = int(base.model.nq)
+        state = np.asarray(state, dtype=np.float64).reshape(-1)
+        if state.shape != (nq + int(base.model.nv),):
+            raise TaskError(f"a {self.spec['env_id']} state has {nq + int(base.model.nv)} numbers, got {state.shape[0]}")
+        self.env.reset(seed=0)
+        base.set_state(state[:nq], state[nq:])
+        return np.asarray(base._get_obs(), dtype=np.float32).reshape(-1), self._render()
+
     def renderer(self) -> dict[str, Any]:
         self._render()  # makes the offscreen context current in this thread
         return {"mujoco_gl": os.environ.get("MUJOCO_GL"), **_gl_strings()}
@@ -419,6 +438,18 @@ class FakeTask:
         self._t += 1
         truncated = not terminated and self._t >= self.max_steps
         return self._s.astype(np.float32), self._frame(), reward, terminated, truncated
+
+    def simulator_state(self) -> np.ndarray:
+        """The linear system's state s (float64): what :meth:`reset_to_state` restarts from."""
+        return self._s.astype(np.float64, copy=True)
+
+    def reset_to_state(self, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        state = np.asarray(state, dtype=np.float64).reshape(-1)
+        if state.shape != (self.state_dim,):
+            raise TaskError(f"a fake task state has {self.state_dim} numbers, got {state.shape[0]}")
+        self._s = state.copy()
+        self._t = 0
+        return self._s.astype(np.float32), self._frame()
 
     def renderer(self) -> dict[str, Any]:
         return {"fake": True}
