@@ -225,3 +225,24 @@ def test_make_medium_replay_renders_a_replay_file(tmp_path):
         assert (check["max_return_error"], check["max_last_obs_error"], check["ending_mismatches"]) == (0, 0, 0)
         assert store.renderer["mujoco_gl"] == "egl" and store.provenance["simulators"]["dm-control"]
     """)
+
+
+def test_gym_medium_replay_from_gta_data_replay_file(tmp_path):
+    """gymnasium tasks re-render gta-data's locomotion replay files (recorded on another machine): the first two
+    episodes of walker2d's reproduce the recorded returns and last observations exactly."""
+    pytest.importorskip("gymnasium.envs.mujoco")
+    from gta_data.policies import policy_dir
+
+    if not (policy_dir() / "walker2d-medium-replay.npz").is_file():
+        pytest.skip("gta-data's walker2d-medium-replay.npz is not here")
+    _render_in_subprocess(f"""
+        from gta_pixel.generate import make_dataset
+        from gta_pixel.tasks import GymTask, parse_task
+
+        render_or_skip(lambda: GymTask("Walker2d-v5", size=16))
+        store = make_dataset(parse_task("gym:Walker2d-v5", size=16), "medium-replay", r"{tmp_path}/w.zarr", episodes=2)
+        check = store.provenance["replay_check"]
+        assert check["episodes"] == 2 and check["transitions"] == store.num_steps > 0
+        assert (check["max_return_error"], check["max_last_obs_error"], check["ending_mismatches"]) == (0, 0, 0)
+        assert store.provenance["replay_file"].endswith("walker2d-medium-replay.npz")
+    """)
