@@ -6,9 +6,10 @@ trainer of gta-data's locomotion policies) on the state environment ``gta_pixel/
 (:mod:`gta_pixel.gym_envs`: the suite's flat observation, action repeat 2, 500 agent steps), with an evaluated
 actor checkpoint every ``--checkpoint-every`` steps, then exports (:func:`gta_pixel.behaviour.export_behaviour`):
 
-- ``<policy dir>/<task>.npz``: "medium" = the checkpoint up to the best one whose evaluation return is closest
-  to ``--medium-return`` (V-D4RL's "medium-level" policy), "expert" = the best (``--no-expert`` leaves it out,
-  for a run stopped before it converged);
+- ``<policy dir>/<task>.npz``: "medium" = the checkpoint up to the best one whose return is closest to
+  ``--medium-return`` (V-D4RL's "medium-level" policy; the return of its stochastic actor over
+  ``--pick-episodes`` episodes, i.e. the return its dataset will have), "expert" = the best-evaluated one
+  (``--no-expert`` leaves it out, for a run stopped before it converged);
 - ``<policy dir>/<task>-medium-replay.npz``: the run's first K transitions, K = the medium checkpoint's step
   (V-D4RL's medium_replay), as each episode's start state and actions.
 
@@ -108,10 +109,13 @@ def run_one(task: str, a: argparse.Namespace, sac: dict[str, Any], run_dir: Path
         wall = time.time() - t0
         row.update(steps=result["step"], updates=result["updates"], wall_s=round(wall, 1),
                    steps_per_s=None if resume else round(result["step"] / max(wall, 1e-9), 1))
-    exported = export_behaviour(run, task, policy_dir, medium_return=a.medium_return, expert=not a.no_expert)
+    exported = export_behaviour(run, task, policy_dir, medium_return=a.medium_return, expert=not a.no_expert,
+                                pick_episodes=a.pick_episodes)
     row.update(run_dir=str(run), medium=exported["picks"]["medium"], expert=exported["picks"].get("expert"),
                checkpoints=[{k: c[k] for k in ("step", "eval_return", "eval_return_std")}
                             for c in exported["checkpoints"]],
+               data_returns=[{k: round(c[k], 1) for k in ("step", "data_return", "data_return_std")}
+                             for c in exported.get("data_returns", [])],
                policy_file=exported["policy_file"], replay_file=exported.get("replay_file"))
     row.update(check_chain(task, exported))
     return row
@@ -126,6 +130,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=None, help="training wall-clock limit per task")
     parser.add_argument("--medium-return", type=float, default=500.0,
                         help="evaluation return the medium checkpoint is picked closest to (half the maximum)")
+    parser.add_argument("--pick-episodes", type=int, default=10,
+                        help="pick the medium on each checkpoint's stochastic return over this many episodes "
+                             "(the data's return; 0: on the run's deterministic evaluations)")
     parser.add_argument("--no-expert", action="store_true", help="export the medium actor only")
     parser.add_argument("--export-only", default=None, help="a finished run directory to export (no training)")
     parser.add_argument("--num-envs", type=int, default=1)
@@ -155,6 +162,7 @@ def main() -> None:
     if a.quick:
         sac.update(total_steps=1500, hidden=(32, 32), batch_size=64, learning_starts=500, checkpoint_every=500,
                    eval_episodes=1, device="cpu", cuda_graph=False, compile=False)
+        a.pick_episodes = min(a.pick_episodes, 1)
         if a.run_dir == parser.get_default("run_dir"):
             run_dir = Path(tempfile.mkdtemp(prefix="pixel-behaviour-quick-"))
         if a.policy_dir is None:
@@ -169,14 +177,15 @@ def main() -> None:
     Path(a.out).write_text(json.dumps(report, indent=2) + "\n")
 
     print(f"\nSAC behaviour policies of the pixel tasks ({report['device']}, {report['wall_s']} s); files in {policy_dir}")
-    print(f"{'task':<14}{'steps':>9}{'steps/s':>9}{'medium step':>12}{'return':>9}{'expert step':>12}{'return':>9}"
-          f"{'replay':>9}{'resim err':>10}")
+    print(f"{'task':<14}{'steps':>9}{'steps/s':>9}{'medium step':>12}{'eval':>8}{'data':>8}{'expert step':>12}"
+          f"{'eval':>8}{'replay':>9}{'resim err':>10}")
     for r in rows:
         expert = r["expert"] or {"step": "-", "eval_return": float("nan")}
         resim = r.get("replay_check", {}).get("max_last_obs_error", float("nan"))
-        print(f"{r['task']:<14}{r.get('steps', '-'):>9}{r.get('steps_per_s') or '-':>9}{r['medium']['step']:>12}"
-              f"{r['medium']['eval_return']:>9.1f}{expert['step']:>12}{expert['eval_return']:>9.1f}"
-              f"{r.get('replay_transitions', '-'):>9}{resim:>10.2g}")
+        medium = r["medium"]
+        print(f"{r['task']:<14}{r.get('steps', '-'):>9}{r.get('steps_per_s') or '-':>9}{medium['step']:>12}"
+              f"{medium['eval_return']:>8.1f}{medium.get('data_return', float('nan')):>8.1f}{expert['step']:>12}"
+              f"{expert['eval_return']:>8.1f}{r.get('replay_transitions', '-'):>9}{resim:>10.2g}")
 
 
 if __name__ == "__main__":

@@ -181,6 +181,11 @@ def test_sac_run_export_resimulates_its_buffer(tmp_path):
     assert check.episodes == len(replay.lengths) and check.transitions == k
     assert (check.max_return_error, check.max_last_obs_error, check.ending_mismatches) == (0.0, 0.0, 0)
     core.close()
+    # The medium picked on the checkpoints' data returns (stochastic actor, as make collects data).
+    scored = export_behaviour(tmp_path / "run", "walker_walk", tmp_path / "p2", medium_return=0.0, pick_episodes=1)
+    assert [c["step"] for c in scored["data_returns"]] == [350, 700]
+    assert scored["picks"]["medium"]["data_return"] == min(c["data_return"] for c in scored["data_returns"])
+    assert set(load_policy_file(scored["policy_file"]).actors) == {"medium", "expert"}
     with pytest.raises(GenerateError, match="is a run of .*walker_walk-v0, not of the state env of cheetah_run"):
         export_behaviour(tmp_path / "run", "cheetah_run", tmp_path / "policies")
     with pytest.raises(GenerateError, match="not a SAC run directory"):

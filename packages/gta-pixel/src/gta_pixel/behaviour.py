@@ -77,14 +77,54 @@ def default_replay_file(spec: dict[str, Any]) -> Path:
     return policy.with_name(f"{policy.stem}-medium-replay.npz")
 
 
+def data_returns(run_dir: str | os.PathLike, task: str, checkpoints: list[dict[str, Any]], episodes: int,
+                 seed: int = 0) -> list[dict[str, Any]]:
+    """Each checkpoint's return as ``make`` would collect data with it: the mean (and std) over ``episodes``
+    episodes of its stochastic actor in the task's state physics (env seed ``2_000_000 + e``, noise
+    ``numpy.random.default_rng([seed, e])``; disjoint from the run's training and evaluation seeds). A run's own
+    evaluations use the deterministic actor on 5 episodes, which can sit far from the data's return."""
+    import tempfile
+
+    import numpy as np
+
+    from gta_data.policies import load_policy_file
+    from gta_pixel.tasks import DmcCore
+    from gta_rl.behaviour import export_policy_file
+
+    domain, name = task.split("_", 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        picks = {f"step_{c['step']}": c for c in checkpoints}
+        actors = load_policy_file(export_policy_file(run_dir, Path(tmp) / "all.npz", picks)).actors
+    core = DmcCore(domain, name)
+    out = []
+    try:
+        for c in checkpoints:
+            actor = actors[f"step_{c['step']}"]
+            low, high = np.asarray(actor.action_low, np.float64), np.asarray(actor.action_high, np.float64)
+            returns = []
+            for e in range(episodes):
+                rng, state, total, done = np.random.default_rng([seed, e]), core.reset(2_000_000 + e), 0.0, False
+                while not done:
+                    a = actor.sample(state[None], rng)[0].astype(np.float64)
+                    state, reward, terminated, truncated = core.step(2.0 * (a - low) / (high - low) - 1.0)
+                    total, done = total + reward, terminated or truncated
+                returns.append(total)
+            out.append({**c, "data_return": float(np.mean(returns)), "data_return_std": float(np.std(returns))})
+    finally:
+        core.close()
+    return out
+
+
 def export_behaviour(run_dir: str | os.PathLike, task: str, out_dir: str | os.PathLike, *,
-                     medium_return: float | None = None, expert: bool = True,
-                     medium_replay: bool = True) -> dict[str, Any]:
+                     medium_return: float | None = None, expert: bool = True, medium_replay: bool = True,
+                     pick_episodes: int = 0) -> dict[str, Any]:
     """Export a ``gta-rl sac`` run of the state env ``gta_pixel/<task>-v0`` into ``out_dir``: the policy file
-    ``<task>.npz`` ("medium": the checkpoint up to the best one whose evaluation return is closest to
-    ``medium_return``, a third of the best's when None; "expert": the best, left out with ``expert=False``,
-    e.g. for a run stopped before it converged) and the replay file ``<task>-medium-replay.npz`` of the run's
-    first K transitions, K = the medium checkpoint's step. Returns what was picked and written."""
+    ``<task>.npz`` ("expert": the best-evaluated checkpoint, left out with ``expert=False``, e.g. for a run
+    stopped before it converged; "medium": the checkpoint up to the best one whose return is closest to
+    ``medium_return``, a third of the best's when None) and the replay file ``<task>-medium-replay.npz`` of the
+    run's first K transitions, K = the medium checkpoint's step. The medium's return is the run's own
+    evaluation, or with ``pick_episodes`` > 0 the data return of :func:`data_returns` over that many episodes
+    (the return the medium dataset will have). Returns what was picked and written."""
     from gta_rl.behaviour import (
         SACError,
         export_policy_file,
@@ -103,9 +143,16 @@ def export_behaviour(run_dir: str | os.PathLike, task: str, out_dir: str | os.Pa
     if not env_matches(config["env_id"], {"kind": "dmc", "domain": task.split("_", 1)[0],
                                           "task": task.split("_", 1)[-1]}):
         raise GenerateError(f"{run_dir} is a run of {config['env_id']}, not of the state env of {task}")
+    result: dict[str, Any] = {"checkpoints": checkpoints}
+    if pick_episodes > 0:
+        upto = [c for c in checkpoints if c["step"] <= picks["expert"]["step"]]
+        scored = data_returns(run_dir, task, upto, pick_episodes)
+        target = medium_return if medium_return is not None else picks["expert"]["eval_return"] / 3.0
+        picks["medium"] = min(scored, key=lambda c: abs(c["data_return"] - target))
+        result["data_returns"] = scored
     out_dir.mkdir(parents=True, exist_ok=True)
     chosen = picks if expert else {"medium": picks["medium"]}
-    result: dict[str, Any] = {"picks": chosen, "checkpoints": checkpoints}
+    result["picks"] = chosen
     try:
         result["policy_file"] = str(export_policy_file(run_dir, out_dir / f"{task}.npz", chosen))
         if medium_replay:
