@@ -8,7 +8,8 @@ actor checkpoint every ``--checkpoint-every`` steps, then exports (:func:`gta_pi
 
 - ``<policy dir>/<task>.npz``: "medium" = the checkpoint up to the best one whose return is closest to
   ``--medium-return`` (V-D4RL's "medium-level" policy; the return of its stochastic actor over
-  ``--pick-episodes`` episodes, i.e. the return its dataset will have), "expert" = the best-evaluated one
+  ``--pick-episodes`` episodes, i.e. the return its dataset will have, scored for the ``--pick-candidates``
+  checkpoints whose run evaluation is closest to the target), "expert" = the best-evaluated one
   (``--no-expert`` leaves it out, for a run stopped before it converged);
 - ``<policy dir>/<task>-medium-replay.npz``: the run's first K transitions, K = the medium checkpoint's step
   (V-D4RL's medium_replay), as each episode's start state and actions.
@@ -20,8 +21,9 @@ the state env. ``gta-pixel make <task> medium|expert|medium-expert|medium-replay
 ``--minutes`` bounds each run's training time (it stops with a checkpoint and is exported from what it has);
 ``--export-only`` exports an existing run directory (e.g. one trained with ``gta-rl sac``) without training.
 
-    # GPU (one process per task; check first that the CUDA-graph update equals the eager one there)
-    python tools/train_pixel_behaviour.py --task walker_walk --steps 500000 --cuda-graph --minutes 8 --out b.json
+    # GPU, one task per command (check first that the CUDA-graph update equals the eager one there)
+    python tools/train_pixel_behaviour.py --task walker_walk --num-envs 4 --env-async --compile --cuda-graph \
+        --minutes 7 --out b.json
     # CPU, one core, in the background
     OMP_NUM_THREADS=1 nice -n 19 python tools/train_pixel_behaviour.py --device cpu --no-expert --minutes 75 \\
         --out b.json
@@ -110,7 +112,7 @@ def run_one(task: str, a: argparse.Namespace, sac: dict[str, Any], run_dir: Path
         row.update(steps=result["step"], updates=result["updates"], wall_s=round(wall, 1),
                    steps_per_s=None if resume else round(result["step"] / max(wall, 1e-9), 1))
     exported = export_behaviour(run, task, policy_dir, medium_return=a.medium_return, expert=not a.no_expert,
-                                pick_episodes=a.pick_episodes)
+                                pick_episodes=a.pick_episodes, pick_candidates=a.pick_candidates)
     row.update(run_dir=str(run), medium=exported["picks"]["medium"], expert=exported["picks"].get("expert"),
                checkpoints=[{k: c[k] for k in ("step", "eval_return", "eval_return_std")}
                             for c in exported["checkpoints"]],
@@ -133,9 +135,12 @@ def main() -> None:
     parser.add_argument("--pick-episodes", type=int, default=10,
                         help="pick the medium on each checkpoint's stochastic return over this many episodes "
                              "(the data's return; 0: on the run's deterministic evaluations)")
+    parser.add_argument("--pick-candidates", type=int, default=8,
+                        help="checkpoints scored so: those whose run evaluation is closest to --medium-return")
     parser.add_argument("--no-expert", action="store_true", help="export the medium actor only")
     parser.add_argument("--export-only", default=None, help="a finished run directory to export (no training)")
-    parser.add_argument("--num-envs", type=int, default=1)
+    parser.add_argument("--num-envs", type=int, default=1, help="vector env copies per run")
+    parser.add_argument("--env-async", action="store_true", help="training env copies in worker processes")
     parser.add_argument("--checkpoint-every", type=int, default=10_000)
     parser.add_argument("--state-every", type=int, default=0, help="steps between resumable-state saves")
     parser.add_argument("--eval-episodes", type=int, default=5)
@@ -156,7 +161,7 @@ def main() -> None:
         parser.error("--export-only exports one run: name its --task")
     sac = {"total_steps": a.steps, "num_envs": a.num_envs, "checkpoint_every": a.checkpoint_every,
            "eval_episodes": a.eval_episodes, "seed": a.seed, "device": a.device, "cuda_graph": a.cuda_graph,
-           "compile": a.compile, "state_every": a.state_every}
+           "compile": a.compile, "env_async": a.env_async, "state_every": a.state_every}
     run_dir = Path(a.run_dir)
     policy_dir = Path(a.policy_dir) if a.policy_dir else REPO / "packages/gta-pixel/policies"
     if a.quick:

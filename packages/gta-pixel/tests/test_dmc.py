@@ -251,3 +251,33 @@ def test_gym_medium_replay_from_gta_data_replay_file(tmp_path):
         assert (check["max_return_error"], check["max_last_obs_error"], check["ending_mismatches"]) == (0, 0, 0)
         assert store.provenance["replay_file"].endswith("walker2d-medium-replay.npz")
     """)
+
+
+def test_shipped_walker_walk_files_resimulate_exactly():
+    """The shipped walker_walk files fit each other and the task, and the replay file re-simulates exactly on the
+    machine running the tests (MuJoCo must compute as where the run was recorded): its first and last
+    episodes, states only."""
+    from gta_data.policies import load_policy_file
+    from gta_pixel.behaviour import default_policy_file, default_replay_file
+    from gta_pixel.resimulate import ResimCheck, load_replay
+    from gta_pixel.tasks import DmcCore
+
+    spec = {"kind": "dmc", "domain": "walker", "task": "walk"}
+    if not default_replay_file(spec).is_file():
+        pytest.skip("no shipped walker_walk replay file")
+    medium = load_policy_file(default_policy_file(spec)).actors["medium"]
+    core = DmcCore("walker", "walk")
+    replay, prov = load_replay(spec, None, core)
+    assert (medium.obs_dim, medium.act_dim) == (core.state_dim, core.act_dim)
+    assert prov["replay_provenance"]["upto_step"] == medium.info["step"] == replay.num_transitions
+    offsets = np.concatenate([[0], np.cumsum(replay.lengths)])
+    check = ResimCheck()
+    for e in (0, replay.num_episodes - 1):
+        state, rewards = core.reset_to_state(replay.starts[e]), []
+        for action in replay.actions[offsets[e]:offsets[e + 1]]:
+            state, reward, terminated, _ = core.step(action)
+            rewards.append(reward)
+        check.add(np.asarray(rewards), state, len(rewards), terminated, replay.returns[e], replay.last_obs[e],
+                  int(replay.lengths[e]), bool(replay.terminal[e]))
+    assert (check.max_return_error, check.max_last_obs_error, check.ending_mismatches) == (0.0, 0.0, 0)
+    core.close()

@@ -117,14 +117,15 @@ def data_returns(run_dir: str | os.PathLike, task: str, checkpoints: list[dict[s
 
 def export_behaviour(run_dir: str | os.PathLike, task: str, out_dir: str | os.PathLike, *,
                      medium_return: float | None = None, expert: bool = True, medium_replay: bool = True,
-                     pick_episodes: int = 0) -> dict[str, Any]:
+                     pick_episodes: int = 0, pick_candidates: int = 8) -> dict[str, Any]:
     """Export a ``gta-rl sac`` run of the state env ``gta_pixel/<task>-v0`` into ``out_dir``: the policy file
     ``<task>.npz`` ("expert": the best-evaluated checkpoint, left out with ``expert=False``, e.g. for a run
     stopped before it converged; "medium": the checkpoint up to the best one whose return is closest to
     ``medium_return``, a third of the best's when None) and the replay file ``<task>-medium-replay.npz`` of the
     run's first K transitions, K = the medium checkpoint's step. The medium's return is the run's own
     evaluation, or with ``pick_episodes`` > 0 the data return of :func:`data_returns` over that many episodes
-    (the return the medium dataset will have). Returns what was picked and written."""
+    (the return the medium dataset will have) of the ``pick_candidates`` checkpoints whose evaluation is
+    closest to the target. Returns what was picked and written."""
     from gta_rl.behaviour import (
         SACError,
         export_policy_file,
@@ -145,9 +146,10 @@ def export_behaviour(run_dir: str | os.PathLike, task: str, out_dir: str | os.Pa
         raise GenerateError(f"{run_dir} is a run of {config['env_id']}, not of the state env of {task}")
     result: dict[str, Any] = {"checkpoints": checkpoints}
     if pick_episodes > 0:
-        upto = [c for c in checkpoints if c["step"] <= picks["expert"]["step"]]
-        scored = data_returns(run_dir, task, upto, pick_episodes)
         target = medium_return if medium_return is not None else picks["expert"]["eval_return"] / 3.0
+        upto = [c for c in checkpoints if c["step"] <= picks["expert"]["step"]]
+        nearest = sorted(upto, key=lambda c: abs(c["eval_return"] - target))[:max(1, pick_candidates)]
+        scored = data_returns(run_dir, task, sorted(nearest, key=lambda c: c["step"]), pick_episodes)
         picks["medium"] = min(scored, key=lambda c: abs(c["data_return"] - target))
         result["data_returns"] = scored
     out_dir.mkdir(parents=True, exist_ok=True)
