@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from gta_data.replay import ReplayFile
 from gta_pixel.tasks import FakeTask
 
 
@@ -36,3 +37,37 @@ def _fake_dataset_fixture():
 @pytest.fixture
 def fake_task():
     return FakeTask(size=8, act_dim=2, state_dim=3, max_steps=6)
+
+
+def record_replay(spec, lengths, seed=0):
+    """Episodes recorded as a SAC run records them: the state after each reset, the actions sent, every
+    observation and reward (the replay file keeps only the start, actions, return and last observation)."""
+    task = FakeTask(**{k: v for k, v in spec.items() if k != "kind"})
+    rng = np.random.default_rng(seed)
+    starts, actions, states, rewards, terminal = [], [], [], [], []
+    for e, length in enumerate(lengths):
+        s, _ = task.reset(100 + e)
+        starts.append(task.simulator_state())
+        ep_states, ep_rewards, term = [s], [], False
+        for _ in range(length):
+            a = rng.uniform(-1, 1, task.act_dim).astype(np.float32)
+            s, _, r, term, trunc = task.step(a)
+            actions.append(a)
+            ep_states.append(s)
+            ep_rewards.append(np.float32(r))
+            if term or trunc:
+                break
+        states.append(np.stack(ep_states))
+        rewards.append(np.asarray(ep_rewards, np.float32))
+        terminal.append(term)
+    replay = ReplayFile(
+        env_id="fake", starts=np.stack(starts), lengths=np.asarray([len(r) for r in rewards], np.int64),
+        terminal=np.asarray(terminal), actions=np.stack(actions),
+        returns=np.asarray([r.astype(np.float64).sum() for r in rewards]),
+        last_obs=np.stack([s[-1] for s in states]), provenance={"source": "test"})
+    return replay, states, rewards
+
+
+@pytest.fixture(name="record")
+def _record_fixture():
+    return record_replay

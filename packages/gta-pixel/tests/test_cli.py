@@ -53,6 +53,26 @@ def test_make_errors(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+def test_make_medium_replay(tmp_path, record):
+    from gta_data.replay import save_replay_file
+    from gta_pixel.tasks import FakeTask
+
+    replay, _, _ = record(FakeTask(size=8, act_dim=2, state_dim=4, max_steps=20).spec, [20, 20, 7])
+    path = save_replay_file(tmp_path / "fake-medium-replay.npz", replay)
+    out = tmp_path / "mr.zarr"
+    result = runner.invoke(app, ["make", "fake:8", "medium-replay", "--out", str(out), "--replay-file", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "47 steps, 3 episodes" in result.output
+    assert "max return error 0, max last-observation error 0, 0 episode endings differ" in result.output
+    assert PixelStore.open(out).provenance["replay_check"]["transitions"] == 47
+    one_line_error(runner.invoke(app, ["make", "fake:8", "medium-replay", "--out", str(tmp_path / "x.zarr"),
+                                       "--replay-file", str(path), "--episodes", "9"]), "holds 3")
+    one_line_error(runner.invoke(app, ["make", "fake:8", "medium-replay", "--out", str(tmp_path / "x.zarr"),
+                                       "--replay-file", str(tmp_path / "none.npz")]), "is missing")
+    one_line_error(runner.invoke(app, ["make", "fake:8", "medium-replay", "--out", str(out),
+                                       "--replay-file", str(path)]), "already exists")
+
+
 def test_import_vd4rl_and_errors(tmp_path):
     pytest.importorskip("h5py")
     from gta_pixel.vd4rl import Episode, write_hdf5_shards

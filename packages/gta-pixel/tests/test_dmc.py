@@ -110,3 +110,174 @@ def test_gym_task_renders_10_steps():
         assert frame.dtype == np.uint8
         task.close()
     """)
+
+
+@pytest.mark.parametrize("name", ["walker_walk", "cheetah_run"])
+def test_dmc_restarts_bit_exactly_from_a_recorded_state(name):
+    """What medium-replay rests on: the state a state env reports after a reset (gta-rl sac records it) restarts
+    another instance of the task, reset with another seed, on exactly the same trajectory. (cheetah_run settles
+    200 physics steps in its reset: its warm-start accelerations must be part of the state.)"""
+    from gta_pixel.errors import TaskError
+    from gta_pixel.gym_envs import DmcStateEnv
+    from gta_pixel.tasks import DmcCore
+
+    domain, task = name.split("_")
+    env = DmcStateEnv(domain, task)
+    obs, _ = env.reset(seed=3)
+    start = env.state_vector()
+    actions = np.random.default_rng(1).uniform(-1, 1, (25, env.core.act_dim)).astype(np.float32)
+    recorded = [obs] + [env.step(a)[:2] for a in actions]
+    core = DmcCore(domain, task)
+    core.reset(99)
+    core.step(actions[0])  # mid-episode: the restart must also reset the step counter
+    np.testing.assert_array_equal(core.reset_to_state(start), recorded[0])
+    for a, (o, r) in zip(actions, recorded[1:], strict=True):
+        o2, r2, _, _ = core.step(a)
+        np.testing.assert_array_equal(o2, o)
+        assert r2 == r
+    with pytest.raises(TaskError, match=f"a {name} simulator state has {start.size} numbers, got 3"):
+        core.reset_to_state(np.zeros(3))
+    env.close()
+    core.close()
+
+
+def test_sac_run_export_resimulates_its_buffer(tmp_path):
+    """The whole chain without rendering: gta-rl sac on the state env records episode start states;
+    export_behaviour writes the policy file and the replay file of the first K = medium-step transitions, which
+    re-simulates in the task to the buffer's observations and rewards bit for bit."""
+    from gta_data.policies import load_policy_file
+    from gta_pixel.behaviour import export_behaviour
+    from gta_pixel.errors import GenerateError
+    from gta_pixel.gym_envs import module_env_id
+    from gta_pixel.resimulate import ResimCheck, load_replay
+    from gta_pixel.tasks import DmcCore
+    from gta_rl.behaviour import SACConfig, replay_episodes, train_sac
+
+    # Warm-up actions only (no updates: what is tested is the recording, not the learning).
+    cfg = SACConfig(env_id=module_env_id("walker_walk"), total_steps=700, hidden=(8,), batch_size=8,
+                    learning_starts=700, checkpoint_every=350, eval_episodes=1, device="cpu")
+    train_sac(cfg, tmp_path / "run")
+    out = export_behaviour(tmp_path / "run", "walker_walk", tmp_path / "policies", expert=False)
+    k = out["picks"]["medium"]["step"]
+    assert list(load_policy_file(out["policy_file"]).actors) == ["medium"]
+    core = DmcCore("walker", "walk")
+    spec = {"kind": "dmc", "domain": "walker", "task": "walk"}
+    replay, prov = load_replay(spec, out["replay_file"], core)
+    assert replay.num_transitions == k and prov["replay_provenance"]["upto_step"] == k
+    check, offset = ResimCheck(), 0
+    for e, recorded in enumerate(replay_episodes(tmp_path / "run", k)):
+        obs = [core.reset_to_state(replay.starts[e])]
+        rewards = []
+        for action in replay.actions[offset:offset + replay.lengths[e]]:
+            o, r, terminated, truncated = core.step(action)
+            obs.append(o)
+            rewards.append(r)
+        offset += replay.lengths[e]
+        np.testing.assert_array_equal(np.stack(obs[:-1]), recorded.observations)
+        np.testing.assert_array_equal(np.stack(obs[1:]), recorded.next_observations)
+        np.testing.assert_array_equal(np.asarray(rewards, np.float32), recorded.rewards)
+        check.add(np.asarray(rewards), obs[-1], len(rewards), terminated, replay.returns[e], replay.last_obs[e],
+                  int(replay.lengths[e]), bool(replay.terminal[e]))
+    assert check.episodes == len(replay.lengths) and check.transitions == k
+    assert (check.max_return_error, check.max_last_obs_error, check.ending_mismatches) == (0.0, 0.0, 0)
+    core.close()
+    # The medium picked on the checkpoints' data returns (stochastic actor, as make collects data).
+    scored = export_behaviour(tmp_path / "run", "walker_walk", tmp_path / "p2", medium_return=0.0, pick_episodes=1)
+    assert [c["step"] for c in scored["data_returns"]] == [350, 700]
+    assert scored["picks"]["medium"]["data_return"] == min(c["data_return"] for c in scored["data_returns"])
+    assert set(load_policy_file(scored["policy_file"]).actors) == {"medium", "expert"}
+    with pytest.raises(GenerateError, match="is a run of .*walker_walk-v0, not of the state env of cheetah_run"):
+        export_behaviour(tmp_path / "run", "cheetah_run", tmp_path / "policies")
+    with pytest.raises(GenerateError, match="not a SAC run directory"):
+        export_behaviour(tmp_path / "policies", "walker_walk", tmp_path / "policies")
+
+
+def test_make_medium_replay_renders_a_replay_file(tmp_path):
+    """`gta-pixel make walker_walk medium-replay` on a two-episode replay file (3 and 2 steps): the store's
+    states are the recorded ones, every frame rendered, the check all zero."""
+    _render_in_subprocess(f"""
+        from gta_data.replay import ReplayFile, save_replay_file
+        from gta_pixel.generate import make_dataset
+        from gta_pixel.gym_envs import module_env_id
+        from gta_pixel.tasks import DmcCore
+
+        render_or_skip(lambda: __import__("gta_pixel.tasks").tasks.DmcTask("walker", "walk", size=16))
+        core = DmcCore("walker", "walk")
+        rng = np.random.default_rng(0)
+        starts, actions, states, returns = [], [], [], []
+        for e, length in enumerate((3, 2)):
+            states.append(core.reset(10 + e))
+            starts.append(core.simulator_state())
+            ret = 0.0
+            for _ in range(length):
+                a = rng.uniform(-1, 1, 6).astype(np.float32)
+                o, r, _, _ = core.step(a)
+                actions.append(a)
+                states.append(o)
+                ret += float(np.float32(r))
+            returns.append(ret)
+        replay = ReplayFile(module_env_id("walker_walk"), np.stack(starts), np.array([3, 2]), np.zeros(2, bool),
+                            np.stack(actions), np.array(returns), np.stack([states[3], states[6]]))
+        path = save_replay_file(r"{tmp_path}/walker_walk-medium-replay.npz", replay)
+        spec = {{"kind": "dmc", "domain": "walker", "task": "walk", "size": 16, "camera": 0, "action_repeat": 2}}
+        store = make_dataset(spec, "medium-replay", r"{tmp_path}/mr.zarr", episodes=None, replay_file=path)
+        data = store.load()
+        assert (store.num_steps, store.num_episodes, store.num_frames) == (5, 2, 7)
+        np.testing.assert_array_equal(data.states, np.stack(states))
+        np.testing.assert_array_equal(data.actions, np.stack(actions))
+        assert len({{f.tobytes() for f in data.frames}}) == 7
+        check = store.provenance["replay_check"]
+        assert (check["max_return_error"], check["max_last_obs_error"], check["ending_mismatches"]) == (0, 0, 0)
+        assert store.renderer["mujoco_gl"] == "egl" and store.provenance["simulators"]["dm-control"]
+    """)
+
+
+def test_gym_medium_replay_from_gta_data_replay_file(tmp_path):
+    """gymnasium tasks re-render gta-data's locomotion replay files (recorded on another machine): the first two
+    episodes of walker2d's reproduce the recorded returns and last observations exactly."""
+    pytest.importorskip("gymnasium.envs.mujoco")
+    from gta_data.policies import policy_dir
+
+    if not (policy_dir() / "walker2d-medium-replay.npz").is_file():
+        pytest.skip("gta-data's walker2d-medium-replay.npz is not here")
+    _render_in_subprocess(f"""
+        from gta_pixel.generate import make_dataset
+        from gta_pixel.tasks import GymTask, parse_task
+
+        render_or_skip(lambda: GymTask("Walker2d-v5", size=16))
+        store = make_dataset(parse_task("gym:Walker2d-v5", size=16), "medium-replay", r"{tmp_path}/w.zarr", episodes=2)
+        check = store.provenance["replay_check"]
+        assert check["episodes"] == 2 and check["transitions"] == store.num_steps > 0
+        assert (check["max_return_error"], check["max_last_obs_error"], check["ending_mismatches"]) == (0, 0, 0)
+        assert store.provenance["replay_file"].endswith("walker2d-medium-replay.npz")
+    """)
+
+
+def test_shipped_walker_walk_files_resimulate_exactly():
+    """The shipped walker_walk files fit each other and the task, and the replay file re-simulates exactly on the
+    machine running the tests (MuJoCo must compute as where the run was recorded): its first and last
+    episodes, states only."""
+    from gta_data.policies import load_policy_file
+    from gta_pixel.behaviour import default_policy_file, default_replay_file
+    from gta_pixel.resimulate import ResimCheck, load_replay
+    from gta_pixel.tasks import DmcCore
+
+    spec = {"kind": "dmc", "domain": "walker", "task": "walk"}
+    if not default_replay_file(spec).is_file():
+        pytest.skip("no shipped walker_walk replay file")
+    medium = load_policy_file(default_policy_file(spec)).actors["medium"]
+    core = DmcCore("walker", "walk")
+    replay, prov = load_replay(spec, None, core)
+    assert (medium.obs_dim, medium.act_dim) == (core.state_dim, core.act_dim)
+    assert prov["replay_provenance"]["upto_step"] == medium.info["step"] == replay.num_transitions
+    offsets = np.concatenate([[0], np.cumsum(replay.lengths)])
+    check = ResimCheck()
+    for e in (0, replay.num_episodes - 1):
+        state, rewards = core.reset_to_state(replay.starts[e]), []
+        for action in replay.actions[offsets[e]:offsets[e + 1]]:
+            state, reward, terminated, _ = core.step(action)
+            rewards.append(reward)
+        check.add(np.asarray(rewards), state, len(rewards), terminated, replay.returns[e], replay.last_obs[e],
+                  int(replay.lengths[e]), bool(replay.terminal[e]))
+    assert (check.max_return_error, check.max_last_obs_error, check.ending_mismatches) == (0.0, 0.0, 0)
+    core.close()

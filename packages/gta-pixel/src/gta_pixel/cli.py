@@ -56,15 +56,20 @@ def version() -> None:
 @app.command()
 def make(
     task: Annotated[str, typer.Argument(help="walker_walk (dm_control suite), gym:Walker2d-v5 or fake.")],
-    quality: Annotated[str, typer.Argument(help="random, medium, expert or medium-expert.")],
+    quality: Annotated[str, typer.Argument(help="random, medium, expert, medium-expert or medium-replay.")],
     out: Annotated[Path, typer.Option(help="Path of the pixel store to create (e.g. walker_medium.zarr).")],
-    episodes: Annotated[int, typer.Option(help="Number of episodes (500 agent steps each for dm_control).")] = 10,
-    seed: Annotated[int, typer.Option(help="Episode i uses env seed seed + i and noise stream [seed, i].")] = 0,
+    episodes: Annotated[int | None, typer.Option(
+        help="Number of episodes (500 agent steps each for dm_control); default 10, medium-replay: the whole replay.",
+        show_default=False)] = None,
+    seed: Annotated[int, typer.Option(help="Episode i uses env seed seed + i and noise stream [seed, i] "
+                                           "(medium-replay: unused).")] = 0,
     workers: Annotated[int, typer.Option(help="Worker processes, each with its own renderer (same data for any).")] = 1,
     size: Annotated[int, typer.Option(help="Frame height and width in pixels.")] = 84,
     frame_stack: Annotated[int, typer.Option(help="Frames per observation recorded for the agents.")] = 3,
     policy_file: Annotated[Path | None, typer.Option(
         help="Behaviour policy file (default: <pixel policy dir>/<domain>_<task>.npz, gta-data's for gym tasks).")] = None,
+    replay_file: Annotated[Path | None, typer.Option(
+        help="medium-replay: replay file (default: beside the policy file, <name>-medium-replay.npz).")] = None,
     states: Annotated[bool, typer.Option(help="Also store the proprioceptive state of every frame.")] = True,
     gl: Annotated[str | None, typer.Option(help="MuJoCo OpenGL backend (MUJOCO_GL): egl or osmesa; default egl.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing pixel store.")] = False,
@@ -79,14 +84,22 @@ def make(
         else:
             os.environ.setdefault("MUJOCO_GL", "egl")
         spec = parse_task(task, size=size)
-        total = None if spec["kind"] == "gym" else episodes * (spec.get("max_steps") or 500)
+        if episodes is None and quality != "medium-replay":
+            episodes = 10
+        total = (None if spec["kind"] == "gym" or episodes is None
+                 else episodes * (spec.get("max_steps") or 500))
         with _progress(total, f"make {task} {quality}") as advance:
             store = make_dataset(spec, quality, out, episodes=episodes, seed=seed, workers=workers,
-                                 policy_file=policy_file, frame_stack=frame_stack, states=states,
-                                 overwrite=overwrite, progress=advance)
+                                 policy_file=policy_file, replay_file=replay_file, frame_stack=frame_stack,
+                                 states=states, overwrite=overwrite, progress=advance)
         returns = store.episode_returns()
         typer.echo(f"wrote {store.path} ({store.num_steps} steps, {store.num_episodes} episodes, return "
                    f"{returns.mean():.1f} +- {returns.std():.1f})")
+        check = store.provenance.get("replay_check")
+        if check:
+            typer.echo(f"re-simulation against the recorded run: max return error {check['max_return_error']:.3g}, "
+                       f"max last-observation error {check['max_last_obs_error']:.3g}, "
+                       f"{check['ending_mismatches']} episode endings differ")
 
 
 @app.command("import-vd4rl")

@@ -7,23 +7,26 @@ policy files (:mod:`gta_data.policies`: tanh-Gaussian SAC actors run with numpy)
 
 - ``random``: uniform actions in [-1, 1];
 - ``medium`` / ``expert``: the file's actor of that name;
-- ``medium-expert``: the first ``episodes // 2`` episodes medium, the rest expert.
+- ``medium-expert``: the first ``episodes // 2`` episodes medium, the rest expert;
+- ``medium-replay``: the behaviour agent's replay buffer up to its medium checkpoint, re-simulated from the
+  recorded start states and actions of a replay file and re-rendered (:mod:`gta_pixel.resimulate`).
 
 Policy files: dm_control tasks read ``<pixel policy dir>/<domain>_<task>.npz`` (``$GTA_PIXEL_POLICY_DIR``,
 else ``packages/gta-pixel/policies``), trained with ``gta-rl sac`` on the state environments of
 :mod:`gta_pixel.gym_envs`; gymnasium tasks read gta-data's locomotion files (``walker2d.npz`` for
-``Walker2d-v5``). ``--policy-file`` overrides both.
+``Walker2d-v5``). ``--policy-file`` overrides both. Replay files sit beside them (``<name>-medium-replay.npz``;
+``--replay-file``).
 
 Episode i resets the task with seed ``seed + i`` and draws its action noise from
 ``numpy.random.default_rng([seed, i])``, so the data is a function of the seed and the simulator and renderer
-versions only: the same for any number of worker processes. Workers are spawned (not forked: an OpenGL
+versions only: the same for any number of worker processes (medium-replay episode i is the replay file's
+episode i: the seed plays no part). Workers are spawned (not forked: an OpenGL
 context does not survive a fork) and each makes its own task, hence its own renderer; episodes come back in
 order and are streamed into the store.
 """
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing as mp
 import os
 from collections.abc import Callable, Iterator
@@ -33,58 +36,12 @@ from typing import Any
 
 import numpy as np
 
+from gta_pixel.behaviour import default_policy_file, env_matches, file_sha256, task_name
 from gta_pixel.errors import GenerateError
 from gta_pixel.pixelstore import PixelStore, PixelStoreWriter, check_replaceable
 from gta_pixel.tasks import PixelTask, make_task, simulator_versions
 
-QUALITIES = ("random", "medium", "expert", "medium-expert")
-
-
-def pixel_policy_dir() -> Path:
-    """Where the dm_control behaviour policy files live: $GTA_PIXEL_POLICY_DIR, else ``packages/gta-pixel/
-    policies`` of the source checkout (repository data, not package data)."""
-    env = os.environ.get("GTA_PIXEL_POLICY_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "policies"
-
-
-def task_name(spec: dict[str, Any]) -> str:
-    """A short name of a task spec: ``walker_walk``, ``gym:Walker2d-v5`` or ``fake``."""
-    if spec.get("kind") == "dmc":
-        return f"{spec['domain']}_{spec['task']}"
-    if spec.get("kind") == "gym":
-        return f"gym:{spec['env_id']}"
-    return str(spec.get("kind"))
-
-
-def default_policy_file(spec: dict[str, Any]) -> Path:
-    """The policy file a task's medium and expert data come from (see the module docstring)."""
-    if spec.get("kind") == "dmc":
-        return pixel_policy_dir() / f"{spec['domain']}_{spec['task']}.npz"
-    if spec.get("kind") == "gym":
-        from gta_data.policies import policy_dir
-        from gta_data.recipes.locomotion import ENVS
-
-        family = {env: fam for fam, env in ENVS.items()}.get(spec["env_id"])
-        if family is not None:
-            return policy_dir() / f"{family}.npz"
-        return policy_dir() / f"{spec['env_id']}.npz"
-    return pixel_policy_dir() / f"{task_name(spec)}.npz"
-
-
-def _env_matches(file_env: str, spec: dict[str, Any]) -> bool:
-    if spec.get("kind") == "dmc":  # the state env's id, plain or in gymnasium's module:id form
-        return file_env.rpartition(":")[2] == f"gta_pixel/{spec['domain']}_{spec['task']}-v0"
-    if spec.get("kind") == "gym":
-        return file_env.rpartition(":")[2] == spec["env_id"]
-    return True  # fake tasks take any file of the right dimensions (tests)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+QUALITIES = ("random", "medium", "expert", "medium-expert", "medium-replay")
 
 
 def load_behaviour(spec: dict[str, Any], quality: str, policy_file: str | os.PathLike | None,
@@ -97,6 +54,8 @@ def load_behaviour(spec: dict[str, Any], quality: str, policy_file: str | os.Pat
         raise GenerateError(f"unknown quality {quality!r} (known: {', '.join(QUALITIES)})")
     if quality == "random":
         return {}, {"policy": "uniform random in [-1, 1]"}
+    if quality == "medium-replay":
+        raise GenerateError("medium-replay data comes from a replay file, not from policies")
     path = Path(policy_file) if policy_file is not None else default_policy_file(spec)
     names = ["medium", "expert"] if quality == "medium-expert" else [quality]
     how = (f"train one with `gta-rl sac --env gta_pixel.gym_envs:gta_pixel/{task_name(spec)}-v0` and export its "
@@ -109,7 +68,7 @@ def load_behaviour(spec: dict[str, Any], quality: str, policy_file: str | os.Pat
         policies = load_policy_file(path)
     except PolicyError as exc:
         raise GenerateError(str(exc)) from None
-    if not _env_matches(policies.env_id, spec):
+    if not env_matches(policies.env_id, spec):
         raise GenerateError(f"{path} holds policies for {policies.env_id}, not {task_name(spec)}")
     missing = [n for n in names if n not in policies.actors]
     if missing:
@@ -121,7 +80,7 @@ def load_behaviour(spec: dict[str, Any], quality: str, policy_file: str | os.Pat
             raise GenerateError(f"{path}: policy {n!r} acts on {actor.obs_dim}-d states with {actor.act_dim}-d "
                                 f"actions; {task_name(spec)} has {state_dim} and {act_dim}")
     return actors, {"policy": f"SAC {' then '.join(names)} (stochastic)", "policy_file": str(path),
-                    "policy_sha256": _sha256(path), "policy_info": {n: a.info for n, a in actors.items()}}
+                    "policy_sha256": file_sha256(path), "policy_info": {n: a.info for n, a in actors.items()}}
 
 
 @dataclass
@@ -169,9 +128,11 @@ def _random_act(act_dim: int) -> Callable[[np.ndarray, np.random.Generator], np.
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(spec: dict[str, Any], actors: dict[str, Any], quality: str, episodes: int, seed: int) -> None:
+def _init_worker(spec: dict[str, Any], actors: dict[str, Any], quality: str, episodes: int, seed: int,
+                 replay: Any = None) -> None:
     task = make_task(spec)
-    _WORKER.update(task=task, actors=actors, quality=quality, episodes=episodes, seed=seed, renderer=None)
+    _WORKER.update(task=task, actors=actors, quality=quality, episodes=episodes, seed=seed, replay=replay,
+                   renderer=None)
 
 
 def _behaviour_of(index: int) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
@@ -183,10 +144,23 @@ def _behaviour_of(index: int) -> Callable[[np.ndarray, np.random.Generator], np.
     return _policy_act(actors[quality])
 
 
+def _replayed(index: int) -> EpisodeData:
+    """Episode ``index`` of the replay file, re-simulated (:func:`gta_pixel.resimulate.replay_episode`)."""
+    from gta_pixel.resimulate import replay_episode
+
+    replay = _WORKER["replay"]
+    start = int(replay.lengths[:index].sum())
+    return EpisodeData(*replay_episode(_WORKER["task"], replay.starts[index],
+                                       replay.actions[start:start + int(replay.lengths[index])]))
+
+
 def _run_episode(index: int) -> tuple[EpisodeData, dict[str, Any] | None]:
     """Episode ``index`` (seeded by it alone), and the renderer of this worker with its first episode."""
     seed = _WORKER["seed"]
-    data = rollout(_WORKER["task"], _behaviour_of(index), seed + index, np.random.default_rng([seed, index]))
+    if _WORKER["quality"] == "medium-replay":
+        data = _replayed(index)
+    else:
+        data = rollout(_WORKER["task"], _behaviour_of(index), seed + index, np.random.default_rng([seed, index]))
     renderer = None
     if _WORKER["renderer"] is None:
         renderer = _WORKER["renderer"] = _WORKER["task"].renderer()
@@ -200,10 +174,11 @@ def _close_worker() -> None:
 
 
 def iter_episodes(spec: dict[str, Any], actors: dict[str, Any], quality: str, episodes: int, seed: int,
-                  workers: int = 1) -> Iterator[tuple[EpisodeData, dict[str, Any] | None]]:
-    """Episodes 0..episodes-1 in order, made in this process (``workers`` 1) or by spawned worker processes."""
+                  workers: int = 1, replay: Any = None) -> Iterator[tuple[EpisodeData, dict[str, Any] | None]]:
+    """Episodes 0..episodes-1 in order, made in this process (``workers`` 1) or by spawned worker processes
+    (``replay``: the replay file medium-replay episodes come from)."""
     if workers <= 1:
-        _init_worker(spec, actors, quality, episodes, seed)
+        _init_worker(spec, actors, quality, episodes, seed, replay)
         try:
             for i in range(episodes):
                 yield _run_episode(i)
@@ -212,20 +187,23 @@ def iter_episodes(spec: dict[str, Any], actors: dict[str, Any], quality: str, ep
         return
     ctx = mp.get_context("spawn")
     with ctx.Pool(min(workers, episodes), initializer=_init_worker,
-                  initargs=(spec, actors, quality, episodes, seed)) as pool:
+                  initargs=(spec, actors, quality, episodes, seed, replay)) as pool:
         yield from pool.imap(_run_episode, range(episodes), chunksize=1)
 
 
 # -- the whole dataset ---------------------------------------------------------------------------------------
 
 
-def make_dataset(spec: dict[str, Any], quality: str, out: str | os.PathLike, *, episodes: int, seed: int = 0,
-                 workers: int = 1, policy_file: str | os.PathLike | None = None, frame_stack: int = 3,
-                 states: bool = True, overwrite: bool = False,
-                 progress: Callable[[int], None] | None = None) -> PixelStore:
-    """Roll out ``episodes`` episodes of ``quality`` behaviour in the task ``spec`` and write them to a pixel
-    store at ``out`` (atomically; renderer and simulator versions in its attributes)."""
-    if episodes < 1:
+def make_dataset(spec: dict[str, Any], quality: str, out: str | os.PathLike, *, episodes: int | None,
+                 seed: int = 0, workers: int = 1, policy_file: str | os.PathLike | None = None,
+                 replay_file: str | os.PathLike | None = None, frame_stack: int = 3, states: bool = True,
+                 overwrite: bool = False, progress: Callable[[int], None] | None = None) -> PixelStore:
+    """Roll out ``episodes`` episodes of ``quality`` behaviour in the task ``spec`` (medium-replay: re-simulate
+    the first ``episodes`` episodes of the replay file, all of them for None) and write them to a pixel store
+    at ``out`` (atomically; renderer and simulator versions in its attributes)."""
+    if episodes is None and quality != "medium-replay":
+        raise GenerateError(f"{quality} data needs a number of episodes")
+    if episodes is not None and episodes < 1:
         raise GenerateError(f"--episodes must be at least 1, got {episodes}")
     if workers < 1:
         raise GenerateError(f"--workers must be at least 1, got {workers}")
@@ -234,8 +212,21 @@ def make_dataset(spec: dict[str, Any], quality: str, out: str | os.PathLike, *, 
     check_replaceable(out, overwrite)
     probe = make_task(spec)  # a clear error for a bad task before any worker starts; no rendering here
     state_dim, act_dim, frame_shape, spec = probe.state_dim, probe.act_dim, probe.frame_shape, dict(probe.spec)
-    probe.close()
-    actors, behaviour = load_behaviour(spec, quality, policy_file, state_dim, act_dim)
+    replay, check = None, None
+    try:
+        if quality == "medium-replay":
+            from gta_pixel.resimulate import ResimCheck, load_replay
+
+            replay, behaviour = load_replay(spec, replay_file, probe)
+            if episodes is None:
+                episodes = replay.num_episodes
+            elif episodes > replay.num_episodes:
+                raise GenerateError(f"--episodes {episodes}, but the replay file holds {replay.num_episodes}")
+            actors, check = {}, ResimCheck()
+    finally:
+        probe.close()
+    if replay is None:
+        actors, behaviour = load_behaviour(spec, quality, policy_file, state_dim, act_dim)
     if quality == "medium-expert" and episodes < 2:
         raise GenerateError("medium-expert needs at least 2 episodes")
     writer = PixelStoreWriter(out, task=spec, frame_shape=frame_shape, act_dim=act_dim,
@@ -243,9 +234,14 @@ def make_dataset(spec: dict[str, Any], quality: str, out: str | os.PathLike, *, 
                               overwrite=overwrite)
     renderers: list[dict[str, Any]] = []
     with writer:
-        for data, renderer in iter_episodes(spec, actors, quality, episodes, seed, workers):
+        for index, (data, renderer) in enumerate(iter_episodes(spec, actors, quality, episodes, seed, workers,
+                                                               replay)):
             if renderer is not None and renderer not in renderers:
                 renderers.append(renderer)
+            if check is not None:
+                check.add(data.rewards, data.states[-1], len(data.actions), data.terminal,
+                          replay.returns[index], replay.last_obs[index], int(replay.lengths[index]),
+                          bool(replay.terminal[index]))
             terminals = np.zeros(len(data.actions), bool)
             terminals[-1] = data.terminal
             writer.add_episode(data.frames, data.actions, data.rewards, terminals=terminals,
@@ -253,8 +249,12 @@ def make_dataset(spec: dict[str, Any], quality: str, out: str | os.PathLike, *, 
             if progress is not None:
                 progress(len(data.actions))
         writer.set_renderer(renderers[0] if len(renderers) == 1 else {"workers": renderers})
-        writer.update_provenance(source="generate", task_name=task_name(spec), quality=quality, seed=seed,
-                                 episodes=episodes, episode_seeds="env seed = seed + i, action noise "
-                                 "numpy.random.default_rng([seed, i])", **behaviour,
-                                 simulators=simulator_versions())
+        if check is not None:
+            behaviour.update(replay_check=check.as_dict(), episode_seeds="episode i = the replay file's episode i, "
+                             "from its recorded start state")
+        else:
+            behaviour.update(seed=seed, episode_seeds="env seed = seed + i, action noise "
+                             "numpy.random.default_rng([seed, i])")
+        writer.update_provenance(source="generate", task_name=task_name(spec), quality=quality,
+                                 episodes=episodes, **behaviour, simulators=simulator_versions())
     return PixelStore.open(out)

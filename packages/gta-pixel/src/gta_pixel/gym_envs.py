@@ -9,7 +9,9 @@ on ``state`` of the matching pixel task, which is the same vector, so ``gta-pixe
 
 Importing this module registers the ids. gymnasium imports it by itself for ids written
 ``gta_pixel.gym_envs:gta_pixel/walker_walk-v0`` (the ``module:id`` form of ``gymnasium.make``), which is how
-``gta-rl sac --env`` reaches them without importing gta-pixel.
+``gta-rl sac --env`` reaches them without importing gta-pixel. ``state_vector()`` returns the simulator state
+that a SAC run records at the start of each episode, so the run's replay buffer can be exported as a replay file
+(actions and start states) and re-rendered as medium-replay pixel data.
 """
 
 from __future__ import annotations
@@ -56,6 +58,12 @@ class DmcStateEnv(gym.Env):
     def step(self, action):
         state, reward, terminated, truncated = self.core.step(np.asarray(action, dtype=np.float32))
         return state, reward, terminated, truncated, {}
+
+    def state_vector(self) -> np.ndarray:
+        """The simulator's whole integration state (:meth:`DmcCore.simulator_state`). ``gta-rl sac`` records it
+        at the start of every training episode (as it records MuJoCo envs' qpos and qvel), which is what lets
+        the run's replay buffer be exported as a replay file and re-rendered as medium-replay data."""
+        return self.core.simulator_state()
 
     def close(self) -> None:
         self.core.close()

@@ -187,6 +187,34 @@ class DmcCore:
             self.env.task._random = np.random.RandomState(int(seed))
         return self.flatten(self.env.reset().observation)
 
+    def simulator_state(self) -> np.ndarray:
+        """The whole integration state of the simulation now (MuJoCo's ``mjSTATE_INTEGRATION``, float64: time,
+        qpos, qvel, activations, warm-start accelerations, controls, applied forces, mocap, ...): everything the
+        next steps depend on. Recorded at the start of an episode, it lets :meth:`reset_to_state` replay the
+        episode from its actions alone (medium-replay, :mod:`gta_pixel.resimulate`)."""
+        import mujoco
+
+        return self.env.physics.get_state(sig=mujoco.mjtState.mjSTATE_INTEGRATION).astype(np.float64, copy=True)
+
+    def reset_to_state(self, state: np.ndarray) -> np.ndarray:
+        """Start an episode from a state of :meth:`simulator_state` taken right after a reset, exactly as that
+        reset left the simulation (the same reset, then the state, then the forward pass the reset ends with);
+        returns the observation."""
+        import mujoco
+
+        sig = mujoco.mjtState.mjSTATE_INTEGRATION
+        physics = self.env.physics
+        state = np.asarray(state, dtype=np.float64).reshape(-1)
+        size = mujoco.mj_stateSize(physics.model.ptr, sig)
+        if state.shape != (size,):
+            raise TaskError(f"a {self.domain}_{self.task} simulator state has {size} numbers, got {state.shape[0]}")
+        if not np.isfinite(state).all():
+            raise TaskError("simulator state contains NaN or inf")
+        self.env.reset()  # the step counter and the task's episode variables
+        with physics.reset_context():  # reset data, set the state, forward pass without actuation
+            physics.set_state(state, sig=sig)
+        return self.flatten(self.env.task.get_observation(physics))
+
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool]:
         a = _check_action(action, self.act_dim)
         # V-D4RL: float32 action (ActionDTypeWrapper), then action_scale.Wrapper from [-1, 1] to the spec.
@@ -233,6 +261,15 @@ class DmcTask:
     def reset(self, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         state = self.core.reset(seed)
         return state, self._render()
+
+    def simulator_state(self) -> np.ndarray:
+        """See :meth:`DmcCore.simulator_state`."""
+        return self.core.simulator_state()
+
+    def reset_to_state(self, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Start an episode from a recorded simulator state (:meth:`DmcCore.reset_to_state`)."""
+        observation = self.core.reset_to_state(state)
+        return observation, self._render()
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, bool, bool]:
         state, reward, terminated, truncated = self.core.step(action)
@@ -319,6 +356,25 @@ class GymTask:
                 break
         return np.asarray(obs, dtype=np.float32).reshape(-1), self._render(), reward, bool(terminated), bool(truncated)
 
+    def simulator_state(self) -> np.ndarray:
+        """qpos and qvel (float64), the MuJoCo state gymnasium's ``set_state`` takes (gta-data's replay files)."""
+        base = self.env.unwrapped
+        if not hasattr(base, "set_state"):
+            raise TaskError(f"{self.spec['env_id']} is not a MuJoCo environment: it has no simulator state")
+        return np.concatenate([base.data.qpos, base.data.qvel]).astype(np.float64)
+
+    def reset_to_state(self, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Start an episode from recorded (qpos, qvel), as gta-data re-simulates its replay files: a reset (the
+        wrappers' time limit and checks), then ``set_state``."""
+        base = self.env.unwrapped
+        nq = int(base.model.nq)
+        state = np.asarray(state, dtype=np.float64).reshape(-1)
+        if state.shape != (nq + int(base.model.nv),):
+            raise TaskError(f"a {self.spec['env_id']} state has {nq + int(base.model.nv)} numbers, got {state.shape[0]}")
+        self.env.reset(seed=0)
+        base.set_state(state[:nq], state[nq:])
+        return np.asarray(base._get_obs(), dtype=np.float32).reshape(-1), self._render()
+
     def renderer(self) -> dict[str, Any]:
         self._render()  # makes the offscreen context current in this thread
         return {"mujoco_gl": os.environ.get("MUJOCO_GL"), **_gl_strings()}
@@ -382,6 +438,18 @@ class FakeTask:
         self._t += 1
         truncated = not terminated and self._t >= self.max_steps
         return self._s.astype(np.float32), self._frame(), reward, terminated, truncated
+
+    def simulator_state(self) -> np.ndarray:
+        """The linear system's state s (float64): what :meth:`reset_to_state` restarts from."""
+        return self._s.astype(np.float64, copy=True)
+
+    def reset_to_state(self, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        state = np.asarray(state, dtype=np.float64).reshape(-1)
+        if state.shape != (self.state_dim,):
+            raise TaskError(f"a fake task state has {self.state_dim} numbers, got {state.shape[0]}")
+        self._s = state.copy()
+        self._t = 0
+        return self._s.astype(np.float32), self._frame()
 
     def renderer(self) -> dict[str, Any]:
         return {"fake": True}
