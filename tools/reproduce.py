@@ -34,8 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -44,7 +42,7 @@ from pathlib import Path
 from gta_rl.algorithms import match_preset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stage_scheduler import Graph, Limits, Stage, run_graphs  # noqa: E402  (a sibling of this script)
+from stage_scheduler import Stage, git_commit, run_row, write_row_files  # noqa: E402  (a sibling of this script)
 
 # The paper's Table 1 (TD3+BC for locomotion, IQL for maze2d): mean +- std over 8 seeds, D4RL data.
 PAPER = {
@@ -196,11 +194,6 @@ def build_stages(dataset: str, w: Path, scale: Scale, gpu: bool) -> list[Stage]:
     return stages
 
 
-def run_stages(stages: list[Stage], w: Path, jobs: int, stop_after_s: float | None, t0: float) -> bool:
-    """Run what is left, ``jobs`` at once in dependency order; False if stopped by ``stop_after_s``."""
-    return not run_graphs([Graph(w, stages)], Limits(jobs=jobs), stop_after_s=stop_after_s, t0=t0).stopped
-
-
 def _device_name(gpu: bool) -> str:
     if not gpu:
         import platform
@@ -262,10 +255,7 @@ def write_row(dataset: str, w: Path, scale: Scale, gpu: bool, commit: str) -> di
         q = quality[m]
         cols = [q[k] for k in ("oracle_reward", "generated_reward", "dynamic_mse", "novelty")]
         lines.append(f"| {m} | " + " | ".join("-" if v is None else f"{v:.4g}" for v in cols) + " |")
-    lines += ["", "Stage wall times (s): " + ", ".join(
-        f"{k} {v:.0f}" if v is not None else f"{k} (found)" for k, v in row["stage_wall_s"].items()), ""]
-    (w / "row.json").write_text(json.dumps(row, indent=2))
-    (w / "row.md").write_text("\n".join(lines))
+    write_row_files(w, row, lines)
     return row
 
 
@@ -290,25 +280,11 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"no Table 1 row for {args.dataset!r} (choose from {', '.join(PAPER)})")
     w = args.workdir
     w.mkdir(parents=True, exist_ok=True)
-    commit = args.commit or _git_commit()
-    t0 = time.perf_counter()
+    commit = args.commit or git_commit()
     stages = build_stages(args.dataset, w, scale, args.gpu)
-    if not run_stages(stages, w, args.jobs, args.stop_after_s, t0):
-        print(f"stopped after {time.perf_counter() - t0:.0f} s: rerun the same command to continue")
-        return 3
-    write_row(args.dataset, w, scale, args.gpu, commit)
-    print((w / "row.md").read_text())
-    print(f"row written to {w / 'row.json'} and {w / 'row.md'} ({time.perf_counter() - t0:.0f} s this call)")
-    return 0
+    return run_row(w, stages, args.jobs, args.stop_after_s, time.perf_counter(),
+                   lambda: write_row(args.dataset, w, scale, args.gpu, commit))
 
-
-def _git_commit() -> str:
-    git = shutil.which("git")
-    if git is None:
-        return "unknown"
-    proc = subprocess.run([git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parent)
-    return proc.stdout.strip() or "unknown"
 
 
 if __name__ == "__main__":

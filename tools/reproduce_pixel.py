@@ -53,15 +53,13 @@ import argparse
 import json
 import math
 import os
-import shutil
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stage_scheduler import Graph, Limits, Stage, run_graphs  # noqa: E402  (a sibling of this script)
+from stage_scheduler import Stage, git_commit, run_row, write_row_files  # noqa: E402  (a sibling of this script)
 
 # V-D4RL's dm_control tasks, and the levels with a C.4 preset of gta-diffusion (``vd4rl-<level>``).
 TASKS = ("walker_walk", "cheetah_run", "humanoid_walk")
@@ -311,10 +309,7 @@ def write_row(task: str, level: str, w: Path, scale: Scale, gpu: bool, tiny: boo
         f"{d['mean']:+.2f} +- {d['std']:.2f}" for d in tests) + " |")
     lines.append("| paired t-test (t, p) | | | | " + " | ".join(
         "-" if d["t"] is None else f"t = {d['t']:.2f}, p = {d['p']:.2g}" for d in tests) + " |")
-    lines += ["", "Stage wall times (s): " + ", ".join(
-        f"{k} {v:.0f}" if v is not None else f"{k} (found)" for k, v in row["stage_wall_s"].items()), ""]
-    (w / "row.json").write_text(json.dumps(row, indent=2))
-    (w / "row.md").write_text("\n".join(lines))
+    write_row_files(w, row, lines)
     return row
 
 
@@ -346,25 +341,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: {exc}") from None
     w = args.workdir.resolve()
     w.mkdir(parents=True, exist_ok=True)
-    commit = args.commit or _git_commit()
-    t0 = time.perf_counter()
+    commit = args.commit or git_commit()
     stages = build_stages(task, level, w, scale, args.gpu, args.tiny, args.policy_file, args.finetune_eager)
-    if run_graphs([Graph(w, stages)], Limits(jobs=args.jobs), stop_after_s=args.stop_after_s, t0=t0).stopped:
-        print(f"stopped after {time.perf_counter() - t0:.0f} s: rerun the same command to continue")
-        return 3
-    write_row(task, level, w, scale, args.gpu, args.tiny, commit)
-    print((w / "row.md").read_text())
-    print(f"row written to {w / 'row.json'} and {w / 'row.md'} ({time.perf_counter() - t0:.0f} s this call)")
-    return 0
+    return run_row(w, stages, args.jobs, args.stop_after_s, time.perf_counter(),
+                   lambda: write_row(task, level, w, scale, args.gpu, args.tiny, commit))
 
-
-def _git_commit() -> str:
-    git = shutil.which("git")
-    if git is None:
-        return "unknown"
-    proc = subprocess.run([git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parent)
-    return proc.stdout.strip() or "unknown"
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The scheduler of tools/reproduce.py and tools/sweep.py: stages (package CLI commands) run in dependency order,
+"""The scheduler of tools/reproduce.py, tools/reproduce_pixel.py and tools/sweep.py: stages (package CLI commands) run in dependency order,
 each finished one recorded in its workdir's ledger (``stages.json``) so that a rerun skips it.
 
 A graph is one workdir's stages, a Table 1 row; a sweep runs many graphs at once, each keeping its own ledger
@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -358,3 +360,34 @@ def run_graphs(graphs: list[Graph], limits: Limits | None = None, executor=None,
             signal.signal(signal.SIGTERM, previous)
     outcome.wall_s = time.perf_counter() - t0
     return outcome
+
+
+def run_row(workdir: Path, stages: list[Stage], jobs: int, stop_after_s: float | None, t0: float,
+            write_row: Callable[[], None]) -> int:
+    """A row command's run (reproduce.py, reproduce_pixel.py): the stages left, ``jobs`` at once; 3 if stopped by
+    ``stop_after_s`` (the same command continues), else ``write_row()`` (row.json, row.md), row.md printed, 0."""
+    if run_graphs([Graph(workdir, stages)], Limits(jobs=jobs), stop_after_s=stop_after_s, t0=t0).stopped:
+        print(f"stopped after {time.perf_counter() - t0:.0f} s: rerun the same command to continue")
+        return 3
+    write_row()
+    print((workdir / "row.md").read_text())
+    print(f"row written to {workdir / 'row.json'} and {workdir / 'row.md'} ({time.perf_counter() - t0:.0f} s this call)")
+    return 0
+
+
+def write_row_files(workdir: Path, row: dict, lines: list[str]) -> None:
+    """A row's ``row.json`` (``row``) and ``row.md`` (``lines`` and the wall time of every stage)."""
+    lines = [*lines, "", "Stage wall times (s): " + ", ".join(
+        f"{k} {v:.0f}" if v is not None else f"{k} (found)" for k, v in row["stage_wall_s"].items()), ""]
+    write_json(workdir / "row.json", row)
+    (workdir / "row.md").write_text("\n".join(lines))
+
+
+def git_commit() -> str:
+    """The short commit of the code these tools belong to, for a row's provenance ('unknown' without git)."""
+    git = shutil.which("git")
+    if git is None:
+        return "unknown"
+    proc = subprocess.run([git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent)
+    return proc.stdout.strip() or "unknown"

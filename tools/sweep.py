@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                 ap.error("--gpu: no GPU found (set --gpus, or CUDA_VISIBLE_DEVICES)")
         limits = Limits(gpus=gpus, per_gpu=args.per_gpu, cpu_jobs=args.cpu_jobs or default_cpu_jobs())
     args.root.mkdir(parents=True, exist_ok=True)
-    commit = args.commit or reproduce._git_commit()
+    commit = args.commit or reproduce.git_commit()
     where = (f"GPUs {','.join(limits.gpus)} x {limits.per_gpu}, {limits.cpu_jobs} CPU stages at once"
              if args.backend == "local" and limits.gpus else
              f"{limits.cpu_jobs} stages at once on the CPU" if args.backend == "local" else f"Ray ({args.address or 'local'})")
