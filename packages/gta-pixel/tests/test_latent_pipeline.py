@@ -138,9 +138,10 @@ def test_finetune_moves_only_the_heads(pixels, run, tmp_path):
     frozen = [k for k in before if k.startswith(tuple("model." + p for p in FROZEN_PREFIXES))]
     heads = [k for k in before if k.startswith(tuple("model." + p for p in HEAD_PREFIXES))]
     assert len(frozen) == 4 * 2 + 3 * 4 and len(heads) == 5 * 3 * 2  # convs; trunks (Linear, LayerNorm); heads
+    assert runs.read_config(out)["seeds"] == [0]  # the seed whose encoder wrote the latents (row 0 of the run)
     for key in frozen:
-        assert torch.equal(before[key], after[key]), key
-    assert all(not torch.equal(before[k], after[k]) for k in heads)
+        assert after[key].shape[0] == 1 and torch.equal(before[key][:1], after[key]), key
+    assert all(not torch.equal(before[k][:1], after[k]) for k in heads)
     assert torch.equal(before["model.step"], after["model.step"]) and int(after["finetune.step"]) == 3
     config = runs.read_config(out)
     assert config["stage"] == "finetune" and config["base"]["checkpoint_sha256"] == runs.file_sha256(
@@ -167,11 +168,23 @@ def test_finetune_resumes_exactly(pixels, run, tmp_path):
 
 
 def test_finetune_of_one_seed_is_that_seed_of_the_whole_run(pixels, run, tmp_path):
-    """--seeds 1: seed 1's networks, optimizer moments and random draws, as in a run of every seed."""
+    """--seeds 1: seed 1's networks, optimizer moments and random draws, as in a run of every seed (on a store
+    that names no encoder: a copy of the latents without encode's provenance); encode's stores pick the seed."""
     latent = encode(run, pixels, tmp_path / "latent.zarr", seed=1, device="cpu").path
+    store = TrajectoryStore.open(latent)
+    plain = write_store(tmp_path / "plain.zarr", store.load(), store.episode_ends, env_id=store.env_id).path
     whole, one = tmp_path / "whole", tmp_path / "one"
-    finetune(run, [latent], whole, steps=3, batch_size=8, device="cpu", log_every=3, checkpoint_every=3)
-    finetune(run, [latent], one, steps=3, batch_size=8, device="cpu", log_every=3, checkpoint_every=3, seeds=[1])
+    finetune(run, [plain], whole, steps=3, batch_size=8, device="cpu", log_every=3, checkpoint_every=3)
+    finetune(run, [plain], one, steps=3, batch_size=8, device="cpu", log_every=3, checkpoint_every=3, seeds=[1])
+    assert runs.read_config(whole)["seeds"] == [0, 1]
+    # encode's own store fine-tunes seed 1 by itself, and refuses any other seed's heads.
+    finetune(run, [latent], tmp_path / "by-latent", steps=1, batch_size=8, device="cpu")
+    assert runs.read_config(tmp_path / "by-latent")["seeds"] == [1]
+    with pytest.raises(RunError, match=r"latent.zarr holds the latents of seed 1's encoder .* \(fine-tune --seeds 1\)"):
+        finetune(run, [latent], tmp_path / "bad0", steps=1, device="cpu", seeds=[0])
+    latent0 = encode(run, pixels, tmp_path / "latent0.zarr", seed=0, device="cpu").path
+    with pytest.raises(RunError, match=r"come from the encoders of seeds \[0, 1\]"):
+        finetune(run, [latent0, latent], tmp_path / "bad01", steps=1, device="cpu")
     a, _ = load_checkpoint(whole / runs.CHECKPOINT)
     b, _ = load_checkpoint(one / runs.CHECKPOINT)
     assert a.keys() == b.keys() and runs.read_config(one)["seeds"] == [1]
@@ -183,7 +196,7 @@ def test_finetune_of_one_seed_is_that_seed_of_the_whole_run(pixels, run, tmp_pat
     assert [x["seed"] for x in lines] == [1]
     assert evaluate(one, episodes=1, device="cpu", max_steps=2, write=False)["seeds"].keys() == {"1"}
     with pytest.raises(RunError, match=r"has seeds \[0, 1\], not \[5\]"):
-        finetune(run, [latent], tmp_path / "bad", steps=1, device="cpu", seeds=[5])
+        finetune(run, [plain], tmp_path / "bad", steps=1, device="cpu", seeds=[5])
 
 
 def test_a_stop_request_checkpoints_that_step_and_a_resume_continues_exactly(pixels, run, tmp_path):

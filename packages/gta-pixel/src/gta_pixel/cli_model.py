@@ -150,7 +150,8 @@ def finetune_command(
     fresh_optimizer: bool = typer.Option(False, "--fresh-optimizer", help="start the heads' Adam moments at zero "
                                          "(default: continue the base run's)"),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="fine-tune only these seeds of the run, e.g. 1: "  # noqa: UP045
-                                        "the seed whose encoder wrote the latent stores (default: every seed)"),
+                                        "only the seed whose encoder wrote encode's stores (default: that seed; every seed on "
+                                        "stores that name no encoder)"),
     debug: bool = typer.Option(False, "--debug"),
 ) -> None:
     """Fine-tune the policy and Q heads on latent stores; encoder and trunks stay frozen (GTA C.4 stage 4)."""

@@ -71,6 +71,36 @@ def nstep_rows(episode_ends: np.ndarray, nstep: int) -> tuple[np.ndarray, np.nda
     return np.where(np.arange(nstep) < k[:, None], rows, -1), k
 
 
+def encoder_seeds(paths: Sequence[Path]) -> dict[str, int]:
+    """The seed whose encoder and trunks wrote each latent store that ``gta-pixel encode`` made (path -> seed);
+    stores from elsewhere (generated latents) name none."""
+    try:
+        stores = open_stores([str(p) for p in paths])
+    except StoreError as exc:
+        raise RunError(str(exc)) from None
+    return {str(s.path): int(s.provenance["seed"]) for s in stores
+            if s.provenance.get("source") == "gta-pixel encode" and "seed" in s.provenance}
+
+
+def fine_tuned_seeds(data: Sequence[Path], seeds: Sequence[int] | None) -> list[int] | None:
+    """The seeds whose heads train on ``data``: a latent store is one seed's features, so the stores that
+    ``encode`` wrote decide (``seeds`` None: their seed); other seeds, or stores of two encoders, are refused."""
+    seeded = encoder_seeds(data)
+    encoders = sorted(set(seeded.values()))
+    if len(encoders) > 1:
+        raise RunError(f"the latent stores come from the encoders of seeds {encoders} ({', '.join(seeded)}): "
+                       "fine-tune each seed's heads on its own latents, one run per seed")
+    if not encoders:
+        return None if seeds is None else list(seeds)
+    if seeds is None:
+        return encoders
+    if sorted(int(s) for s in seeds) != encoders:
+        path = next(iter(seeded))
+        raise RunError(f"{path} holds the latents of seed {encoders[0]}'s encoder and trunks; the heads of seeds "
+                       f"{list(seeds)} act on other features (fine-tune --seeds {encoders[0]})")
+    return list(seeds)
+
+
 def encoded_arithmetic(provenance: dict) -> bool | None:
     """Whether a latent store written by ``gta-pixel encode`` was encoded in bf16 (stores from before it was
     recorded were fp32); None for stores from elsewhere (generated latents say nothing about it)."""
@@ -218,8 +248,9 @@ def finetune(
     """Fine-tune the heads of every seed of ``run`` (or of those in ``seeds``) on the union of the latent stores
     ``data`` for ``steps`` updates; write the run directory ``out`` (whole networks, so ``encode`` and
     ``evaluate`` read it alone). The heads' Adam state continues from ``run``'s checkpoint, or starts at zero
-    with ``fresh_optimizer``. A latent store comes from one seed's encoder and trunks (``encode --seed``), so
-    ``seeds`` picks the seed whose latents ``data`` holds. ``stop()``, asked after every update, ends the run
+    with ``fresh_optimizer``. A latent store comes from one seed's encoder and trunks (``encode --seed``): the
+    seed that wrote the ``encode`` stores in ``data`` is the one fine-tuned (``seeds`` may only name it); every
+    seed of ``run`` trains only on stores that name no encoder. ``stop()``, asked after every update, ends the run
     with a checkpoint of that step (a resume continues it)."""
     out = Path(out)
     if min(steps, log_every, checkpoint_every) < 1:
@@ -230,6 +261,7 @@ def finetune(
     dev = resolve_device(device, RunError)
     if resume:  # a resumed run keeps the seeds it was started with
         seeds = [int(s) for s in runs.read_config(out)["seeds"]]
+    seeds = fine_tuned_seeds(data, seeds)
     agent, base_config, base_state = runs.load_agent(run, dev, seeds=seeds)
     if seeds is not None:  # the chosen seeds' rows of the base run's optimizer moments (leading seed axis)
         rows = torch.tensor([[int(s) for s in base_config["seeds"]].index(s) for s in agent.seed_list])
