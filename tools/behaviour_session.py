@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import lzma
 import os
 import subprocess
 import sys
@@ -60,11 +61,18 @@ def pid_file(run: Path) -> Path:
 
 
 def running(run: Path) -> bool:
+    """Whether the process ``start`` launched for ``run`` is alive (a zombie, exited but not yet reaped where no
+    init reaps orphans, is not)."""
     try:
-        os.kill(int(pid_file(run).read_text()), 0)
+        pid = int(pid_file(run).read_text())
+        os.kill(pid, 0)
     except (OSError, ValueError):
         return False
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc: the signal check is all there is
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def cmd_start(a: argparse.Namespace) -> None:
@@ -157,6 +165,8 @@ def cmd_pack(a: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for family in a.env or list(ENVS):
         run = Path(a.run_dir) / family
+        if running(run):
+            raise SystemExit(f"error: {family} is still running in {run}: `wait` for it (or its --minutes) first")
         if not (run / "resume.safetensors").exists():
             print(f"{family}: nothing to pack (no resume.safetensors)")
             continue
@@ -190,9 +200,16 @@ def cmd_unpack(a: argparse.Namespace) -> None:
         run = Path(a.run_dir) / family
         if running(run):
             raise SystemExit(f"error: {family} is running in {run}: stop it before unpacking over it")
+        numbers = [p.name.rsplit(".", 1)[-1] for p in parts]
+        if numbers != [f"{i:02d}" for i in range(len(parts))]:
+            raise SystemExit(f"error: the parts of {family} in {src} are {', '.join(numbers)}: one is missing")
         data = b"".join(p.read_bytes() for p in parts)
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:xz") as tar:
+        try:
+            tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:xz")
             names = tar.getnames()
+        except (tarfile.TarError, EOFError, lzma.LZMAError) as exc:
+            raise SystemExit(f"error: the parts of {family} in {src} are not a whole archive ({exc})") from None
+        with tar:
             if any(not n.startswith(f"{family}/") or ".." in Path(n).parts for n in names):
                 raise SystemExit(f"error: {parts[0]} holds paths outside {family}/")
             # The full state there is older than these small files or from another run: it must not win.
@@ -217,6 +234,10 @@ def cmd_export(a: argparse.Namespace) -> None:
     results = []
     for family in a.env or list(ENVS):
         run = Path(a.run_dir) / family
+        if running(run):
+            raise SystemExit(f"error: {family} is still running in {run}: `wait` for it (or its --minutes) first")
+        if not (run / "config.json").exists():
+            raise SystemExit(f"error: no run of {family} in {run}")
         saved = json.loads((run / "config.json").read_text())
         cfg = SACConfig(**{**saved, "hidden": tuple(saved["hidden"]), "device": a.device})
         result = train_sac(cfg, run, resume=True, stop_after=0)

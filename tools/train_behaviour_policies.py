@@ -64,7 +64,7 @@ def run_one(family: str, args: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(args["threads"])
     run_dir = Path(args["run_dir"]) / family
     cfg = SACConfig(env_id=ENVS[family], **args["sac"])
-    resume = args["resume"] and (run_dir / "state.safetensors").exists()
+    resume = args["resume"] and any((run_dir / n).exists() for n in ("state.safetensors", "resume.safetensors"))
     t0 = time.time()
     deadline = t0 + 60.0 * args["minutes"] if args["minutes"] else None
     result = train_sac(cfg, run_dir, resume=resume, deadline=deadline)

@@ -105,7 +105,7 @@ def run_one(task: str, a: argparse.Namespace, sac: dict[str, Any], run_dir: Path
     else:
         run = run_dir / task
         cfg = SACConfig(env_id=module_env_id(task), **sac)
-        resume = a.resume and (run / "state.safetensors").exists()
+        resume = a.resume and any((run / n).exists() for n in ("state.safetensors", "resume.safetensors"))
         t0 = time.time()
         result = train_sac(cfg, run, resume=resume, deadline=t0 + 60.0 * a.minutes if a.minutes else None)
         wall = time.time() - t0

@@ -81,6 +81,27 @@ def test_pretrain_writes_a_run_and_resumes_exactly(pixels, run, tmp_path):
     assert (part / runs.METRICS).read_text() == (run / runs.METRICS).read_text()
 
 
+def test_a_start_that_saved_nothing_is_cleared_by_the_next_start(tmp_path):
+    """A stage killed before its first checkpoint leaves its config and log lines: rerunning the command starts
+    again (the scheduler adds --resume only where a checkpoint exists); anything else in --out is refused."""
+    out = tmp_path / "pre"
+    out.mkdir()
+    runs.write_config(out, {"stage": "pretrain"})
+    (out / runs.METRICS).write_text("{}\n")
+    runs.check_out(out, resume=False)
+    assert list(out.iterdir()) == []
+    runs.write_config(out, {"stage": "pretrain"})
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(RunError, match="is not empty"):
+        runs.check_out(out, resume=False)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / runs.CONFIG).write_text('{"format": "something else"}')
+    with pytest.raises(RunError, match="is not empty"):
+        runs.check_out(other, resume=False)
+    assert (other / runs.CONFIG).exists()
+
+
 def test_encode_round_trip_against_the_reference_networks(pixels, run, tmp_path):
     store = encode(run, pixels, tmp_path / "latent.zarr", seed=1, device="cpu", batch_size=7)
     reopened = TrajectoryStore.open(tmp_path / "latent.zarr")

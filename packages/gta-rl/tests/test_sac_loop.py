@@ -2,6 +2,7 @@
 ``transfer_every`` and ``overlap`` against a reference written out step by step."""
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -237,6 +238,51 @@ def test_behaviour_session_dry_run(tmp_path):
     row = json.loads((tmp_path / "e.json").read_text())[0]
     assert row["steps"] == 600 and (tmp_path / "policies" / "hopper.npz").is_file()
     assert (tmp_path / "policies" / "hopper-medium-replay.npz").is_file()
+
+
+def test_session_refusals_are_one_line(tmp_path):
+    """pack/export refuse a run still running (its files are being replaced); unpack refuses missing or damaged
+    parts in one line; a finished (zombie) or unknown process is not running."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[3] / "tools" / "behaviour_session.py"
+    spec = importlib.util.spec_from_file_location("behaviour_session", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    run = tmp_path / "runs" / "hopper"
+    run.mkdir(parents=True)
+    tool.pid_file(run).write_text(str(os.getpid()))
+    assert tool.running(run)
+    args = type("A", (), {"env": ["hopper"], "run_dir": str(tmp_path / "runs"), "out": str(tmp_path / "o"),
+                          "src": str(tmp_path / "parts"), "device": "cpu", "policy_dir": None})()
+    for cmd in (tool.cmd_pack, tool.cmd_export):
+        with pytest.raises(SystemExit, match="hopper is still running"):
+            cmd(args)
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    while child.poll() is None:
+        pass
+    tool.pid_file(run).write_text(str(child.pid))  # reaped: no such process
+    assert not tool.running(run)
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    tool.pid_file(run).write_text(str(zombie.pid))
+    for _ in range(200):  # exited, not yet reaped by us: a zombie
+        if Path(f"/proc/{zombie.pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] == "Z":
+            break
+        time.sleep(0.01)
+    assert not tool.running(run)
+    zombie.wait()
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    (parts / "hopper.tar.xz.01").write_bytes(b"x")
+    with pytest.raises(SystemExit, match="are 01: one is missing"):
+        tool.cmd_unpack(args)
+    (parts / "hopper.tar.xz.00").write_bytes(b"\xfd7zXZ\x00 truncated")
+    with pytest.raises(SystemExit, match="not a whole archive"):
+        tool.cmd_unpack(args)
 
 
 def test_pack_keeps_the_actors_d4rl_can_still_pick():

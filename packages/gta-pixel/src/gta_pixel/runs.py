@@ -88,14 +88,30 @@ def new_config(stage: str, cfg: DrQBCConfig, agent: DrQBCStack, task: dict[str, 
 
 
 def check_out(out: Path, resume: bool) -> None:
-    """``out`` may receive a new run (absent or empty), or holds one to resume when ``resume``."""
-    ckpt = Path(out) / CHECKPOINT
-    if Path(out).exists() and not Path(out).is_dir():
+    """``out`` may receive a new run (absent or empty), or holds one to resume when ``resume``. An earlier
+    start that saved nothing (its config and log lines, no checkpoint: stopped or killed before its first
+    checkpoint) is cleared for the new start, so that rerunning the same command works."""
+    out = Path(out)
+    ckpt = out / CHECKPOINT
+    if out.exists() and not out.is_dir():
         raise RunError(f"--out {out} is a file, not a run directory")
     if resume and not ckpt.exists():
         raise RunError(f"nothing to resume in {out} (no {CHECKPOINT})")
-    if not resume and Path(out).exists() and any(Path(out).iterdir()):
+    if resume or not out.exists():
+        return
+    entries = list(out.iterdir())
+    if entries and {e.name for e in entries} <= {CONFIG, METRICS} and _holds_run_config(out):
+        for e in entries:
+            e.unlink()
+    elif entries:
         raise RunError(f"{out} is not empty (pass --resume to continue a run there, or choose another --out)")
+
+
+def _holds_run_config(out: Path) -> bool:
+    try:
+        return json.loads((out / CONFIG).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def save(run: Path, agent: DrQBCStack, meta: dict[str, Any], extra: dict[str, torch.Tensor] | None = None) -> None:

@@ -31,7 +31,9 @@ resume from the small files rebuilds the buffer, the episode start states and th
 re-simulating every recorded action from the run's first reset (MuJoCo and gymnasium's seeded resets are
 deterministic; each env copy's episode ends and the reward sums are checked against the record), so the run goes on exactly as if it had never
 stopped: no episode is cut, and the random streams are counter-based, so there is no generator state to
-keep. A run directory with a full state newer than its small files (or none: a run from before them)
+keep. One exception: a wall-clock stop (``deadline``) between checkpoints under ``overlap`` or
+``transfer_every`` > 1 first runs the updates still owed and commits the staged rows, which the uninterrupted
+run would have done later; the resumed run is then a valid SAC run, not the same one. A run directory with a full state newer than its small files (or none: a run from before them)
 resumes from the full state as before: the episodes in progress are cut there (their last stored
 transition is marked as a timeout) and every env copy starts a new episode from a seed derived from the
 step; the small files written after that record the reset, so they re-simulate it too.
@@ -124,9 +126,9 @@ def _check_run_dir(cfg: SACConfig, out: Path, resume: bool) -> None:
             raise SACError(f"nothing to resume in {out} (no {RESUME} or {STATE})")
         saved = json.loads((out / CONFIG).read_text())
         saved["hidden"] = tuple(saved["hidden"])
-        # How the run executes may change on resume; what it computes may not.
-        free = ("device", "compile", "cuda_graph", "env_async", "eval_async", "state_every", "readable_loop",
-                "transfer_every", "overlap")
+        # How the run executes may change on resume; what it computes may not (--overlap and --transfer-every
+        # change which actor acts and which rows a batch can draw).
+        free = ("device", "compile", "cuda_graph", "env_async", "eval_async", "state_every", "readable_loop")
         if {k: v for k, v in saved.items() if k not in free} != {
                 k: v for k, v in asdict(cfg).items() if k not in free}:
             raise SACError(f"the config differs from the one of the run in {out}")
