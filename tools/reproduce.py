@@ -42,7 +42,7 @@ from pathlib import Path
 from gta_rl.algorithms import match_preset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stage_scheduler import Stage, git_commit, run_row, write_row_files  # noqa: E402  (a sibling of this script)
+from stage_scheduler import Stage, add_commit_option, add_row_options, git_commit, run_row, write_row_files  # noqa: E402
 
 # The paper's Table 1 (TD3+BC for locomotion, IQL for maze2d): mean +- std over 8 seeds, D4RL data.
 PAPER = {
@@ -262,15 +262,8 @@ def write_row(dataset: str, w: Path, scale: Scale, gpu: bool, commit: str) -> di
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dataset", help="a gta-data recipe: halfcheetah-medium, hopper-medium-replay, pointmaze-large, ...")
-    ap.add_argument("--workdir", type=Path, required=True, help="where every stage writes (reruns continue here)")
-    ap.add_argument("--gpu", action="store_true", help="CUDA with every fast path (bf16, compile, CUDA graphs)")
-    ap.add_argument("--tiny", action="store_true", help="a CPU smoke run: tiny data, networks and step counts")
-    ap.add_argument("--jobs", type=int, default=1, help="stages run at once (their dependencies allowing)")
-    ap.add_argument("--stop-after-s", type=float, default=None,
-                    help="stop the stages still running after this many seconds; a rerun continues")
-    for option, (kind, text) in SCALE_OPTIONS.items():
-        ap.add_argument(option, type=kind, default=None, help=text)
-    ap.add_argument("--commit", default=None, help="the code's commit, for the row (default: git rev-parse)")
+    add_row_options(ap, SCALE_OPTIONS, tiny="tiny data, networks and step counts")
+    add_commit_option(ap)
     args = ap.parse_args(argv)
 
     scale = scale_from(args.tiny, {k: getattr(args, k) for k in SCALE_FIELDS})

@@ -59,7 +59,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stage_scheduler import Stage, git_commit, run_row, write_row_files  # noqa: E402  (a sibling of this script)
+from stage_scheduler import Stage, add_commit_option, add_row_options, git_commit, run_row, write_row_files  # noqa: E402
 
 # V-D4RL's dm_control tasks, and the levels with a C.4 preset of gta-diffusion (``vd4rl-<level>``).
 TASKS = ("walker_walk", "cheetah_run", "humanoid_walk")
@@ -317,18 +317,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("task_level", metavar="TASK-LEVEL", help="e.g. walker_walk-medium (a dm_control task of V-D4RL "
                     "and a level with a C.4 preset)")
-    ap.add_argument("--workdir", type=Path, required=True, help="where every stage writes (reruns continue here)")
-    ap.add_argument("--gpu", action="store_true", help="CUDA with every fast path (bf16, compile, CUDA graphs)")
-    ap.add_argument("--tiny", action="store_true", help="a CPU smoke run: the fake task, tiny networks and steps")
-    ap.add_argument("--jobs", type=int, default=1, help="stages run at once (their dependencies allowing)")
-    ap.add_argument("--stop-after-s", type=float, default=None,
-                    help="stop the stages still running after this many seconds; a rerun continues")
-    for option, (kind, text) in SCALE_OPTIONS.items():
-        ap.add_argument(option, type=kind, default=None, help=text)
+    add_row_options(ap, SCALE_OPTIONS, tiny="the fake task, tiny networks and steps")
     ap.add_argument("--policy-file", default=None, help="behaviour policy file of `gta-pixel make` (default: its own)")
     ap.add_argument("--finetune-eager", action="store_true",
                     help="--gpu: fine-tune without compile and CUDA graph (the stages not yet done)")
-    ap.add_argument("--commit", default=None, help="the code's commit, for the row (default: git rev-parse)")
+    add_commit_option(ap)
     args = ap.parse_args(argv)
 
     try:

@@ -11,6 +11,7 @@ submits it as a Ray task, and Ray places it on a machine and a GPU of its cluste
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -360,6 +361,24 @@ def run_graphs(graphs: list[Graph], limits: Limits | None = None, executor=None,
             signal.signal(signal.SIGTERM, previous)
     outcome.wall_s = time.perf_counter() - t0
     return outcome
+
+
+def add_row_options(ap: argparse.ArgumentParser, scale_options: dict[str, tuple[type, str | None]], tiny: str) -> None:
+    """The options of a row command (reproduce.py, reproduce_pixel.py) that run_row serves: where, on what, how
+    many stages at once, when to stop, the scale (``scale_options``: option -> (type, help)); ``tiny`` says
+    what ``--tiny`` shrinks. The command adds its own options and ``--commit`` (``add_commit_option``) after."""
+    ap.add_argument("--workdir", type=Path, required=True, help="where every stage writes (reruns continue here)")
+    ap.add_argument("--gpu", action="store_true", help="CUDA with every fast path (bf16, compile, CUDA graphs)")
+    ap.add_argument("--tiny", action="store_true", help=f"a CPU smoke run: {tiny}")
+    ap.add_argument("--jobs", type=int, default=1, help="stages run at once (their dependencies allowing)")
+    ap.add_argument("--stop-after-s", type=float, default=None,
+                    help="stop the stages still running after this many seconds; a rerun continues")
+    for option, (kind, text) in scale_options.items():
+        ap.add_argument(option, type=kind, default=None, help=text)
+
+
+def add_commit_option(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--commit", default=None, help="the code's commit, for the row (default: git rev-parse)")
 
 
 def run_row(workdir: Path, stages: list[Stage], jobs: int, stop_after_s: float | None, t0: float,

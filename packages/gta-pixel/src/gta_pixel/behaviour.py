@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,24 @@ def env_matches(file_env: str, spec: dict[str, Any]) -> bool:
     if spec.get("kind") == "gym":
         return file_env.rpartition(":")[2] == spec["env_id"]
     return True  # fake tasks take any file of the right dimensions (tests)
+
+
+def load_behaviour_file(path: Path, load: Callable[[Path], Any], error: type[Exception], spec: dict[str, Any], *,
+                        needed_by: str, kind: str, holds: str, how: str, option: str) -> Any:
+    """A behaviour file (policy or replay file) for the task of ``spec``, read by ``load`` (which raises ``error``):
+    one-line GenerateErrors for a missing file (saying ``how`` to make it, or ``option`` to name another), an
+    unreadable one, and one made for another env."""
+    name = task_name(spec)
+    if not path.is_file():
+        raise GenerateError(f"{needed_by} data of {name} needs the {kind} file {path}, which is missing: {how}, "
+                            f"or pass {option}")
+    try:
+        loaded = load(path)
+    except error as exc:
+        raise GenerateError(str(exc)) from None
+    if not env_matches(loaded.env_id, spec):
+        raise GenerateError(f"{path} holds {holds} {loaded.env_id}, not {name}")
+    return loaded
 
 
 def file_sha256(path: Path) -> str:

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from gta_pixel.behaviour import default_policy_file, env_matches, file_sha256, task_name
+from gta_pixel.behaviour import default_policy_file, file_sha256, load_behaviour_file, task_name
 from gta_pixel.errors import GenerateError
 from gta_pixel.pixelstore import PixelStore, PixelStoreWriter, check_replaceable
 from gta_pixel.tasks import PixelTask, make_task, simulator_versions
@@ -61,15 +61,8 @@ def load_behaviour(spec: dict[str, Any], quality: str, policy_file: str | os.Pat
     how = (f"train one with `gta-rl sac --env gta_pixel.gym_envs:gta_pixel/{task_name(spec)}-v0` and export its "
            "actors (gta_rl.sac.export_policy_file)" if spec.get("kind") == "dmc"
            else "make it as gta-data's behaviour policies are made")
-    if not path.is_file():
-        raise GenerateError(f"{quality} data of {task_name(spec)} needs the behaviour policy file {path}, which is "
-                            f"missing: {how}, or pass --policy-file")
-    try:
-        policies = load_policy_file(path)
-    except PolicyError as exc:
-        raise GenerateError(str(exc)) from None
-    if not env_matches(policies.env_id, spec):
-        raise GenerateError(f"{path} holds policies for {policies.env_id}, not {task_name(spec)}")
+    policies = load_behaviour_file(path, load_policy_file, PolicyError, spec, needed_by=quality,
+                                   kind="behaviour policy", holds="policies for", how=how, option="--policy-file")
     missing = [n for n in names if n not in policies.actors]
     if missing:
         raise GenerateError(f"{path} has no {' and no '.join(repr(n) for n in missing)} policy "

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from gta_pixel.behaviour import default_replay_file, env_matches, file_sha256, task_name
+from gta_pixel.behaviour import default_replay_file, file_sha256, load_behaviour_file, task_name
 from gta_pixel.errors import GenerateError
 
 
@@ -68,18 +68,11 @@ def load_replay(spec: dict[str, Any], replay_file: str | os.PathLike | None, tas
 
     name = task_name(spec)
     path = Path(replay_file) if replay_file is not None else default_replay_file(spec)
-    if not path.is_file():
-        how = (f"export one from a `gta-rl sac --env gta_pixel.gym_envs:gta_pixel/{name}-v0` run with "
-               "tools/train_pixel_behaviour.py" if spec.get("kind") == "dmc"
-               else "make it as gta-data's behaviour policies are made")
-        raise GenerateError(f"medium-replay data of {name} needs the replay file {path}, which is missing: {how}, "
-                            "or pass --replay-file")
-    try:
-        replay = load_replay_file(path)
-    except ReplayError as exc:
-        raise GenerateError(str(exc)) from None
-    if not env_matches(replay.env_id, spec):
-        raise GenerateError(f"{path} holds data of {replay.env_id}, not {name}")
+    how = (f"export one from a `gta-rl sac --env gta_pixel.gym_envs:gta_pixel/{name}-v0` run with "
+           "tools/train_pixel_behaviour.py" if spec.get("kind") == "dmc"
+           else "make it as gta-data's behaviour policies are made")
+    replay = load_behaviour_file(path, load_replay_file, ReplayError, spec, needed_by="medium-replay", kind="replay",
+                                 holds="data of", how=how, option="--replay-file")
     if not hasattr(task, "reset_to_state"):
         raise GenerateError(f"{name} cannot restart from a recorded state: no medium-replay data for it")
     state_size = int(np.asarray(task.simulator_state()).size)
