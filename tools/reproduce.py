@@ -27,6 +27,18 @@ all). ``--stop-after-s`` ends the stages still running after that many seconds (
 checkpoint; RL keeps its last one) so that a rerun of the same command continues: that is how a row is
 spread over time-limited GPU sessions. Many rows at once, over the GPUs of a host or a Ray cluster:
 tools/sweep.py (docs/sweeps.md).
+
+A row can also be made in parts, each a shorter session of its own, then merged where the parts' small files
+meet (the arms of a stack train as they would alone, so a row merged from parts equals the row made whole):
+
+    python tools/reproduce.py hopper-medium --workdir runs/hm-a --gpu --methods none,gta   # the answer: None vs GTA
+    python tools/reproduce.py hopper-medium --workdir runs/hm-b --gpu --methods s4rl,synther
+    python tools/reproduce.py hopper-medium --workdir runs/hm --merge runs/hm-a runs/hm-b   # CPU, seconds
+
+A part runs only its methods' stages (the RL arms of its methods as one stack) and writes a row of its methods.
+``--merge`` needs of each part only ``row.json``, ``stages.json``, ``quality-<m>/`` and the run directories'
+``config.json``, ``results.json`` and ``seed_<k>/metrics.jsonl`` (no stores, no checkpoints); it checks that
+the parts ran the same dataset and protocol and together hold every method once, then compares the four arms.
 """
 
 from __future__ import annotations
@@ -34,6 +46,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -42,7 +55,16 @@ from pathlib import Path
 from gta_rl.algorithms import match_preset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stage_scheduler import Stage, add_commit_option, add_row_options, git_commit, run_row, write_row_files  # noqa: E402
+from stage_scheduler import (  # noqa: E402
+    Stage,
+    add_commit_option,
+    add_row_options,
+    git_commit,
+    read_json,
+    run_row,
+    write_json,
+    write_row_files,
+)
 
 # The paper's Table 1 (TD3+BC for locomotion, IQL for maze2d): mean +- std over 8 seeds, D4RL data.
 PAPER = {
@@ -115,6 +137,16 @@ def scale_from(tiny: bool, given: dict) -> Scale:
     return Scale(**{**base.__dict__, **{k: v for k, v in given.items() if v is not None}})
 
 
+def parse_methods(text: str) -> tuple[str, ...]:
+    """``--methods``: a comma list of the row's methods, returned in the row's order (none, s4rl, synther, gta)."""
+    names = [m.strip().lower() for m in text.split(",") if m.strip()]
+    unknown = sorted(set(names) - set(METHODS))
+    if not names or unknown or len(set(names)) != len(names):
+        raise ValueError(f"--methods {text!r}: give each of {', '.join(METHODS)} at most once"
+                         + (f" ({', '.join(unknown)} is not one)" if unknown else ""))
+    return tuple(m for m in METHODS if m in names)
+
+
 def known_dataset(dataset: str) -> bool:
     return dataset in PAPER or dataset.startswith(("halfcheetah", "hopper", "walker2d", "pointmaze"))
 
@@ -136,7 +168,8 @@ def cli(package: str) -> list[str]:
     return [sys.executable, "-c", f"from gta_{package}.cli import app; app()"]
 
 
-def build_stages(dataset: str, w: Path, scale: Scale, gpu: bool) -> list[Stage]:
+def build_stages(dataset: str, w: Path, scale: Scale, gpu: bool, methods: tuple[str, ...] = METHODS) -> list[Stage]:
+    """The row's stages; with ``methods`` a part of the row: the stages those methods need, their arms as one stack."""
     device = ["--device", "cuda" if gpu else "cpu"]
     size = ["--size", str(scale.size)] if scale.size else []
     dfast = ["--bf16", "--compile", "--cuda-graph"] if gpu else []
@@ -174,24 +207,34 @@ def build_stages(dataset: str, w: Path, scale: Scale, gpu: bool) -> list[Stage]:
                                               "--out", str(w / "synther.zarr"), *steps, *sfast, *device],
               store=str(w / "synther.zarr"), gpu=gpu),
     ]
+    makers = {"gta": ("gta-model", "gta"), "s4rl": ("s4rl",), "synther": ("synther-model", "synther")}
+    unused = {name for m, names in makers.items() if m not in methods for name in names}
+    stages = [s for s in stages if s.name not in unused]
     arms = {"none": [orig], "s4rl": [orig, str(w / "s4rl.zarr")], "synther": [str(w / "synther.zarr")],
             "gta": [orig, str(w / "gta.zarr")]}
+    arms = {m: paths for m, paths in arms.items() if m in methods}
     stages.append(Stage(
-        "rl", ("data", "gta", "s4rl", "synther"),
+        "rl", ("data", *(m for m in AUGMENTED if m in methods)),
         [*cli("rl"), "train", algorithm, *(a for m, paths in arms.items() for a in ("--arm", f"{m}={','.join(paths)}")),
          "--out", str(w / "rl"), "--seeds", scale.seeds, "--steps", str(scale.rl_steps), "--batch-size",
          str(scale.batch_size), "--eval-every", str(scale.eval_every), *episodes, "--preset", preset, *rfast,
          *device],
         resume_flag=["--resume"], gpu=gpu))
-    for m in AUGMENTED:
+    for m in (m for m in AUGMENTED if m in methods):
         stages.append(Stage(f"quality-{m}", (m,), [*cli("eval"), "quality", "--original", orig, "--augmented",
                                                    str(w / f"{m}.zarr"), "--out", str(w / f"quality-{m}"),
                                                    "--samples", str(scale.quality_samples), "--segments",
                                                    str(scale.quality_segments), *quality_device, "--overwrite"],
                             gpu=gpu))
-    stages.append(Stage("compare", ("rl",), [*cli("eval"), "compare", *(str(w / "rl" / m) for m in METHODS),
-                                             "--baseline", "GTA", "--out", str(w / "compare"), "--overwrite"]))
+    stages.append(compare_stage(w, methods, ("rl",)))
     return stages
+
+
+def compare_stage(w: Path, methods: tuple[str, ...], needs: tuple[str, ...]) -> Stage:
+    """gta-eval compare of the arms ``w/rl/<method>``: Welch's t-tests against GTA when it is one of them."""
+    baseline = ["--baseline", "GTA"] if "gta" in methods else []
+    return Stage("compare", needs, [*cli("eval"), "compare", *(str(w / "rl" / m) for m in methods), *baseline,
+                                    "--out", str(w / "compare"), "--overwrite"])
 
 
 def _device_name(gpu: bool) -> str:
@@ -210,14 +253,17 @@ def _fmt(mean_std) -> str:
     return "-" if mean_std is None else f"{mean_std[0]:.2f} +- {mean_std[1]:.2f}"
 
 
-def write_row(dataset: str, w: Path, scale: Scale, gpu: bool, commit: str) -> dict:
-    """row.json and row.md from the compare and quality reports and stages.json."""
+def write_row(dataset: str, w: Path, scale: Scale, gpu: bool, commit: str, methods: tuple[str, ...] = METHODS,
+              device: str | None = None, parts: list[dict] | None = None) -> dict:
+    """row.json and row.md from the compare and quality reports and stages.json: the row of ``methods`` (a part's
+    methods, or all four); ``device`` and ``parts`` are those of a merged row (``--merge``)."""
     compare = json.loads((w / "compare" / "results.json").read_text())
     cells = {c["method"].lower(): c for c in compare["table"]}  # gta-eval's labels: none, S4RL, SynthER, GTA
     welch = {t["method"].lower(): t for t in compare["welch"]
              if str(t.get("baseline")).lower() == "gta" and t.get("task") != "average"}
+    augmented = tuple(m for m in AUGMENTED if m in methods)
     quality = {}
-    for m in AUGMENTED:
+    for m in augmented:
         q = json.loads((w / f"quality-{m}" / "quality.json").read_text())
         # gta-eval's headline: over the rows whose state the simulator can be set to exactly (Hopper and
         # Walker2d clip velocities in their observations), all rows beside it
@@ -225,33 +271,34 @@ def write_row(dataset: str, w: Path, scale: Scale, gpu: bool, commit: str) -> di
                       "dynamic_mse": q.get("dynamic_mse"), "novelty": q.get("novelty_state_action"),
                       "exact_samples": q.get("exact_samples"), "with_clipped_states": q.get("with_clipped_states")}
     stages = json.loads((w / "stages.json").read_text())  # wall times include the stopped calls' time
-    missing = [m for m in METHODS if m not in cells]
+    missing = [m for m in methods if m not in cells]
     if missing:
         raise SystemExit(f"error: the comparison has no {', '.join(missing)} row")
     row = {
-        "dataset": dataset, "algorithm": algorithm_for(dataset), "device": _device_name(gpu), "commit": commit,
-        "scores": {m: {"mean": cells[m]["mean"], "std": cells[m]["std"], "seeds": cells[m]["seeds"]} for m in METHODS},
+        "dataset": dataset, "algorithm": algorithm_for(dataset), "device": device or _device_name(gpu),
+        "commit": commit, "methods": list(methods),
+        "scores": {m: {"mean": cells[m]["mean"], "std": cells[m]["std"], "seeds": cells[m]["seeds"]} for m in methods},
         "welch_gta_vs": {m: {"t": welch[m].get("t"), "df": welch[m].get("df"), "p": welch[m].get("p_value")}
-                         for m in METHODS if m in welch},
+                         for m in methods if m in welch},
         "quality": quality, "paper": PAPER.get(dataset),
-        "protocol": {"diffusion_steps": scale.diffusion_steps, "network": scale.network,
-                     "synther_steps": scale.synther_steps, "generated": scale.generated, "rl_steps": scale.rl_steps,
-                     "batch_size": scale.batch_size, "seeds": scale.seeds, "eval_every": scale.eval_every,
-                     "dataset_size": scale.size, "quality_samples": scale.quality_samples},
+        "protocol": write_protocol(scale),
         "stage_wall_s": {k: v["wall_s"] for k, v in stages.items()},
+        **({"parts": parts} if parts else {}),
     }
     paper = PAPER.get(dataset) or {}
-    lines = [f"### {dataset} ({row['algorithm']}, {row['device']}, commit {commit})", "",
+    part = "" if methods == METHODS else f", part: {', '.join(methods)}"
+    lines = [f"### {dataset} ({row['algorithm']}, {row['device']}, commit {commit}{part})", "",
              "| method | score: mean +- std (ddof=1) | seeds | Welch p, GTA vs method | paper (D4RL) |",
              "|---|---|---|---|---|"]
-    for m in METHODS:
+    for m in methods:
         s = row["scores"][m]
         p = row["welch_gta_vs"].get(m, {}).get("p")
         lines.append(f"| {m} | {s['mean']:.2f} +- {s['std']:.2f} | {s['seeds']} | "
                      f"{'-' if m == 'gta' or p is None else f'{p:.2g}'} | {_fmt(paper.get(m))} |")
-    lines += ["", "| augmented store | oracle reward | generated reward | dynamic MSE | novelty (s, a) |",
-              "|---|---|---|---|---|"]
-    for m in AUGMENTED:
+    if augmented:
+        lines += ["", "| augmented store | oracle reward | generated reward | dynamic MSE | novelty (s, a) |",
+                  "|---|---|---|---|---|"]
+    for m in augmented:
         q = quality[m]
         cols = [q[k] for k in ("oracle_reward", "generated_reward", "dynamic_mse", "novelty")]
         lines.append(f"| {m} | " + " | ".join("-" if v is None else f"{v:.4g}" for v in cols) + " |")
@@ -259,10 +306,84 @@ def write_row(dataset: str, w: Path, scale: Scale, gpu: bool, commit: str) -> di
     return row
 
 
+# What --merge takes from a part's workdir: its row and ledger, its quality reports and its arms' small files.
+RUN_FILES = ("config.json", "results.json")
+
+
+def gather_parts(dataset: str, w: Path, scale: Scale, parts: list[Path]) -> tuple[str, list[dict]]:
+    """Copy the parts' arms and quality reports into ``w`` and their stages into ``w/stages.json`` (named
+    ``STAGE[methods]``), every check made before anything is written; returns the device line and the parts."""
+    rows = []
+    for part in parts:
+        path = part / "row.json"
+        if not path.is_file() or not (part / "stages.json").is_file():
+            raise SystemExit(f"error: {part} is not a finished part of a row (no row.json and stages.json in it)")
+        row = json.loads(path.read_text())
+        if row.get("dataset") != dataset:
+            raise SystemExit(f"error: {part} is a row of {row.get('dataset')!r}, not {dataset!r}")
+        rows.append((part, row))
+    protocols = {json.dumps(r["protocol"], sort_keys=True) for _, r in rows}
+    if len(protocols) > 1:
+        raise SystemExit("error: the parts ran different protocols: " + "; ".join(
+            f"{p}: {json.dumps(r['protocol'], sort_keys=True)}" for p, r in rows))
+    mine = json.dumps(write_protocol(scale), sort_keys=True)
+    if protocols != {mine}:
+        raise SystemExit(f"error: the parts ran {protocols.pop()}, this command's scale is {mine} (give the "
+                         "parts' scale options)")
+    held = [m for _, r in rows for m in r.get("methods", METHODS)]
+    if sorted(held) != sorted(METHODS):
+        raise SystemExit(f"error: the parts hold {', '.join(held) or 'nothing'}; a row needs each of "
+                         f"{', '.join(METHODS)} once")
+    for part, row in rows:
+        for m in row.get("methods", METHODS):
+            run = part / "rl" / m
+            lacking = [f for f in RUN_FILES if not (run / f).is_file()]
+            if lacking or not any(run.glob("seed_*/metrics.jsonl")):
+                raise SystemExit(f"error: {run} lacks {', '.join(lacking) or 'seed_<k>/metrics.jsonl'}")
+            if m in AUGMENTED and not (part / f"quality-{m}" / "quality.json").is_file():
+                raise SystemExit(f"error: {part / f'quality-{m}'} has no quality.json")
+    w.mkdir(parents=True, exist_ok=True)
+    stages = read_json(w / "stages.json", {})
+    for part, row in rows:
+        label = ",".join(row.get("methods", METHODS))
+        for m in row.get("methods", METHODS):
+            dst = w / "rl" / m
+            shutil.rmtree(dst, ignore_errors=True)
+            dst.mkdir(parents=True)
+            for f in RUN_FILES:
+                shutil.copy2(part / "rl" / m / f, dst / f)
+            for metrics in (part / "rl" / m).glob("seed_*/metrics.jsonl"):
+                (dst / metrics.parent.name).mkdir()
+                shutil.copy2(metrics, dst / metrics.parent.name / metrics.name)
+            if m in AUGMENTED:
+                shutil.rmtree(w / f"quality-{m}", ignore_errors=True)
+                shutil.copytree(part / f"quality-{m}", w / f"quality-{m}")
+        for name, entry in json.loads((part / "stages.json").read_text()).items():
+            if name != "compare":
+                stages[f"{name}[{label}]"] = entry
+    stages.pop("compare", None)  # the merged arms are compared again
+    write_json(w / "stages.json", stages)
+    devices = sorted({r["device"] for _, r in rows})
+    return "; ".join(devices), [{"methods": r.get("methods", list(METHODS)), "commit": r["commit"],
+                                 "device": r["device"], "workdir": str(p)} for p, r in rows]
+
+
+def write_protocol(scale: Scale) -> dict:
+    """The protocol fields of a row (what parts must share to be merged)."""
+    return {"diffusion_steps": scale.diffusion_steps, "network": scale.network, "synther_steps": scale.synther_steps,
+            "generated": scale.generated, "rl_steps": scale.rl_steps, "batch_size": scale.batch_size,
+            "seeds": scale.seeds, "eval_every": scale.eval_every, "dataset_size": scale.size,
+            "quality_samples": scale.quality_samples}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dataset", help="a gta-data recipe: halfcheetah-medium, hopper-medium-replay, pointmaze-large, ...")
     add_row_options(ap, SCALE_OPTIONS, tiny="tiny data, networks and step counts")
+    ap.add_argument("--methods", default=",".join(METHODS),
+                    help="a part of the row: these methods' stages only (merge the parts with --merge)")
+    ap.add_argument("--merge", type=Path, nargs="+", default=None, metavar="PART",
+                    help="the workdirs of parts made with --methods: one row of them in --workdir (CPU, seconds)")
     add_commit_option(ap)
     args = ap.parse_args(argv)
 
@@ -271,13 +392,25 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--jobs must be >= 1")
     if not known_dataset(args.dataset):
         ap.error(f"no Table 1 row for {args.dataset!r} (choose from {', '.join(PAPER)})")
+    try:
+        methods = parse_methods(args.methods)
+    except ValueError as exc:
+        ap.error(str(exc))
     w = args.workdir
+    if args.merge:
+        if methods != METHODS:
+            ap.error("--merge makes the whole row: leave out --methods")
+        if any(k != "compare" and "[" not in k for k in read_json(w / "stages.json", {})):
+            ap.error(f"{w} is the workdir of a row's stages: merge into another")
+        device, parts = gather_parts(args.dataset, w, scale, args.merge)
+        commit = args.commit or ",".join(dict.fromkeys(p["commit"] for p in parts))
+        return run_row(w, [compare_stage(w, METHODS, ())], 1, None, time.perf_counter(),
+                       lambda: write_row(args.dataset, w, scale, args.gpu, commit, device=device, parts=parts))
     w.mkdir(parents=True, exist_ok=True)
     commit = args.commit or git_commit()
-    stages = build_stages(args.dataset, w, scale, args.gpu)
+    stages = build_stages(args.dataset, w, scale, args.gpu, methods)
     return run_row(w, stages, args.jobs, args.stop_after_s, time.perf_counter(),
-                   lambda: write_row(args.dataset, w, scale, args.gpu, commit))
-
+                   lambda: write_row(args.dataset, w, scale, args.gpu, commit, methods))
 
 
 if __name__ == "__main__":
