@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -90,3 +91,46 @@ def test_stages_follow_the_paper(tmp_path):
     assert maze["rl"].command[maze["rl"].command.index("train") + 1] == "iql"
     assert "--fused-mlp" not in maze["rl"].command
     assert maze["gta"].command[maze["gta"].command.index("--dataset-preset") + 1] == "maze2d"
+
+
+@pytest.mark.slow
+def test_a_row_made_in_two_parts_then_merged_from_their_small_files(tmp_path):
+    a, b, merged = tmp_path / "a", tmp_path / "b", tmp_path / "row"
+    first = _run("pointmaze-umaze", "--workdir", a, "--tiny", "--jobs", "2", "--methods", "gta,none")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    part = json.loads((a / "row.json").read_text())
+    assert part["methods"] == ["none", "gta"] and set(part["scores"]) == {"none", "gta"}
+    assert set(part["welch_gta_vs"]) == {"none"} and set(part["quality"]) == {"gta"}
+    ledger = json.loads((a / "stages.json").read_text())
+    assert set(ledger) == {"data", "gta-model", "gta", "rl", "quality-gta", "compare"}  # no baseline stage ran
+    assert not (a / "s4rl.zarr").exists() and not (a / "synther-model").exists()
+    # the parts must cover the row: one part alone is refused, before anything is written
+    alone = _run("pointmaze-umaze", "--workdir", merged, "--tiny", "--merge", a, timeout=120)
+    assert alone.returncode != 0 and "a row needs each of" in alone.stderr and not merged.exists()
+
+    second = _run("pointmaze-umaze", "--workdir", b, "--tiny", "--jobs", "2", "--methods", "s4rl,synther")
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    # what a part sends to the merge: its row, ledger, quality reports and arms' small files, nothing else
+    for part_dir in (a, b):
+        for p in list(part_dir.iterdir()):
+            if p.name not in ("row.json", "stages.json", "rl", "compare") and not p.name.startswith("quality-"):
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+        for p in (part_dir / "rl").rglob("*"):
+            if p.is_file() and p.name not in ("config.json", "results.json", "metrics.jsonl"):
+                p.unlink()
+    # another protocol is refused
+    other = _run("pointmaze-umaze", "--workdir", merged, "--tiny", "--rl-steps", "50", "--merge", a, b, timeout=120)
+    assert other.returncode != 0 and "scale" in other.stderr and not merged.exists()
+    done = _run("pointmaze-umaze", "--workdir", merged, "--tiny", "--merge", a, b, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    row = json.loads((merged / "row.json").read_text())
+    assert set(row["scores"]) == {"none", "s4rl", "synther", "gta"}
+    assert set(row["welch_gta_vs"]) == {"none", "s4rl", "synther"} and set(row["quality"]) == {"s4rl", "synther", "gta"}
+    # the merged row's cells are the parts' own
+    assert row["scores"]["gta"] == part["scores"]["gta"] and row["scores"]["none"] == part["scores"]["none"]
+    assert row["welch_gta_vs"]["none"] == part["welch_gta_vs"]["none"]
+    assert [p["methods"] for p in row["parts"]] == [["none", "gta"], ["s4rl", "synther"]]
+    assert "rl[none,gta]" in row["stage_wall_s"] and "synther-model[s4rl,synther]" in row["stage_wall_s"]
+    # a row's own workdir is not a merge target
+    into_part = _run("pointmaze-umaze", "--workdir", b, "--tiny", "--merge", a, b, timeout=120)
+    assert into_part.returncode != 0 and "merge into another" in into_part.stderr

@@ -36,9 +36,11 @@ meet (the arms of a stack train as they would alone, so a row merged from parts 
     python tools/reproduce.py hopper-medium --workdir runs/hm --merge runs/hm-a runs/hm-b   # CPU, seconds
 
 A part runs only its methods' stages (the RL arms of its methods as one stack) and writes a row of its methods.
-``--merge`` needs of each part only ``row.json``, ``stages.json``, ``quality-<m>/`` and the run directories'
-``config.json``, ``results.json`` and ``seed_<k>/metrics.jsonl`` (no stores, no checkpoints); it checks that
-the parts ran the same dataset and protocol and together hold every method once, then compares the four arms.
+``--merge`` needs of each part only ``row.json``, ``stages.json``, ``compare/results.json``, ``quality-<m>/``
+and the run directories' ``config.json``, ``results.json`` and ``seed_<k>/metrics.jsonl`` (no stores, no
+checkpoints); it checks that the parts ran the same dataset and protocol and together hold every method once,
+then compares the four arms (each labelled with the task and method its part's comparison read from its
+stores).
 """
 
 from __future__ import annotations
@@ -334,9 +336,18 @@ def gather_parts(dataset: str, w: Path, scale: Scale, parts: list[Path]) -> tupl
     if sorted(held) != sorted(METHODS):
         raise SystemExit(f"error: the parts hold {', '.join(held) or 'nothing'}; a row needs each of "
                          f"{', '.join(METHODS)} once")
+    labels = {}
     for part, row in rows:
+        try:  # the labels the part's comparison gave its arms, read from their stores (which stay behind)
+            runs = json.loads((part / "compare" / "results.json").read_text())["runs"]
+        except (OSError, ValueError, KeyError):
+            raise SystemExit(f"error: {part / 'compare' / 'results.json'} is missing or not a comparison") from None
         for m in row.get("methods", METHODS):
             run = part / "rl" / m
+            found = [r for r in runs if Path(str(r.get("source"))).name == m]
+            if len(found) != 1:
+                raise SystemExit(f"error: {part / 'compare' / 'results.json'} has no arm {m}")
+            labels[m] = {k: found[0][k] for k in ("task", "method", "mu", "alpha") if found[0].get(k) is not None}
             lacking = [f for f in RUN_FILES if not (run / f).is_file()]
             if lacking or not any(run.glob("seed_*/metrics.jsonl")):
                 raise SystemExit(f"error: {run} lacks {', '.join(lacking) or 'seed_<k>/metrics.jsonl'}")
@@ -350,8 +361,9 @@ def gather_parts(dataset: str, w: Path, scale: Scale, parts: list[Path]) -> tupl
             dst = w / "rl" / m
             shutil.rmtree(dst, ignore_errors=True)
             dst.mkdir(parents=True)
-            for f in RUN_FILES:
-                shutil.copy2(part / "rl" / m / f, dst / f)
+            shutil.copy2(part / "rl" / m / "results.json", dst / "results.json")
+            config = json.loads((part / "rl" / m / "config.json").read_text())
+            write_json(dst / "config.json", {**config, **labels[m]})  # labelled as gta-eval read the stores
             for metrics in (part / "rl" / m).glob("seed_*/metrics.jsonl"):
                 (dst / metrics.parent.name).mkdir()
                 shutil.copy2(metrics, dst / metrics.parent.name / metrics.name)
