@@ -13,10 +13,10 @@ PY=${PYTHON:-python3}
   -e "packages/gta-rl[tensorboard]" \
   -e packages/gta-eval \
   -e "packages/gta-pixel[dmc,vd4rl]" \
-  "pytest>=8" 2>&1 | grep -v "is ignored" || true
+  "pytest>=8" "pytest-xdist>=3" 2>&1 | grep -v "is ignored" || true
 # Triton (gta-rl[fused]) for the CPU interpreter tests of gta-rl's fused kernels; optional: without it those
 # tests are skipped (torch's CUDA wheels bring their own Triton).
 .venv/bin/python -m pip install -q --disable-pip-version-check "triton>=3.0" 2>&1 | grep -v "is ignored" || true
 # pip's exit status is hidden by the filter above: check the result instead.
-.venv/bin/python -c "import gta_data, gta_diffusion, gta_rl, gta_eval, gta_pixel, torch, pytest" \
+.venv/bin/python -c "import gta_data, gta_diffusion, gta_rl, gta_eval, gta_pixel, torch, pytest, xdist" \
   || { echo "install failed: see pip output above" >&2; exit 1; }
