@@ -20,6 +20,7 @@ and its metrics after the first few updates are checked against ``current`` befo
 
     python tools/bench_sac_versions.py --out sac_versions.json          # CUDA: compile + CUDA graph
     python tools/bench_sac_versions.py --quick --out /tmp/v.json        # CPU smoke run (eager, tiny)
+    python tools/bench_sac_versions.py --quick --engine compile --out /tmp/v.json  # CPU: the compiled variants
 """
 
 from __future__ import annotations
