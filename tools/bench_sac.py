@@ -54,7 +54,12 @@ def update_rate(mode: str, device: torch.device, seconds: float, batch: int) -> 
     runner = update_runner(agent, buffer, batch, **ENGINES[mode])
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(10):
-        out = runner()
+        runner()
+    return timed_rate(runner, sync, seconds, "SAC")
+
+
+def timed_rate(runner, sync, seconds: float, name: str) -> float:
+    """Updates/s of ``runner`` over about ``seconds`` (50 updates between synchronisations), its metrics checked."""
     sync()
     t0, count = time.perf_counter(), 0
     while time.perf_counter() - t0 < seconds:
@@ -64,7 +69,7 @@ def update_rate(mode: str, device: torch.device, seconds: float, batch: int) -> 
         sync()
     rate = count / (time.perf_counter() - t0)
     if not torch.isfinite(out).all():
-        raise FloatingPointError("non-finite SAC metrics")
+        raise FloatingPointError(f"{name}: non-finite metrics")
     return rate
 
 

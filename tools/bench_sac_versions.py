@@ -29,6 +29,7 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
 import types
 from collections.abc import Callable, Sequence
@@ -41,6 +42,9 @@ from torch import Tensor
 from gta_rl.behaviour import ReplayBuffer, SACAgent, SACConfig, update_runner
 from gta_rl.behaviour.config import S_BATCH
 from gta_rl.behaviour.replay import COLUMNS
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_sac import timed_rate  # noqa: E402
 
 OBS, ACT = 17, 6
 VARIANTS = ("current", "old-runner", "old-runner+columns", "old-runner+columns+f64-adam")
@@ -137,16 +141,7 @@ def run_rounds(runners: dict[str, Callable[[], Tensor]], device: torch.device, s
     rates: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(rounds):
         for name, runner in runners.items():
-            sync()
-            t0, count = time.perf_counter(), 0
-            while time.perf_counter() - t0 < seconds:
-                for _ in range(50):
-                    out = runner()
-                count += 50
-                sync()
-            rates[name].append(count / (time.perf_counter() - t0))
-            if not torch.isfinite(out).all():
-                raise FloatingPointError(f"{name}: non-finite SAC metrics")
+            rates[name].append(timed_rate(runner, sync, seconds, name))
     return rates
 
 
