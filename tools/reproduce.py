@@ -308,7 +308,7 @@ def write_row(dataset: str, w: Path, scale: Scale, gpu: bool, commit: str, metho
     return row
 
 
-# What --merge takes from a part's workdir: its row and ledger, its quality reports and its arms' small files.
+# What --merge needs of each arm's run directory in a part, beside its seed_<k>/metrics.jsonl.
 RUN_FILES = ("config.json", "results.json")
 
 
@@ -354,7 +354,7 @@ def gather_parts(dataset: str, w: Path, scale: Scale, parts: list[Path]) -> tupl
             if m in AUGMENTED and not (part / f"quality-{m}" / "quality.json").is_file():
                 raise SystemExit(f"error: {part / f'quality-{m}'} has no quality.json")
     w.mkdir(parents=True, exist_ok=True)
-    stages = read_json(w / "stages.json", {})
+    stages = {}  # this merge's parts only (an earlier merge into ``w`` is replaced)
     for part, row in rows:
         label = ",".join(row.get("methods", METHODS))
         for m in row.get("methods", METHODS):
@@ -373,7 +373,6 @@ def gather_parts(dataset: str, w: Path, scale: Scale, parts: list[Path]) -> tupl
         for name, entry in json.loads((part / "stages.json").read_text()).items():
             if name != "compare":
                 stages[f"{name}[{label}]"] = entry
-    stages.pop("compare", None)  # the merged arms are compared again
     write_json(w / "stages.json", stages)
     devices = sorted({r["device"] for _, r in rows})
     return "; ".join(devices), [{"methods": r.get("methods", list(METHODS)), "commit": r["commit"],
