@@ -42,15 +42,21 @@ OBS, ACT = 17, 6
 ENGINES = {"eager": {}, "graph": {"cuda_graph": True}, "compile+graph": {"cuda_graph": True, "compile": True}}
 
 
-def update_rate(mode: str, device: torch.device, seconds: float, batch: int) -> float:
-    cfg = SACConfig(env_id="HalfCheetah-v5", batch_size=batch, device=device.type)
+def agent_and_buffer(device: torch.device, batch: int, hidden: tuple[int, ...] = (256, 256),
+                     rows: int = 100_000) -> tuple[SACAgent, ReplayBuffer]:
+    """A fresh SAC agent of HalfCheetah's shapes and a buffer of ``rows`` random transitions (seeded)."""
+    cfg = SACConfig(env_id="HalfCheetah-v5", batch_size=batch, hidden=hidden, device=device.type)
     agent = SACAgent(cfg, OBS, ACT, -np.ones(ACT, np.float32), np.ones(ACT, np.float32), device)
     rng = np.random.default_rng(0)
-    n = 100_000
-    buffer = ReplayBuffer(n, OBS, ACT, device)
-    buffer.add({"obs": rng.normal(size=(n, OBS)), "act": rng.uniform(-1, 1, (n, ACT)), "rew": rng.normal(size=n),
-                "next_obs": rng.normal(size=(n, OBS)), "term": np.zeros(n), "trunc": np.zeros(n, bool),
-                "env": np.zeros(n, np.int32)})
+    buffer = ReplayBuffer(rows, OBS, ACT, device)
+    buffer.add({"obs": rng.normal(size=(rows, OBS)), "act": rng.uniform(-1, 1, (rows, ACT)),
+                "rew": rng.normal(size=rows), "next_obs": rng.normal(size=(rows, OBS)), "term": np.zeros(rows),
+                "trunc": np.zeros(rows, bool), "env": np.zeros(rows, np.int32)})
+    return agent, buffer
+
+
+def update_rate(mode: str, device: torch.device, seconds: float, batch: int) -> float:
+    agent, buffer = agent_and_buffer(device, batch)
     runner = update_runner(agent, buffer, batch, **ENGINES[mode])
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(10):

@@ -26,7 +26,6 @@ and its metrics after the first few updates are checked against ``current`` befo
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -35,18 +34,17 @@ import types
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from gta_rl.behaviour import ReplayBuffer, SACAgent, SACConfig, update_runner
+from gta_rl.behaviour import ReplayBuffer, SACAgent, update_runner
 from gta_rl.behaviour.config import S_BATCH
 from gta_rl.behaviour.replay import COLUMNS
+from gta_rl.checkpoint import write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_sac import timed_rate  # noqa: E402
+from bench_sac import agent_and_buffer, timed_rate  # noqa: E402
 
-OBS, ACT = 17, 6
 VARIANTS = ("current", "old-runner", "old-runner+columns", "old-runner+columns+f64-adam")
 
 
@@ -119,13 +117,7 @@ def f64_adam_step(self, grads: Sequence[Tensor]) -> None:
 
 def build(variant: str, device: torch.device, batch: int, hidden: tuple[int, ...], rows: int, compile: bool,
           cuda_graph: bool) -> Callable[[], Tensor]:
-    cfg = SACConfig(env_id="HalfCheetah-v5", batch_size=batch, hidden=hidden, device=device.type)
-    agent = SACAgent(cfg, OBS, ACT, -np.ones(ACT, np.float32), np.ones(ACT, np.float32), device)
-    rng = np.random.default_rng(0)
-    buffer = ReplayBuffer(rows, OBS, ACT, device)
-    buffer.add({"obs": rng.normal(size=(rows, OBS)), "act": rng.uniform(-1, 1, (rows, ACT)),
-                "rew": rng.normal(size=rows), "next_obs": rng.normal(size=(rows, OBS)), "term": np.zeros(rows),
-                "trunc": np.zeros(rows, bool), "env": np.zeros(rows, np.int32)})
+    agent, buffer = agent_and_buffer(device, batch, hidden, rows)
     if variant == "current":
         return update_runner(agent, buffer, batch, compile=compile, cuda_graph=cuda_graph)
     if variant.endswith("+f64-adam"):
@@ -189,9 +181,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
               "torch": torch.__version__, "engine": engine, "batch_size": batch, "hidden": list(hidden),
               "rounds": rounds, "seconds": seconds, "rows": rows_out, "wall_s": time.perf_counter() - t_start}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(args.out)
+    write_json(args.out, result)
     print(f"SAC update on {result['device']} ({engine}, batch {batch}, hidden {hidden}, torch {torch.__version__}), "
           f"median of {rounds} interleaved rounds, {result['wall_s']:.0f} s")
     print(f"{'variant':<30}{'updates/s':>11}{'vs ' + variants[0]:>16}{'check diff':>12}")

@@ -283,7 +283,7 @@ def write_row(dataset: str, w: Path, scale: Scale, gpu: bool, commit: str, metho
         "welch_gta_vs": {m: {"t": welch[m].get("t"), "df": welch[m].get("df"), "p": welch[m].get("p_value")}
                          for m in methods if m in welch},
         "quality": quality, "paper": PAPER.get(dataset),
-        "protocol": write_protocol(scale),
+        "protocol": protocol_of(scale),
         "stage_wall_s": {k: v["wall_s"] for k, v in stages.items()},
         **({"parts": parts} if parts else {}),
     }
@@ -328,7 +328,7 @@ def gather_parts(dataset: str, w: Path, scale: Scale, parts: list[Path]) -> tupl
     if len(protocols) > 1:
         raise SystemExit("error: the parts ran different protocols: " + "; ".join(
             f"{p}: {json.dumps(r['protocol'], sort_keys=True)}" for p, r in rows))
-    mine = json.dumps(write_protocol(scale), sort_keys=True)
+    mine = json.dumps(protocol_of(scale), sort_keys=True)
     if protocols != {mine}:
         raise SystemExit(f"error: the parts ran {protocols.pop()}, this command's scale is {mine} (give the "
                          "parts' scale options)")
@@ -379,7 +379,7 @@ def gather_parts(dataset: str, w: Path, scale: Scale, parts: list[Path]) -> tupl
                                  "device": r["device"], "workdir": str(p)} for p, r in rows]
 
 
-def write_protocol(scale: Scale) -> dict:
+def protocol_of(scale: Scale) -> dict:
     """The protocol fields of a row (what parts must share to be merged)."""
     return {"diffusion_steps": scale.diffusion_steps, "network": scale.network, "synther_steps": scale.synther_steps,
             "generated": scale.generated, "rl_steps": scale.rl_steps, "batch_size": scale.batch_size,
