@@ -144,7 +144,7 @@ def test_latent_replay_nstep_targets_by_hand(tmp_path):
                        next_observations=obs + 10, terminals=np.array([0, 0, 0, 1, 0], bool),
                        timeouts=np.array([0, 0, 0, 0, 1], bool))
     write_store(tmp_path / "s.zarr", data, np.array([4, 5]), env_id="pixel:fake")
-    replay = LatentReplay([tmp_path / "s.zarr"], nstep=3, discount=0.5, device=torch.device("cpu"))
+    replay = LatentReplay([TrajectoryStore.open(tmp_path / "s.zarr")], nstep=3, discount=0.5, device=torch.device("cpu"))
     np.testing.assert_allclose(replay.rewards.numpy(), [1 + 1 + 0.75, 2 + 1.5 + 1, 3 + 2, 4, 5])
     np.testing.assert_allclose(replay.discounts.numpy(), [0.125, 0.0, 0.0, 0.0, 0.5])  # a terminal ends row 3
     np.testing.assert_array_equal(replay.next_observations[:, 0].numpy(), [12, 13, 13, 13, 14])
@@ -343,7 +343,7 @@ def test_fresh_first_step_moves_heads_by_the_learning_rate(pixels, run, tmp_path
     from gta_pixel.finetune import HeadTuner, LatentReplay
 
     latent = encode(run, pixels, tmp_path / "latent.zarr", device="cpu").path
-    replay = LatentReplay([latent], nstep=3, discount=0.99, device=torch.device("cpu"))
+    replay = LatentReplay([TrajectoryStore.open(latent)], nstep=3, discount=0.99, device=torch.device("cpu"))
     moved = {}
     for kind in ("fresh", "continued"):
         agent, _, state = runs.load_agent(run)

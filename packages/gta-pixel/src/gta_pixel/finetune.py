@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gta_data import StoreError
+from gta_data import StoreError, TrajectoryStore
 from gta_data.accel.devices import resolve_device
 from gta_pixel import runs
 from gta_pixel.drqbc import sample_action
@@ -71,21 +71,25 @@ def nstep_rows(episode_ends: np.ndarray, nstep: int) -> tuple[np.ndarray, np.nda
     return np.where(np.arange(nstep) < k[:, None], rows, -1), k
 
 
-def encoder_seeds(paths: Sequence[Path]) -> dict[str, int]:
-    """The seed whose encoder and trunks wrote each latent store that ``gta-pixel encode`` made (path -> seed);
-    stores from elsewhere (generated latents) name none."""
+def open_latent_stores(paths: Sequence[Path]) -> list[TrajectoryStore]:
+    """The ``--data`` stores, opened once and checked to describe one task (a clear RunError otherwise)."""
     try:
-        stores = open_stores([str(p) for p in paths])
+        return open_stores([str(p) for p in paths])
     except StoreError as exc:
         raise RunError(str(exc)) from None
+
+
+def encoder_seeds(stores: Sequence[TrajectoryStore]) -> dict[str, int]:
+    """The seed whose encoder and trunks wrote each latent store that ``gta-pixel encode`` made (path -> seed);
+    stores from elsewhere (generated latents) name none."""
     return {str(s.path): int(s.provenance["seed"]) for s in stores
             if s.provenance.get("source") == "gta-pixel encode" and "seed" in s.provenance}
 
 
-def fine_tuned_seeds(data: Sequence[Path], seeds: Sequence[int] | None) -> list[int] | None:
-    """The seeds whose heads train on ``data``: a latent store is one seed's features, so the stores that
+def fine_tuned_seeds(stores: Sequence[TrajectoryStore], seeds: Sequence[int] | None) -> list[int] | None:
+    """The seeds whose heads train on ``stores``: a latent store is one seed's features, so the stores that
     ``encode`` wrote decide (``seeds`` None: their seed); other seeds, or stores of two encoders, are refused."""
-    seeded = encoder_seeds(data)
+    seeded = encoder_seeds(stores)
     encoders = sorted(set(seeded.values()))
     if len(encoders) > 1:
         raise RunError(f"the latent stores come from the encoders of seeds {encoders} ({', '.join(seeded)}): "
@@ -113,9 +117,9 @@ def encoded_arithmetic(provenance: dict) -> bool | None:
 class LatentReplay:
     """The union of latent stores on one device, with per-row truncated n-step targets."""
 
-    def __init__(self, paths: Sequence[Path], *, nstep: int, discount: float, device: torch.device) -> None:
-        stores = open_stores([str(p) for p in paths])
-        self.stores = stores
+    def __init__(self, stores: Sequence[TrajectoryStore], *, nstep: int, discount: float,
+                 device: torch.device) -> None:
+        self.stores = list(stores)
         obs, act, rew, nxt, disc = [], [], [], [], []
         for store in stores:
             data = store.load(names=())
@@ -261,7 +265,8 @@ def finetune(
     dev = resolve_device(device, RunError)
     if resume:  # a resumed run keeps the seeds it was started with
         seeds = [int(s) for s in runs.read_config(out)["seeds"]]
-    seeds = fine_tuned_seeds(data, seeds)
+    stores = open_latent_stores(data)
+    seeds = fine_tuned_seeds(stores, seeds)
     agent, base_config, base_state = runs.load_agent(run, dev, seeds=seeds)
     if seeds is not None:  # the chosen seeds' rows of the base run's optimizer moments (leading seed axis)
         rows = torch.tensor([[int(s) for s in base_config["seeds"]].index(s) for s in agent.seed_list])
@@ -273,7 +278,7 @@ def finetune(
     if nstep < 1 or batch_size < 1:
         raise RunError("nstep and batch size must be positive")
     try:
-        replay = LatentReplay(data, nstep=nstep, discount=cfg.discount, device=dev)
+        replay = LatentReplay(stores, nstep=nstep, discount=cfg.discount, device=dev)
     except StoreError as exc:
         raise RunError(str(exc)) from None
     store = replay.stores[0]
