@@ -27,7 +27,6 @@ Prints a table last and writes every number to ``--out`` (JSON).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import tempfile
 import time
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 
 from gta_rl.behaviour import ReplayBuffer, SACAgent, SACConfig, train_sac, update_runner
+from gta_rl.checkpoint import write_json
 
 OBS, ACT = 17, 6
 ENGINES = {"eager": {}, "graph": {"cuda_graph": True}, "compile+graph": {"cuda_graph": True, "compile": True}}
@@ -110,8 +110,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--quick", action="store_true", help="CPU smoke run: eager, small")
     ap.add_argument("--num-envs", type=int, default=4)
-    ap.add_argument("--loop-steps", type=int, default=20_000, help="timed environment steps after the warm-up")
-    ap.add_argument("--warmup", type=int, default=5000, help="random warm-up steps before updates start")
+    ap.add_argument("--loop-steps", type=int, default=None,
+                    help="timed environment steps after the warm-up (default 20000; --quick: 600)")
+    ap.add_argument("--warmup", type=int, default=None,
+                    help="random warm-up steps before updates start (default 5000; --quick: 500)")
     ap.add_argument("--engine", choices=sorted(ENGINES), default=None,
                     help="update engine of the loop runs (default: compile+graph on CUDA, eager on CPU)")
     ap.add_argument("--loops", default="readable,staged,staged+t,overlap,overlap+t",
@@ -124,7 +126,11 @@ def main() -> None:
     engines = ["eager"] if device.type == "cpu" else list(ENGINES)
     engine = args.engine or ("compile+graph" if device.type == "cuda" else "eager")
     seconds = 0.5 if device.type == "cpu" else 3.0
-    steps, warm = (600, 500) if args.quick else (args.loop_steps, args.warmup)
+    steps, warm = (600, 500) if args.quick else (20_000, 5000)
+    steps = steps if args.loop_steps is None else args.loop_steps
+    warm = warm if args.warmup is None else args.warmup
+    if steps < 1 or warm < 1:
+        ap.error(f"--loop-steps and --warmup must be positive, got {steps} and {warm}")
     loops = [name for name in args.loops.split(",") if name]
     t_start = time.perf_counter()
     updates = []
@@ -149,7 +155,7 @@ def main() -> None:
               "torch": torch.__version__, "batch_size": 256, "num_envs": args.num_envs, "warmup": warm,
               "loop_steps": steps, "updates": updates, "loops": rows, "wall_s": time.perf_counter() - t_start}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    write_json(args.out, result)
     print(f"\nSAC on {result['device']} (batch 256, HalfCheetah-v5, {args.num_envs} env copies), "
           f"{result['wall_s']:.0f} s")
     print(f"{'engine':<15}{'updates/s':>11}")
