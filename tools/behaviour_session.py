@@ -8,7 +8,9 @@ outlive the command that started them and run on while the machine is held), eac
 ``pack`` bundles one env's small files (config, state, actions, logs and the actor checkpoints that D4RL's
 medium/expert choice can still pick) as ``<env>.tar.xz.NN`` parts of at most 15 MiB, to come back from a
 call; ``unpack`` puts them in place on a fresh machine. ``export`` writes the policy and medium-replay files
-(as ``tools/train_behaviour_policies.py`` does) once the runs have finished.
+once the runs have finished. The training, the export and the run options are those of
+``tools/train_behaviour_policies.py`` (its ``train_run``, ``export_run`` and parent parsers): this tool adds
+the processes that outlive a call and the packing.
 
     # call 1 (a fresh machine): start, watch, bring the state back
     python tools/behaviour_session.py start --minutes 27 --overlap --compile --cuda-graph --env-async --num-envs 4
@@ -39,21 +41,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-ENVS = {"halfcheetah": "HalfCheetah-v5", "hopper": "Hopper-v5", "walker2d": "Walker2d-v5"}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import train_behaviour_policies as one_shot  # noqa: E402
+from train_behaviour_policies import ENVS  # noqa: E402
+
 SMALL = ("config.json", "resume.safetensors", "actions.safetensors", "checkpoints.jsonl", "metrics.jsonl")
 PART = 15 * 2**20  # bytes per packed part (a call brings back files of at most 16 MiB)
-QUICK = {"total_steps": 600, "hidden": (32, 32), "batch_size": 64, "learning_starts": 200, "checkpoint_every": 150,
-         "eval_episodes": 1, "device": "cpu", "num_envs": 2}
-
-
-def sac_settings(a: argparse.Namespace) -> dict[str, Any]:
-    settings = {"total_steps": a.steps, "num_envs": a.num_envs, "seed": a.seed, "checkpoint_every": a.checkpoint_every,
-                "eval_episodes": a.eval_episodes, "device": a.device, "compile": a.compile, "cuda_graph": a.cuda_graph,
-                "env_async": a.env_async, "overlap": a.overlap, "transfer_every": a.transfer_every,
-                "state_every": a.state_every}
-    if a.quick:
-        settings.update(QUICK, compile=False, cuda_graph=False)
-    return settings
+# The dry run: shorter than the one-shot tool's, two env copies, stopped and resumed within seconds.
+QUICK = {**one_shot.QUICK, "total_steps": 600, "learning_starts": 200, "checkpoint_every": 150, "num_envs": 2}
 
 
 def pid_file(run: Path) -> Path:
@@ -83,8 +78,9 @@ def cmd_start(a: argparse.Namespace) -> None:
             continue
         run.parent.mkdir(parents=True, exist_ok=True)
         log_path = run.with_name(f"{family}.log")
-        spec = {"env_id": ENVS[family], "run": str(run), "sac": sac_settings(a), "stop_after": a.stop_after,
-                "deadline": time.time() + 60.0 * a.minutes if a.minutes else None, "threads": a.threads}
+        spec = {"env_id": ENVS[family], "run": str(run), "sac": one_shot.sac_settings(a, QUICK),
+                "stop_after": a.stop_after, "deadline": time.time() + 60.0 * a.minutes if a.minutes else None,
+                "threads": a.threads}
         with open(log_path, "a") as log:
             proc = subprocess.Popen([sys.executable, __file__, "_train", json.dumps(spec)], stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
@@ -94,17 +90,14 @@ def cmd_start(a: argparse.Namespace) -> None:
 
 def cmd_train(spec_json: str) -> None:
     """One run (the process ``start`` launches): resume where the run directory has a state."""
-    import torch
-
-    from gta_rl.behaviour import SACConfig, train_sac
+    from gta_rl.behaviour import SACConfig
 
     spec = json.loads(spec_json)
-    torch.set_num_threads(spec["threads"])
     run = Path(spec["run"])
     cfg = SACConfig(env_id=spec["env_id"], **spec["sac"])
-    resume = (run / "resume.safetensors").exists() or (run / "state.safetensors").exists()
     t0 = time.time()
-    result = train_sac(cfg, run, resume=resume, stop_after=spec["stop_after"], deadline=spec["deadline"])
+    result = one_shot.train_run(cfg, run, resume=one_shot.resumable(run), stop_after=spec["stop_after"],
+                                deadline=spec["deadline"], threads=spec["threads"])
     last = result["checkpoints"][-1] if result["checkpoints"] else {}
     print(json.dumps({"step": result["step"], "updates": result["updates"], "wall_s": round(time.time() - t0, 1),
                       "last_eval_return": last.get("eval_return")}), flush=True)
@@ -219,18 +212,11 @@ def cmd_unpack(a: argparse.Namespace) -> None:
 
 
 def cmd_export(a: argparse.Namespace) -> None:
-    """The policy and medium-replay files of finished runs (as tools/train_behaviour_policies.py writes them):
-    a run resumed from the small files first re-simulates its buffer (and saves the full state it reads)."""
-    from gta_data.scores import D4RL_DATASET_STATS
-    from gta_rl.behaviour import (
-        SACConfig,
-        export_policy_file,
-        export_replay_file,
-        pick_checkpoints,
-        train_sac,
-    )
+    """The policy and medium-replay files of finished runs (tools/train_behaviour_policies.py's export_run): a run
+    resumed from the small files first re-simulates its buffer (and saves the full state it reads)."""
+    from gta_rl.behaviour import SACConfig
 
-    policy_dir = Path(a.policy_dir) if a.policy_dir else Path(__file__).resolve().parents[1] / "packages/gta-data/policies"
+    policy_dir = Path(a.policy_dir) if a.policy_dir else one_shot.REPO / "packages/gta-data/policies"
     results = []
     for family in a.env or list(ENVS):
         run = Path(a.run_dir) / family
@@ -240,20 +226,11 @@ def cmd_export(a: argparse.Namespace) -> None:
             raise SystemExit(f"error: no run of {family} in {run}")
         saved = json.loads((run / "config.json").read_text())
         cfg = SACConfig(**{**saved, "hidden": tuple(saved["hidden"]), "device": a.device})
-        result = train_sac(cfg, run, resume=True, stop_after=0)
+        result = one_shot.train_run(cfg, run, resume=True, stop_after=0)
         if result["step"] < cfg.total_steps:
             print(f"{family}: step {result['step']} of {cfg.total_steps}: exporting what it has")
-        medium = (D4RL_DATASET_STATS.get(f"{family}-medium") or {}).get("mean_return")
-        picks = pick_checkpoints(result["checkpoints"], medium_return=medium)
-        missing = [p["path"] for p in picks.values() if not (run / p["path"]).exists()]
-        if missing:
-            raise SystemExit(f"error: {family}: the picked actors {missing} were not kept (pack keeps the "
-                             "candidates of D4RL's medium rule; a run picked by another rule needs all actors)")
-        policy_dir.mkdir(parents=True, exist_ok=True)
-        policy = export_policy_file(run, policy_dir / f"{family}.npz", picks)
-        replay = export_replay_file(run, policy_dir / f"{family}-medium-replay.npz", picks["medium"]["step"])
-        results.append({"env": family, "steps": result["step"], "picks": picks, "policy_file": str(policy),
-                        "replay_file": str(replay), "replay_bytes": Path(replay).stat().st_size})
+        exported = one_shot.export_run(family, run, result["checkpoints"], policy_dir, a.medium)
+        results.append({"env": family, "env_id": cfg.env_id, "steps": result["step"], **exported})
         print(json.dumps(results[-1]))
     Path(a.out).write_text(json.dumps(results, indent=2) + "\n")
 
@@ -264,27 +241,10 @@ def main() -> None:
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--run-dir", default="runs/behaviour", help="one SAC run directory per env under it")
-    common.add_argument("--env", action="append", choices=sorted(ENVS), help="repeatable; default all three")
-    run_opts = argparse.ArgumentParser(add_help=False)
-    run_opts.add_argument("--steps", type=int, default=1_000_000)
-    run_opts.add_argument("--num-envs", type=int, default=4)
-    run_opts.add_argument("--seed", type=int, default=0)
-    run_opts.add_argument("--checkpoint-every", type=int, default=10_000)
-    run_opts.add_argument("--eval-episodes", type=int, default=5)
-    run_opts.add_argument("--device", default="auto")
-    run_opts.add_argument("--quick", action="store_true", help="CPU dry run: tiny networks, 600 steps")
+    common = one_shot.place_options()
+    run_opts = one_shot.run_options(num_envs=4, state_every=10_000_000, quick=QUICK)
     start = sub.add_parser("start", parents=[common, run_opts], help="launch the runs not running (resuming)")
-    start.add_argument("--minutes", type=float, default=None, help="each run stops (with a checkpoint) after this")
     start.add_argument("--stop-after", type=int, default=None, help="each run stops after this many more steps")
-    start.add_argument("--state-every", type=int, default=10_000_000,
-                       help="steps between full-state saves (the buffer; default: at the end only)")
-    start.add_argument("--compile", action="store_true")
-    start.add_argument("--cuda-graph", action="store_true")
-    start.add_argument("--env-async", action="store_true")
-    start.add_argument("--overlap", action="store_true")
-    start.add_argument("--transfer-every", type=int, default=1)
     start.add_argument("--threads", type=int, default=1, help="torch CPU threads per run")
     sub.add_parser("status", parents=[common], help="each run's step, evaluation, running or not")
     wait = sub.add_parser("wait", parents=[common], help="watch until the runs stop or --minutes pass")
@@ -294,10 +254,10 @@ def main() -> None:
     pack.add_argument("--out", required=True)
     unpack = sub.add_parser("unpack", parents=[common], help="put packed parts in place")
     unpack.add_argument("--from", dest="src", required=True)
-    export = sub.add_parser("export", parents=[common], help="policy and medium-replay files of the runs")
-    export.add_argument("--device", default="auto")
+    export = sub.add_parser("export", parents=[common, one_shot.export_options()],
+                            help="policy and medium-replay files of the runs")
+    export.add_argument("--device", default="auto", help="where the buffer is re-simulated and read")
     export.add_argument("--out", required=True, help="JSON results")
-    export.add_argument("--policy-dir", default=None)
     a = ap.parse_args()
     {"start": cmd_start, "status": cmd_status, "wait": cmd_wait, "pack": cmd_pack, "unpack": cmd_unpack,
      "export": cmd_export}[a.cmd](a)

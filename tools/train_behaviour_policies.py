@@ -20,7 +20,9 @@ and checks come after it: budget a few minutes more (on a shared H100, 3 envs: m
 
 After that, ``gta-data`` recipes ``<env>-{random,medium,medium-replay,expert,medium-expert}`` make the
 datasets on any CPU. Prints a table last and writes the results to ``--out`` (JSON). Runs resume from
-their last checkpoint when ``--resume`` is given.
+their last checkpoint when ``--resume`` is given. ``tools/behaviour_session.py`` runs the same training and
+export (this module's :func:`train_run` and :func:`export_run`, with the same run options) across device
+calls of a few minutes each.
 
     # GPU, full size: the three envs in parallel processes on one GPU (1M steps and 1M updates each);
     # check first that the CUDA-graph update equals the eager one on this GPU (else drop --cuda-graph)
@@ -41,42 +43,115 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gta_rl.behaviour import SACConfig
 
 ENVS = {"halfcheetah": "HalfCheetah-v5", "hopper": "Hopper-v5", "walker2d": "Walker2d-v5"}
 REPO = Path(__file__).resolve().parents[1]
+RESUMABLE = ("state.safetensors", "resume.safetensors")  # a run resumes from either (gta_rl.behaviour)
+QUICK = {"total_steps": 1500, "hidden": (32, 32), "batch_size": 64, "learning_starts": 500, "checkpoint_every": 500,
+         "eval_episodes": 1, "device": "cpu", "cuda_graph": False, "compile": False}
 
 
-def run_one(family: str, args: dict[str, Any]) -> dict[str, Any]:
+def place_options() -> argparse.ArgumentParser:
+    """Which runs and where (a parent parser; tools/behaviour_session.py takes the same)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--env", action="append", choices=sorted(ENVS), help="repeatable; default all three")
+    p.add_argument("--run-dir", default="runs/behaviour", help="one SAC run directory per env under it")
+    return p
+
+
+def run_options(*, num_envs: int, state_every: int, quick: dict[str, Any]) -> argparse.ArgumentParser:
+    """The settings of the SAC runs (a parent parser; :func:`sac_settings` reads them). The defaults that
+    differ between the tools are arguments; ``quick`` replaces settings for a CPU smoke run."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--steps", type=int, default=1_000_000, help="environment steps per env")
+    p.add_argument("--num-envs", type=int, default=num_envs, help="vector env copies per run")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=10_000)
+    p.add_argument("--state-every", type=int, default=state_every,
+                   help="steps between saves of the full state with the buffer "
+                   "(0: every checkpoint; default %(default)s)")
+    p.add_argument("--eval-episodes", type=int, default=5)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--cuda-graph", action="store_true", help="replay the SAC update as a CUDA graph")
+    p.add_argument("--compile", action="store_true", help="torch.compile the SAC update")
+    p.add_argument("--env-async", action="store_true", help="training env copies in worker processes")
+    p.add_argument("--overlap", action="store_true",
+                   help="step the envs while the GPU runs the updates (acting one env step stale)")
+    p.add_argument("--transfer-every", type=int, default=1, help="transitions copied to the device together")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="wall-clock limit per run: it stops there with a checkpoint")
+    p.add_argument("--quick", action="store_true",
+                   help=f"CPU smoke run: tiny networks, {quick['total_steps']} steps")
+    return p
+
+
+def export_options() -> argparse.ArgumentParser:
+    """Where the exported files go and which checkpoint is "medium" (a parent parser)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--medium", choices=("d4rl", "third"), default="d4rl",
+                   help="medium = closest to D4RL medium's mean return, or to 1/3 of the expert's")
+    p.add_argument("--policy-dir", default=None,
+                   help="where policy files and replay files go (default packages/gta-data/policies)")
+    return p
+
+
+def sac_settings(a: argparse.Namespace, quick: dict[str, Any]) -> dict[str, Any]:
+    """The SACConfig settings (all but env_id) that :func:`run_options` parsed into ``a``."""
+    settings = {"total_steps": a.steps, "num_envs": a.num_envs, "seed": a.seed, "checkpoint_every": a.checkpoint_every,
+                "state_every": a.state_every, "eval_episodes": a.eval_episodes, "device": a.device,
+                "cuda_graph": a.cuda_graph, "compile": a.compile, "env_async": a.env_async, "overlap": a.overlap,
+                "transfer_every": a.transfer_every}
+    return {**settings, **quick} if a.quick else settings
+
+
+def resumable(run: Path) -> bool:
+    """Whether ``run`` holds a state that ``train_sac(..., resume=True)`` continues from."""
+    return any((run / name).exists() for name in RESUMABLE)
+
+
+def train_run(cfg: SACConfig, run: Path, *, resume: bool, deadline: float | None = None, stop_after: int | None = None,
+              threads: int | None = None) -> dict[str, Any]:
+    """Train (or resume) the SAC run ``cfg`` in ``run`` with ``threads`` torch CPU threads (None: torch's
+    default); the result of ``gta_rl.behaviour.train_sac``."""
     import torch
 
+    from gta_rl.behaviour import train_sac
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return train_sac(cfg, run, resume=resume, stop_after=stop_after, deadline=deadline)
+
+
+def medium_target(family: str, rule: str) -> float | None:
+    """The return the medium checkpoint is chosen by: D4RL medium's mean (``d4rl``), or None (``third``: 1/3 of
+    the expert's, gta_rl.behaviour.pick_checkpoints)."""
+    from gta_data.scores import D4RL_DATASET_STATS
+
+    stats = D4RL_DATASET_STATS.get(f"{family}-medium") if rule == "d4rl" else None
+    return stats["mean_return"] if stats else None
+
+
+def export_run(family: str, run: Path, checkpoints: list[dict[str, Any]], policy_dir: Path,
+               medium_rule: str) -> dict[str, Any]:
+    """Pick the medium and expert checkpoints of a run, write its policy and medium-replay files, and check the
+    chain with the gta-data recipes; the results (a row of the report)."""
     from gta_data.recipes import make_dataset
     from gta_data.replay import load_replay_file
-    from gta_data.scores import D4RL_DATASET_STATS
-    from gta_rl.behaviour import (
-        SACConfig,
-        export_policy_file,
-        export_replay_file,
-        pick_checkpoints,
-        train_sac,
-    )
+    from gta_rl.behaviour import export_policy_file, export_replay_file, pick_checkpoints
 
-    torch.set_num_threads(args["threads"])
-    run_dir = Path(args["run_dir"]) / family
-    cfg = SACConfig(env_id=ENVS[family], **args["sac"])
-    resume = args["resume"] and any((run_dir / n).exists() for n in ("state.safetensors", "resume.safetensors"))
-    t0 = time.time()
-    deadline = t0 + 60.0 * args["minutes"] if args["minutes"] else None
-    result = train_sac(cfg, run_dir, resume=resume, deadline=deadline)
-    wall = time.time() - t0
-    medium_return = None
-    if args["medium"] == "d4rl" and f"{family}-medium" in D4RL_DATASET_STATS:
-        medium_return = D4RL_DATASET_STATS[f"{family}-medium"]["mean_return"]
-    picks = pick_checkpoints(result["checkpoints"], medium_return=medium_return)
-    policy_dir = Path(args["policy_dir"])
+    medium_return = medium_target(family, medium_rule)
+    picks = pick_checkpoints(checkpoints, medium_return=medium_return)
+    missing = [p["path"] for p in picks.values() if not (run / p["path"]).exists()]
+    if missing:
+        raise SystemExit(f"error: {family}: the picked actors {missing} were not kept (behaviour_session.py's "
+                         "pack keeps the candidates of D4RL's medium rule; another rule needs all actors)")
     policy_dir.mkdir(parents=True, exist_ok=True)
-    policy_file = export_policy_file(run_dir, policy_dir / f"{family}.npz", picks)
-    replay_file = export_replay_file(run_dir, policy_dir / f"{family}-medium-replay.npz", picks["medium"]["step"])
+    policy_file = export_policy_file(run, policy_dir / f"{family}.npz", picks)
+    replay_file = export_replay_file(run, policy_dir / f"{family}-medium-replay.npz", picks["medium"]["step"])
     # The chain works: gta-data recipes roll the exported medium policy out and re-simulate the replay.
     with tempfile.TemporaryDirectory() as tmp:
         smoke = make_dataset(f"{family}-medium", Path(tmp) / "m.zarr", size=1000, seed=0,
@@ -89,57 +164,46 @@ def run_one(family: str, args: dict[str, Any]) -> dict[str, Any]:
         replay_check = replay.provenance["replay_check"]
     recorded = load_replay_file(replay_file)
     return {
-        "env": family, "env_id": cfg.env_id, "steps": result["step"], "wall_s": round(wall, 1),
-        "steps_per_s": round(result["step"] / max(wall, 1e-9), 1) if not resume else None,
-        "updates": result.get("updates"), "medium_rule": args["medium"], "medium_target_return": medium_return,
+        "medium_rule": medium_rule, "medium_target_return": medium_return,
         "expert": picks["expert"], "medium": picks["medium"],
         "medium_ratio": picks["medium"]["eval_return"] / picks["expert"]["eval_return"]
         if picks["expert"]["eval_return"] else None,
         "replay_transitions": recorded.num_transitions, "replay_episodes": recorded.num_episodes,
         "replay_check": replay_check, "replay_file_bytes": Path(replay_file).stat().st_size,
         "policy_file": str(policy_file), "replay_file": str(replay_file),
-        "recipe_smoke_return_1000_steps": smoke_return, "checkpoints": len(result["checkpoints"]),
+        "recipe_smoke_return_1000_steps": smoke_return, "checkpoints": len(checkpoints),
     }
 
 
+def run_one(family: str, args: dict[str, Any]) -> dict[str, Any]:
+    from gta_rl.behaviour import SACConfig
+
+    run_dir = Path(args["run_dir"]) / family
+    cfg = SACConfig(env_id=ENVS[family], **args["sac"])
+    resume = args["resume"] and resumable(run_dir)
+    t0 = time.time()
+    deadline = t0 + 60.0 * args["minutes"] if args["minutes"] else None
+    result = train_run(cfg, run_dir, resume=resume, deadline=deadline, threads=args["threads"])
+    wall = time.time() - t0
+    exported = export_run(family, run_dir, result["checkpoints"], Path(args["policy_dir"]), args["medium"])
+    return {"env": family, "env_id": cfg.env_id, "steps": result["step"], "wall_s": round(wall, 1),
+            "steps_per_s": round(result["step"] / max(wall, 1e-9), 1) if not resume else None,
+            "updates": result.get("updates"), **exported}
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--env", action="append", choices=sorted(ENVS), help="repeatable; default all three")
-    parser.add_argument("--steps", type=int, default=1_000_000, help="environment steps per env")
-    parser.add_argument("--num-envs", type=int, default=1, help="vector env copies per run")
-    parser.add_argument("--checkpoint-every", type=int, default=10_000)
-    parser.add_argument("--state-every", type=int, default=0,
-                        help="steps between saves of the resumable state (0: every checkpoint)")
-    parser.add_argument("--minutes", type=float, default=None, help="wall-clock limit per run (stops early)")
-    parser.add_argument("--medium", choices=("d4rl", "third"), default="d4rl",
-                        help="medium = closest to D4RL medium's mean return, or to 1/3 of the expert's")
-    parser.add_argument("--eval-episodes", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--cuda-graph", action="store_true", help="replay the SAC update as a CUDA graph")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the SAC update")
-    parser.add_argument("--env-async", action="store_true", help="training env copies in worker processes")
-    parser.add_argument("--overlap", action="store_true",
-                        help="step the envs while the GPU runs the updates (acting one env step stale)")
-    parser.add_argument("--transfer-every", type=int, default=1, help="transitions copied to the device together")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     parents=[place_options(), run_options(num_envs=1, state_every=0, quick=QUICK),
+                                              export_options()])
     parser.add_argument("--jobs", type=int, default=1, help="envs trained at once, in separate processes")
-    parser.add_argument("--run-dir", default="runs/behaviour", help="SAC run directories (one per env)")
-    parser.add_argument("--policy-dir", default=None,
-                        help="where policy files and replay files go (default packages/gta-data/policies)")
     parser.add_argument("--resume", action="store_true", help="continue runs that have a checkpoint")
-    parser.add_argument("--quick", action="store_true", help="CPU smoke run: tiny networks, a few thousand steps")
     parser.add_argument("--out", required=True, help="JSON file of results")
     a = parser.parse_args()
 
     families = a.env or list(ENVS)
-    sac = {"total_steps": a.steps, "num_envs": a.num_envs, "checkpoint_every": a.checkpoint_every,
-           "eval_episodes": a.eval_episodes, "seed": a.seed, "device": a.device, "cuda_graph": a.cuda_graph,
-           "compile": a.compile, "env_async": a.env_async, "state_every": a.state_every, "overlap": a.overlap,
-           "transfer_every": a.transfer_every}
+    sac = sac_settings(a, QUICK)
     run_dir, policy_dir = Path(a.run_dir), Path(a.policy_dir) if a.policy_dir else REPO / "packages/gta-data/policies"
     if a.quick:
-        sac.update(total_steps=1500, hidden=(32, 32), batch_size=64, learning_starts=500, checkpoint_every=500,
-                   eval_episodes=1, device="cpu", cuda_graph=False, compile=False)
         if a.run_dir == parser.get_default("run_dir"):
             run_dir = Path(tempfile.mkdtemp(prefix="behaviour-quick-"))
         if a.policy_dir is None:

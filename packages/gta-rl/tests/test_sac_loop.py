@@ -238,6 +238,9 @@ def test_behaviour_session_dry_run(tmp_path):
     row = json.loads((tmp_path / "e.json").read_text())[0]
     assert row["steps"] == 600 and (tmp_path / "policies" / "hopper.npz").is_file()
     assert (tmp_path / "policies" / "hopper-medium-replay.npz").is_file()
+    # The export is train_behaviour_policies.py's: the recipes re-simulate the medium-replay file exactly.
+    assert row["replay_check"]["max_last_obs_error"] == 0 and row["replay_check"]["ending_mismatches"] == 0
+    assert row["replay_transitions"] == row["medium"]["step"] <= 600
 
 
 def test_session_refusals_are_one_line(tmp_path):
