@@ -52,6 +52,41 @@ def test_dmc_action_repeat_sums_rewards():
         assert reward == pytest.approx(expected, rel=1e-12)
 
 
+def test_walker_episode_is_vd4rls_evaluation_episode():
+    """An evaluation episode as V-D4RL plays one (drqbc/dmc.py: float32 actions scaled from [-1, 1], repeated
+    twice with rewards summed, ActionRepeatWrapper; train.py eval(): step until time_step.last(), sum the rewards):
+    500 agent steps, the same return, score = return / 10 (V-D4RL's 0-100 scale)."""
+    from dm_control import suite
+
+    from gta_pixel.evaluate import normalized
+    from gta_pixel.pixelstore import _ref_scores
+    from gta_pixel.tasks import DmcCore
+
+    env = suite.load("walker", "walk", task_kwargs={"random": 7}, visualize_reward=False)
+    core = DmcCore("walker", "walk")
+    np.testing.assert_array_equal(core.reset(7), core.flatten(env.reset().observation))
+    actions = np.random.default_rng(0).uniform(-1, 1, (600, 6)).astype(np.float32)
+    ref_return, ref_steps, last = 0.0, 0, False
+    while not last:  # V-D4RL: ActionRepeatWrapper(2) around the suite env, until last()
+        reward, discount = 0.0, 1.0
+        for _ in range(2):
+            ts = env.step(actions[ref_steps].astype(np.float64))
+            reward += (ts.reward or 0.0) * discount
+            discount *= ts.discount
+            if ts.last():
+                break
+        ref_return, ref_steps, last = ref_return + reward, ref_steps + 1, ts.last()
+    ours, steps, done = 0.0, 0, False
+    while not done:
+        _, reward, terminated, truncated = core.step(actions[steps])
+        ours, steps, done = ours + reward, steps + 1, terminated or truncated
+        assert not terminated
+    assert steps == ref_steps == core.max_steps == 500
+    assert ours == pytest.approx(ref_return, rel=1e-12)
+    assert normalized(np.array([ours]), _ref_scores({"kind": "dmc"}))[0] == pytest.approx(ours / 10)
+    core.close()
+
+
 def _render_in_subprocess(body: str) -> None:
     """Run a render check in a fresh interpreter. An OpenGL backend loads its own LLVM (Mesa's llvmpipe), which
     crashes a later import of Triton's LLVM in the same process (gta-rl's fused kernels): rendering must never
