@@ -743,7 +743,8 @@ def _latent_store(tmp_path, data: PixelData, agent: DrQBCStack) -> TrajectorySto
 def test_latent_rows_are_the_trunks_of_vd4rls_stacks(tmp_path):
     """encode + LatentReplay: each row whose n steps lie inside its episode (the rows V-D4RL samples) holds
     [actor trunk, critic trunk] of V-D4RL's stacked observation, its action, n-step reward and discount, and
-    the latents of V-D4RL's n-step next observation; rows nearer the end are truncated n-step targets."""
+    the latents of V-D4RL's n-step next observation. The store keeps the other rows too (nearer an episode's end:
+    finetune's truncated n-step targets, by hand in test_latent_pipeline)."""
     data = episodes_data()
     agent = DrQBCStack((9, SIZE, SIZE), ACT, [2], TINY)
     nets = DrQBCNets((9, SIZE, SIZE), ACT, TINY, seed=2)
