@@ -76,6 +76,7 @@ def test_the_tiny_row_end_to_end_then_a_rerun_that_skips_every_stage(tmp_path):
     scale = row["scale"]
     assert scale["dataset"]["num_episodes"] == 3 and scale["dataset"]["num_steps"] == 60
     assert scale["generated"] == {"0": 40, "1": 40, "2": 40} and scale["gta_preset"] == "vd4rl-medium"
+    assert scale["std_duration_loop_steps"] == 3  # round(2 * 6 * 125/550)
     assert scale["pretrain_steps"] == 6 and scale["finetune_steps"] == 6 and scale["eval_episodes"] == 2
     stages = json.loads((w / "stages.json").read_text())
     per = ("encode", "model", "gta", "finetune-original", "finetune-gta", "eval-original", "eval-gta")
@@ -144,6 +145,8 @@ def test_the_gpu_row_stages(tmp_path):
     assert stages["data"].args[:3] == ["make", "walker_walk", "medium"] and option("data", "--episodes") == ["200"]
     assert option("pretrain", "--seeds") == ["0-2"] and "--fast" in stages["pretrain"].command
     assert stages["pretrain"].resume_flag == ["--resume"] and option("pretrain", "--device") == ["cuda"]
+    # 50k updates keep V-D4RL's annealed fraction: std 0.1 from update 125k of 550k, here from 11,364 of 50k
+    assert option("pretrain", "--std-duration") == ["22727"] and tool.std_duration(550_000) == 250_000
     for k in (0, 1, 2):
         assert option(f"encode-{k}", "--seed") == [str(k)] and stages[f"encode-{k}"].store == f"{w}/latent-{k}.zarr"
         assert option(f"model-{k}", "--data") == [f"{w}/latent-{k}.zarr"]

@@ -96,6 +96,16 @@ TINY = Scale(episodes=3, size=16, pretrain_steps=6, batch_size=8, hidden_dim=32,
              network="fast-mixer-small", horizon=4, diffusion_batch=8, generated=40, sampler_batch=8, sampler_steps=4,
              finetune_steps=6, eval_episodes=2, eval_max_steps=5, workers=0, checkpoint_every=3)
 
+# V-D4RL's exploration std reaches its final 0.1 at update 125k of 550k (250k loop steps, one update every 2):
+# a shorter pretraining keeps that fraction, so its target and BC noise anneal as the full run's do.
+STD_ANNEALED_FRACTION = 125_000 / 550_000
+
+
+def std_duration(pretrain_steps: int) -> int:
+    """``gta-pixel pretrain --std-duration`` (in loop steps, 2 per update) for ``pretrain_steps`` updates."""
+    return max(1, round(2 * STD_ANNEALED_FRACTION * pretrain_steps))
+
+
 PRIORITY = ("data", "pretrain", "encode", "model", "gta", "finetune-gta", "finetune-original", "eval-gta",
             "eval-original", "eval-pretrain")
 
@@ -170,7 +180,8 @@ def build_stages(task: str, level: str, w: Path, scale: Scale, gpu: bool, tiny: 
     stages = [Stage("data", (), [*make, "--out", pixels, *episodes, "--size", str(scale.size), "--workers",
                                  str(max(1, scale.workers)), "--overwrite"]),
               Stage("pretrain", ("data",), [*pixel, "pretrain", pixels, "--out", pre, "--seeds", scale.seeds, "--steps",
-                                            str(scale.pretrain_steps), "--batch-size", str(scale.batch_size),
+                                            str(scale.pretrain_steps), "--std-duration",
+                                            str(std_duration(scale.pretrain_steps)), "--batch-size", str(scale.batch_size),
                                             "--hidden-dim", str(scale.hidden_dim), "--checkpoint-every",
                                             str(scale.checkpoint_every), *pfast, *device],
                     resume_flag=["--resume"], gpu=gpu)]
@@ -279,6 +290,7 @@ def write_row(task: str, level: str, w: Path, scale: Scale, gpu: bool, tiny: boo
         "original_minus_drqbc": paired(per_seed["original"], per_seed["drqbc"]),
         "scale": {"dataset": _pixel_size(w / "pixels.zarr"), "episodes_requested": scale.episodes,
                   "frame_size": scale.size, "pretrain_steps": scale.pretrain_steps,
+                  "std_duration_loop_steps": pretrain_config["drqbc"]["std_duration"],
                   "finetune_steps": scale.finetune_steps, "batch_size": scale.batch_size,
                   "hidden_dim": scale.hidden_dim, "diffusion_steps": scale.diffusion_steps, "network": scale.network,
                   "generated_per_seed": scale.generated,
@@ -293,7 +305,8 @@ def write_row(task: str, level: str, w: Path, scale: Scale, gpu: bool, tiny: boo
     lines = [f"### {row['dataset']} (DrQ+BC, {len(seeds)} seeds, {row['device']}, commit {commit})", "",
              f"Scale: data {row['data']}, {s['dataset']['num_episodes']} episodes ({n} transitions, "
              f"behaviour return {s['dataset']['behaviour_return']:.1f}); "
-             f"pretraining {s['pretrain_steps']} updates per seed; GTA denoiser {s['diffusion_steps']} steps "
+             f"pretraining {s['pretrain_steps']} updates per seed (exploration std 1.0 -> 0.1 over the first "
+             f"{s['std_duration_loop_steps'] // 2} updates, V-D4RL's fraction); GTA denoiser {s['diffusion_steps']} steps "
              f"({s['network']}), {s['generated_per_seed']} generated transitions per seed ({s['gta_preset']}); "
              f"fine-tuning {s['finetune_steps']} head updates per arm; evaluation {s['eval_episodes']} episodes per "
              f"seed on the same episode seeds. Measure: {row['measure']}.", "",

@@ -37,6 +37,7 @@ def test_pipeline_end_to_end(pixels, tmp_path):
     out = _ok(runner.invoke(app, ["pretrain", str(pixels), "--out", str(pre), "--steps", "20", "--seeds", "0-1",
                                   "--hidden-dim", "32", *TINY_RUN]))
     assert "20 updates of seeds [0, 1]" in out
+    assert json.loads((pre / runs.CONFIG).read_text())["drqbc"]["std_duration"] == 250_000  # V-D4RL's, by default
     out = _ok(runner.invoke(app, ["encode", str(pre), str(pixels), "--out", str(latent), "--seed", "1",
                                   "--device", "cpu"]))
     assert "80 transitions in 4 episodes, 100-d latents" in out
@@ -74,6 +75,9 @@ def test_one_line_errors(pixels, tmp_path):
     assert res.exit_code == 1 and "no pixel store" in res.output
     res = runner.invoke(app, ["pretrain", str(pixels), "--out", str(tmp_path / "r"), "--seeds", "2-1"])
     assert res.exit_code == 1 and "runs backwards" in res.output
+    res = runner.invoke(app, ["pretrain", str(pixels), "--out", str(tmp_path / "r"), "--std-duration", "0",
+                              "--device", "cpu"])
+    assert res.exit_code == 1 and "must be positive" in res.output and not (tmp_path / "r").exists()
     res = runner.invoke(app, ["finetune", str(tmp_path / "r"), "--out", str(tmp_path / "f")])
     assert res.exit_code == 1 and "error:" in res.output
     res = runner.invoke(app, ["bench", "--device", "cuda:7"])

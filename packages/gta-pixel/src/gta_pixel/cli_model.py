@@ -72,6 +72,9 @@ def pretrain_command(
     batch_size: int = typer.Option(256, "--batch-size"),
     hidden_dim: int = typer.Option(1024, "--hidden-dim", help="width of the policy and Q heads (V-D4RL: 1024; "
                                    "smaller for tests)"),
+    std_duration: Optional[int] = typer.Option(None, "--std-duration", help="loop steps (2 per update) over "  # noqa: UP045
+                                               "which the exploration std falls from 1.0 to 0.1 (default V-D4RL's "
+                                               "250k; scale it with --steps for a shorter run)"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N"),
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast of the encoder and "  # noqa: UP045
                                         "trunk products (default off; a resume keeps the run's; encode and "
@@ -97,6 +100,8 @@ def pretrain_command(
             bf16 = True if bf16 is None else bf16
             channels_last = compile = cuda_graph = True
         config = replace(DrQBCConfig(), nstep=nstep, batch_size=batch_size, hidden_dim=hidden_dim)
+        if std_duration is not None:
+            config = replace(config, std_duration=std_duration)
         with StopSignals() as signals, _progress("pretrain", steps, 0) as bar:
             agent = pretrain(pixels, out, seeds=_seed_list(seeds), steps=steps, config=config, device=device,
                              bf16=bf16, channels_last=channels_last, compile=compile, cuda_graph=cuda_graph,

@@ -57,8 +57,8 @@ def pretrain(
     out = Path(out)
     if min(steps, log_every, checkpoint_every) < 1:
         raise RunError("steps, log and checkpoint intervals must be positive")
-    if min(config.nstep, config.batch_size, config.hidden_dim, config.feature_dim) < 1:
-        raise RunError("nstep, batch size and network widths must be positive")
+    if min(config.nstep, config.batch_size, config.hidden_dim, config.feature_dim, config.std_duration) < 1:
+        raise RunError("nstep, batch size, network widths and the std schedule's duration must be positive")
     runs.check_out(out, resume)
     dev = resolve_device(device, RunError)
     saved = runs.read_config(out) if resume else None
