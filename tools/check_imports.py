@@ -29,7 +29,7 @@ ALLOWED = {
     "gta_diffusion": {"gta_data"},
     "gta_rl": {"gta_data"},
     "gta_eval": {"gta_data"},
-    "gta_pixel": {"gta_data", "gta_diffusion", "gta_rl", "gta_eval"},
+    "gta_pixel": {"gta_data", "gta_rl"},  # DrQ+BC on gta-rl's building blocks; latents reach gta-diffusion as stores
 }
 
 
