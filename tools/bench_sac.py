@@ -129,8 +129,9 @@ def main() -> None:
     steps, warm = (600, 500) if args.quick else (20_000, 5000)
     steps = steps if args.loop_steps is None else args.loop_steps
     warm = warm if args.warmup is None else args.warmup
-    if steps < 1 or warm < 1:
-        ap.error(f"--loop-steps and --warmup must be positive, got {steps} and {warm}")
+    if args.num_envs < 1 or warm < 1 or steps < 4 * args.num_envs:
+        ap.error(f"--warmup must be positive and --loop-steps at least 4 x --num-envs (a timed span between "
+                 f"progress marks), got {warm} and {steps} with {args.num_envs} env copies")
     loops = [name for name in args.loops.split(",") if name]
     t_start = time.perf_counter()
     updates = []

@@ -12,7 +12,8 @@ imports under ``if TYPE_CHECKING:`` are left out. Three rules:
   (``from gta_data import __version__`` inside ``gta_data/store.py``), since the ``__init__`` imports its
   modules; importing a sibling submodule through the package (``from gta_rl import fused_mlp``) is fine.
 - **Layers**: gta-data imports no other package of the repository; gta-diffusion, gta-rl and gta-eval import
-  gta-data only (they talk to each other through files); nothing imports gta-pixel, which may compose the rest.
+  gta-data only (they talk to each other through files); gta-pixel imports gta-data and gta-rl (its DrQ+BC is
+  built on gta-rl's parts); nothing imports gta-pixel.
 """
 
 from __future__ import annotations

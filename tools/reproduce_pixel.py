@@ -106,6 +106,14 @@ def std_duration(pretrain_steps: int) -> int:
     return max(1, round(2 * STD_ANNEALED_FRACTION * pretrain_steps))
 
 
+def _std_phrase(scale: dict) -> str:
+    """How the row's exploration std annealed, in words (from the duration its pretraining run saved)."""
+    loop_steps, updates = scale["std_duration_loop_steps"], scale["pretrain_steps"]
+    reached = -(-loop_steps // 2)  # the first update at which the std is 0.1
+    fraction = "V-D4RL's fraction" if loop_steps == std_duration(updates) else f"{reached / updates:.0%} of the run"
+    return f"exploration std 1.0 -> 0.1 by update {reached}, {fraction}"
+
+
 PRIORITY = ("data", "pretrain", "encode", "model", "gta", "finetune-gta", "finetune-original", "eval-gta",
             "eval-original", "eval-pretrain")
 
@@ -305,8 +313,7 @@ def write_row(task: str, level: str, w: Path, scale: Scale, gpu: bool, tiny: boo
     lines = [f"### {row['dataset']} (DrQ+BC, {len(seeds)} seeds, {row['device']}, commit {commit})", "",
              f"Scale: data {row['data']}, {s['dataset']['num_episodes']} episodes ({n} transitions, "
              f"behaviour return {s['dataset']['behaviour_return']:.1f}); "
-             f"pretraining {s['pretrain_steps']} updates per seed (exploration std 1.0 -> 0.1 over the first "
-             f"{s['std_duration_loop_steps'] // 2} updates, V-D4RL's fraction); GTA denoiser {s['diffusion_steps']} steps "
+             f"pretraining {s['pretrain_steps']} updates per seed ({_std_phrase(s)}); GTA denoiser {s['diffusion_steps']} steps "
              f"({s['network']}), {s['generated_per_seed']} generated transitions per seed ({s['gta_preset']}); "
              f"fine-tuning {s['finetune_steps']} head updates per arm; evaluation {s['eval_episodes']} episodes per "
              f"seed on the same episode seeds. Measure: {row['measure']}.", "",

@@ -95,7 +95,8 @@ def export_options() -> argparse.ArgumentParser:
     p.add_argument("--medium", choices=("d4rl", "third"), default="d4rl",
                    help="medium = closest to D4RL medium's mean return, or to 1/3 of the expert's")
     p.add_argument("--policy-dir", default=None,
-                   help="where policy files and replay files go (default packages/gta-data/policies)")
+                   help="where policy files and replay files go (default packages/gta-data/policies; a --quick "
+                        "run's go beside its runs)")
     return p
 
 
@@ -147,8 +148,9 @@ def export_run(family: str, run: Path, checkpoints: list[dict[str, Any]], policy
     picks = pick_checkpoints(checkpoints, medium_return=medium_return)
     missing = [p["path"] for p in picks.values() if not (run / p["path"]).exists()]
     if missing:
-        raise SystemExit(f"error: {family}: the picked actors {missing} were not kept (behaviour_session.py's "
-                         "pack keeps the candidates of D4RL's medium rule; another rule needs all actors)")
+        raise SystemExit(f"error: {family}: the picked actors {missing} were not kept (a run packed by "
+                         "behaviour_session.py keeps only the candidates of D4RL's medium rule; another rule needs "
+                         "all actors)")
     policy_dir.mkdir(parents=True, exist_ok=True)
     policy_file = export_policy_file(run, policy_dir / f"{family}.npz", picks)
     replay_file = export_replay_file(run, policy_dir / f"{family}-medium-replay.npz", picks["medium"]["step"])

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 TOOL = Path(__file__).resolve().parents[3] / "tools" / "bench_sac.py"
 LOOPS = ["readable", "staged", "staged+t4", "overlap", "overlap+t4"]
 
@@ -34,9 +36,10 @@ def test_quick_run_times_the_update_and_every_loop(tmp_path):
     assert not list(out.parent.glob(".*tmp*"))  # written whole (temporary file renamed)
 
 
-def test_non_positive_step_counts_are_refused(tmp_path):
-    proc = subprocess.run([sys.executable, str(TOOL), "--quick", "--loop-steps", "0", "--out",
-                           str(tmp_path / "sac.json")], capture_output=True, text=True, timeout=120)
+@pytest.mark.parametrize("bad", [("--loop-steps", "0"), ("--warmup", "0"), ("--num-envs", "2", "--loop-steps", "7")])
+def test_step_counts_too_small_to_time_are_refused(tmp_path, bad):
+    proc = subprocess.run([sys.executable, str(TOOL), "--quick", *bad, "--out", str(tmp_path / "sac.json")],
+                          capture_output=True, text=True, timeout=120)
     last = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode == 2 and "error:" in last and "--loop-steps" in last
     assert not (tmp_path / "sac.json").exists()

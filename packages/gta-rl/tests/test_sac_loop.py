@@ -233,11 +233,14 @@ def test_behaviour_session_dry_run(tmp_path):
     tool("start", "--quick", "--env", "hopper", "--run-dir", str(b))
     assert '"running": false, "step": 600' in tool("wait", "--env", "hopper", "--run-dir", str(b), "--minutes", "2",
                                                    "--every", "1")
-    tool("export", "--env", "hopper", "--run-dir", str(b), "--out", str(tmp_path / "e.json"),
-         "--policy-dir", str(tmp_path / "policies"), "--device", "cpu")
+    shipped = repo / "packages/gta-data/policies/hopper.npz"
+    before = shipped.stat().st_mtime_ns
+    # no --policy-dir: a dry run's tiny policies go beside the runs, never over the shipped ones
+    tool("export", "--env", "hopper", "--run-dir", str(b), "--out", str(tmp_path / "e.json"), "--device", "cpu")
     row = json.loads((tmp_path / "e.json").read_text())[0]
-    assert row["steps"] == 600 and (tmp_path / "policies" / "hopper.npz").is_file()
-    assert (tmp_path / "policies" / "hopper-medium-replay.npz").is_file()
+    assert shipped.stat().st_mtime_ns == before
+    assert row["steps"] == 600 and (b / "policies" / "hopper.npz").is_file()
+    assert (b / "policies" / "hopper-medium-replay.npz").is_file()
     # The export is train_behaviour_policies.py's: the recipes re-simulate the medium-replay file exactly.
     assert row["replay_check"]["max_last_obs_error"] == 0 and row["replay_check"]["ending_mismatches"] == 0
     assert row["replay_transitions"] == row["medium"]["step"] <= 600

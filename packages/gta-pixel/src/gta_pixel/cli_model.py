@@ -74,7 +74,7 @@ def pretrain_command(
                                    "smaller for tests)"),
     std_duration: Optional[int] = typer.Option(None, "--std-duration", help="loop steps (2 per update) over "  # noqa: UP045
                                                "which the exploration std falls from 1.0 to 0.1 (default V-D4RL's "
-                                               "250k; scale it with --steps for a shorter run)"),
+                                               "250k; scale it with --steps for a shorter run; a resume keeps the run's)"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N"),
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast of the encoder and "  # noqa: UP045
                                         "trunk products (default off; a resume keeps the run's; encode and "

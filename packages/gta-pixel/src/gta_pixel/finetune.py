@@ -115,13 +115,14 @@ def encoded_arithmetic(provenance: dict) -> bool | None:
 
 
 class LatentReplay:
-    """The union of latent stores on one device, with per-row truncated n-step targets."""
+    """The union of latent stores on one device, with per-row truncated n-step targets. The stores are taken as
+    given: :func:`open_latent_stores` checks that they describe one task, and `finetune` which encoder wrote them."""
 
     def __init__(self, stores: Sequence[TrajectoryStore], *, nstep: int, discount: float,
                  device: torch.device) -> None:
         self.stores = list(stores)
         obs, act, rew, nxt, disc = [], [], [], [], []
-        for store in stores:
+        for store in self.stores:
             data = store.load(names=())
             rows, k = nstep_rows(store.episode_ends, nstep)
             powers = np.where(rows >= 0, discount ** np.arange(nstep, dtype=np.float64), 0.0)
