@@ -162,3 +162,14 @@ def test_the_gpu_row_stages(tmp_path):
     # a scale option replaces its default, nothing else
     scale = tool.scale_from(False, {"finetune_steps": 300_000, "episodes": None})
     assert scale.finetune_steps == 300_000 and scale.episodes == 200
+
+
+def test_the_row_states_the_std_schedule_it_ran():
+    phrase = _tool()._std_phrase
+    assert phrase({"std_duration_loop_steps": 22727, "pretrain_steps": 50_000}) == (
+        "exploration std 1.0 -> 0.1 by update 11364, V-D4RL's fraction")
+    assert phrase({"std_duration_loop_steps": 50_000, "pretrain_steps": 50_000}) == (
+        "exploration std 1.0 -> 0.1 by update 25000, 50% of the run")
+    # V-D4RL's unscaled 250k loop steps in a 50k-update run: 1 - 0.9 * 2 * 49,999 / 250,000
+    assert phrase({"std_duration_loop_steps": 250_000, "pretrain_steps": 50_000}) == (
+        "exploration std 1.0 -> 0.64 at the last update (V-D4RL's 0.1 not reached)")

@@ -110,6 +110,11 @@ def _std_phrase(scale: dict) -> str:
     """How the row's exploration std annealed, in words (from the duration its pretraining run saved)."""
     loop_steps, updates = scale["std_duration_loop_steps"], scale["pretrain_steps"]
     reached = -(-loop_steps // 2)  # the first update at which the std is 0.1
+    if reached > updates:  # the run ends before the schedule does
+        from gta_pixel.drqbc import DrQBCConfig
+
+        last = DrQBCConfig(std_duration=loop_steps).stddev(updates - 1)
+        return f"exploration std 1.0 -> {last:.2f} at the last update (V-D4RL's 0.1 not reached)"
     fraction = "V-D4RL's fraction" if loop_steps == std_duration(updates) else f"{reached / updates:.0%} of the run"
     return f"exploration std 1.0 -> 0.1 by update {reached}, {fraction}"
 
