@@ -216,7 +216,6 @@ def cmd_export(a: argparse.Namespace) -> None:
     resumed from the small files first re-simulates its buffer (and saves the full state it reads)."""
     from gta_rl.behaviour import SACConfig
 
-    shipped = one_shot.REPO / "packages/gta-data/policies"
     results = []
     for family in a.env or list(ENVS):
         run = Path(a.run_dir) / family
@@ -226,9 +225,8 @@ def cmd_export(a: argparse.Namespace) -> None:
             raise SystemExit(f"error: no run of {family} in {run}")
         saved = json.loads((run / "config.json").read_text())
         cfg = SACConfig(**{**saved, "hidden": tuple(saved["hidden"]), "device": a.device})
-        # a dry run's tiny policies never replace the shipped ones: by default they go beside their run
-        dry_run = cfg.hidden == tuple(QUICK["hidden"])
-        policy_dir = Path(a.policy_dir) if a.policy_dir else (Path(a.run_dir) / "policies" if dry_run else shipped)
+        # a dry run (its saved networks are QUICK's) counts as a smoke run
+        policy_dir = one_shot.policy_dir_for(a.policy_dir, Path(a.run_dir), smoke=cfg.hidden == tuple(QUICK["hidden"]))
         result = one_shot.train_run(cfg, run, resume=True, stop_after=0)
         if result["step"] < cfg.total_steps:
             print(f"{family}: step {result['step']} of {cfg.total_steps}: exporting what it has")

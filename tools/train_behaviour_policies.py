@@ -100,6 +100,14 @@ def export_options() -> argparse.ArgumentParser:
     return p
 
 
+def policy_dir_for(given: str | None, run_dir: Path, *, smoke: bool) -> Path:
+    """Where the exported files go: ``--policy-dir`` if given, else the shipped policies' folder, except for a
+    smoke run, whose tiny policies go beside its runs and never replace the shipped ones."""
+    if given:
+        return Path(given)
+    return run_dir / "policies" if smoke else REPO / "packages/gta-data/policies"
+
+
 def sac_settings(a: argparse.Namespace, quick: dict[str, Any]) -> dict[str, Any]:
     """The SACConfig settings (all but env_id) that :func:`run_options` parsed into ``a``."""
     settings = {"total_steps": a.steps, "num_envs": a.num_envs, "seed": a.seed, "checkpoint_every": a.checkpoint_every,
@@ -204,12 +212,10 @@ def main() -> None:
 
     families = a.env or list(ENVS)
     sac = sac_settings(a, QUICK)
-    run_dir, policy_dir = Path(a.run_dir), Path(a.policy_dir) if a.policy_dir else REPO / "packages/gta-data/policies"
-    if a.quick:
-        if a.run_dir == parser.get_default("run_dir"):
-            run_dir = Path(tempfile.mkdtemp(prefix="behaviour-quick-"))
-        if a.policy_dir is None:
-            policy_dir = run_dir / "policies"
+    run_dir = Path(a.run_dir)
+    if a.quick and a.run_dir == parser.get_default("run_dir"):
+        run_dir = Path(tempfile.mkdtemp(prefix="behaviour-quick-"))
+    policy_dir = policy_dir_for(a.policy_dir, run_dir, smoke=a.quick)
     args = {"run_dir": str(run_dir), "policy_dir": str(policy_dir), "resume": a.resume, "sac": sac,
             "minutes": a.minutes, "medium": a.medium,
             "threads": 1 if a.jobs > 1 or a.quick else 4}

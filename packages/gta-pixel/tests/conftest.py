@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from gta_data.replay import ReplayFile
 from gta_pixel.tasks import FakeTask
@@ -71,3 +72,12 @@ def record_replay(spec, lengths, seed=0):
 @pytest.fixture(name="record")
 def _record_fixture():
     return record_replay
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch CPU thread for a module's tests (its tiny updates gain nothing from more), restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

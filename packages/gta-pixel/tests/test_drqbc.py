@@ -26,12 +26,7 @@ from gta_rl.rng import SeedStreams
 TINY = DrQBCConfig(hidden_dim=32, batch_size=8, std_duration=20)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny CPU updates: more threads only contend
 
 
 def _count(module: torch.nn.Module) -> int:

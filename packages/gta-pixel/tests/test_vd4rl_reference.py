@@ -35,12 +35,7 @@ TINY = DrQBCConfig(hidden_dim=32, batch_size=12, std_duration=20)  # std moves w
 SIZE, ACT = 20, 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny CPU updates: more threads only contend
 
 
 # =================================================================================================
